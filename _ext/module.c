@@ -1,0 +1,116 @@
+/* subsandbox._core: module state, multi-phase init and the pieces' registration.
+ *
+ * The module is imported once per interpreter (PEP 489 multi-phase init) and declares
+ * per-interpreter-GIL support, so every sandbox imports its own copy of the module state.
+ * Process-wide state (arenas, queues) lives in raw memory behind locks, in the other files.
+ */
+#include "subsandbox.h"
+
+#define STATE_KEY "subsandbox._core.module"
+
+ss_state *
+ss_get_state(PyObject *module)
+{
+    return (ss_state *)PyModule_GetState(module);
+}
+
+ss_state *
+ss_current_state(void)
+{
+    /* PyState_FindModule() does not work for multi-phase modules: each interpreter's
+     * module registers itself in that interpreter's dict instead. */
+    PyObject *idict = PyInterpreterState_GetDict(PyInterpreterState_Get());
+    if (idict == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "no per-interpreter dict");
+        }
+        return NULL;
+    }
+    PyObject *module = PyDict_GetItemString(idict, STATE_KEY);  /* borrowed */
+    if (module == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "subsandbox._core is not imported in this interpreter");
+        return NULL;
+    }
+    return ss_get_state(module);
+}
+
+static int
+ss_exec(PyObject *module)
+{
+    ss_state *st = ss_get_state(module);
+    st->interp_id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    if (st->interp_id < 0) {
+        return -1;
+    }
+    if (ss_interp_exec(module, st) < 0
+        || ss_frozen_exec(module, st) < 0
+        || ss_shared_exec(module, st) < 0
+        || ss_queue_exec(module, st) < 0)
+    {
+        return -1;
+    }
+    PyObject *idict = PyInterpreterState_GetDict(PyInterpreterState_Get());
+    if (idict == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "no per-interpreter dict");
+        }
+        return -1;
+    }
+    /* A borrowed-by-convention entry: the interpreter dict is cleared when the
+     * interpreter is, after its modules. */
+    return PyDict_SetItemString(idict, STATE_KEY, module);
+}
+
+static int
+ss_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    ss_state *st = ss_get_state(module);
+    Py_VISIT(st->channel_type);
+    Py_VISIT(st->arena_type);
+    Py_VISIT(st->channel_closed_error);
+    Py_VISIT(st->not_shareable_error);
+    return 0;
+}
+
+static int
+ss_clear(PyObject *module)
+{
+    ss_state *st = ss_get_state(module);
+    Py_CLEAR(st->channel_type);
+    Py_CLEAR(st->arena_type);
+    Py_CLEAR(st->channel_closed_error);
+    Py_CLEAR(st->not_shareable_error);
+    return 0;
+}
+
+static void
+ss_free(void *module)
+{
+    (void)ss_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot ss_slots[] = {
+    {Py_mod_exec, ss_exec},
+    /* Safe under an own GIL: no PyObject is shared through C globals, and process-wide
+     * structures are guarded by their own locks. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {0, NULL},
+};
+
+PyModuleDef ss_moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "subsandbox._core",
+    .m_doc = "The C core of subsandbox: shared immortal objects, channels, interrupts.",
+    .m_size = sizeof(ss_state),
+    .m_slots = ss_slots,
+    .m_traverse = ss_traverse,
+    .m_clear = ss_clear,
+    .m_free = ss_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&ss_moduledef);
+}

@@ -1,0 +1,111 @@
+/* The C core of subsandbox: declarations shared by the files of _ext/.
+ *
+ * One extension module, subsandbox._core, built from:
+ *   module.c    module state, multi-phase init, the function table
+ *   pyversion.h every place where CPython versions differ (nowhere else has PY_VERSION_HEX)
+ *   arena.c     block allocator and arena lifetime (who holds an arena, when it is freed)
+ *   share.c     the deep copy of a value into an arena, with its memo
+ *   frozen.c    frozendict and immutableset: static types safe to share between interpreters
+ *   queue.c     Channel: the blocking queue of cross-interpreter values
+ *   xvalue.c    how a value is carried between interpreters inside a queue
+ *   interp.c    the running interpreter's own facts (id, config), and interrupting a sandbox
+ *
+ * Rules every file keeps:
+ *   - No PyObject allocated by one interpreter is ever freed, or written, by another.
+ *   - Process-wide state is in raw memory (PyMem_Raw*) and guarded by a lock.
+ *   - Per-interpreter state (heap types, caches of PyObjects) lives in the module state.
+ */
+#ifndef SUBSANDBOX_H
+#define SUBSANDBOX_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* ---- module state (one per interpreter that imported _core) ---------------------- */
+
+typedef struct {
+    PyTypeObject *channel_type;     /* subsandbox._core.Channel, a heap type of this interp */
+    PyTypeObject *arena_type;       /* subsandbox._core.Arena */
+    PyObject *channel_closed_error; /* subsandbox._core.ChannelClosed */
+    PyObject *not_shareable_error;  /* subsandbox._core.NotShareableError (a TypeError) */
+    int64_t interp_id;              /* id of the interpreter that owns this state */
+} ss_state;
+
+ss_state *ss_get_state(PyObject *module);
+/* The state of the _core module of the *current* interpreter (NULL + error if not imported). */
+ss_state *ss_current_state(void);
+extern PyModuleDef ss_moduledef;
+
+/* Each component adds its functions and types to the module in its own exec function,
+ * and drops its per-interpreter references in its own traverse/clear. */
+int ss_queue_exec(PyObject *module, ss_state *st);
+int ss_shared_exec(PyObject *module, ss_state *st);
+int ss_frozen_exec(PyObject *module, ss_state *st);
+int ss_interp_exec(PyObject *module, ss_state *st);
+
+/* ---- arenas and shared objects (arena.c, share.c) --------------------------------- */
+
+typedef struct ss_arena ss_arena;
+
+/* The arena that holds `op`, or NULL when `op` is not an arena object (never sets an error).
+ * Borrowed: the caller must already hold a reference that keeps the arena alive, such as
+ * being in an interpreter that holds it. */
+ss_arena *ss_arena_of(PyObject *op);
+/* True for every object any interpreter may read by pointer: arena objects, and the
+ * runtime's own static immortal objects (None, True, small ints, static strings...). */
+int ss_is_shared(PyObject *op);
+/* Reference count of the arena *struct* (not of its objects): in-flight channel items and
+ * Arena handles hold one each. Thread-safe, callable without any GIL. */
+void ss_arena_incref(ss_arena *a);
+void ss_arena_decref(ss_arena *a);
+/* Record that interpreter `interp_id` can now reach objects of `a`. -1 with MemoryError. */
+int ss_arena_add_holder(ss_arena *a, int64_t interp_id);
+/* An interpreter created by subsandbox has been destroyed: it holds nothing any more. */
+void ss_interpreter_destroyed(int64_t interp_id);
+/* Arena handles crossing between interpreters: wrap a struct into a new handle object of
+ * the current interpreter (incref), and get the struct of a handle (borrowed; NULL without
+ * error when `op` is not an Arena). */
+PyObject *ss_arena_wrap(ss_state *st, ss_arena *a);
+ss_arena *ss_arena_unwrap(ss_state *st, PyObject *op);
+
+/* Filling an arena (arena.c): share.c and frozen.c build shared objects through this. */
+typedef struct ss_filler ss_filler;
+/* A zeroed object of `size` bytes in the arena being filled, preceded by a zeroed,
+ * untracked GC header when `type` has Py_TPFLAGS_HAVE_GC; its type is set and its
+ * reference count immortal. NULL + MemoryError. */
+PyObject *ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size);
+/* Out-of-line bytes (a UTF-8 buffer, a hash table) in the same arena. NULL + MemoryError. */
+void *ss_filler_alloc_raw(ss_filler *f, size_t size);
+
+/* ---- frozendict and immutableset (frozen.c) --------------------------------------- */
+
+extern PyTypeObject SS_FrozenDict_Type;
+extern PyTypeObject SS_ImmutableSet_Type;
+/* Build a shared frozendict / immutableset in the arena being filled. The keys, values
+ * and items are already shared objects (immortal, hashes cached), in insertion order,
+ * keys distinct. NULL + error. */
+PyObject *ss_frozendict_build(ss_filler *f, Py_ssize_t n,
+                              PyObject *const *keys, PyObject *const *values);
+PyObject *ss_immutableset_build(ss_filler *f, Py_ssize_t n, PyObject *const *items);
+
+/* ---- channels (queue.c) ------------------------------------------------------------ */
+
+typedef struct ss_queue ss_queue;
+void ss_queue_incref(ss_queue *q);
+void ss_queue_decref(ss_queue *q);
+PyObject *ss_channel_wrap(ss_state *st, ss_queue *q);
+ss_queue *ss_channel_unwrap(ss_state *st, PyObject *op);
+
+/* ---- values that cross between interpreters (xvalue.c) ---------------------------- */
+
+typedef struct ss_xvalue ss_xvalue;
+/* Encode `obj` into raw memory owned by no interpreter. NULL + NotShareableError (naming
+ * the path, e.g. "item[1] is a dict: ...") when something in it may not cross. */
+ss_xvalue *ss_xvalue_encode(ss_state *st, PyObject *obj, const char *what);
+/* Rebuild the value in the current interpreter. Does not consume `xv`. */
+PyObject *ss_xvalue_decode(ss_state *st, ss_xvalue *xv);
+/* Free it; callable without any GIL. */
+void ss_xvalue_free(ss_xvalue *xv);
+
+#endif /* SUBSANDBOX_H */
