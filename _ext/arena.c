@@ -13,4 +13,6 @@ PyObject *ss_arena_wrap(ss_state *st, ss_arena *a)
     return NULL;
 }
 ss_arena *ss_arena_unwrap(ss_state *st, PyObject *op) { return NULL; }
-int ss_shared_exec(PyObject *module, ss_state *st) { return 0; }
+static PyObject *stub_is_shared(PyObject *m, PyObject *o) { Py_RETURN_FALSE; }
+static PyMethodDef stub_methods[] = {{"is_shared", stub_is_shared, METH_O, NULL}, {NULL}};
+int ss_shared_exec(PyObject *module, ss_state *st) { return PyModule_AddFunctions(module, stub_methods); }

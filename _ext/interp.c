@@ -1,3 +1,281 @@
-/* STUB: replaced by interpreter facts and interrupts. */
+/* The running interpreter's own facts, and interrupting a task that runs in a sandbox.
+ *
+ * A sandbox runs tasks on one thread of its own (the worker). The worker registers itself
+ * here (interpreter, thread) and runs each task through run_task(), which records the
+ * task's id while it runs. interrupt() may then be called from any thread of any
+ * interpreter: under the registry lock it checks that the worker still runs *that* task,
+ * enters the sandbox on a temporary thread state (waiting for the sandbox's GIL), and
+ * schedules KeyboardInterrupt in the worker thread with PyThreadState_SetAsyncExc(). The
+ * exception is raised at the next bytecode boundary of the task's Python code: code
+ * blocked inside C is interrupted only when it returns to Python.
+ *
+ * Lock order: registry lock, then a sandbox's GIL. A worker never takes the registry lock
+ * while holding its GIL, so the two cannot deadlock.
+ */
 #include "subsandbox.h"
-int ss_interp_exec(PyObject *module, ss_state *st) { return 0; }
+
+#include <pthread.h>
+
+typedef struct worker {
+    struct worker *next;
+    int64_t interp_id;
+    PyInterpreterState *interp;
+    unsigned long thread_id;
+    uint64_t task;          /* id of the running task, 0 when idle */
+    int interrupted;        /* an interrupt was scheduled for the current/last task */
+} worker;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static worker *workers = NULL;  /* guarded by registry_lock */
+
+/* Take the registry lock without holding the GIL, so that a thread waiting for this
+ * interpreter's GIL while holding the lock (interrupt()) can get it. */
+#define REGISTRY_LOCK()                                                                 \
+    do {                                                                                \
+        Py_BEGIN_ALLOW_THREADS                                                          \
+        pthread_mutex_lock(&registry_lock);                                             \
+        Py_END_ALLOW_THREADS                                                            \
+    } while (0)
+#define REGISTRY_UNLOCK() pthread_mutex_unlock(&registry_lock)
+
+static worker *
+find_worker(int64_t interp_id)
+{
+    for (worker *w = workers; w != NULL; w = w->next) {
+        if (w->interp_id == interp_id) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+interpreter_id(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(PyInterpreterState_GetID(PyInterpreterState_Get()));
+}
+
+static PyObject *
+interpreter_config(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    ss_interp_facts f;
+    if (ss_interp_config(PyInterpreterState_Get(), &f) < 0) {
+        return NULL;
+    }
+    return Py_BuildValue(
+        "{s:s,s:O,s:O,s:O,s:O,s:O,s:O}",
+        "gil", f.own_gil ? "own" : "shared",
+        "use_main_obmalloc", f.use_main_obmalloc ? Py_True : Py_False,
+        "check_multi_interp_extensions", f.check_multi_interp_extensions ? Py_True : Py_False,
+        "allow_threads", f.allow_threads ? Py_True : Py_False,
+        "allow_daemon_threads", f.allow_daemon_threads ? Py_True : Py_False,
+        "allow_fork", f.allow_fork ? Py_True : Py_False,
+        "allow_exec", f.allow_exec ? Py_True : Py_False);
+}
+
+static PyObject *
+worker_enter(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (interp == PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_RuntimeError, "the main interpreter is not a sandbox worker");
+        return NULL;
+    }
+    worker *w = PyMem_RawCalloc(1, sizeof(worker));
+    if (w == NULL) {
+        return PyErr_NoMemory();
+    }
+    w->interp_id = PyInterpreterState_GetID(interp);
+    w->interp = interp;
+    /* The id recorded in the thread state, which PyThreadState_SetAsyncExc() matches:
+     * 3.12's _xxsubinterpreters runs every thread on the interpreter's first thread
+     * state (gh-109860), whose id is that of the thread that created the interpreter. */
+    w->thread_id = PyThreadState_Get()->thread_id;
+    REGISTRY_LOCK();
+    int taken = find_worker(w->interp_id) != NULL;
+    if (!taken) {
+        w->next = workers;
+        workers = w;
+    }
+    REGISTRY_UNLOCK();
+    if (taken) {
+        PyMem_RawFree(w);
+        PyErr_SetString(PyExc_RuntimeError, "this interpreter already has a worker");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    worker *found = NULL;
+    REGISTRY_LOCK();
+    for (worker **p = &workers; *p != NULL; p = &(*p)->next) {
+        if ((*p)->interp_id == id) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    }
+    REGISTRY_UNLOCK();
+    PyMem_RawFree(found);
+    Py_RETURN_NONE;
+}
+
+/* run_task(task_id, fn, args, kwargs) -> fn(*args, **kwargs), interruptible by
+ * interrupt(interp_id, task_id) while it runs. */
+static PyObject *
+run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_Check(args[2])
+        || (args[3] != Py_None && !PyDict_Check(args[3])))
+    {
+        PyErr_SetString(PyExc_TypeError, "run_task(task_id, fn, args: tuple, kwargs: dict)");
+        return NULL;
+    }
+    unsigned long long task = PyLong_AsUnsignedLongLong(args[0]);
+    if (task == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (task == 0) {
+        PyErr_SetString(PyExc_ValueError, "task ids start at 1");
+        return NULL;
+    }
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    REGISTRY_LOCK();
+    worker *w = find_worker(id);
+    if (w != NULL) {
+        w->task = task;
+        w->interrupted = 0;
+    }
+    REGISTRY_UNLOCK();
+    if (w == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "run_task() outside a registered worker");
+        return NULL;
+    }
+
+    PyObject *result = PyObject_Call(args[1], args[2], args[3] == Py_None ? NULL : args[3]);
+
+    /* `w` stays valid: only this thread removes it (worker_exit). */
+    REGISTRY_LOCK();
+    w->task = 0;
+    int interrupted = w->interrupted;
+    REGISTRY_UNLOCK();
+    if (interrupted) {
+        /* An interrupt scheduled after the task's last bytecode must not fire in the
+         * worker's own loop: drop it. No new one can come, the task id is gone. */
+        PyObject *exc = PyErr_GetRaisedException();
+        PyThreadState_SetAsyncExc(PyThreadState_Get()->thread_id, NULL);
+        PyErr_SetRaisedException(exc);
+    }
+    return result;
+}
+
+/* Whether the last task run by this worker was interrupted (and forget it). */
+static PyObject *
+take_interrupted(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    int interrupted = 0;
+    REGISTRY_LOCK();
+    worker *w = find_worker(id);
+    if (w != NULL) {
+        interrupted = w->interrupted;
+        w->interrupted = 0;
+    }
+    REGISTRY_UNLOCK();
+    return PyBool_FromLong(interrupted);
+}
+
+/* interrupt(interp_id, task_id) -> bool: schedule KeyboardInterrupt in the task if it is
+ * still running. */
+static PyObject *
+interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "interrupt(interp_id, task_id)");
+        return NULL;
+    }
+    long long interp_id = PyLong_AsLongLong(args[0]);
+    if (interp_id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    unsigned long long task = PyLong_AsUnsignedLongLong(args[1]);
+    if (task == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (interp_id == PyInterpreterState_GetID(PyInterpreterState_Get())) {
+        PyErr_SetString(PyExc_RuntimeError, "a sandbox cannot interrupt itself");
+        return NULL;
+    }
+    int delivered = 0, failed = 0;
+    PyThreadState *mine = PyEval_SaveThread();
+    pthread_mutex_lock(&registry_lock);
+    worker *w = find_worker((int64_t)interp_id);
+    if (w != NULL && w->task == task && task != 0) {
+        PyThreadState *visitor = PyThreadState_New(w->interp);
+        if (visitor == NULL) {
+            failed = 1;
+        }
+        else {
+            PyEval_RestoreThread(visitor);  /* waits for the sandbox's GIL */
+            /* KeyboardInterrupt is a static builtin type: the same object in every
+             * interpreter, so handing it over writes nothing that another GIL owns. */
+            int n = PyThreadState_SetAsyncExc(w->thread_id, PyExc_KeyboardInterrupt);
+            if (n > 0) {
+                w->interrupted = 1;
+                delivered = 1;
+            }
+            PyErr_Clear();  /* an audit hook refusal must not leak into the sandbox */
+            PyThreadState_Clear(visitor);
+            PyThreadState_DeleteCurrent();
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    PyEval_RestoreThread(mine);
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot enter the sandbox to interrupt it");
+        return NULL;
+    }
+    return PyBool_FromLong(delivered);
+}
+
+static PyObject *
+interpreter_destroyed(PyObject *module, PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (id == PyInterpreterState_GetID(PyInterpreterState_Get())) {
+        PyErr_SetString(PyExc_ValueError, "the current interpreter is alive");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ss_interpreter_destroyed((int64_t)id);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef interp_methods[] = {
+    {"interpreter_id", interpreter_id, METH_NOARGS,
+     "interpreter_id()\n--\n\nThe id of the current interpreter."},
+    {"interpreter_config", interpreter_config, METH_NOARGS,
+     "interpreter_config()\n--\n\nThe current interpreter's PEP 684 settings, as the "
+     "runtime holds them (own GIL, own object allocator...)."},
+    {"_worker_enter", worker_enter, METH_NOARGS, NULL},
+    {"_worker_exit", worker_exit, METH_NOARGS, NULL},
+    {"_run_task", (PyCFunction)(void (*)(void))run_task, METH_FASTCALL, NULL},
+    {"_take_interrupted", take_interrupted, METH_NOARGS, NULL},
+    {"_interrupt", (PyCFunction)(void (*)(void))interrupt, METH_FASTCALL, NULL},
+    {"_interpreter_destroyed", interpreter_destroyed, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ss_interp_exec(PyObject *module, ss_state *st)
+{
+    return PyModule_AddFunctions(module, interp_methods);
+}

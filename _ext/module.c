@@ -43,10 +43,21 @@ ss_exec(PyObject *module)
     if (st->interp_id < 0) {
         return -1;
     }
+    st->not_shareable_error = PyErr_NewExceptionWithDoc(
+        "subsandbox.NotShareableError",
+        "A value cannot be shared or sent between interpreters; the message names the "
+        "part of the value at fault and what to use instead.",
+        PyExc_TypeError, NULL);
+    if (st->not_shareable_error == NULL
+        || PyModule_AddObjectRef(module, "NotShareableError", st->not_shareable_error) < 0)
+    {
+        return -1;
+    }
     if (ss_interp_exec(module, st) < 0
         || ss_frozen_exec(module, st) < 0
         || ss_shared_exec(module, st) < 0
-        || ss_queue_exec(module, st) < 0)
+        || ss_queue_exec(module, st) < 0
+        || ss_xvalue_exec(module, st) < 0)
     {
         return -1;
     }
@@ -69,6 +80,8 @@ ss_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->channel_type);
     Py_VISIT(st->arena_type);
     Py_VISIT(st->channel_closed_error);
+    Py_VISIT(st->channel_full_error);
+    Py_VISIT(st->channel_empty_error);
     Py_VISIT(st->not_shareable_error);
     return 0;
 }
@@ -80,6 +93,8 @@ ss_clear(PyObject *module)
     Py_CLEAR(st->channel_type);
     Py_CLEAR(st->arena_type);
     Py_CLEAR(st->channel_closed_error);
+    Py_CLEAR(st->channel_full_error);
+    Py_CLEAR(st->channel_empty_error);
     Py_CLEAR(st->not_shareable_error);
     return 0;
 }

@@ -1,3 +1,716 @@
-/* STUB: replaced by the channel implementation. */
+/* Channel: a blocking FIFO of cross-interpreter values, usable from any interpreter.
+ *
+ * The queue itself (ss_queue) is process-wide: raw memory, a pthread mutex and two
+ * condition variables, a reference count. Each interpreter sees it through its own
+ * Channel object (a heap type of that interpreter's module), and any number of them may
+ * wrap the same queue. Values are held encoded (xvalue.c), so a value sent by a sandbox
+ * that is then destroyed is still received intact: the queue owns it, not the sender.
+ *
+ * Waiting releases the GIL and sleeps on a condition variable: a send wakes a receiver at
+ * once. The main interpreter's waits wake every WAIT_SLICE to run signal handlers, so
+ * Ctrl-C interrupts a blocked recv().
+ */
 #include "subsandbox.h"
-int ss_queue_exec(PyObject *module, ss_state *st) { return 0; }
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+#define WAIT_SLICE_NS (50 * 1000 * 1000)  /* 50 ms */
+
+typedef struct qnode {
+    struct qnode *next;
+    ss_xvalue *value;
+} qnode;
+
+struct ss_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    Py_ssize_t refcnt;      /* guarded by mu */
+    Py_ssize_t maxsize;     /* 0: unbounded */
+    Py_ssize_t size;        /* guarded by mu */
+    int closed;             /* guarded by mu */
+    qnode *head, *tail;     /* guarded by mu */
+    uint64_t id;
+};
+
+static uint64_t next_queue_id = 1;  /* guarded by id_lock */
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- the process-wide queue ---------------------------------------------------------- */
+
+static ss_queue *
+queue_new(Py_ssize_t maxsize)
+{
+    ss_queue *q = PyMem_RawCalloc(1, sizeof(ss_queue));
+    if (q == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&q->mu, NULL) != 0
+        || pthread_cond_init(&q->not_empty, &attr) != 0
+        || pthread_cond_init(&q->not_full, &attr) != 0)
+    {
+        pthread_condattr_destroy(&attr);
+        PyMem_RawFree(q);
+        PyErr_SetString(PyExc_OSError, "cannot initialise a channel's lock");
+        return NULL;
+    }
+    pthread_condattr_destroy(&attr);
+    q->refcnt = 1;
+    q->maxsize = maxsize;
+    pthread_mutex_lock(&id_lock);
+    q->id = next_queue_id++;
+    pthread_mutex_unlock(&id_lock);
+    return q;
+}
+
+void
+ss_queue_incref(ss_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->refcnt++;
+    pthread_mutex_unlock(&q->mu);
+}
+
+void
+ss_queue_decref(ss_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    Py_ssize_t left = --q->refcnt;
+    qnode *items = NULL;
+    if (left == 0) {
+        items = q->head;
+        q->head = q->tail = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (left > 0) {
+        return;
+    }
+    /* Nobody can reach the queue any more. Its items may hold channels (even this one is
+     * impossible: it would have kept refcnt > 0), so free them after the lock is gone. */
+    while (items != NULL) {
+        qnode *next = items->next;
+        ss_xvalue_free(items->value);
+        PyMem_RawFree(items);
+        items = next;
+    }
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+    pthread_mutex_destroy(&q->mu);
+    PyMem_RawFree(q);
+}
+
+/* ---- waiting --------------------------------------------------------------------------- */
+
+enum { WAIT_OK = 0, WAIT_TIMEOUT = 1, WAIT_ERROR = -1 };
+
+static void
+deadline_after(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    double whole = (double)(time_t)seconds;
+    ts->tv_sec += (time_t)seconds;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int
+before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The main
+ * interpreter wakes every slice to let its signal handlers run (and raise). */
+static int
+wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
+         const struct timespec *deadline, int handles_signals, PyThreadState **ts)
+{
+    while (!ready(q)) {
+        struct timespec until;
+        int sliced = 0;
+        if (handles_signals) {
+            deadline_after(&until, WAIT_SLICE_NS / 1e9);
+            sliced = 1;
+            if (deadline != NULL && before(deadline, &until)) {
+                until = *deadline;
+                sliced = 0;
+            }
+        }
+        else if (deadline != NULL) {
+            until = *deadline;
+        }
+        int rc = (handles_signals || deadline != NULL)
+                 ? pthread_cond_timedwait(cond, &q->mu, &until)
+                 : pthread_cond_wait(cond, &q->mu);
+        if (rc == ETIMEDOUT) {
+            if (ready(q)) {
+                break;
+            }
+            if (!sliced) {
+                return WAIT_TIMEOUT;
+            }
+            /* A slice ended: run the signal handlers with the GIL, then go on waiting. */
+            pthread_mutex_unlock(&q->mu);
+            PyEval_RestoreThread(*ts);
+            int err = PyErr_CheckSignals();
+            *ts = PyEval_SaveThread();
+            pthread_mutex_lock(&q->mu);
+            if (err < 0) {
+                return WAIT_ERROR;
+            }
+        }
+    }
+    return WAIT_OK;
+}
+
+static int
+can_take(ss_queue *q)
+{
+    return q->head != NULL || q->closed;
+}
+
+static int
+can_put(ss_queue *q)
+{
+    return q->maxsize <= 0 || q->size < q->maxsize || q->closed;
+}
+
+/* ---- the per-interpreter Channel object ------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    ss_queue *queue;
+} ChannelObject;
+
+PyObject *
+ss_channel_wrap(ss_state *st, ss_queue *q)
+{
+    ChannelObject *self = PyObject_New(ChannelObject, st->channel_type);
+    if (self == NULL) {
+        return NULL;
+    }
+    ss_queue_incref(q);
+    self->queue = q;
+    return (PyObject *)self;
+}
+
+ss_queue *
+ss_channel_unwrap(ss_state *st, PyObject *op)
+{
+    if (Py_TYPE(op) != st->channel_type) {
+        return NULL;
+    }
+    return ((ChannelObject *)op)->queue;
+}
+
+static ss_state *
+channel_state(PyObject *self)
+{
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &ss_moduledef);
+    return module == NULL ? NULL : ss_get_state(module);
+}
+
+static int
+parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
+{
+    *has_deadline = 0;
+    if (timeout == NULL || timeout == Py_None) {
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (t < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -1;
+    }
+    deadline_after(deadline, t);
+    *has_deadline = 1;
+    return 0;
+}
+
+static int
+in_main_interpreter(void)
+{
+    return PyInterpreterState_Get() == PyInterpreterState_Main();
+}
+
+static PyObject *
+channel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"maxsize", NULL};
+    Py_ssize_t maxsize = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:Channel", kwlist, &maxsize)) {
+        return NULL;
+    }
+    if (maxsize < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "maxsize must be 0 (unbounded) or a positive number of items");
+        return NULL;
+    }
+    ss_queue *q = queue_new(maxsize);
+    if (q == NULL) {
+        return NULL;
+    }
+    ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        ss_queue_decref(q);
+        return NULL;
+    }
+    self->queue = q;
+    return (PyObject *)self;
+}
+
+static void
+channel_dealloc(PyObject *op)
+{
+    ChannelObject *self = (ChannelObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->queue != NULL) {
+        ss_queue *q = self->queue;
+        self->queue = NULL;
+        /* Freeing the queue may free many values: do it without holding the GIL. */
+        Py_BEGIN_ALLOW_THREADS
+        ss_queue_decref(q);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+closed_error(ss_state *st, const char *what)
+{
+    PyErr_Format(st->channel_closed_error, "%s: the channel is closed", what);
+    return NULL;
+}
+
+static PyObject *
+do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
+{
+    ChannelObject *self = (ChannelObject *)op;
+    ss_state *st = channel_state(op);
+    if (st == NULL) {
+        return NULL;
+    }
+    struct timespec deadline;
+    int has_deadline;
+    if (parse_timeout(timeout, &deadline, &has_deadline) < 0) {
+        return NULL;
+    }
+    ss_xvalue *xv = ss_xvalue_encode(st, obj, "item");
+    if (xv == NULL) {
+        return NULL;
+    }
+    qnode *node = PyMem_RawMalloc(sizeof(qnode));
+    if (node == NULL) {
+        ss_xvalue_free(xv);
+        return PyErr_NoMemory();
+    }
+    node->next = NULL;
+    node->value = xv;
+
+    ss_queue *q = self->queue;
+    int signals = in_main_interpreter();
+    int rc = WAIT_OK, closed = 0;
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&q->mu);
+    if (!can_put(q) && !block) {
+        rc = WAIT_TIMEOUT;
+    }
+    else {
+        rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
+                      signals, &ts);
+    }
+    if (rc == WAIT_OK) {
+        if (q->closed) {
+            closed = 1;
+        }
+        else {
+            if (q->tail != NULL) {
+                q->tail->next = node;
+            }
+            else {
+                q->head = node;
+            }
+            q->tail = node;
+            q->size++;
+            node = NULL;
+            pthread_cond_signal(&q->not_empty);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (node != NULL) {
+        ss_xvalue_free(node->value);
+        PyMem_RawFree(node);
+    }
+    PyEval_RestoreThread(ts);
+    if (rc == WAIT_ERROR) {
+        return NULL;
+    }
+    if (rc == WAIT_TIMEOUT) {
+        if (!block) {
+            PyErr_SetString(st->channel_full_error, "send_nowait(): the channel is full");
+        }
+        else {
+            PyErr_SetString(PyExc_TimeoutError, "send(): timed out waiting for room");
+        }
+        return NULL;
+    }
+    if (closed) {
+        return closed_error(st, "send()");
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
+{
+    ChannelObject *self = (ChannelObject *)op;
+    ss_state *st = channel_state(op);
+    if (st == NULL) {
+        return NULL;
+    }
+    struct timespec deadline;
+    int has_deadline;
+    if (parse_timeout(timeout, &deadline, &has_deadline) < 0) {
+        return NULL;
+    }
+    ss_queue *q = self->queue;
+    int signals = in_main_interpreter();
+    int rc;
+    qnode *node = NULL;
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&q->mu);
+    if (!can_take(q) && !block) {
+        rc = WAIT_TIMEOUT;
+    }
+    else {
+        rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
+                      signals, &ts);
+    }
+    if (rc == WAIT_OK && q->head != NULL) {
+        node = q->head;
+        q->head = node->next;
+        if (q->head == NULL) {
+            q->tail = NULL;
+        }
+        q->size--;
+        pthread_cond_signal(&q->not_full);
+    }
+    pthread_mutex_unlock(&q->mu);
+    PyEval_RestoreThread(ts);
+    if (rc == WAIT_ERROR) {
+        return NULL;
+    }
+    if (rc == WAIT_TIMEOUT) {
+        if (!block) {
+            PyErr_Format(st->channel_empty_error, "%s: the channel is empty", what);
+        }
+        else {
+            PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for an item", what);
+        }
+        return NULL;
+    }
+    if (node == NULL) {
+        return closed_error(st, what);
+    }
+    PyObject *value = ss_xvalue_decode(st, node->value);
+    /* The value was taken off the queue: whether or not decoding succeeded, it is gone. */
+    ss_xvalue_free(node->value);
+    PyMem_RawFree(node);
+    return value;
+}
+
+static PyObject *
+channel_send(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"obj", "timeout", NULL};
+    PyObject *obj, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:send", kwlist, &obj, &timeout)) {
+        return NULL;
+    }
+    return do_send(self, obj, timeout, 1);
+}
+
+static PyObject *
+channel_send_nowait(PyObject *self, PyObject *obj)
+{
+    return do_send(self, obj, NULL, 0);
+}
+
+static PyObject *
+channel_recv(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:recv", kwlist, &timeout)) {
+        return NULL;
+    }
+    return do_recv(self, timeout, 1, "recv()");
+}
+
+static PyObject *
+channel_recv_nowait(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return do_recv(self, NULL, 0, "recv_nowait()");
+}
+
+static PyObject *
+channel_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ss_queue *q = ((ChannelObject *)op)->queue;
+    pthread_mutex_lock(&q->mu);
+    q->closed = 1;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_mutex_unlock(&q->mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+channel_qsize(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ss_queue *q = ((ChannelObject *)op)->queue;
+    pthread_mutex_lock(&q->mu);
+    Py_ssize_t n = q->size;
+    pthread_mutex_unlock(&q->mu);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *
+channel_get_closed(PyObject *op, void *Py_UNUSED(closure))
+{
+    ss_queue *q = ((ChannelObject *)op)->queue;
+    pthread_mutex_lock(&q->mu);
+    int closed = q->closed;
+    pthread_mutex_unlock(&q->mu);
+    return PyBool_FromLong(closed);
+}
+
+static PyObject *
+channel_get_maxsize(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(((ChannelObject *)op)->queue->maxsize);
+}
+
+static PyObject *
+channel_get_id(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(((ChannelObject *)op)->queue->id);
+}
+
+static PyObject *
+channel_iternext(PyObject *self)
+{
+    PyObject *value = do_recv(self, NULL, 1, "recv()");
+    if (value == NULL) {
+        ss_state *st = channel_state(self);
+        if (st != NULL && PyErr_ExceptionMatches(st->channel_closed_error)) {
+            PyErr_Clear();  /* closed and drained: the iteration ends */
+        }
+    }
+    return value;
+}
+
+static PyObject *
+channel_richcompare(PyObject *a, PyObject *b, int op)
+{
+    if (Py_TYPE(a) != Py_TYPE(b) || (op != Py_EQ && op != Py_NE)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    int same = ((ChannelObject *)a)->queue == ((ChannelObject *)b)->queue;
+    return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static Py_hash_t
+channel_hash(PyObject *op)
+{
+    Py_hash_t h = (Py_hash_t)((ChannelObject *)op)->queue->id;
+    return h == -1 ? -2 : h;
+}
+
+static PyObject *
+channel_repr(PyObject *op)
+{
+    ss_queue *q = ((ChannelObject *)op)->queue;
+    pthread_mutex_lock(&q->mu);
+    Py_ssize_t size = q->size;
+    int closed = q->closed;
+    pthread_mutex_unlock(&q->mu);
+    return PyUnicode_FromFormat("<subsandbox.Channel id=%llu size=%zd maxsize=%zd%s>",
+                                (unsigned long long)q->id, size, q->maxsize,
+                                closed ? " closed" : "");
+}
+
+static PyObject *
+channel_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_SetString(PyExc_TypeError,
+                    "a Channel cannot be pickled: pass it to a sandbox as an argument of "
+                    "Sandbox.call(), or send it through another channel");
+    return NULL;
+}
+
+static PyMethodDef channel_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))channel_send, METH_VARARGS | METH_KEYWORDS,
+     "send(obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
+     "when the channel is full. Only immutable values cross: None, bool, int, float, "
+     "complex, str, bytes, tuples of them, shared objects and channels."},
+    {"send_nowait", channel_send_nowait, METH_O,
+     "send_nowait(obj)\n--\n\nLike send(), but raise ChannelFull instead of waiting."},
+    {"recv", (PyCFunction)(void (*)(void))channel_recv, METH_VARARGS | METH_KEYWORDS,
+     "recv(timeout=None)\n--\n\nTake the next item, waiting for one. Raises ChannelClosed "
+     "once the channel is closed and drained, TimeoutError when the timeout passes."},
+    {"recv_nowait", channel_recv_nowait, METH_NOARGS,
+     "recv_nowait()\n--\n\nLike recv(), but raise ChannelEmpty instead of waiting."},
+    {"close", channel_close, METH_NOARGS,
+     "close()\n--\n\nClose the channel for every holder: sends fail, receivers drain what "
+     "is left, then get ChannelClosed; blocked waiters wake."},
+    {"qsize", channel_qsize, METH_NOARGS, "qsize()\n--\n\nNumber of items waiting."},
+    {"__reduce__", channel_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef channel_getset[] = {
+    {"closed", channel_get_closed, NULL, "Whether close() was called by any holder.", NULL},
+    {"maxsize", channel_get_maxsize, NULL, "Capacity; 0 means unbounded.", NULL},
+    {"id", channel_get_id, NULL, "Process-wide id: equal in every interpreter.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot channel_slots[] = {
+    {Py_tp_doc, "Channel(maxsize=0)\n--\n\n"
+                "A FIFO channel between interpreters that carries only immutable values."},
+    {Py_tp_new, channel_new},
+    {Py_tp_dealloc, channel_dealloc},
+    {Py_tp_methods, channel_methods},
+    {Py_tp_getset, channel_getset},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, channel_iternext},
+    {Py_tp_richcompare, channel_richcompare},
+    {Py_tp_hash, channel_hash},
+    {Py_tp_repr, channel_repr},
+    {0, NULL},
+};
+
+static PyType_Spec channel_spec = {
+    .name = "subsandbox.Channel",
+    .basicsize = sizeof(ChannelObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = channel_slots,
+};
+
+/* ---- parcels: handing a value to an interpreter that has no channel yet --------------- */
+
+/* A sandbox starts from source code, which cannot carry objects. The creator leaves its
+ * channels in a parcel (any crossable value, encoded) and passes the parcel's number in
+ * the source; the sandbox takes it. Each parcel is taken once. */
+typedef struct parcel {
+    struct parcel *next;
+    uint64_t number;
+    ss_xvalue *value;
+} parcel;
+
+static pthread_mutex_t parcel_lock = PTHREAD_MUTEX_INITIALIZER;
+static parcel *parcels = NULL;      /* guarded by parcel_lock */
+static uint64_t next_parcel = 1;    /* guarded by parcel_lock */
+
+static PyObject *
+parcel_put(PyObject *module, PyObject *obj)
+{
+    ss_xvalue *xv = ss_xvalue_encode(ss_get_state(module), obj, "parcel");
+    if (xv == NULL) {
+        return NULL;
+    }
+    parcel *p = PyMem_RawMalloc(sizeof(parcel));
+    if (p == NULL) {
+        ss_xvalue_free(xv);
+        return PyErr_NoMemory();
+    }
+    p->value = xv;
+    pthread_mutex_lock(&parcel_lock);
+    p->number = next_parcel++;
+    p->next = parcels;
+    parcels = p;
+    pthread_mutex_unlock(&parcel_lock);
+    return PyLong_FromUnsignedLongLong(p->number);
+}
+
+static PyObject *
+parcel_take(PyObject *module, PyObject *arg)
+{
+    unsigned long long number = PyLong_AsUnsignedLongLong(arg);
+    if (number == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    parcel *found = NULL;
+    pthread_mutex_lock(&parcel_lock);
+    for (parcel **p = &parcels; *p != NULL; p = &(*p)->next) {
+        if ((*p)->number == number) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&parcel_lock);
+    if (found == NULL) {
+        PyErr_Format(PyExc_KeyError, "no parcel %llu (each parcel is taken once)", number);
+        return NULL;
+    }
+    PyObject *value = ss_xvalue_decode(ss_get_state(module), found->value);
+    ss_xvalue_free(found->value);
+    PyMem_RawFree(found);
+    return value;
+}
+
+static PyMethodDef parcel_methods[] = {
+    {"_parcel_put", parcel_put, METH_O, NULL},
+    {"_parcel_take", parcel_take, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ss_queue_exec(PyObject *module, ss_state *st)
+{
+    if (PyModule_AddFunctions(module, parcel_methods) < 0) {
+        return -1;
+    }
+    st->channel_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &channel_spec, NULL);
+    if (st->channel_type == NULL || PyModule_AddType(module, st->channel_type) < 0) {
+        return -1;
+    }
+    st->channel_closed_error = PyErr_NewExceptionWithDoc(
+        "subsandbox.ChannelClosed",
+        "The channel is closed (and, for a receiver, drained).", NULL, NULL);
+    if (st->channel_closed_error == NULL
+        || PyModule_AddObjectRef(module, "ChannelClosed", st->channel_closed_error) < 0)
+    {
+        return -1;
+    }
+    st->channel_empty_error = PyErr_NewExceptionWithDoc(
+        "subsandbox.ChannelEmpty", "recv_nowait() found no item.", NULL, NULL);
+    if (st->channel_empty_error == NULL
+        || PyModule_AddObjectRef(module, "ChannelEmpty", st->channel_empty_error) < 0)
+    {
+        return -1;
+    }
+    st->channel_full_error = PyErr_NewExceptionWithDoc(
+        "subsandbox.ChannelFull", "send_nowait() found no room.", NULL, NULL);
+    if (st->channel_full_error == NULL
+        || PyModule_AddObjectRef(module, "ChannelFull", st->channel_full_error) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}

@@ -28,7 +28,10 @@ typedef struct {
     PyTypeObject *channel_type;     /* subsandbox._core.Channel, a heap type of this interp */
     PyTypeObject *arena_type;       /* subsandbox._core.Arena */
     PyObject *channel_closed_error; /* subsandbox._core.ChannelClosed */
-    PyObject *not_shareable_error;  /* subsandbox._core.NotShareableError (a TypeError) */
+    PyObject *channel_empty_error;  /* subsandbox._core.ChannelEmpty */
+    PyObject *channel_full_error;   /* subsandbox._core.ChannelFull */
+    PyObject *not_shareable_error;  /* subsandbox._core.NotShareableError (a TypeError),
+                                     * made by module.c before the components run */
     int64_t interp_id;              /* id of the interpreter that owns this state */
 } ss_state;
 
@@ -43,6 +46,20 @@ int ss_queue_exec(PyObject *module, ss_state *st);
 int ss_shared_exec(PyObject *module, ss_state *st);
 int ss_frozen_exec(PyObject *module, ss_state *st);
 int ss_interp_exec(PyObject *module, ss_state *st);
+int ss_xvalue_exec(PyObject *module, ss_state *st);
+
+/* ---- interpreter facts (internal.c: the one file that reads CPython internals) ----- */
+
+typedef struct {
+    int own_gil;
+    int use_main_obmalloc;
+    int check_multi_interp_extensions;
+    int allow_threads;
+    int allow_daemon_threads;
+    int allow_fork;
+    int allow_exec;
+} ss_interp_facts;
+int ss_interp_config(PyInterpreterState *interp, ss_interp_facts *out);
 
 /* ---- arenas and shared objects (arena.c, share.c) --------------------------------- */
 

@@ -1,0 +1,79 @@
+"""subsandbox: sandboxed threads on CPython's own-GIL subinterpreters.
+
+Each Sandbox is an isolated interpreter with its own GIL that shares nothing mutable;
+immutable data is shared between them with zero copies (``share``), values move through
+``Channel``, and ``SandboxPoolExecutor`` runs tasks on a pool of sandboxes.
+"""
+
+import sys
+
+if sys.implementation.name != "cpython" or sys.version_info < (3, 12):
+    raise ImportError(
+        "subsandbox needs CPython 3.12 or newer (3.12, 3.13 and 3.14+ are supported): "
+        f"this is {sys.implementation.name} {sys.version.split()[0]}"
+    )
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Sandboxes import parts of this package to run their side of a call; importing the
+# package must stay cheap there, so the public names load on first use (PEP 562).
+_LAZY = {
+    "Sandbox": "sandbox",
+    "Channel": "channel",
+    "share": "shared",
+    "is_shared": "shared",
+    "Arena": "shared",
+    "frozendict": "shared",
+    "immutableset": "shared",
+    "Policy": "policy",
+    "SandboxPoolExecutor": "executor",
+    "BrokenSandbox": "errors",
+    "BrokenSandboxPool": "errors",
+    "ChannelClosed": "errors",
+    "ChannelEmpty": "errors",
+    "ChannelFull": "errors",
+    "NotShareableError": "errors",
+    "PolicyError": "errors",
+    "RemoteError": "errors",
+    "SandboxClosed": "errors",
+    "TaskInterrupted": "errors",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'subsandbox' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"subsandbox.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .errors import (
+        BrokenSandbox,
+        BrokenSandboxPool,
+        ChannelClosed,
+        ChannelEmpty,
+        ChannelFull,
+        NotShareableError,
+        PolicyError,
+        RemoteError,
+        SandboxClosed,
+        TaskInterrupted,
+    )
+    from .executor import SandboxPoolExecutor
+    from .policy import Policy
+    from .sandbox import Sandbox
+    from .shared import Arena, frozendict, immutableset, is_shared, share

@@ -1,0 +1,269 @@
+"""How a callable, its arguments and its result cross between interpreters.
+
+Three ways, tried in this order for every object:
+
+1. By reference, zero copy: shared objects (``subsandbox.share``), channels and arena
+   handles are set aside by the pickler and travel through the C channel as pointers.
+2. Functions the other side cannot import by name (defined in ``__main__``, a script, a
+   notebook or a REPL; lambdas; nested functions) travel as their code object
+   (``marshal``) plus the values of the globals, closure cells and defaults they use, and
+   are rebuilt there, as cloudpickle does. Classes defined in ``__main__`` travel the same
+   way. Modules travel by name.
+3. Everything else is pickled (by reference for importable functions and classes).
+
+What cannot cross raises ``TypeError`` that names the part at fault and why.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import marshal
+import pickle
+import sys
+import types
+from typing import Any, Callable
+
+from . import _core
+
+_is_reference: Callable[[object], bool] = _core._is_reference
+
+# Classes that crossed by value, by their key (interpreter id and id() of the class where
+# it was defined): sending the same __main__ class twice must give the same class, and
+# an instance coming back must be of the sender's own class, or isinstance() would fail.
+_rebuilt_classes: dict[tuple[int, int], type] = {}
+_KEY_ATTR = "__subsandbox_key__"
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Names a code object (and the code nested in it) may look up as globals.
+
+    ``co_names`` also holds attribute names; shipping a global that happens to share a
+    name with an attribute costs a little and changes nothing, and reading ``co_names``
+    is far cheaper than disassembling.
+    """
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        names.update(co.co_names)
+        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+    return names
+
+
+def _importable(obj: Any) -> bool:
+    """True when ``obj`` is reachable by ``module.qualname`` as the very same object."""
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module_name or not qualname or module_name == "__main__":
+        return False
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return False
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return False
+    return target is obj
+
+
+def _main_globals() -> dict[str, Any]:
+    return sys.modules["__main__"].__dict__
+
+
+def _function_globals(module_name: str | None) -> dict[str, Any]:
+    """The globals a function shipped by value gets on this side.
+
+    A function from the sender's ``__main__`` runs in this interpreter's ``__main__``; one
+    nested in an importable module gets that module's namespace here.
+    """
+    if module_name in (None, "__main__"):
+        return _main_globals()
+    try:
+        return importlib.import_module(module_name).__dict__
+    except ImportError:
+        return {"__builtins__": builtins, "__name__": module_name}
+
+
+def _make_function(code_bytes: bytes, name: str, qualname: str, module_name: str | None,
+                   ncells: int) -> types.FunctionType:
+    code = marshal.loads(code_bytes)
+    closure = tuple(types.CellType() for _ in range(ncells)) or None
+    fn = types.FunctionType(code, _function_globals(module_name), name, None, closure)
+    fn.__qualname__ = qualname
+    fn.__module__ = module_name  # type: ignore[assignment]
+    return fn
+
+
+def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
+    # The globals are set after the function exists, so a function that calls itself
+    # (or two that call each other) crosses as one graph, through pickle's memo.
+    fn.__globals__.update(state["globals"])
+    fn.__defaults__ = state["defaults"]
+    fn.__kwdefaults__ = state["kwdefaults"]
+    fn.__doc__ = state["doc"]
+    fn.__dict__.update(state["dict"])
+    for cell, value in zip(fn.__closure__ or (), state["closure"]):
+        if value is not _EMPTY_CELL:
+            cell.cell_contents = value
+
+
+class _EmptyCell:
+    def __reduce__(self) -> str:
+        return "_EMPTY_CELL"
+
+
+_EMPTY_CELL = _EmptyCell()
+
+
+def _make_class(key: tuple[int, int], name: str, qualname: str, module_name: str,
+                bases: tuple[type, ...], metaclass: type) -> type:
+    cls = _rebuilt_classes.get(key)
+    if cls is None:
+        cls = metaclass(name, bases, {"__module__": module_name, "__qualname__": qualname,
+                                      _KEY_ATTR: key})
+        _rebuilt_classes[key] = cls
+    return cls
+
+
+def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
+    for attr, value in attrs.items():
+        setattr(cls, attr, value)
+
+
+_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", _KEY_ATTR})
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, refs: list[object]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._refs = refs
+
+    def persistent_id(self, obj: object) -> int | None:
+        if _is_reference(obj):
+            self._refs.append(obj)
+            return len(self._refs) - 1
+        return None
+
+    def reducer_override(self, obj: object) -> Any:
+        if isinstance(obj, types.FunctionType) and not _importable(obj):
+            return _reduce_function(obj)
+        if isinstance(obj, type) and obj.__module__ == "__main__" and not _importable(obj):
+            return _reduce_class(obj)
+        if isinstance(obj, types.ModuleType):
+            if obj.__name__ == "__main__":
+                raise TypeError("the __main__ module itself cannot cross: pass the values "
+                                "you need from it")
+            return importlib.import_module, (obj.__name__,)
+        return NotImplemented
+
+
+def _reduce_function(fn: types.FunctionType) -> Any:
+    code = fn.__code__
+    module_name = fn.__module__
+    shipped: dict[str, Any] = {}
+    if module_name in (None, "__main__") or module_name not in sys.modules:
+        fn_globals = fn.__globals__
+        for name in _global_names(code):
+            if name in fn_globals:
+                shipped[name] = fn_globals[name]
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:
+            cells.append(_EMPTY_CELL)
+    state = {
+        "globals": shipped,
+        "defaults": fn.__defaults__,
+        "kwdefaults": fn.__kwdefaults__,
+        "doc": fn.__doc__,
+        "dict": dict(fn.__dict__),
+        "closure": tuple(cells),
+    }
+    args = (marshal.dumps(code), fn.__name__, fn.__qualname__, module_name, len(cells))
+    return _make_function, args, state, None, None, _fill_function
+
+
+def _reduce_class(cls: type) -> Any:
+    attrs = {k: v for k, v in vars(cls).items() if k not in _CLASS_SKIP}
+    key = vars(cls).get(_KEY_ATTR)
+    if key is None:
+        key = (_core.interpreter_id(), id(cls))
+        _rebuilt_classes[key] = cls  # so that it comes back as itself
+    args = (key, cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__, type(cls))
+    return _make_class, args, attrs, None, None, _fill_class
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, refs: tuple[object, ...]) -> None:
+        super().__init__(file)
+        self._refs = refs
+
+    def persistent_load(self, pid: Any) -> object:
+        return self._refs[pid]
+
+
+def dumps(obj: object, what: str) -> tuple[bytes, tuple[object, ...]]:
+    """Flatten ``obj`` for the trip: (pickle bytes, objects that cross by reference).
+
+    ``what`` names the value in errors ("the arguments of f", "the result of f").
+    """
+    refs: list[object] = []
+    buf = io.BytesIO()
+    try:
+        _Pickler(buf, refs).dump(obj)
+    except Exception as exc:
+        raise TypeError(f"{what} cannot cross into another interpreter: "
+                        f"{_diagnose(obj, exc)}") from exc
+    return buf.getvalue(), tuple(refs)
+
+
+def loads(data: bytes, refs: tuple[object, ...]) -> Any:
+    return _Unpickler(io.BytesIO(data), refs).load()
+
+
+def _try_pickle(obj: object) -> Exception | None:
+    try:
+        _Pickler(io.BytesIO(), []).dump(obj)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _diagnose(obj: object, exc: Exception, path: str = "", depth: int = 0) -> str:
+    """Find the innermost part of ``obj`` that fails to pickle, for the error message.
+
+    Only runs after a failure, so it may be slow.
+    """
+    if depth < 8:
+        parts: list[tuple[str, object]] = []
+        if isinstance(obj, types.FunctionType) and not _importable(obj):
+            label = path or f"function {obj.__qualname__!r}"
+            for name in sorted(_global_names(obj.__code__)):
+                if name in obj.__globals__:
+                    parts.append((f"{label} uses the global {name!r}, and it",
+                                  obj.__globals__[name]))
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+                try:
+                    parts.append((f"{label} uses the free variable {name!r}, and it",
+                                  cell.cell_contents))
+                except ValueError:
+                    pass
+            for i, default in enumerate(obj.__defaults__ or ()):
+                parts.append((f"{label}'s default #{i}", default))
+        elif isinstance(obj, (tuple, list)):
+            parts = [(f"{path}[{i}]" if path else f"item {i}", v) for i, v in enumerate(obj)]
+        elif isinstance(obj, dict):
+            parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v)
+                     for k, v in obj.items()]
+        for label, value in parts:
+            inner = _try_pickle(value)
+            if inner is not None:
+                return _diagnose(value, inner, label, depth + 1)
+    kind = type(obj).__qualname__
+    where = f"{path} is a {kind}" if path else f"a {kind}"
+    return f"{where}, which cannot be pickled ({exc})"

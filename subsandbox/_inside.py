@@ -1,0 +1,95 @@
+"""The sandbox's side of the conversation: runs inside the sandbox, on its worker thread.
+
+The creator starts the worker by running ``serve(parcel)`` as source code in the new
+interpreter; the parcel holds two channels. Requests come on the first, answers go back
+on the second, one at a time:
+
+    request  ("call", task_id, payload, refs)   payload = pickled (fn, args, kwargs)
+             ("stop", 0, b"", ())
+    answer   ("ready", interpreter_id, config)  once, first
+             ("ok", payload, refs)               pickled result
+             ("raised", payload, refs)           pickled (exception or None, type name,
+                                                 message, formatted traceback)
+             ("interrupted", b"", ())            Sandbox.interrupt() stopped the task
+
+Only the standard library's pickle, marshal and this package's crossing code are
+imported here, so a sandbox starts fast and its policy can forbid everything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import _core, _crossing
+
+
+def _format_exception(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
+    formatted = _format_exception(exc)
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        # Drop the traceback: frames cannot cross, and its text is sent instead. An
+        # exception that pickles but cannot be rebuilt (its __init__ takes other
+        # arguments than .args) is caught here, where it is cheap to check.
+        payload, refs = _crossing.dumps((exc.with_traceback(None), kind, str(exc), formatted),
+                                        "the exception")
+        _crossing.loads(payload, refs)
+    except Exception:
+        payload, refs = _crossing.dumps((None, kind, str(exc), formatted), "the exception")
+    return "raised", payload, refs
+
+
+def exec_source(source: str) -> None:
+    """Sandbox.exec(): run source code in this interpreter's ``__main__``."""
+    exec(compile(source, "<sandbox>", "exec"), sys.modules["__main__"].__dict__)
+
+
+def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...]) -> tuple[Any, ...]:
+    try:
+        fn, args, kwargs = _crossing.loads(payload, refs)
+        result = _core._run_task(task_id, fn, args, kwargs)
+    except BaseException as exc:
+        if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
+            return "interrupted", b"", ()
+        return _raised(exc)
+    try:
+        data, out_refs = _crossing.dumps(result, "the result")
+    except BaseException as exc:
+        return _raised(exc)
+    return "ok", data, out_refs
+
+
+def serve(parcel: int) -> None:
+    requests, answers = _core._parcel_take(parcel)
+    _core._worker_enter()
+    try:
+        answers.send(("ready", _core.interpreter_id(), tuple(_core.interpreter_config().items())))
+        while True:
+            op, task_id, payload, refs = requests.recv()
+            if op == "stop":
+                break
+            answers.send(_run(op, task_id, payload, refs))
+    finally:
+        _core._worker_exit()
+        _join_threads()
+
+
+def _join_threads() -> None:
+    """Wait for the sandbox's own threads while still on the worker thread.
+
+    CPython 3.12's ``_xxsubinterpreters`` runs every thread on the interpreter's first
+    thread state (gh-109860). If ``threading`` was imported here, it took this worker
+    for the interpreter's main thread, whose "finished" lock is released only when that
+    shared thread state is deleted, which happens *after* the join in
+    ``Py_EndInterpreter``: destroying the interpreter would wait forever. Shutting
+    ``threading`` down from here, where it expects to run, joins the user's threads and
+    marks this one finished. 3.13+ give each OS thread its own thread state.
+    """
+    if sys.version_info < (3, 13) and "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()

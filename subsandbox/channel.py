@@ -1,0 +1,10 @@
+"""Channel: the Python face of the C queue (``_ext/queue.c``).
+
+A channel carries only immutable values between interpreters: None, bool, int, float,
+complex, str, bytes and tuples of them by value, shared objects by pointer, and channels.
+Anything else raises NotShareableError naming the part at fault; nothing is pickled.
+"""
+
+from ._core import Channel
+
+__all__ = ["Channel"]
