@@ -51,6 +51,11 @@ typedef struct ss_block {
     uint8_t bitmap[];           /* bit i: an object starts at base + 16 * i */
 } ss_block;
 
+typedef struct {
+    Py_hash_t hash;             /* the str's hash, kept here to probe without touching it */
+    PyObject *s;
+} str_slot;
+
 struct ss_arena {
     uint64_t id;
     int is_default;
@@ -60,7 +65,7 @@ struct ss_arena {
     ss_block *blocks;
     ss_block *cur;
     size_t nbytes;              /* bytes handed out (atomic reads) */
-    PyObject **str_table;       /* memo of strings by value; NULL, STR_TOMB or a str */
+    str_slot *str_table;        /* memo of strings by value; s is NULL, STR_TOMB or a str */
     size_t str_mask;
     size_t str_used;            /* live + tombstones */
     ss_arena **deps;            /* arenas whose objects ours reference (one ref each) */
@@ -506,6 +511,10 @@ void
 ss_filler_abort(ss_filler *f)
 {
     ss_arena *a = f->a;
+    /* First the memo (it reads the strings' hashes), then the memory. */
+    for (Py_ssize_t i = 0; i < f->njournal; i++) {
+        str_memo_remove(a, f->journal[i]);
+    }
     /* Blocks added since begin: unmapped whole. */
     while (a->blocks != f->mark_blocks) {
         ss_block *b = a->blocks;
@@ -525,9 +534,6 @@ ss_filler_abort(ss_filler *f)
         }
         memset(f->mark_bump, 0, (size_t)(b->bump - f->mark_bump));
         b->bump = f->mark_bump;
-    }
-    for (Py_ssize_t i = 0; i < f->njournal; i++) {
-        str_memo_remove(a, f->journal[i]);
     }
     __atomic_store_n(&a->nbytes, f->mark_nbytes, __ATOMIC_RELAXED);
     Py_ssize_t ndeps = a->ndeps;
@@ -653,12 +659,10 @@ ss_filler_str_find(ss_filler *f, const void *data, int kind, Py_ssize_t len, Py_
         return NULL;
     }
     size_t i = (size_t)hash & a->str_mask;
-    PyObject *s;
-    while ((s = a->str_table[i]) != NULL) {
-        if (s != STR_TOMB && _PyASCIIObject_CAST(s)->hash == hash
-            && str_equal(s, data, kind, len))
-        {
-            return s;
+    str_slot *e;
+    while ((e = &a->str_table[i])->s != NULL) {
+        if (e->hash == hash && e->s != STR_TOMB && str_equal(e->s, data, kind, len)) {
+            return e->s;
         }
         i = (i + 1) & a->str_mask;
     }
@@ -666,13 +670,15 @@ ss_filler_str_find(ss_filler *f, const void *data, int kind, Py_ssize_t len, Py_
 }
 
 static void
-str_table_put(PyObject **table, size_t mask, PyObject *s)
+str_table_put(str_slot *table, size_t mask, PyObject *s)
 {
-    size_t i = (size_t)_PyASCIIObject_CAST(s)->hash & mask;
-    while (table[i] != NULL) {
+    Py_hash_t h = _PyASCIIObject_CAST(s)->hash;
+    size_t i = (size_t)h & mask;
+    while (table[i].s != NULL) {
         i = (i + 1) & mask;
     }
-    table[i] = s;
+    table[i].hash = h;
+    table[i].s = s;
 }
 
 int
@@ -693,7 +699,7 @@ ss_filler_str_add(ss_filler *f, PyObject *s)
     if ((a->str_used + 1) * 2 > cap) {
         size_t live = 0;
         for (size_t i = 0; i < cap; i++) {
-            if (a->str_table[i] != NULL && a->str_table[i] != STR_TOMB) {
+            if (a->str_table[i].s != NULL && a->str_table[i].s != STR_TOMB) {
                 live++;
             }
         }
@@ -701,13 +707,13 @@ ss_filler_str_add(ss_filler *f, PyObject *s)
         while ((live + 1) * 3 > ncap) {
             ncap <<= 1;
         }
-        PyObject **t = PyMem_RawCalloc(ncap, sizeof(PyObject *));
+        str_slot *t = PyMem_RawCalloc(ncap, sizeof(str_slot));
         if (t == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         for (size_t i = 0; i < cap; i++) {
-            PyObject *s2 = a->str_table[i];
+            PyObject *s2 = a->str_table[i].s;
             if (s2 != NULL && s2 != STR_TOMB) {
                 str_table_put(t, ncap - 1, s2);
             }
@@ -728,9 +734,9 @@ str_memo_remove(ss_arena *a, PyObject *s)
 {
     size_t i = (size_t)_PyASCIIObject_CAST(s)->hash & a->str_mask;
     PyObject *t;
-    while ((t = a->str_table[i]) != NULL) {
+    while ((t = a->str_table[i].s) != NULL) {
         if (t == s) {
-            a->str_table[i] = STR_TOMB;
+            a->str_table[i].s = STR_TOMB;   /* keeps its hash: probing goes on past it */
             return;
         }
         i = (i + 1) & a->str_mask;
@@ -1105,6 +1111,17 @@ error:
 }
 
 static PyObject *
+testing_is_shared_address(PyObject *module, PyObject *arg)
+{
+    /* Only the radix table and the bitmap are read: the address is never dereferenced. */
+    void *p = PyLong_AsVoidPtr(arg);
+    if (p == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(block_of_object(p) != NULL);
+}
+
+static PyObject *
 static_strings(PyObject *module, PyObject *unused)
 {
     return ss_rt_static_strings();
@@ -1121,6 +1138,8 @@ static PyMethodDef arena_functions[] = {
      "it holds no arena any more. Never call it for a live interpreter."},
     {"_arena_stats", arena_stats, METH_NOARGS,
      "_arena_stats() -> dict: live arenas, bytes reserved, per-arena details."},
+    {"_testing_is_shared_address", testing_is_shared_address, METH_O,
+     "_testing_is_shared_address(addr) -> bool: does an arena object start at addr (tests)."},
     {"_static_strings", static_strings, METH_NOARGS,
      "_static_strings() -> tuple: the runtime's static strings that share() returns as is."},
     {NULL, NULL, 0, NULL},

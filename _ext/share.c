@@ -35,6 +35,7 @@ typedef struct {
     PyObject **kids;        /* strong snapshot of the children (maps, sets); NULL for tuples */
     PyObject **out;         /* shared children; for tuples the new tuple's ob_item */
     PyObject *dst;          /* the new tuple */
+    int memo;               /* src is in the identity memo (IN_PROGRESS until finished) */
 } frame;
 
 typedef struct {
@@ -456,7 +457,11 @@ visit(ctx *c, PyObject *o, PyObject **res)
         *res = o;
         return 0;
     }
-    PyObject *m = memo_get(c, o);
+    /* An object referenced once, by the container being walked, cannot be met again:
+     * it needs no memo entry (most rows and fields of a table are such). The walk's own
+     * references are taken after this test. */
+    int once = Py_REFCNT(o) == 1;
+    PyObject *m = once ? NULL : memo_get(c, o);
     if (m != NULL) {
         if (m == IN_PROGRESS) {
             c->err = E_CYCLE;
@@ -507,7 +512,7 @@ visit(ctx *c, PyObject *o, PyObject **res)
         }
         Py_SET_SIZE(d, n);
         ss_tuple_reset_hash(d);
-        if (memo_set(c, o, IN_PROGRESS) < 0) {
+        if (!once && memo_set(c, o, IN_PROGRESS) < 0) {
             c->err = E_PYERR;
             return -1;
         }
@@ -517,6 +522,7 @@ visit(ctx *c, PyObject *o, PyObject **res)
             return -1;
         }
         fr->kind = F_TUPLE;
+        fr->memo = !once;
         fr->src = Py_NewRef(o);
         fr->n = n;
         fr->dst = d;
@@ -526,7 +532,7 @@ visit(ctx *c, PyObject *o, PyObject **res)
     else if (t == &PyDict_Type || t == &SS_FrozenDict_Type
              || t == &PySet_Type || t == &PyFrozenSet_Type || t == &SS_ImmutableSet_Type)
     {
-        if (memo_set(c, o, IN_PROGRESS) < 0) {
+        if (!once && memo_set(c, o, IN_PROGRESS) < 0) {
             c->err = E_PYERR;
             return -1;
         }
@@ -536,6 +542,7 @@ visit(ctx *c, PyObject *o, PyObject **res)
             return -1;
         }
         fr->src = Py_NewRef(o);
+        fr->memo = !once;
         int rc;
         if (t == &PyDict_Type || t == &SS_FrozenDict_Type) {
             fr->kind = F_MAP;
@@ -556,7 +563,7 @@ visit(ctx *c, PyObject *o, PyObject **res)
         c->bad = Py_NewRef(o);
         return -1;
     }
-    if (r == NULL || memo_set(c, o, r) < 0) {
+    if (r == NULL || (!once && memo_set(c, o, r) < 0)) {
         c->err = E_PYERR;
         return -1;
     }
@@ -824,7 +831,7 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
             continue;
         }
         PyObject *res = finish(&c, fr);
-        if (res == NULL || memo_set(&c, fr->src, res) < 0) {
+        if (res == NULL || (fr->memo && memo_set(&c, fr->src, res) < 0)) {
             c.err = E_PYERR;
             r = -1;
             break;
