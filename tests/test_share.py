@@ -343,7 +343,12 @@ def test_main_interpreter_stays_a_holder():
 
 
 def _write_result_script(path, body):
-    return body + f"\nopen({path!r}, 'w').write(repr(RESULT))\n"
+    return body + f"\nwith open({path!r}, 'w') as _f:\n    _f.write(repr(RESULT))\n"
+
+
+def _read(path):
+    with open(path) as f:
+        return eval(f.read())
 
 
 def test_arena_freed_exactly_when_the_rule_says():
@@ -358,7 +363,7 @@ def test_arena_freed_exactly_when_the_rule_says():
                 "tok = _core._testing_export(obj)\n"
                 "RESULT = (a.id, tok)\n"
                 "a.close(); del a\n")))
-            aid, tok = eval(open(out).read())
+            aid, tok = _read(out)
             info = _stats()["arenas"][aid]
             assert info["holders"] == (int(x),) and info["refs"] == 1  # the token is in flight
             reserved = _stats()["bytes_reserved"]
@@ -396,7 +401,7 @@ def test_in_flight_item_keeps_arena_alive():
             "with _core.Arena() as a:\n"
             "    tok = _core._testing_export(a.share(('in flight', 2**70)))\n"
             "    RESULT = (a.id, tok)\n")))
-        aid, tok = eval(open(out).read())
+        aid, tok = _read(out)
         _subinterp.destroy(x)
         info = _stats()["arenas"][aid]
         assert info["holders"] == () and info["refs"] == 1   # only the token
@@ -419,7 +424,7 @@ def test_dependency_between_arenas():
             "tok = _core._testing_export(outer)\n"
             "RESULT = (a.id, b.id, tok)\n"
             "a.close(); b.close(); del a, b\n")))
-        aid, bid, tok = eval(open(out).read())
+        aid, bid, tok = _read(out)
         y = _subinterp.create()
         _subinterp.run(y, f"outer = _core._testing_import({tok})\n")
         _subinterp.destroy(x)
@@ -511,7 +516,10 @@ def test_many_interpreters_read_one_graph_concurrently():
             _subinterp.destroy(iid)
     gc.collect()
     assert G == expected and hash(G) == hash(expected)
-    assert sys.intern(fresh("identifier_shared_q")) == G[1]
+    # No interpreter's interning or teardown wrote to the shared string: still marked
+    # interned (sys.intern returns it as is) and never put into main's interned dict.
+    assert sys.intern(G[1]) is G[1]
+    assert sys.intern(fresh("identifier_shared_q")) is not G[1]
     C = type("C", (), {})
     setattr(C, G[0][0][6], lambda self, other: "main")
     assert C() + 0 == "main"
