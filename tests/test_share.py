@@ -68,7 +68,7 @@ def test_nested_tuples_and_identity_of_repeats():
     s = share(value)
     assert s == value
     assert s[0] is s[1] is s[2][0] is s[2][1][0]  # copied once (identity memo)
-    assert s[3] is ()                                # the runtime's empty tuple
+    assert s[3] is tuple()                           # the runtime's empty tuple
 
 
 def test_deep_nesting_does_not_use_the_c_stack():
@@ -94,13 +94,13 @@ def test_equal_strings_stored_once_per_arena():
 
 def test_runtime_singletons_are_returned():
     assert share(None) is None and share(True) is True and share(False) is False
-    assert share(-5) is -5 and share(256) is 256  # noqa: F632 - identity is the point
-    assert share(int("7")) is 7  # noqa: F632
-    assert share(fresh("")) is ""
+    assert share(int("-5")) is int("-5") and share(int("256")) is int("256")
+    assert share(int("7")) is int("7")
+    assert share(fresh("")) is str()
     assert share(chr(200)) is chr(200)
     assert share(bytes([7])) is bytes([7])
-    assert share(b"") is b""
-    assert share(tuple([])) is ()
+    assert share(bytes()) is bytes()
+    assert share(tuple([])) is tuple()
 
 
 def test_sharing_a_shared_object_is_free():
