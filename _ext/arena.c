@@ -1,18 +1,1170 @@
-/* STUB, to be replaced by the arena implementation (issue #3). */
+/* Arenas: process-wide memory for shared immortal objects, and when it is given back.
+ *
+ * Memory. An arena is a list of blocks mapped with mmap (never any interpreter's
+ * obmalloc). Blocks are aligned to SS_CHUNK (1 MiB) and a multiple of it in size; small
+ * objects are bump-allocated in the current block, big ones get a block of their own.
+ * Each block starts with a header and an object-start bitmap (one bit per 16-byte grain),
+ * so ss_is_shared() is exact: only the address of an object this arena built passes, not
+ * a pointer into a bytes payload or a GC header. A radix table maps every chunk of the
+ * address space to its block; readers use atomic loads and no lock. Entries are cleared
+ * before a block is unmapped. Leaves of the radix table are never freed.
+ *
+ * Lifetime (docs/shared-memory.md has the rule in full). An arena is freed when
+ *   refs == 0  (no Arena handle in any interpreter, no in-flight item: ss_arena_incref)
+ *   and holders is empty (no interpreter that could reach its objects is still alive: an
+ *       interpreter is removed only by ss_interpreter_destroyed(), after it was destroyed)
+ * and it is not the default arena. refs reaching 0 also closes the arena for good.
+ * Arenas that reference objects of another arena hold a struct reference on it.
+ *
+ * Locks. g_lock (a pthread mutex, never held while calling into Python or waiting for a
+ * GIL) guards the live list, refs, holders, stats, the radix leaves and the token table.
+ * Each arena has a fill lock held for the whole of one share() into it; a thread that has
+ * to wait for it waits with its GIL released. Order: fill lock, then g_lock.
+ */
 #include "subsandbox.h"
+#include "pyversion.h"
+#include "pyinternal.h"
 
-ss_arena *ss_arena_of(PyObject *op) { return NULL; }
-int ss_is_shared(PyObject *op) { return 0; }
-void ss_arena_incref(ss_arena *a) {}
-void ss_arena_decref(ss_arena *a) {}
-int ss_arena_add_holder(ss_arena *a, int64_t interp_id) { return 0; }
-void ss_interpreter_destroyed(int64_t interp_id) {}
-PyObject *ss_arena_wrap(ss_state *st, ss_arena *a)
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SS_CHUNK_SHIFT 20
+#define SS_CHUNK ((size_t)1 << SS_CHUNK_SHIFT)
+#define SS_GRAIN 16
+#define SS_BIG_OBJECT (SS_CHUNK / 4)      /* bigger allocations get a block of their own */
+
+/* The radix table covers 47-bit user addresses: 27 bits of chunk number, split 13 + 14. */
+#define RADIX_ADDR_BITS 47
+#define RADIX_LEAF_BITS 14
+#define RADIX_TOP_BITS (RADIX_ADDR_BITS - SS_CHUNK_SHIFT - RADIX_LEAF_BITS)
+
+typedef struct ss_block {
+    struct ss_block *next;      /* the arena's blocks, newest first */
+    ss_arena *arena;
+    size_t size;                /* bytes mapped, a multiple of SS_CHUNK */
+    char *data;                 /* first allocatable byte */
+    char *bump;                 /* next free byte (guarded by the arena's fill lock) */
+    char *end;
+    uint8_t bitmap[];           /* bit i: an object starts at base + 16 * i */
+} ss_block;
+
+typedef struct {
+    Py_hash_t hash;             /* the str's hash, kept here to probe without touching it */
+    PyObject *s;
+} str_slot;
+
+struct ss_arena {
+    uint64_t id;
+    int is_default;
+    pthread_mutex_t fill_lock;
+    unsigned long fill_owner;   /* thread filling it now, 0 when none (atomic) */
+    /* guarded by the fill lock */
+    ss_block *blocks;
+    ss_block *cur;
+    size_t nbytes;              /* bytes handed out (atomic reads) */
+    str_slot *str_table;        /* memo of strings by value; s is NULL, STR_TOMB or a str */
+    size_t str_mask;
+    size_t str_used;            /* live + tombstones */
+    ss_arena **deps;            /* arenas whose objects ours reference (one ref each) */
+    Py_ssize_t ndeps, capdeps;
+    /* guarded by g_lock */
+    Py_ssize_t refs;
+    int closed;
+    int64_t *holders;
+    Py_ssize_t nholders, capholders;
+    size_t reserved;            /* bytes mapped */
+    struct ss_arena *next, *prev;   /* live list (not the default arena) */
+};
+
+struct ss_filler {
+    ss_arena *a;
+    ss_block *mark_blocks;
+    ss_block *mark_cur;
+    char *mark_bump;
+    size_t mark_nbytes;
+    Py_ssize_t mark_ndeps;
+    PyObject **journal;         /* strings added to the memo since begin */
+    Py_ssize_t njournal, capjournal;
+};
+
+#define STR_TOMB ((PyObject *)1)
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static ss_block **g_radix[(size_t)1 << RADIX_TOP_BITS];
+static ss_arena g_live = {.next = &g_live, .prev = &g_live};   /* list head */
+static ss_arena *g_default;
+static uint64_t g_next_id = 1;
+static size_t g_reserved;           /* bytes mapped by all arenas, the default one included */
+static Py_ssize_t g_nblocks;
+static int g_rt_ready;
+
+/* ---- radix table ---------------------------------------------------------------------- */
+
+static inline ss_block *
+radix_get(uintptr_t addr)
 {
-    PyErr_SetString(PyExc_NotImplementedError, "arenas are not built yet");
+    if (addr >> RADIX_ADDR_BITS) {
+        return NULL;
+    }
+    uintptr_t chunk = addr >> SS_CHUNK_SHIFT;
+    ss_block **leaf = __atomic_load_n(&g_radix[chunk >> RADIX_LEAF_BITS],
+                                      __ATOMIC_ACQUIRE);
+    if (leaf == NULL) {
+        return NULL;
+    }
+    return __atomic_load_n(&leaf[chunk & (((uintptr_t)1 << RADIX_LEAF_BITS) - 1)],
+                           __ATOMIC_ACQUIRE);
+}
+
+/* Under g_lock. */
+static int
+radix_set(char *base, size_t size, ss_block *b)
+{
+    uintptr_t first = (uintptr_t)base >> SS_CHUNK_SHIFT;
+    uintptr_t last = ((uintptr_t)base + size - 1) >> SS_CHUNK_SHIFT;
+    if (((uintptr_t)base + size - 1) >> RADIX_ADDR_BITS) {
+        return -1;
+    }
+    for (uintptr_t c = first; c <= last; c++) {
+        ss_block **leaf = g_radix[c >> RADIX_LEAF_BITS];
+        if (leaf == NULL) {
+            if (b == NULL) {
+                continue;
+            }
+            leaf = PyMem_RawCalloc((size_t)1 << RADIX_LEAF_BITS, sizeof(ss_block *));
+            if (leaf == NULL) {
+                return -1;
+            }
+            __atomic_store_n(&g_radix[c >> RADIX_LEAF_BITS], leaf, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&leaf[c & (((uintptr_t)1 << RADIX_LEAF_BITS) - 1)], b,
+                         __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+/* The block holding the object that starts at `op`, or NULL. */
+static inline ss_block *
+block_of_object(const void *op)
+{
+    ss_block *b = radix_get((uintptr_t)op);
+    if (b == NULL) {
+        return NULL;
+    }
+    const char *p = (const char *)op;
+    if (p < b->data || p >= b->end || ((uintptr_t)p & (SS_GRAIN - 1))) {
+        return NULL;
+    }
+    size_t bit = (size_t)(p - (const char *)b) / SS_GRAIN;
+    uint8_t byte = __atomic_load_n(&b->bitmap[bit >> 3], __ATOMIC_ACQUIRE);
+    return (byte & (1u << (bit & 7))) ? b : NULL;
+}
+
+/* ---- blocks --------------------------------------------------------------------------- */
+
+static size_t
+block_header_size(size_t size)
+{
+    size_t h = offsetof(ss_block, bitmap) + size / SS_GRAIN / 8;
+    return (h + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+}
+
+static void *
+map_aligned(size_t size)
+{
+    size_t len = size + SS_CHUNK;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    uintptr_t start = ((uintptr_t)p + SS_CHUNK - 1) & ~(uintptr_t)(SS_CHUNK - 1);
+    size_t head = start - (uintptr_t)p;
+    size_t tail = len - head - size;
+    if (head) {
+        munmap(p, head);
+    }
+    if (tail) {
+        munmap((char *)start + size, tail);
+    }
+    return (void *)start;
+}
+
+/* A new block with room for `payload` bytes, registered in the radix table. The caller
+ * holds the fill lock. NULL + MemoryError. */
+static ss_block *
+block_new(ss_arena *a, size_t payload)
+{
+    size_t size = SS_CHUNK;
+    while (block_header_size(size) + payload > size) {
+        size += SS_CHUNK;
+    }
+    char *base = map_aligned(size);
+    if (base == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ss_block *b = (ss_block *)base;
+    b->arena = a;
+    b->size = size;
+    b->data = base + block_header_size(size);
+    b->bump = b->data;
+    b->end = base + size;
+    pthread_mutex_lock(&g_lock);
+    int rc = radix_set(base, size, b);
+    if (rc == 0) {
+        a->reserved += size;
+        g_reserved += size;
+        g_nblocks++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (rc < 0) {
+        pthread_mutex_lock(&g_lock);
+        radix_set(base, size, NULL);
+        pthread_mutex_unlock(&g_lock);
+        munmap(base, size);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    b->next = a->blocks;
+    a->blocks = b;
+    return b;
+}
+
+static void
+block_free(ss_block *b)
+{
+    ss_arena *a = b->arena;
+    size_t size = b->size;
+    pthread_mutex_lock(&g_lock);
+    radix_set((char *)b, size, NULL);
+    a->reserved -= size;
+    g_reserved -= size;
+    g_nblocks--;
+    pthread_mutex_unlock(&g_lock);
+    munmap((void *)b, size);
+}
+
+/* ---- arenas --------------------------------------------------------------------------- */
+
+static ss_arena *
+arena_new(int is_default)
+{
+    ss_arena *a = PyMem_RawCalloc(1, sizeof(ss_arena));
+    if (a == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (pthread_mutex_init(&a->fill_lock, NULL) != 0) {
+        PyMem_RawFree(a);
+        PyErr_SetString(PyExc_RuntimeError, "cannot create an arena lock");
+        return NULL;
+    }
+    a->is_default = is_default;
+    a->refs = 1;
+    pthread_mutex_lock(&g_lock);
+    a->id = g_next_id++;
+    if (!is_default) {
+        a->next = g_live.next;
+        a->prev = &g_live;
+        g_live.next->prev = a;
+        g_live.next = a;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return a;
+}
+
+/* Under g_lock: can `a` be freed now? If so, unlink it (the caller frees it). */
+static int
+arena_unlink_if_dead(ss_arena *a)
+{
+    if (a->is_default || a->refs != 0 || a->nholders != 0 || a->next == NULL) {
+        return 0;
+    }
+    a->prev->next = a->next;
+    a->next->prev = a->prev;
+    a->next = a->prev = NULL;
+    return 1;
+}
+
+/* Free an unlinked arena; no lock held. Dependencies are released after. */
+static void
+arena_free(ss_arena *a)
+{
+    ss_block *b = a->blocks;
+    while (b != NULL) {
+        ss_block *next = b->next;
+        block_free(b);
+        b = next;
+    }
+    PyMem_RawFree(a->str_table);
+    PyMem_RawFree(a->holders);
+    ss_arena **deps = a->deps;
+    Py_ssize_t ndeps = a->ndeps;
+    pthread_mutex_destroy(&a->fill_lock);
+    PyMem_RawFree(a);
+    for (Py_ssize_t i = 0; i < ndeps; i++) {
+        ss_arena_decref(deps[i]);
+    }
+    PyMem_RawFree(deps);
+}
+
+ss_arena *
+ss_default_arena(void)
+{
+    ss_arena *a = __atomic_load_n(&g_default, __ATOMIC_ACQUIRE);
+    if (a != NULL) {
+        return a;
+    }
+    ss_arena *fresh = arena_new(1);
+    if (fresh == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&g_lock);
+    if (g_default == NULL) {
+        __atomic_store_n(&g_default, fresh, __ATOMIC_RELEASE);
+        fresh = NULL;
+    }
+    a = g_default;
+    pthread_mutex_unlock(&g_lock);
+    if (fresh != NULL) {            /* lost the race: nothing was allocated in it */
+        pthread_mutex_destroy(&fresh->fill_lock);
+        PyMem_RawFree(fresh);
+    }
+    return a;
+}
+
+uint64_t
+ss_arena_id(ss_arena *a)
+{
+    return a->id;
+}
+
+ss_arena *
+ss_arena_of(PyObject *op)
+{
+    ss_block *b = block_of_object(op);
+    return b ? b->arena : NULL;
+}
+
+int
+ss_is_shared(PyObject *op)
+{
+    return ss_rt_is_static(op) || block_of_object(op) != NULL;
+}
+
+void
+ss_arena_incref(ss_arena *a)
+{
+    if (a == NULL || a->is_default) {
+        return;
+    }
+    pthread_mutex_lock(&g_lock);
+    a->refs++;
+    pthread_mutex_unlock(&g_lock);
+}
+
+void
+ss_arena_decref(ss_arena *a)
+{
+    if (a == NULL || a->is_default) {
+        return;
+    }
+    pthread_mutex_lock(&g_lock);
+    a->refs--;
+    if (a->refs == 0) {
+        a->closed = 1;      /* nothing can make a new handle of it any more */
+    }
+    int dead = arena_unlink_if_dead(a);
+    pthread_mutex_unlock(&g_lock);
+    if (dead) {
+        arena_free(a);
+    }
+}
+
+int
+ss_arena_add_holder(ss_arena *a, int64_t interp_id)
+{
+    if (a == NULL || a->is_default) {
+        return 0;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&g_lock);
+    for (Py_ssize_t i = 0; i < a->nholders; i++) {
+        if (a->holders[i] == interp_id) {
+            goto done;
+        }
+    }
+    if (a->nholders == a->capholders) {
+        Py_ssize_t cap = a->capholders ? a->capholders * 2 : 4;
+        int64_t *h = PyMem_RawRealloc(a->holders, (size_t)cap * sizeof(int64_t));
+        if (h == NULL) {
+            rc = -1;
+            goto done;
+        }
+        a->holders = h;
+        a->capholders = cap;
+    }
+    a->holders[a->nholders++] = interp_id;
+done:
+    pthread_mutex_unlock(&g_lock);
+    if (rc < 0) {
+        PyErr_NoMemory();
+    }
+    return rc;
+}
+
+void
+ss_interpreter_destroyed(int64_t interp_id)
+{
+    ss_arena *dead = NULL;
+    pthread_mutex_lock(&g_lock);
+    ss_arena *a = g_live.next;
+    while (a != &g_live) {
+        ss_arena *next = a->next;
+        for (Py_ssize_t i = 0; i < a->nholders; i++) {
+            if (a->holders[i] == interp_id) {
+                a->holders[i] = a->holders[--a->nholders];
+                break;
+            }
+        }
+        if (arena_unlink_if_dead(a)) {
+            a->next = dead;         /* reuse the link for the local list */
+            dead = a;
+        }
+        a = next;
+    }
+    pthread_mutex_unlock(&g_lock);
+    while (dead != NULL) {
+        ss_arena *next = dead->next;
+        dead->next = NULL;
+        arena_free(dead);
+        dead = next;
+    }
+}
+
+/* ---- filling -------------------------------------------------------------------------- */
+
+ss_filler *
+ss_filler_begin(ss_arena *a)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    if (__atomic_load_n(&a->fill_owner, __ATOMIC_RELAXED) == me) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "share() re-entered while this thread is filling the same arena");
+        return NULL;
+    }
+    ss_filler *f = PyMem_RawCalloc(1, sizeof(ss_filler));
+    if (f == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (pthread_mutex_trylock(&a->fill_lock) != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&a->fill_lock);
+        Py_END_ALLOW_THREADS
+    }
+    pthread_mutex_lock(&g_lock);
+    int closed = a->closed;
+    if (!closed && !a->is_default) {
+        a->refs++;                  /* the filler's own reference */
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (closed) {
+        pthread_mutex_unlock(&a->fill_lock);
+        PyMem_RawFree(f);
+        PyErr_SetString(PyExc_ValueError, "share() on a closed Arena");
+        return NULL;
+    }
+    __atomic_store_n(&a->fill_owner, me, __ATOMIC_RELAXED);
+    f->a = a;
+    f->mark_blocks = a->blocks;
+    f->mark_cur = a->cur;
+    f->mark_bump = a->cur ? a->cur->bump : NULL;
+    f->mark_nbytes = a->nbytes;
+    f->mark_ndeps = a->ndeps;
+    return f;
+}
+
+static void
+filler_end(ss_filler *f)
+{
+    ss_arena *a = f->a;
+    __atomic_store_n(&a->fill_owner, 0UL, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&a->fill_lock);
+    PyMem_RawFree(f->journal);
+    PyMem_RawFree(f);
+    ss_arena_decref(a);             /* the filler's reference (no-op for the default) */
+}
+
+void
+ss_filler_commit(ss_filler *f)
+{
+    filler_end(f);
+}
+
+static void str_memo_remove(ss_arena *a, PyObject *s);
+
+void
+ss_filler_abort(ss_filler *f)
+{
+    ss_arena *a = f->a;
+    /* First the memo (it reads the strings' hashes), then the memory. */
+    for (Py_ssize_t i = 0; i < f->njournal; i++) {
+        str_memo_remove(a, f->journal[i]);
+    }
+    /* Blocks added since begin: unmapped whole. */
+    while (a->blocks != f->mark_blocks) {
+        ss_block *b = a->blocks;
+        a->blocks = b->next;
+        block_free(b);
+    }
+    a->cur = f->mark_cur;
+    ss_block *b = a->cur;
+    if (b != NULL && b->bump != f->mark_bump) {
+        /* Zero what was handed out since the mark and clear its object bits, so the
+         * memory is as fresh as mmap gave it. */
+        size_t from = (size_t)(f->mark_bump - (char *)b) / SS_GRAIN;
+        size_t to = (size_t)(b->bump - (char *)b) / SS_GRAIN;
+        for (size_t bit = from; bit < to; bit++) {
+            __atomic_fetch_and(&b->bitmap[bit >> 3], (uint8_t)~(1u << (bit & 7)),
+                               __ATOMIC_RELAXED);
+        }
+        memset(f->mark_bump, 0, (size_t)(b->bump - f->mark_bump));
+        b->bump = f->mark_bump;
+    }
+    __atomic_store_n(&a->nbytes, f->mark_nbytes, __ATOMIC_RELAXED);
+    Py_ssize_t ndeps = a->ndeps;
+    a->ndeps = f->mark_ndeps;
+    for (Py_ssize_t i = f->mark_ndeps; i < ndeps; i++) {
+        ss_arena_decref(a->deps[i]);
+    }
+    filler_end(f);
+}
+
+ss_arena *
+ss_filler_arena(ss_filler *f)
+{
+    return f->a;
+}
+
+int
+ss_filler_depend(ss_filler *f, ss_arena *other)
+{
+    ss_arena *a = f->a;
+    if (other == NULL || other == a || other->is_default) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < a->ndeps; i++) {
+        if (a->deps[i] == other) {
+            return 0;
+        }
+    }
+    if (a->ndeps == a->capdeps) {
+        Py_ssize_t cap = a->capdeps ? a->capdeps * 2 : 4;
+        ss_arena **d = PyMem_RawRealloc(a->deps, (size_t)cap * sizeof(ss_arena *));
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->deps = d;
+        a->capdeps = cap;
+    }
+    /* The caller reached `other` through an object it holds, so `other` is alive. */
+    ss_arena_incref(other);
+    a->deps[a->ndeps++] = other;
+    return 0;
+}
+
+static void *
+bump_alloc(ss_filler *f, size_t total, ss_block **out)
+{
+    ss_arena *a = f->a;
+    ss_block *b = a->cur;
+    if (b == NULL || (size_t)(b->end - b->bump) < total) {
+        b = block_new(a, total);
+        if (b == NULL) {
+            return NULL;
+        }
+        /* A big object's block keeps being "current" only if it has more room left. */
+        if (total < SS_BIG_OBJECT || a->cur == NULL
+            || (size_t)(b->end - b->data) - total > (size_t)(a->cur->end - a->cur->bump))
+        {
+            a->cur = b;
+        }
+    }
+    char *p = b->bump;
+    b->bump += total;
+    __atomic_store_n(&a->nbytes, a->nbytes + total, __ATOMIC_RELAXED);
+    *out = b;
+    return p;
+}
+
+PyObject *
+ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size)
+{
+    unsigned long flags = type->tp_flags;
+    if ((flags & Py_TPFLAGS_HEAPTYPE) || (flags & SS_TPFLAGS_PREHEADER)
+        || type->tp_weaklistoffset != 0 || type->tp_dictoffset != 0)
+    {
+        PyErr_Format(PyExc_TypeError,
+                     "%s objects cannot live in an arena (heap type, instance dict or "
+                     "weak references)", type->tp_name);
+        return NULL;
+    }
+    size_t pre = (flags & Py_TPFLAGS_HAVE_GC) ? SS_GC_HEAD_SIZE : 0;
+    size_t total = (pre + size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    ss_block *b;
+    char *p = bump_alloc(f, total, &b);
+    if (p == NULL) {
+        return NULL;
+    }
+    /* mmap'd memory is zero, and abort re-zeroes what it takes back: the GC header
+     * (untracked) and the body are already zero. */
+    PyObject *op = (PyObject *)(p + pre);
+    Py_SET_TYPE(op, type);
+    ss_set_immortal(op);
+    size_t bit = (size_t)((char *)op - (char *)b) / SS_GRAIN;
+    __atomic_fetch_or(&b->bitmap[bit >> 3], (uint8_t)(1u << (bit & 7)), __ATOMIC_RELEASE);
+    return op;
+}
+
+void *
+ss_filler_alloc_raw(ss_filler *f, size_t size)
+{
+    size_t total = (size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    if (total == 0) {
+        total = SS_GRAIN;
+    }
+    ss_block *b;
+    return bump_alloc(f, total, &b);
+}
+
+/* ---- the memo of strings by value ----------------------------------------------------- */
+
+static inline int
+str_equal(PyObject *s, const void *data, int kind, Py_ssize_t len)
+{
+    return PyUnicode_GET_LENGTH(s) == len && PyUnicode_KIND(s) == kind
+        && memcmp(PyUnicode_DATA(s), data, (size_t)len * (size_t)kind) == 0;
+}
+
+PyObject *
+ss_filler_str_find(ss_filler *f, const void *data, int kind, Py_ssize_t len, Py_hash_t hash)
+{
+    ss_arena *a = f->a;
+    if (a->str_table == NULL) {
+        return NULL;
+    }
+    size_t i = (size_t)hash & a->str_mask;
+    str_slot *e;
+    while ((e = &a->str_table[i])->s != NULL) {
+        if (e->hash == hash && e->s != STR_TOMB && str_equal(e->s, data, kind, len)) {
+            return e->s;
+        }
+        i = (i + 1) & a->str_mask;
+    }
     return NULL;
 }
-ss_arena *ss_arena_unwrap(ss_state *st, PyObject *op) { return NULL; }
-static PyObject *stub_is_shared(PyObject *m, PyObject *o) { Py_RETURN_FALSE; }
-static PyMethodDef stub_methods[] = {{"is_shared", stub_is_shared, METH_O, NULL}, {NULL}};
-int ss_shared_exec(PyObject *module, ss_state *st) { return PyModule_AddFunctions(module, stub_methods); }
+
+static void
+str_table_put(str_slot *table, size_t mask, PyObject *s)
+{
+    Py_hash_t h = _PyASCIIObject_CAST(s)->hash;
+    size_t i = (size_t)h & mask;
+    while (table[i].s != NULL) {
+        i = (i + 1) & mask;
+    }
+    table[i].hash = h;
+    table[i].s = s;
+}
+
+int
+ss_filler_str_add(ss_filler *f, PyObject *s)
+{
+    ss_arena *a = f->a;
+    if (f->njournal == f->capjournal) {
+        Py_ssize_t cap = f->capjournal ? f->capjournal * 2 : 64;
+        PyObject **j = PyMem_RawRealloc(f->journal, (size_t)cap * sizeof(PyObject *));
+        if (j == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        f->journal = j;
+        f->capjournal = cap;
+    }
+    size_t cap = a->str_table ? a->str_mask + 1 : 0;
+    if ((a->str_used + 1) * 2 > cap) {
+        size_t live = 0;
+        for (size_t i = 0; i < cap; i++) {
+            if (a->str_table[i].s != NULL && a->str_table[i].s != STR_TOMB) {
+                live++;
+            }
+        }
+        size_t ncap = 1024;
+        while ((live + 1) * 3 > ncap) {
+            ncap <<= 1;
+        }
+        str_slot *t = PyMem_RawCalloc(ncap, sizeof(str_slot));
+        if (t == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < cap; i++) {
+            PyObject *s2 = a->str_table[i].s;
+            if (s2 != NULL && s2 != STR_TOMB) {
+                str_table_put(t, ncap - 1, s2);
+            }
+        }
+        PyMem_RawFree(a->str_table);
+        a->str_table = t;
+        a->str_mask = ncap - 1;
+        a->str_used = live;
+    }
+    str_table_put(a->str_table, a->str_mask, s);
+    a->str_used++;
+    f->journal[f->njournal++] = s;
+    return 0;
+}
+
+static void
+str_memo_remove(ss_arena *a, PyObject *s)
+{
+    size_t i = (size_t)_PyASCIIObject_CAST(s)->hash & a->str_mask;
+    PyObject *t;
+    while ((t = a->str_table[i].s) != NULL) {
+        if (t == s) {
+            a->str_table[i].s = STR_TOMB;   /* keeps its hash: probing goes on past it */
+            return;
+        }
+        i = (i + 1) & a->str_mask;
+    }
+}
+
+/* ---- Arena handles -------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    ss_arena *arena;
+} ArenaObject;
+
+PyObject *
+ss_arena_wrap(ss_state *st, ss_arena *a)
+{
+    ArenaObject *self = PyObject_New(ArenaObject, st->arena_type);
+    if (self == NULL) {
+        return NULL;
+    }
+    ss_arena_incref(a);
+    self->arena = a;
+    return (PyObject *)self;
+}
+
+ss_arena *
+ss_arena_unwrap(ss_state *st, PyObject *op)
+{
+    if (st == NULL || st->arena_type == NULL || !PyObject_TypeCheck(op, st->arena_type)) {
+        return NULL;
+    }
+    return ((ArenaObject *)op)->arena;
+}
+
+static PyObject *
+Arena_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Arena() takes no arguments");
+        return NULL;
+    }
+    ArenaObject *self = (ArenaObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->arena = arena_new(0);     /* its one reference is this handle's */
+    if (self->arena == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Arena_dealloc(PyObject *op)
+{
+    ArenaObject *self = (ArenaObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    ss_arena *a = self->arena;
+    self->arena = NULL;
+    if (a != NULL) {
+        ss_arena_decref(a);
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Arena_share(PyObject *op, PyObject *obj)
+{
+    ss_state *st = PyType_GetModuleState(Py_TYPE(op));
+    if (st == NULL) {
+        return NULL;
+    }
+    return ss_share_into(st, ((ArenaObject *)op)->arena, obj);
+}
+
+static PyObject *
+Arena_close(PyObject *op, PyObject *unused)
+{
+    ss_arena *a = ((ArenaObject *)op)->arena;
+    pthread_mutex_lock(&g_lock);
+    a->closed = 1;
+    pthread_mutex_unlock(&g_lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Arena_enter(PyObject *op, PyObject *unused)
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+Arena_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *r = Arena_close(op, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+Arena_get_closed(PyObject *op, void *closure)
+{
+    ss_arena *a = ((ArenaObject *)op)->arena;
+    pthread_mutex_lock(&g_lock);
+    int closed = a->closed;
+    pthread_mutex_unlock(&g_lock);
+    return PyBool_FromLong(closed);
+}
+
+static PyObject *
+Arena_get_nbytes(PyObject *op, void *closure)
+{
+    ss_arena *a = ((ArenaObject *)op)->arena;
+    return PyLong_FromSize_t(__atomic_load_n(&a->nbytes, __ATOMIC_RELAXED));
+}
+
+static PyObject *
+Arena_get_id(PyObject *op, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(((ArenaObject *)op)->arena->id);
+}
+
+static PyObject *
+Arena_repr(PyObject *op)
+{
+    ss_arena *a = ((ArenaObject *)op)->arena;
+    pthread_mutex_lock(&g_lock);
+    int closed = a->closed;
+    pthread_mutex_unlock(&g_lock);
+    return PyUnicode_FromFormat("<subsandbox Arena id=%llu nbytes=%zu%s>",
+                                (unsigned long long)a->id,
+                                __atomic_load_n(&a->nbytes, __ATOMIC_RELAXED),
+                                closed ? " closed" : "");
+}
+
+static PyMethodDef Arena_methods[] = {
+    {"share", Arena_share, METH_O,
+     "share(obj) -> a deeply immutable, immortal copy of obj in this arena.\n\n"
+     "The calling interpreter becomes a holder of the arena (see docs/shared-memory.md)."},
+    {"close", Arena_close, METH_NOARGS,
+     "Refuse further share() calls. The memory is given back once no handle, no in-flight "
+     "item and no holder interpreter remains."},
+    {"__enter__", Arena_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Arena_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Arena_getset[] = {
+    {"closed", Arena_get_closed, NULL, "True once close() was called (or no handle is left).",
+     NULL},
+    {"nbytes", Arena_get_nbytes, NULL, "Bytes allocated in the arena.", NULL},
+    {"id", Arena_get_id, NULL, "Process-wide id of the arena.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Arena_slots[] = {
+    {Py_tp_new, Arena_new},
+    {Py_tp_dealloc, Arena_dealloc},
+    {Py_tp_methods, Arena_methods},
+    {Py_tp_getset, Arena_getset},
+    {Py_tp_repr, Arena_repr},
+    {Py_tp_doc, "Arena() -> a region of process-wide memory for shared immutable objects.\n\n"
+                "Use as a context manager, or call close(), when done sharing into it."},
+    {0, NULL},
+};
+
+static PyType_Spec Arena_spec = {
+    .name = "subsandbox._core.Arena",
+    .basicsize = sizeof(ArenaObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Arena_slots,
+};
+
+/* ---- private functions: stats, interpreter end, cross-interpreter tests --------------- */
+
+typedef struct {
+    uint64_t token;
+    PyObject *obj;
+    ss_arena *arena;
+} token_entry;
+
+static token_entry *g_tokens;
+static Py_ssize_t g_ntokens, g_captokens;
+static uint64_t g_next_token = 1;
+
+static PyObject *
+testing_export(PyObject *module, PyObject *obj)
+{
+    if (!ss_is_shared(obj)) {
+        ss_state *st = ss_get_state(module);
+        PyErr_Format(st->not_shareable_error,
+                     "_testing_export(): a %.100s object that is not shared",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    ss_arena *a = ss_arena_of(obj);
+    uint64_t token = 0;
+    pthread_mutex_lock(&g_lock);
+    if (g_ntokens == g_captokens) {
+        Py_ssize_t cap = g_captokens ? g_captokens * 2 : 16;
+        token_entry *t = PyMem_RawRealloc(g_tokens, (size_t)cap * sizeof(token_entry));
+        if (t == NULL) {
+            pthread_mutex_unlock(&g_lock);
+            return PyErr_NoMemory();
+        }
+        g_tokens = t;
+        g_captokens = cap;
+    }
+    token = g_next_token++;
+    g_tokens[g_ntokens++] = (token_entry){token, obj, a};
+    if (a != NULL && !a->is_default) {
+        a->refs++;                  /* the in-flight reference */
+    }
+    pthread_mutex_unlock(&g_lock);
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+static PyObject *
+testing_import(PyObject *module, PyObject *arg)
+{
+    unsigned long long token = PyLong_AsUnsignedLongLong(arg);
+    if (token == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    token_entry e = {0, NULL, NULL};
+    pthread_mutex_lock(&g_lock);
+    for (Py_ssize_t i = 0; i < g_ntokens; i++) {
+        if (g_tokens[i].token == token) {
+            e = g_tokens[i];
+            g_tokens[i] = g_tokens[--g_ntokens];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (e.obj == NULL) {
+        PyErr_Format(PyExc_KeyError, "no exported object with token %llu", token);
+        return NULL;
+    }
+    ss_state *st = ss_get_state(module);
+    if (ss_arena_add_holder(e.arena, st->interp_id) < 0) {
+        /* Put it back: still in flight. */
+        pthread_mutex_lock(&g_lock);
+        if (g_ntokens < g_captokens) {
+            g_tokens[g_ntokens++] = e;
+            pthread_mutex_unlock(&g_lock);
+        }
+        else {
+            pthread_mutex_unlock(&g_lock);
+            ss_arena_decref(e.arena);
+        }
+        return NULL;
+    }
+    ss_arena_decref(e.arena);       /* no longer in flight; we hold it now */
+    return Py_NewRef(e.obj);
+}
+
+static PyObject *
+interpreter_destroyed(PyObject *module, PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    ss_interpreter_destroyed((int64_t)id);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+arena_stats(PyObject *module, PyObject *unused)
+{
+    PyObject *arenas = PyDict_New();
+    if (arenas == NULL) {
+        return NULL;
+    }
+    /* Snapshot under the lock into raw memory, then build Python objects. */
+    typedef struct {
+        uint64_t id;
+        Py_ssize_t refs;
+        int closed;
+        size_t nbytes, reserved;
+        Py_ssize_t nholders;
+        int64_t holders[8];
+    } snap;
+    snap *snaps = NULL;
+    Py_ssize_t n = 0, cap = 0;
+    size_t reserved, default_reserved = 0, default_nbytes = 0;
+    Py_ssize_t nblocks;
+    for (;;) {
+        pthread_mutex_lock(&g_lock);
+        Py_ssize_t count = 0;
+        for (ss_arena *a = g_live.next; a != &g_live; a = a->next) {
+            count++;
+        }
+        if (count > cap) {
+            pthread_mutex_unlock(&g_lock);
+            PyMem_RawFree(snaps);
+            cap = count + 8;
+            snaps = PyMem_RawMalloc((size_t)cap * sizeof(snap));
+            if (snaps == NULL) {
+                Py_DECREF(arenas);
+                return PyErr_NoMemory();
+            }
+            continue;
+        }
+        n = 0;
+        for (ss_arena *a = g_live.next; a != &g_live; a = a->next) {
+            snap *s = &snaps[n++];
+            s->id = a->id;
+            s->refs = a->refs;
+            s->closed = a->closed;
+            s->nbytes = __atomic_load_n(&a->nbytes, __ATOMIC_RELAXED);
+            s->reserved = a->reserved;
+            s->nholders = a->nholders;
+            for (Py_ssize_t i = 0; i < a->nholders && i < 8; i++) {
+                s->holders[i] = a->holders[i];
+            }
+        }
+        reserved = g_reserved;
+        nblocks = g_nblocks;
+        if (g_default != NULL) {
+            default_reserved = g_default->reserved;
+            default_nbytes = __atomic_load_n(&g_default->nbytes, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_unlock(&g_lock);
+        break;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        snap *s = &snaps[k];
+        PyObject *holders = PyTuple_New(s->nholders < 8 ? s->nholders : 8);
+        if (holders == NULL) {
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(holders); i++) {
+            PyObject *v = PyLong_FromLongLong(s->holders[i]);
+            if (v == NULL) {
+                Py_DECREF(holders);
+                goto error;
+            }
+            PyTuple_SET_ITEM(holders, i, v);
+        }
+        PyObject *info = Py_BuildValue("{s:n,s:O,s:n,s:N,s:n,s:n}",
+                                       "refs", s->refs, "closed", s->closed ? Py_True : Py_False,
+                                       "nholders", s->nholders, "holders", holders,
+                                       "nbytes", (Py_ssize_t)s->nbytes,
+                                       "reserved", (Py_ssize_t)s->reserved);
+        PyObject *key = PyLong_FromUnsignedLongLong(s->id);
+        if (info == NULL || key == NULL || PyDict_SetItem(arenas, key, info) < 0) {
+            Py_XDECREF(info);
+            Py_XDECREF(key);
+            goto error;
+        }
+        Py_DECREF(info);
+        Py_DECREF(key);
+    }
+    PyMem_RawFree(snaps);
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:N}",
+                         "live_arenas", n,
+                         "bytes_reserved", (Py_ssize_t)reserved,
+                         "blocks", nblocks,
+                         "default_bytes_reserved", (Py_ssize_t)default_reserved,
+                         "default_nbytes", (Py_ssize_t)default_nbytes,
+                         "arenas", arenas);
+error:
+    PyMem_RawFree(snaps);
+    Py_DECREF(arenas);
+    return NULL;
+}
+
+static PyObject *
+testing_is_shared_address(PyObject *module, PyObject *arg)
+{
+    /* Only the radix table and the bitmap are read: the address is never dereferenced. */
+    void *p = PyLong_AsVoidPtr(arg);
+    if (p == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(block_of_object(p) != NULL);
+}
+
+static PyObject *
+static_strings(PyObject *module, PyObject *unused)
+{
+    return ss_rt_static_strings();
+}
+
+static PyMethodDef arena_functions[] = {
+    {"_testing_export", testing_export, METH_O,
+     "_testing_export(shared_obj) -> token: pin the object's arena as in flight (tests)."},
+    {"_testing_import", testing_import, METH_O,
+     "_testing_import(token) -> obj: receive an exported object in this interpreter, which "
+     "becomes a holder of its arena (tests)."},
+    {"_interpreter_destroyed", interpreter_destroyed, METH_O,
+     "_interpreter_destroyed(id): an interpreter created by subsandbox has been destroyed; "
+     "it holds no arena any more. Never call it for a live interpreter."},
+    {"_arena_stats", arena_stats, METH_NOARGS,
+     "_arena_stats() -> dict: live arenas, bytes reserved, per-arena details."},
+    {"_testing_is_shared_address", testing_is_shared_address, METH_O,
+     "_testing_is_shared_address(addr) -> bool: does an arena object start at addr (tests)."},
+    {"_static_strings", static_strings, METH_NOARGS,
+     "_static_strings() -> tuple: the runtime's static strings that share() returns as is."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ss_arena_exec(PyObject *module, ss_state *st)
+{
+    pthread_mutex_lock(&g_lock);
+    int rc = 0;
+    if (!g_rt_ready) {
+        /* Only reads runtime-global memory and allocates raw memory: fine under g_lock. */
+        rc = ss_rt_init();
+        g_rt_ready = (rc == 0);
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (rc < 0) {
+        return -1;
+    }
+    st->arena_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Arena_spec, NULL);
+    if (st->arena_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->arena_type) < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, arena_functions);
+}

@@ -1,5 +1,12 @@
 /* Every place where the CPython versions we support (3.12, 3.13, 3.14+) differ.
- * No other file of _ext/ tests PY_VERSION_HEX. */
+ * No other file of _ext/ tests PY_VERSION_HEX.
+ *
+ * Checked against the installed headers of 3.12.1 and 3.13.0 (Include/object.h,
+ * Include/cpython/unicodeobject.h, bytesobject.h, tupleobject.h, longintrepr.h) and, for
+ * the 3.14 branch, against CPython sources of the 3.14/main era (Include/object.h with the
+ * split ob_refcnt/ob_overflow/ob_flags, Include/refcount.h, Include/cpython/tupleobject.h
+ * with ob_hash). Nothing here has run on 3.14: see docs/shared-memory.md.
+ */
 #ifndef SUBSANDBOX_PYVERSION_H
 #define SUBSANDBOX_PYVERSION_H
 
@@ -8,5 +15,125 @@
 #if PY_VERSION_HEX < 0x030C0000
 #  error "subsandbox needs CPython 3.12 or newer"
 #endif
+
+#ifdef Py_GIL_DISABLED
+/* Free-threaded objects have a different header (ob_tid, ob_ref_local/shared...). */
+#  error "subsandbox does not support free-threaded (Py_GIL_DISABLED) builds"
+#endif
+#ifdef Py_TRACE_REFS
+#  error "subsandbox does not support Py_TRACE_REFS builds (objects are linked into a per-interpreter list)"
+#endif
+#if SIZEOF_VOID_P != 8
+#  error "subsandbox needs a 64-bit build"
+#endif
+
+/* ---- immortality ----------------------------------------------------------------------
+ * An object of an arena is immortal from birth: Py_INCREF/Py_DECREF/Py_SET_REFCNT never
+ * write to it, it never reaches tp_dealloc and so never enters a free list.
+ *   3.12/3.13: ob_refcnt is a Py_ssize_t; immortal value _Py_IMMORTAL_REFCNT (UINT_MAX on
+ *              64-bit); _Py_IsImmortal tests the low 32 bits as negative.
+ *   3.14+:     ob_refcnt (uint32) + ob_overflow (uint16) + ob_flags (uint16); immortal
+ *              objects have ob_refcnt >= 2**31, statically allocated ones carry
+ *              _Py_STATICALLY_ALLOCATED_FLAG | _Py_IMMORTAL_FLAGS in ob_flags, like the
+ *              runtime's own static objects (PyObject_HEAD_INIT uses
+ *              _Py_STATIC_IMMORTAL_INITIAL_REFCNT). Arena memory is not from any
+ *              allocator, so "statically allocated" is the truth for it. */
+#if PY_VERSION_HEX >= 0x030E0000
+static inline void
+ss_set_immortal(PyObject *op)
+{
+    op->ob_refcnt = (uint32_t)_Py_IMMORTAL_INITIAL_REFCNT;
+    op->ob_overflow = 0;
+    op->ob_flags = (uint16_t)(_Py_IMMORTAL_FLAGS | _Py_STATICALLY_ALLOCATED_FLAG);
+}
+#else
+static inline void
+ss_set_immortal(PyObject *op)
+{
+    op->ob_refcnt = _Py_IMMORTAL_REFCNT;
+}
+#endif
+
+/* ---- str ------------------------------------------------------------------------------
+ * A shared str is pre-marked as interned, so that no intern path of any interpreter
+ * (sys.intern, setattr, keyword names, compile) ever writes to it or puts it into its
+ * interned dict: every version returns at once for an already interned string
+ * (3.12 _PyUnicode_InternInPlace, 3.13+ intern_common: "Is it already interned?").
+ *   state.interned = SSTATE_INTERNED_IMMORTAL_STATIC (3 in 3.12-3.14): the state of the
+ *                    runtime's static strings; _PyUnicode_ClearInterned of a dying
+ *                    interpreter only walks its own dict, which never holds ours.
+ *   state.statically_allocated = 1: a 3.13 --with-pydebug build asserts it for
+ *                    IMMORTAL_STATIC strings (_PyUnicode_CheckConsistency); in every
+ *                    version it also makes unicode_dealloc refuse to free the string.
+ * The field exists since 3.12 (PEP 683). */
+#define SS_STR_INTERNED_STATE SSTATE_INTERNED_IMMORTAL_STATIC
+static inline void
+ss_str_mark_shared(PyObject *op)
+{
+    _PyASCIIObject_CAST(op)->state.interned = SS_STR_INTERNED_STATE;
+    _PyASCIIObject_CAST(op)->state.statically_allocated = 1;
+}
+static inline int
+ss_str_is_marked_shared(PyObject *op)
+{
+    return _PyASCIIObject_CAST(op)->state.interned == SS_STR_INTERNED_STATE
+        && _PyASCIIObject_CAST(op)->state.statically_allocated;
+}
+
+/* ---- tuple ----------------------------------------------------------------------------
+ * 3.14 caches the hash of a tuple in PyTupleObject.ob_hash (-1: not computed yet), filled
+ * lazily by tuple_hash(): a shared tuple must have it filled before it is published (and
+ * must never be left at 0, which would read as "hash is 0"). 3.12/3.13 have no cache. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define SS_TUPLE_CACHES_HASH 1
+static inline void
+ss_tuple_reset_hash(PyObject *op)
+{
+    ((PyTupleObject *)op)->ob_hash = -1;
+}
+#else
+#  define SS_TUPLE_CACHES_HASH 0
+static inline void
+ss_tuple_reset_hash(PyObject *op)
+{
+    (void)op;
+}
+#endif
+
+/* ---- bytes ----------------------------------------------------------------------------
+ * PyBytesObject.ob_shash (deprecated since 3.11, still present in 3.12-3.14) caches the
+ * hash; -1 means "not computed". A fresh arena object is zeroed, so it is reset to -1 and
+ * then filled by hashing the copy before publication. */
+static inline void
+ss_bytes_reset_hash(PyObject *op)
+{
+    _Py_COMP_DIAG_PUSH
+    _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    ((PyBytesObject *)op)->ob_shash = -1;
+    _Py_COMP_DIAG_POP
+}
+
+/* ---- int ------------------------------------------------------------------------------
+ * 3.12+: lv_tag = ndigits << 3 | flags; the low 2 bits are the sign, bit 2 is reserved for
+ * an immortality mark of the small ints (used from 3.14 on). A copy is never a small int. */
+#define SS_LONG_TAG_CLEAR_BITS ((uintptr_t)4)
+
+/* ---- GC header ------------------------------------------------------------------------
+ * PyGC_Head is internal; in 3.12-3.14 default builds it is two words (_gc_next,
+ * _gc_prev). pyinternal.c checks this against the internal header at compile time.
+ * A zeroed header reads as "untracked, not collecting", so no collection of any
+ * interpreter ever writes to it. */
+#define SS_GC_HEAD_SIZE (2 * sizeof(uintptr_t))
+
+/* Types whose instances carry a managed dict / weakref list in front of the object. */
+#if defined(Py_TPFLAGS_PREHEADER)
+#  define SS_TPFLAGS_PREHEADER Py_TPFLAGS_PREHEADER
+#else
+#  define SS_TPFLAGS_PREHEADER (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF)
+#endif
+
+/* ---- locks ----------------------------------------------------------------------------
+ * PyMutex is public from 3.13 only; PyThread locks exist everywhere and work without a
+ * thread state, so the process-wide structures use them in every version. */
 
 #endif /* SUBSANDBOX_PYVERSION_H */

@@ -95,6 +95,40 @@ PyObject *ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size);
 /* Out-of-line bytes (a UTF-8 buffer, a hash table) in the same arena. NULL + MemoryError. */
 void *ss_filler_alloc_raw(ss_filler *f, size_t size);
 
+/* ---- additions of core-arena: filling an arena (arena.c), used by share.c ---------- */
+
+/* Adds Arena, _arena_stats, _interpreter_destroyed, _testing_export/_testing_import to
+ * the module; called by ss_shared_exec (share.c). */
+int ss_arena_exec(PyObject *module, ss_state *st);
+/* The process-lifetime arena of share(); never freed. Borrowed. NULL + error. */
+ss_arena *ss_default_arena(void);
+uint64_t ss_arena_id(ss_arena *a);
+/* Start filling `a`: takes the arena's fill lock (waiting without the GIL), refuses a
+ * closed arena (ValueError) and a re-entrant fill from the same thread (RuntimeError).
+ * NULL + error. Exactly one of commit/abort must follow, in the same thread. */
+ss_filler *ss_filler_begin(ss_arena *a);
+/* Keep what was allocated; release the lock. */
+void ss_filler_commit(ss_filler *f);
+/* Forget everything allocated since begin (the objects were never published): blocks
+ * added are unmapped, the bump pointer, object bitmap, string memo and dependencies are
+ * rolled back; release the lock. Never sets an error. */
+void ss_filler_abort(ss_filler *f);
+ss_arena *ss_filler_arena(ss_filler *f);
+/* The arena being filled now references objects of `other`: `other` is kept alive (one
+ * struct reference) until this arena is freed. No-op for the same or the default arena.
+ * -1 + MemoryError. */
+int ss_filler_depend(ss_filler *f, ss_arena *other);
+/* The arena's memo of strings by value: a str of this arena with these characters and
+ * hash, or NULL. */
+PyObject *ss_filler_str_find(ss_filler *f, const void *data, int kind, Py_ssize_t len,
+                             Py_hash_t hash);
+/* Remember a str built in this arena (its hash cached). -1 + MemoryError. */
+int ss_filler_str_add(ss_filler *f, PyObject *str);
+/* share.c: deep-copy `obj` into `a` (share() uses the default arena); the current
+ * interpreter becomes a holder of `a`. New (immortal) reference, or NULL +
+ * NotShareableError / MemoryError / ValueError (closed arena). */
+PyObject *ss_share_into(ss_state *st, ss_arena *a, PyObject *obj);
+
 /* ---- frozendict and immutableset (frozen.c) --------------------------------------- */
 
 extern PyTypeObject SS_FrozenDict_Type;

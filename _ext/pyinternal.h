@@ -1,0 +1,30 @@
+/* Small functions over CPython internals, implemented in pyinternal.c (the only file built
+ * with Py_BUILD_CORE_MODULE). All are safe to call from any interpreter without a lock:
+ * they read runtime-global data that never changes after runtime start, except
+ * ss_rt_init(), called once under the arena module's global lock. */
+#ifndef SUBSANDBOX_PYINTERNAL_H
+#define SUBSANDBOX_PYINTERNAL_H
+
+#include <Python.h>
+
+/* True for the runtime's static immortal objects (_PyRuntime.static_objects: small ints,
+ * 1-byte bytes, static strings, the empty tuple...) and None/True/False/Ellipsis/
+ * NotImplemented. */
+int ss_rt_is_static(PyObject *op);
+/* The runtime's singleton for a value, or NULL when it has none. Borrowed, immortal. */
+PyObject *ss_rt_small_int(long v);
+PyObject *ss_rt_latin1_char(Py_UCS4 ch);
+PyObject *ss_rt_byte_char(unsigned char ch);
+PyObject *ss_rt_empty_bytes(void);
+PyObject *ss_rt_empty_tuple(void);
+PyObject *ss_rt_empty_str(void);
+/* Build the table of static strings; -1 + MemoryError. When the layout is not recognised
+ * (a future CPython) the table stays empty and ss_rt_static_str_count() returns -1. */
+int ss_rt_init(void);
+Py_ssize_t ss_rt_static_str_count(void);
+/* The runtime's static interned string with these characters, or NULL. */
+PyObject *ss_rt_static_str(const void *data, int kind, Py_ssize_t len, Py_hash_t hash);
+/* For tests: all static strings of the table, as a new tuple. */
+PyObject *ss_rt_static_strings(void);
+
+#endif
