@@ -1056,7 +1056,12 @@ fd_subscript(PyObject *op, PyObject *key)
         return Py_NewRef(t->entries[ix].value);
     }
     if (ix == -1) {
-        PyErr_SetObject(PyExc_KeyError, key);   /* wraps tuples like dict does */
+        /* Like dict: the key is the only argument, even when it is a tuple. */
+        PyObject *tup = PyTuple_Pack(1, key);
+        if (tup != NULL) {
+            PyErr_SetObject(PyExc_KeyError, tup);
+            Py_DECREF(tup);
+        }
     }
     return NULL;
 }
