@@ -654,18 +654,16 @@ view_new(PyObject *fd, int kind)
     return (PyObject *)v;
 }
 
+/* The kind of a view, from its type's slots: views of this interpreter and of the thread's
+ * last-used interpreter are told apart without the per-thread cache. */
+static PyObject *keys_iter(PyObject *op);
+static PyObject *values_iter(PyObject *op);
+
 static int
 view_kind(PyObject *op)
 {
-    ss_frozen_istate *st = tls_istate;   /* set: a view exists, so istate_get() ran */
-    PyTypeObject *tp = Py_TYPE(op);
-    if (st != NULL && tp == st->keys_type) {
-        return KIND_KEYS;
-    }
-    if (st != NULL && tp == st->values_type) {
-        return KIND_VALUES;
-    }
-    return KIND_ITEMS;
+    getiterfunc f = Py_TYPE(op)->tp_iter;
+    return f == keys_iter ? KIND_KEYS : f == values_iter ? KIND_VALUES : KIND_ITEMS;
 }
 
 static void
@@ -778,8 +776,8 @@ view_setlike(PyObject *other)
     {
         return 1;
     }
-    ss_frozen_istate *st = tls_istate;
-    return st != NULL && (Py_IS_TYPE(other, st->keys_type) || Py_IS_TYPE(other, st->items_type));
+    /* one of our keys/items views (of this interpreter: objects never cross) */
+    return Py_TYPE(other)->tp_dealloc == view_dealloc && view_kind(other) != KIND_VALUES;
 }
 
 /* 1 if every item of `a` is in `b`, 0 if not, -1 on error. */

@@ -383,3 +383,13 @@ def test_under_dev_and_debug_malloc(env):
         env={**os.environ, **env, "SS_FROZEN_INNER": "1"}, cwd=str(ROOT),
         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+
+
+def test_views_after_running_another_interpreter_in_this_thread():
+    # The view/iterator types are per interpreter; a thread that ran another interpreter
+    # in between must still treat this interpreter's views correctly.
+    fd = frozendict(a=1, b=2)
+    k, it = fd.keys(), fd.items()
+    assert run_sub("emit(repr(frozendict(z=1).keys()))") == "frozendict_keys(['z'])"
+    assert repr(k) == "frozendict_keys(['a', 'b'])" and repr(it).startswith("frozendict_items(")
+    assert k == {"a", "b"} and k == fd.keys() and it == fd.items() and list(iter(fd)) == ["a", "b"]
