@@ -242,23 +242,6 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(delivered);
 }
 
-static PyObject *
-interpreter_destroyed(PyObject *module, PyObject *arg)
-{
-    long long id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (id == PyInterpreterState_GetID(PyInterpreterState_Get())) {
-        PyErr_SetString(PyExc_ValueError, "the current interpreter is alive");
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    ss_interpreter_destroyed((int64_t)id);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef interp_methods[] = {
     {"interpreter_id", interpreter_id, METH_NOARGS,
      "interpreter_id()\n--\n\nThe id of the current interpreter."},
@@ -270,7 +253,6 @@ static PyMethodDef interp_methods[] = {
     {"_run_task", (PyCFunction)(void (*)(void))run_task, METH_FASTCALL, NULL},
     {"_take_interrupted", take_interrupted, METH_NOARGS, NULL},
     {"_interrupt", (PyCFunction)(void (*)(void))interrupt, METH_FASTCALL, NULL},
-    {"_interpreter_destroyed", interpreter_destroyed, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

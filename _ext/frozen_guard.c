@@ -1,0 +1,601 @@
+/* The type guard of frozendict and immutableset: per-interpreter type state for two static
+ * types that every interpreter shares.
+ *
+ * A static type lives once per process. CPython keeps three of its fields per interpreter
+ * for its own static builtin types (flag _Py_TPFLAGS_STATIC_BUILTIN; the fields live in
+ * interp->types and the type's tp_subclasses holds 1 + an index into them):
+ *   tp_dict       (cls.__dict__: descriptors, written by PyType_Ready and type caches)
+ *   tp_subclasses (weak references to subclasses: the 2005 objection)
+ *   tp_weaklist   (weak references to the type: ABC caches, WeakKeyDictionary...)
+ * A static type defined by an extension keeps them in the type object itself, so two
+ * own-GIL interpreters would write them at the same time. This file puts ours per
+ * interpreter too:
+ *   - 3.13+: CPython's managed static extension types (_PyStaticType_InitForExtension, the
+ *     machinery _datetime uses), with the slot index chosen by us (see pick_ext_index);
+ *   - 3.12:  that machinery does not exist; we do what _PyStaticType_InitBuiltin does, with
+ *     public API and struct access: a free slot of interp->types.builtins[], the type
+ *     readied once in the main interpreter, then each interpreter's slot filled with a
+ *     tp_dict rebuilt from the main interpreter's (same C descriptors, new objects).
+ * The rest of the guard is in the type definitions (frozen.c): no Py_TPFLAGS_BASETYPE,
+ * Py_TPFLAGS_IMMUTABLETYPE, no instance weakref list or __dict__. docs/type-guard.md lists
+ * every write we found and where it goes.
+ *
+ * The only file of _ext/ that includes CPython's internal headers; keep it small.
+ */
+#define Py_BUILD_CORE_MODULE 1
+#include "subsandbox.h"
+#include "pyversion.h"
+#include "frozen.h"
+
+#include "internal/pycore_interp.h"
+#include "internal/pycore_typeobject.h"
+#if defined(SS_FROZEN_GUARD_MANAGED_EXT)
+#  include "internal/pycore_runtime.h"
+#endif
+
+#include <stdatomic.h>
+#include <string.h>
+
+/* ---- the process-wide lock ------------------------------------------------------------ */
+
+static _Atomic(void *) guard_lock;
+
+static PyThread_type_lock
+lock_get(void)
+{
+    void *lock = atomic_load(&guard_lock);
+    if (lock != NULL) {
+        return lock;
+    }
+    PyThread_type_lock fresh = PyThread_allocate_lock();
+    if (fresh == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    void *expected = NULL;
+    if (!atomic_compare_exchange_strong(&guard_lock, &expected, fresh)) {
+        PyThread_free_lock(fresh);      /* another interpreter won the race */
+        return expected;
+    }
+    return fresh;
+}
+
+/* Acquire without holding our GIL while blocked (another thread of this interpreter may
+ * hold the lock and need the GIL to finish). */
+static void
+lock_acquire(PyThread_type_lock lock)
+{
+    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static int
+is_main_interpreter(PyInterpreterState *interp)
+{
+    return interp == PyInterpreterState_Main();
+}
+
+static int
+refuse_first_in_subinterpreter(PyTypeObject *type)
+{
+    PyErr_Format(PyExc_ImportError,
+                 "subsandbox._core must be imported in the main interpreter before any "
+                 "other interpreter imports it (the static type %s is readied there once "
+                 "for the whole process)", type->tp_name);
+    return -1;
+}
+
+#define SS_GUARD_MAX_TYPES 4
+
+#if defined(SS_FROZEN_GUARD_EMULATED_BUILTIN)
+/* ================================ 3.12 ================================================== */
+
+/* Our types take the last slots of interp->types.builtins[]: CPython assigns its own from 0
+ * upwards (num_builtins_initialized), all during runtime initialization. */
+static size_t
+slot_index(size_t k)
+{
+    return _Py_MAX_STATIC_BUILTIN_TYPES - 1 - k;
+}
+
+static static_builtin_state *
+slot_of(PyInterpreterState *interp, size_t index)
+{
+    return &interp->types.builtins[index];
+}
+
+/* Check that the compiled-in layout of interp->types matches the running interpreter:
+ * builtin types must be found at their index, with the same tp_dict PyType_GetDict() gives. */
+static int
+check_layout(PyInterpreterState *interp)
+{
+    PyTypeObject *probes[] = {&PyBaseObject_Type, &PyType_Type, &PyDict_Type, &PyLong_Type,
+                              &PyUnicode_Type, &PyTuple_Type, &PyFrozenSet_Type};
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        PyTypeObject *t = probes[i];
+        if (!(t->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) || t->tp_subclasses == NULL) {
+            goto bad;
+        }
+        size_t index = (size_t)t->tp_subclasses - 1;
+        if (index >= _Py_MAX_STATIC_BUILTIN_TYPES || slot_of(interp, index)->type != t) {
+            goto bad;
+        }
+        PyObject *d = PyType_GetDict(t);
+        int same = d != NULL && d == slot_of(interp, index)->tp_dict;
+        Py_XDECREF(d);
+        if (!same) {
+            goto bad;
+        }
+    }
+    if (interp->types.num_builtins_initialized > _Py_MAX_STATIC_BUILTIN_TYPES - SS_GUARD_MAX_TYPES) {
+        goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ImportError,
+                    "subsandbox._core: this CPython's per-interpreter type state does not "
+                    "have the layout it was compiled against (interp->types.builtins)");
+    return -1;
+}
+
+/* The entries of the main interpreter's tp_dict, as the C definitions they came from, so
+ * that each interpreter can get a tp_dict of its own objects. */
+typedef enum { T_METHOD, T_CLASSMETHOD, T_WRAPPER, T_GETSET, T_MEMBER, T_NEW, T_STR, T_NONE } tkind;
+
+typedef struct {
+    char *name;
+    tkind kind;
+    void *p;
+    void *q;
+} tentry;
+
+typedef struct {
+    size_t n;
+    tentry *entries;
+} ttemplate;
+
+static ttemplate templates[SS_GUARD_MAX_TYPES];    /* written once, under the lock */
+
+static char *
+raw_strdup(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *copy = PyMem_RawMalloc(len);
+    if (copy != NULL) {
+        memcpy(copy, s, len);
+    }
+    return copy;
+}
+
+static int
+capture_template(PyTypeObject *type, PyObject *dict, ttemplate *tpl)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(dict), pos = 0;
+    tpl->entries = PyMem_RawCalloc((size_t)n + 1, sizeof(tentry));
+    if (tpl->entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *k, *v;
+    size_t i = 0;
+    while (PyDict_Next(dict, &pos, &k, &v)) {
+        tentry *e = &tpl->entries[i];
+        const char *name = PyUnicode_Check(k) ? PyUnicode_AsUTF8(k) : NULL;
+        if (name == NULL || (e->name = raw_strdup(name)) == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (Py_IS_TYPE(v, &PyMethodDescr_Type) || Py_IS_TYPE(v, &PyClassMethodDescr_Type)) {
+            PyMethodDescrObject *d = (PyMethodDescrObject *)v;
+            e->kind = Py_IS_TYPE(v, &PyMethodDescr_Type) ? T_METHOD : T_CLASSMETHOD;
+            e->p = d->d_method;
+            if (d->d_common.d_type != type) {
+                goto unknown;
+            }
+        }
+        else if (Py_IS_TYPE(v, &PyWrapperDescr_Type)) {
+            PyWrapperDescrObject *d = (PyWrapperDescrObject *)v;
+            e->kind = T_WRAPPER;
+            e->p = d->d_base;
+            e->q = d->d_wrapped;
+        }
+        else if (Py_IS_TYPE(v, &PyGetSetDescr_Type)) {
+            e->kind = T_GETSET;
+            e->p = ((PyGetSetDescrObject *)v)->d_getset;
+        }
+        else if (Py_IS_TYPE(v, &PyMemberDescr_Type)) {
+            e->kind = T_MEMBER;
+            e->p = ((PyMemberDescrObject *)v)->d_member;
+        }
+        else if (PyCFunction_CheckExact(v) && PyCFunction_GET_SELF(v) == (PyObject *)type
+                 && ((PyCFunctionObject *)v)->m_module == NULL)
+        {
+            e->kind = T_NEW;        /* __new__: tp_new_wrapper bound to the type */
+            e->p = ((PyCFunctionObject *)v)->m_ml;
+        }
+        else if (PyUnicode_CheckExact(v)) {
+            const char *s = PyUnicode_AsUTF8(v);
+            if (s == NULL) {
+                return -1;
+            }
+            e->kind = T_STR;
+            if ((e->p = raw_strdup(s)) == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
+        else if (v == Py_None) {
+            e->kind = T_NONE;
+        }
+        else {
+            goto unknown;
+        }
+        i++;
+        continue;
+    unknown:
+        PyErr_Format(PyExc_ImportError,
+                     "subsandbox._core: cannot give %s.%U (%.100s) to other interpreters",
+                     type->tp_name, k, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    tpl->n = i;
+    return 0;
+}
+
+static PyObject *
+rebuild_dict(PyTypeObject *type, const ttemplate *tpl)
+{
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < tpl->n; i++) {
+        const tentry *e = &tpl->entries[i];
+        PyObject *v = NULL;
+        switch (e->kind) {
+        case T_METHOD: v = PyDescr_NewMethod(type, e->p); break;
+        case T_CLASSMETHOD: v = PyDescr_NewClassMethod(type, e->p); break;
+        case T_WRAPPER: v = PyDescr_NewWrapper(type, e->p, e->q); break;
+        case T_GETSET: v = PyDescr_NewGetSet(type, e->p); break;
+        case T_MEMBER: v = PyDescr_NewMember(type, e->p); break;
+        case T_NEW: v = PyCFunction_NewEx(e->p, (PyObject *)type, NULL); break;
+        case T_STR: v = PyUnicode_FromString(e->p); break;
+        case T_NONE: v = Py_NewRef(Py_None); break;
+        }
+        PyObject *key = v ? PyUnicode_InternFromString(e->name) : NULL;
+        int r = key ? PyDict_SetItem(dict, key, v) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(v);
+        if (r < 0) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+    }
+    return dict;
+}
+
+/* Make a tuple of the type (tp_bases, tp_mro) safe to read from every interpreter:
+ * immortal (refcounting never writes it) and untracked (no GC ever writes its header). */
+static void
+seal_shared_tuple(PyObject *tuple)
+{
+    if (tuple == NULL) {
+        return;
+    }
+    PyObject_GC_UnTrack(tuple);
+    Py_SET_REFCNT(tuple, _Py_IMMORTAL_REFCNT);
+}
+
+/* Record `type` in this interpreter's object.__subclasses__(), as PyType_Ready does. */
+static int
+add_to_object_subclasses(PyInterpreterState *interp, PyTypeObject *type)
+{
+    static_builtin_state *ost = slot_of(interp, (size_t)PyBaseObject_Type.tp_subclasses - 1);
+    PyObject *key = PyLong_FromVoidPtr(type);
+    PyObject *ref = key ? PyWeakref_NewRef((PyObject *)type, NULL) : NULL;
+    if (ref != NULL && ost->tp_subclasses == NULL) {
+        ost->tp_subclasses = PyDict_New();
+    }
+    int r = (ref && ost->tp_subclasses) ? PyDict_SetItem(ost->tp_subclasses, key, ref) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    return r;
+}
+
+static int
+first_ready(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
+{
+    if (check_layout(interp) < 0) {
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (slot_of(interp, slot_index(k))->type != NULL) {
+            PyErr_SetString(PyExc_ImportError, "subsandbox._core: type slot already in use");
+            return -1;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        PyTypeObject *t = types[k];
+        size_t index = slot_index(k);
+        SS_FROZEN_MAKE_STATIC_IMMORTAL(t);
+        if (PyType_Ready(t) < 0) {
+            return -1;
+        }
+        if (t->tp_subclasses != NULL || t->tp_dict == NULL || t->tp_cache != NULL) {
+            PyErr_Format(PyExc_ImportError, "subsandbox._core: unexpected state of %s",
+                         t->tp_name);
+            return -1;
+        }
+        /* The version tag comes from a runtime-global counter: take it now, under our lock,
+         * so that no later attribute lookup in any interpreter assigns one. */
+        if (!PyUnstable_Type_AssignVersionTag(t)) {
+            PyErr_Format(PyExc_ImportError, "subsandbox._core: no version tag for %s",
+                         t->tp_name);
+            return -1;
+        }
+        if (capture_template(t, t->tp_dict, &templates[k]) < 0) {
+            return -1;
+        }
+        seal_shared_tuple(t->tp_bases);
+        seal_shared_tuple(t->tp_mro);
+        /* Move the three per-interpreter fields into this interpreter's slot, then switch
+         * the type over. Nothing else can see the type yet: other interpreters wait on the
+         * lock to import the module. */
+        static_builtin_state *st = slot_of(interp, index);
+        st->type = t;
+        st->tp_dict = t->tp_dict;           /* its entry in object.__subclasses__() holds */
+        st->tp_weaklist = t->tp_weaklist;   /* the weakref PyType_Ready made: moved along */
+        st->tp_subclasses = NULL;
+        t->tp_dict = NULL;
+        t->tp_weaklist = NULL;
+        t->tp_subclasses = (void *)(index + 1);
+        t->tp_flags |= _Py_TPFLAGS_STATIC_BUILTIN;
+    }
+    return 0;
+}
+
+static int
+interp_ready(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
+{
+    if (check_layout(interp) < 0) {
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        PyTypeObject *t = types[k];
+        size_t index = (size_t)t->tp_subclasses - 1;
+        static_builtin_state *st = slot_of(interp, index);
+        if (st->type == t) {
+            continue;       /* already done in this interpreter (module re-imported) */
+        }
+        if (index != slot_index(k) || st->type != NULL || st->tp_dict != NULL) {
+            PyErr_SetString(PyExc_ImportError, "subsandbox._core: type slot already in use");
+            return -1;
+        }
+        PyObject *dict = rebuild_dict(t, &templates[k]);
+        if (dict == NULL) {
+            return -1;
+        }
+        st->type = t;
+        st->tp_dict = dict;
+        if (add_to_object_subclasses(interp, t) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+ready_locked(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
+{
+    if (!(types[0]->tp_flags & Py_TPFLAGS_READY)) {
+        if (!is_main_interpreter(interp)) {
+            return refuse_first_in_subinterpreter(types[0]);
+        }
+        return first_ready(interp, types, n);
+    }
+    return interp_ready(interp, types, n);
+}
+
+static const char *
+mechanism(void)
+{
+    return "3.12: emulated static builtin type (slot of interp->types.builtins)";
+}
+
+static Py_ssize_t
+describe_index(PyTypeObject *type)
+{
+    return (Py_ssize_t)type->tp_subclasses - 1;
+}
+
+static int
+describe_has_slot(PyTypeObject *type)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    return slot_of(interp, (size_t)type->tp_subclasses - 1)->type == type;
+}
+
+/* 3.12: a version tag is valid while Py_TPFLAGS_VALID_VERSION_TAG is set. */
+static unsigned int
+describe_version_tag(PyTypeObject *type)
+{
+    return (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type->tp_version_tag : 0;
+}
+
+#elif defined(SS_FROZEN_GUARD_MANAGED_EXT)
+/* ================================ 3.13+ ================================================= */
+
+static managed_static_type_state *
+ext_slot(PyInterpreterState *interp, size_t index)
+{
+    return &interp->types.for_extensions.initialized[index];
+}
+
+/* _PyStaticType_InitForExtension() takes the index of a new type from the *current
+ * interpreter's* for_extensions.next_index, while the slots it indexes are the same in
+ * every interpreter: _datetime readied first in a subinterpreter (indices 0..5 there) and
+ * our types readied first in main (next_index 0 there) would share slots. So we choose a
+ * slot free in the whole runtime, from the top (_datetime takes the lowest six), and put
+ * next_index back afterwards. There is no bound check in release builds: we check. */
+static Py_ssize_t
+pick_ext_index(PyInterpreterState *interp)
+{
+    for (size_t i = _Py_MAX_MANAGED_STATIC_EXT_TYPES; i-- > 0;) {
+        if (_PyRuntime.types.managed_static.types[_Py_MAX_MANAGED_STATIC_BUILTIN_TYPES + i].type == NULL
+            && ext_slot(interp, i)->type == NULL)
+        {
+            return (Py_ssize_t)i;
+        }
+    }
+    return -1;
+}
+
+static int
+first_ready_one(PyInterpreterState *interp, PyTypeObject *t)
+{
+    Py_ssize_t index = pick_ext_index(interp);
+    if (index < 0) {
+        PyErr_Format(PyExc_ImportError,
+                     "subsandbox._core: no free managed static type slot for %s "
+                     "(CPython has %d for all extensions; _datetime takes 6)",
+                     t->tp_name, _Py_MAX_MANAGED_STATIC_EXT_TYPES);
+        return -1;
+    }
+    PyMutex_Lock(&interp->types.mutex);
+    size_t saved = interp->types.for_extensions.next_index;
+    interp->types.for_extensions.next_index = (size_t)index;
+    PyMutex_Unlock(&interp->types.mutex);
+
+    int r = _PyStaticType_InitForExtension(interp, t);
+
+    PyMutex_Lock(&interp->types.mutex);
+    interp->types.for_extensions.next_index = saved;
+    PyMutex_Unlock(&interp->types.mutex);
+    if (r < 0) {
+        return -1;
+    }
+    if ((size_t)t->tp_subclasses - 1 != (size_t)index || ext_slot(interp, (size_t)index)->type != t) {
+        PyErr_Format(PyExc_ImportError, "subsandbox._core: %s did not get slot %zd",
+                     t->tp_name, index);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+interp_ready_one(PyInterpreterState *interp, PyTypeObject *t)
+{
+    size_t index = (size_t)t->tp_subclasses - 1;
+    if (!(t->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) || index >= _Py_MAX_MANAGED_STATIC_EXT_TYPES) {
+        PyErr_Format(PyExc_ImportError, "subsandbox._core: unexpected state of %s", t->tp_name);
+        return -1;
+    }
+    managed_static_type_state *st = ext_slot(interp, index);
+    if (st->type == t) {
+        return 0;           /* already done in this interpreter (module re-imported) */
+    }
+    if (st->type != NULL) {
+        PyErr_Format(PyExc_ImportError,
+                     "subsandbox._core: the managed static type slot %zu of %s is used by "
+                     "%s in this interpreter", index, t->tp_name, st->type->tp_name);
+        return -1;
+    }
+    return _PyStaticType_InitForExtension(interp, t);
+}
+
+static int
+ready_locked(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        PyTypeObject *t = types[k];
+        if (!(t->tp_flags & Py_TPFLAGS_READY)) {
+            if (!is_main_interpreter(interp)) {
+                return refuse_first_in_subinterpreter(t);
+            }
+            if (first_ready_one(interp, t) < 0) {
+                return -1;
+            }
+        }
+        else if (interp_ready_one(interp, t) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *
+mechanism(void)
+{
+    return "3.13+: managed static extension type (_PyStaticType_InitForExtension)";
+}
+
+static Py_ssize_t
+describe_index(PyTypeObject *type)
+{
+    return (Py_ssize_t)type->tp_subclasses - 1;
+}
+
+static int
+describe_has_slot(PyTypeObject *type)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    return ext_slot(interp, (size_t)type->tp_subclasses - 1)->type == type;
+}
+
+/* 3.13+: a version tag is valid when it is not 0 (the flag is no longer used). */
+static unsigned int
+describe_version_tag(PyTypeObject *type)
+{
+    return type->tp_version_tag;
+}
+
+#else
+#  error "pyversion.h chooses no type guard for this CPython"
+#endif
+
+/* ---- entry points ----------------------------------------------------------------------- */
+
+int
+ss_guard_ready_types(PyTypeObject *const *types, size_t n)
+{
+    if (n > SS_GUARD_MAX_TYPES) {
+        PyErr_SetString(PyExc_SystemError, "too many guarded types");
+        return -1;
+    }
+    PyThread_type_lock lock = lock_get();
+    if (lock == NULL) {
+        return -1;
+    }
+    lock_acquire(lock);
+    int r = ready_locked(PyInterpreterState_Get(), types, n);
+    PyThread_release_lock(lock);
+    return r;
+}
+
+PyObject *
+ss_guard_describe(PyTypeObject *type)
+{
+    PyObject *d = PyType_GetDict(type);   /* this interpreter's tp_dict */
+    if (d == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "no per-interpreter tp_dict");
+        }
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue(
+        "{s:s,s:n,s:O,s:O,s:O,s:K,s:O,s:I,s:O}",
+        "mechanism", mechanism(),
+        "index", describe_index(type),
+        "static_builtin_flag", (type->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) ? Py_True : Py_False,
+        "has_slot_here", describe_has_slot(type) ? Py_True : Py_False,
+        "type_immortal", SS_FROZEN_IS_IMMORTAL(type) ? Py_True : Py_False,
+        "dict_address", (unsigned long long)(uintptr_t)d,
+        "mro_immortal", SS_FROZEN_IS_IMMORTAL(type->tp_mro) ? Py_True : Py_False,
+        "version_tag", describe_version_tag(type),
+        "basetype", (type->tp_flags & Py_TPFLAGS_BASETYPE) ? Py_True : Py_False);
+    Py_DECREF(d);
+    return res;
+}

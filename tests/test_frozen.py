@@ -1,0 +1,443 @@
+"""Behaviour of subsandbox._core.frozendict and immutableset (one interpreter).
+
+frozendict follows PEP 814's builtin frozendict; immutableset behaves as a frozenset.
+The shared-build path is tested through the TEST-ONLY builders of filler_stub.c.
+"""
+
+import collections.abc as abc
+import copy
+import gc
+import pickle
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+try:
+    import subsandbox._core as core
+except ImportError:  # running from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import subsandbox._core as core
+
+frozendict = core.frozendict
+immutableset = core.immutableset
+
+keys = st.one_of(st.integers(), st.text(max_size=8), st.tuples(st.integers(), st.text(max_size=3)),
+                 st.floats(allow_nan=False), st.booleans(), st.none(), st.frozensets(st.integers()))
+values = st.one_of(st.integers(), st.text(max_size=8), st.none(), st.tuples(st.integers()))
+
+
+# ---- frozendict: construction --------------------------------------------------------------
+
+def test_constructors():
+    assert frozendict() == {}
+    assert frozendict({"a": 1, "b": 2}) == {"a": 1, "b": 2}
+    assert frozendict([("a", 1), ("b", 2)]) == {"a": 1, "b": 2}
+    assert frozendict(a=1, b=2) == {"a": 1, "b": 2}
+    assert frozendict({"a": 1}, b=2, a=3) == {"a": 3, "b": 2}
+    assert frozendict(frozendict(x=1)) == {"x": 1}
+    assert frozendict(iter([(1, 2)])) == {1: 2}
+    fd = frozendict(x=1)
+    assert frozendict(fd) is fd  # immutable: like frozenset(fs)
+
+    class M:
+        def keys(self):
+            return ["k"]
+
+        def __getitem__(self, key):
+            return key * 2
+
+    assert frozendict(M()) == {"k": "kk"}
+    assert frozendict(types_mapping()) == {"m": 1}
+
+
+def types_mapping():
+    import types
+    return types.MappingProxyType({"m": 1})
+
+
+def test_constructor_errors():
+    with pytest.raises(TypeError):
+        frozendict(1)
+    with pytest.raises(ValueError):
+        frozendict([(1,)])
+    with pytest.raises(TypeError):
+        frozendict({"a": 1}, {"b": 2})
+    with pytest.raises(TypeError):
+        frozendict([([], 1)])  # unhashable key
+    with pytest.raises(TypeError):
+        frozendict.fromkeys([[]])
+
+
+def test_insertion_order_last_value_wins():
+    fd = frozendict([("b", 1), ("a", 2), ("b", 3)])
+    assert list(fd) == ["b", "a"]
+    assert fd["b"] == 3
+    assert list(reversed(fd)) == ["a", "b"]
+
+
+# ---- lookups -------------------------------------------------------------------------------
+
+def test_lookup():
+    fd = frozendict({"a": 1, 2: "two", (1, 2): None, 1.5: "f"})
+    assert fd["a"] == 1 and fd[2] == "two" and fd[(1, 2)] is None and fd[1.5] == "f"
+    assert fd[2.0] == "two"  # equal keys of other types
+    assert "a" in fd and 2 in fd and "zz" not in fd
+    assert fd.get("a") == 1 and fd.get("zz") is None and fd.get("zz", 5) == 5
+    with pytest.raises(KeyError) as exc:
+        fd["zz"]
+    assert exc.value.args == ("zz",)
+    with pytest.raises(KeyError) as exc:
+        fd[(9, 9)]
+    assert exc.value.args == ((9, 9),)
+    with pytest.raises(TypeError):
+        fd[[]]
+    with pytest.raises(TypeError):
+        [] in fd
+    assert fd.__getitem__("a") == 1
+    with pytest.raises(TypeError):
+        fd.get()
+
+
+def test_collisions_and_eq_errors():
+    class K:
+        def __init__(self, v):
+            self.v = v
+
+        def __hash__(self):
+            return 42
+
+        def __eq__(self, other):
+            if not isinstance(other, K):
+                return NotImplemented
+            return other.v == self.v
+
+    ks = [K(i) for i in range(50)]
+    fd = frozendict((k, k.v) for k in ks)
+    assert all(fd[K(i)] == i for i in range(50))
+    assert K(99) not in fd
+
+    class Bad:
+        def __hash__(self):
+            return 42
+
+        def __eq__(self, other):
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fd[Bad()]
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 6, 85, 86, 200, 30000, 70000])
+def test_sizes_and_index_widths(n):
+    d = {i * 7919: str(i) for i in range(n)}
+    fd = frozendict(d)
+    assert len(fd) == n and fd == d
+    assert all(fd[k] == v for k, v in d.items())
+    assert -1 not in fd
+    assert list(fd) == list(d)
+    assert sys.getsizeof(fd) > 0
+
+
+def test_mapping_abc():
+    fd = frozendict(a=1)
+    assert isinstance(fd, abc.Mapping)
+    assert not isinstance(fd, abc.MutableMapping)
+    assert isinstance(fd, abc.Hashable)
+    assert isinstance(fd.keys(), abc.KeysView)
+    assert isinstance(fd.values(), abc.ValuesView)
+    assert isinstance(fd.items(), abc.ItemsView)
+    assert isinstance(iter(fd), abc.Iterator)
+    # The Mapping mixins agree with ours
+    assert abc.Mapping.get(fd, "a") == 1
+    assert list(abc.Mapping.keys(fd)) == ["a"]
+    # pattern matching sees a mapping
+    match fd:
+        case {"a": x}:
+            assert x == 1
+        case _:
+            pytest.fail("not matched as a mapping")
+
+
+# ---- views -----------------------------------------------------------------------------------
+
+def test_views():
+    fd = frozendict(a=1, b=2, c=3)
+    k, v, it = fd.keys(), fd.values(), fd.items()
+    assert len(k) == len(v) == len(it) == 3
+    assert list(k) == ["a", "b", "c"] and list(v) == [1, 2, 3]
+    assert list(it) == [("a", 1), ("b", 2), ("c", 3)]
+    assert list(reversed(k)) == ["c", "b", "a"]
+    assert list(reversed(v)) == [3, 2, 1]
+    assert list(reversed(it)) == [("c", 3), ("b", 2), ("a", 1)]
+    assert "a" in k and "z" not in k
+    assert ("a", 1) in it and ("a", 2) not in it and "a" not in it and ("a",) not in it
+    assert k == {"a", "b", "c"} and {"a", "b", "c"} == k
+    assert k == dict.fromkeys("abc").keys() and dict.fromkeys("abc").keys() == k
+    assert k != {"a"}
+    assert k <= {"a", "b", "c", "d"} and k < {"a", "b", "c", "d"} and not k > {"a"} is False
+    assert it == {("a", 1), ("b", 2), ("c", 3)}
+    assert (k & {"a", "z"}) == {"a"} and type(k & {"a"}) is set
+    assert (k | {"z"}) == {"a", "b", "c", "z"}
+    assert (k - {"a"}) == {"b", "c"} and ({"a", "q"} - k) == {"q"}
+    assert (k ^ {"a", "z"}) == {"b", "c", "z"}
+    assert (["a", "x"] & k) == {"a"}
+    assert (it & {("a", 1)}) == {("a", 1)}
+    assert k.isdisjoint(["x"]) and not k.isdisjoint(["a"])
+    assert k.mapping is fd and v.mapping is fd
+    assert repr(k) == "frozendict_keys(['a', 'b', 'c'])"
+    assert repr(v) == "frozendict_values([1, 2, 3])"
+    assert repr(it) == "frozendict_items([('a', 1), ('b', 2), ('c', 3)])"
+    with pytest.raises(TypeError):
+        hash(k)
+    with pytest.raises(TypeError):
+        type(k)()
+    assert v != fd.values()  # like dict values: identity only
+    it2 = iter(fd)
+    assert it2.__length_hint__() == 3
+    next(it2)
+    assert it2.__length_hint__() == 2
+    assert list(it2) == ["b", "c"] and list(it2) == []
+
+
+# ---- equality, hashing ---------------------------------------------------------------------
+
+def test_equality():
+    a = frozendict(x=1, y=2)
+    b = frozendict(y=2, x=1)
+    assert a == b and not a != b
+    assert a == {"y": 2, "x": 1} and {"x": 1, "y": 2} == a
+    assert a != {"x": 1} and a != frozendict(x=1, y=3) and a != {"x": 1, "z": 2}
+    assert a != [("x", 1), ("y", 2)] and a != "xy"
+    assert frozendict() == {} and frozendict() == frozendict()
+    from collections import OrderedDict
+    assert a == OrderedDict(x=1, y=2)
+    with pytest.raises(TypeError):
+        a < b
+
+
+def test_hash():
+    a = frozendict(x=1, y=2)
+    assert hash(a) == hash(frozenset(a.items())) == hash(frozendict(y=2, x=1))
+    assert hash(frozendict()) == hash(frozenset())
+    assert {a: 1}[frozendict(x=1, y=2)] == 1
+    with pytest.raises(TypeError):
+        hash(frozendict(x=[1]))
+    with pytest.raises(TypeError):  # not cached as a success
+        hash(frozendict(x=[1]))
+    assert hash(a) == hash(a)  # cached path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(keys, values), max_size=40))
+def test_against_dict(pairs):
+    d = dict(pairs)
+    fd = frozendict(pairs)
+    assert fd == d and d == fd and len(fd) == len(d)
+    assert list(fd) == list(d) and list(fd.items()) == list(d.items())
+    for k, v in d.items():
+        assert fd[k] == v and k in fd
+    assert hash(fd) == hash(frozenset(d.items()))
+    assert fd == frozendict(reversed(list(d.items())))
+    assert hash(fd) == hash(frozendict(reversed(list(d.items()))))
+    assert pickle.loads(pickle.dumps(fd)) == fd
+
+
+# ---- operators and methods -------------------------------------------------------------------
+
+def test_union():
+    a = frozendict(x=1, y=2)
+    assert a | frozendict(y=5) == {"x": 1, "y": 5} and type(a | {"z": 1}) is frozendict
+    assert a | {} is a
+    assert frozendict() | a is a
+    r = {"q": 1} | a
+    assert r == {"q": 1, "x": 1, "y": 2} and type(r) is dict
+    c = a
+    c |= frozendict(z=3)
+    assert c == {"x": 1, "y": 2, "z": 3} and a == {"x": 1, "y": 2}
+    d = {"q": 1}
+    d |= a
+    assert d == {"q": 1, "x": 1, "y": 2}
+    with pytest.raises(TypeError):
+        a | [("z", 1)]
+    with pytest.raises(TypeError):
+        [("z", 1)] | a
+
+
+def test_copy_fromkeys_repr_pickle_generic():
+    a = frozendict(x=[1], y=2)
+    assert a.copy() is a and copy.copy(a) is a
+    deep = copy.deepcopy(a)
+    assert deep == a and deep["x"] is not a["x"]
+    assert frozendict.fromkeys("ab") == {"a": None, "b": None}
+    assert frozendict.fromkeys("ab", 0) == {"a": 0, "b": 0}
+    assert type(frozendict.fromkeys("ab")) is frozendict
+    assert repr(frozendict(x=1, y="z")) == "frozendict({'x': 1, 'y': 'z'})"
+    assert repr(frozendict()) == "frozendict()"
+    lst = []
+    rec = frozendict(x=lst)
+    lst.append(rec)
+    assert repr(rec) == "frozendict({'x': [frozendict(...)]})"
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        b = pickle.loads(pickle.dumps(a, proto))
+        assert b == a and type(b) is frozendict
+    ga = frozendict[str, int]
+    assert ga.__origin__ is frozendict and ga.__args__ == (str, int)
+
+
+def test_no_mutation():
+    fd = frozendict(a=1)
+    with pytest.raises(TypeError):
+        fd["b"] = 2
+    with pytest.raises(TypeError):
+        del fd["a"]
+    for name in ("update", "pop", "popitem", "clear", "setdefault", "__setitem__", "__delitem__"):
+        assert not hasattr(fd, name), name
+    with pytest.raises(AttributeError):
+        fd.x = 1
+    with pytest.raises(AttributeError):
+        fd.__dict__
+    with pytest.raises(TypeError):
+        fd.__class__ = dict
+    with pytest.raises(TypeError):
+        weakref.ref(fd)
+    fd.__init__({"z": 1})  # object.__init__: does nothing
+    assert fd == {"a": 1}
+
+
+def test_gc_cycle_is_collected():
+    class Box:
+        pass
+
+    box = Box()
+    fd = frozendict(b=box)
+    box.fd = fd
+    ref = weakref.ref(box)
+    del box, fd
+    gc.collect()
+    assert ref() is None
+
+
+def test_deep_nesting_dealloc():
+    fd = frozendict()
+    for _ in range(100000):
+        fd = frozendict(x=fd)
+    del fd  # trashcan: no stack overflow
+
+
+# ---- immutableset ----------------------------------------------------------------------------
+
+def test_immutableset_basics():
+    s = immutableset([3, 1, 2, 3])
+    assert len(s) == 3 and 1 in s and 9 not in s
+    assert sorted(s) == [1, 2, 3]
+    assert list(s) == [3, 1, 2]  # first-seen order
+    assert s == {1, 2, 3} and {1, 2, 3} == s and s == frozenset({1, 2, 3})
+    assert frozenset({1, 2, 3}) == s
+    assert s != {1, 2} and s != [1, 2, 3]
+    assert hash(s) == hash(frozenset({1, 2, 3}))
+    assert hash(immutableset()) == hash(frozenset())
+    assert immutableset(s) is s and s.copy() is s
+    assert isinstance(s, abc.Set) and isinstance(s, abc.Hashable) and not isinstance(s, abc.MutableSet)
+    assert repr(immutableset()) == "immutableset()"
+    assert repr(immutableset(["a"])) == "immutableset({'a'})"
+    assert {1, 2} in immutableset([frozenset({1, 2})])  # set looked up as frozenset
+    with pytest.raises(TypeError):
+        [] in s
+    with pytest.raises(TypeError):
+        immutableset([[]])
+    with pytest.raises(TypeError):
+        immutableset(1)
+    with pytest.raises(TypeError):
+        immutableset(x=1)
+    with pytest.raises(TypeError):
+        weakref.ref(s)
+    with pytest.raises(AttributeError):
+        s.add(1)
+    with pytest.raises(TypeError):
+        s.__class__ = frozenset
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        t = pickle.loads(pickle.dumps(s, proto))
+        assert t == s and type(t) is immutableset
+    assert immutableset[int].__origin__ is immutableset
+
+
+def test_immutableset_algebra_types():
+    s = immutableset([1, 2, 3])
+    assert type(s | {4}) is immutableset and s | {4} == {1, 2, 3, 4}
+    assert type(s & frozenset({1})) is immutableset and s & {1, 9} == {1}
+    assert type(s - {1}) is immutableset and s - {1} == {2, 3}
+    assert type(s ^ {1, 9}) is immutableset and s ^ {1, 9} == {2, 3, 9}
+    assert type(s | immutableset([9])) is immutableset
+    # a builtin set on the left decides, like set | frozenset -> set
+    assert type({4} | s) is set and {4} | s == {1, 2, 3, 4}
+    assert type(frozenset({4}) | s) is frozenset
+    assert type({1, 9} - s) is set and {1, 9} - s == {9}
+    with pytest.raises(TypeError):
+        s | [4]
+    with pytest.raises(TypeError):
+        [4] | s
+    assert type(s.union([4], (5,))) is immutableset and s.union([4], (5,)) == {1, 2, 3, 4, 5}
+    assert s.intersection([1, 2], [2]) == {2} and type(s.intersection()) is immutableset
+    assert s.difference([1], [2]) == {3}
+    assert s.symmetric_difference([3, 4]) == {1, 2, 4}
+    assert s.issubset(range(5)) and not s.issubset([1])
+    assert s.issuperset([1, 2]) and not s.issuperset([7])
+    assert s.isdisjoint([7]) and not s.isdisjoint([1])
+    c = s
+    c |= {7}
+    assert c == {1, 2, 3, 7} and s == {1, 2, 3}
+
+
+sets = st.frozensets(st.integers(-20, 20), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sets, sets)
+def test_immutableset_like_frozenset(a, b):
+    ia, ib = immutableset(a), immutableset(b)
+    assert ia == a and hash(ia) == hash(a)
+    for x, y in ((ia, ib), (ia, b), (a, ib), (ia, set(b)), (set(a), ib)):
+        assert (x == y) == (a == b) and (x != y) == (a != b)
+        assert (x <= y) == (a <= b) and (x < y) == (a < b)
+        assert (x >= y) == (a >= b) and (x > y) == (a > b)
+        assert (x | y) == (a | b) and (x & y) == (a & b)
+        assert (x - y) == (a - b) and (x ^ y) == (a ^ b)
+    assert ia.issubset(b) == a.issubset(b) and ia.isdisjoint(b) == a.isdisjoint(b)
+    assert hash(ia | ib) == hash(a | b)
+
+
+# ---- the shared build path (share() of a dict / set) ---------------------------------------
+
+def test_shared_frozendict_build():
+    src = {"a": 1, "b": None, "c": "x", 7: True, "": -5}
+    sd = core.share(src)
+    assert core.is_shared(sd) and not core.is_shared(frozendict(src))
+    assert type(sd) is frozendict and sd == src and list(sd) == list(src)
+    assert hash(sd) == hash(frozendict(src)) == hash(frozenset(src.items()))
+    assert not gc.is_tracked(sd)
+    assert sys.getrefcount(sd) > 2 ** 30  # immortal
+    assert all(sd[k] == v for k, v in src.items()) and "zz" not in sd
+    assert list(sd.keys()) == list(src) and pickle.loads(pickle.dumps(sd)) == src
+    assert sd | {"n": 1} == {**src, "n": 1}
+    with pytest.raises(TypeError):
+        sd["a"] = 2
+    with pytest.raises(TypeError):
+        weakref.ref(sd)
+    empty = core.share({})
+    assert empty == {} and hash(empty) == hash(frozenset())
+    with pytest.raises(TypeError, match=r"value\['a'\] is a list"):
+        core.share({"a": [1]})  # mutable: refused, with its path
+
+
+def test_shared_immutableset_build():
+    src = {1, 2, "x", None, True and 5}
+    ss = core.share(src)
+    assert type(ss) is immutableset and core.is_shared(ss)
+    assert ss == src and hash(ss) == hash(frozenset(src)) and not gc.is_tracked(ss)
+    assert ss | {7} == src | {7} and ss & {1} == {1}
+    nested = core.share({"s": ss, "t": core.share({"u": 1})})
+    assert nested["s"] == src and hash(nested) == hash(frozenset({("s", ss), ("t", frozendict(u=1))}))
