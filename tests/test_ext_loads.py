@@ -28,8 +28,11 @@ if sys.version_info >= (3, 13):
     def _destroy(interp):
         _interpreters.destroy(interp)
 
-    def _is_own_gil():
-        return _interpreters.new_config("isolated").gil == "own"
+    def _is_own_gil(interp):
+        cfg = _interpreters.get_config(interp)
+        # Own GIL, own obmalloc, and only multi-phase extensions that declare support.
+        return (cfg.gil, cfg.use_main_obmalloc, cfg.check_multi_interp_extensions) == (
+            "own", False, True)
 
 else:  # 3.12
     import _xxsubinterpreters as _interpreters
@@ -47,7 +50,7 @@ else:  # 3.12
     def _destroy(interp):
         _interpreters.destroy(interp)
 
-    def _is_own_gil():
+    def _is_own_gil(interp):
         return True  # create(isolated=True) means an own GIL on 3.12
 
 
@@ -82,14 +85,18 @@ def test_main_interpreter_loads_core():
 
 
 def test_isolated_config_has_own_gil():
-    assert _is_own_gil()
+    interp = _create()
+    try:
+        assert _is_own_gil(interp)
+    finally:
+        _destroy(interp)
 
 
 def _run_concurrently(n):
     """Create n isolated interpreters, import _core in all of them at once from n threads,
     destroy them; return the list of failures."""
     interps = [_create() for _ in range(n)]
-    errors = []
+    errors = [f"interpreter {i} has no own GIL" for i in interps if not _is_own_gil(i)]
     barrier = threading.Barrier(n)
 
     def worker(interp):
