@@ -11,10 +11,11 @@
 # configuration (its own sources list, lists and cache under .sanitizers/apt/); the machine's
 # apt sources are read, never written.
 #
-# Exit status: 0 when the tests passed and no sanitizer report touches our code (the
-# _core extension / subsandbox / _ext in a stack, including the stack that allocated or freed
-# the memory involved), 1 when a report touches our code, 2 when pytest failed (or crashed)
-# without such a report, 3 on a setup error.
+# Exit status: 0 when the tests passed and no sanitizer report touches our code (a frame of
+# the _core .so or of _ext/*.c in any stack of the report, including the stack that allocated
+# or freed the memory involved, or our global as the raced-on location), 1 when a report
+# touches our code, 2 when pytest failed (or crashed) without such a report, 3 on a setup
+# error.
 #
 # Environment knobs: JOBS (make -j, default 2), SAN_FORCE_REBUILD=1 (rebuild the Pythons),
 # SAN_NO_TESTS=1 (only build the Pythons and install the project), SAN_PROJECT=DIR (build and
