@@ -2,8 +2,8 @@
 
 The Sandbox API is not there yet, so these tests drive CPython's private modules
 directly: ``_xxsubinterpreters`` on 3.12, ``_interpreters`` on 3.13+. Every interpreter
-is created isolated (own GIL, own obmalloc), imports ``subsandbox._core`` from this
-worktree, and is reported to the core with ``_core._interpreter_destroyed(id)`` once it
+is created isolated (own GIL, own obmalloc), imports ``subsandbox._core`` from where the
+main interpreter got it, and is reported to the core with ``_core._interpreter_destroyed(id)`` once it
 has been destroyed, as subsandbox itself will do.
 """
 
@@ -11,7 +11,11 @@ import os
 import sys
 import threading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import subsandbox
+
+# The directory holding the subsandbox package this interpreter imported (site-packages in
+# CI, the checkout under PYTHONPATH in development): the raw interpreters import the same.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(subsandbox.__file__)))
 PREAMBLE = (
     "import sys\n"
     f"sys.path.insert(0, {ROOT!r})\n"

@@ -16,11 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-try:
-    import subsandbox._core as core
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import subsandbox._core as core
+import subsandbox._core as core
 
 frozendict = core.frozendict
 immutableset = core.immutableset

@@ -11,8 +11,6 @@ import weakref
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from subsandbox import _core  # noqa: E402
 from subsandbox._core import Arena, NotShareableError, is_shared, share  # noqa: E402
 

@@ -7,8 +7,6 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from subsandbox._core import Arena, NotShareableError, is_shared, share  # noqa: E402
 
 

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import subsandbox._core as core
-except ImportError:
-    sys.path.insert(0, str(ROOT))
-    import subsandbox._core as core
+import subsandbox._core as core
+
+# Where this interpreter got the package from: raw interpreters import the same copy.
+ROOT = Path(core.__file__).resolve().parents[1]
 
 frozendict = core.frozendict
 immutableset = core.immutableset
@@ -393,7 +391,7 @@ def test_under_dev_and_debug_malloc(env):
         [sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(Path(__file__).resolve().parent / "test_frozen.py"), __file__,
          "-k", "not test_under_dev_and_debug_malloc and not test_first_import_must_be_in_main"],
-        env={**os.environ, **env, "SS_FROZEN_INNER": "1"}, cwd=str(ROOT),
+        env={**os.environ, **env, "SS_FROZEN_INNER": "1"}, cwd=str(Path(__file__).parent),
         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
 
