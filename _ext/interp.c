@@ -22,6 +22,8 @@ typedef struct worker {
     PyInterpreterState *interp;
     unsigned long thread_id;
     uint64_t task;          /* id of the running task, 0 when idle */
+    uint64_t doomed;        /* a task interrupted before it started: fails at its start */
+    uint64_t last_started;  /* id of the last task that started */
     int interrupted;        /* an interrupt was scheduled for the current/last task */
 } worker;
 
@@ -144,15 +146,23 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
+    int doomed = 0;
     REGISTRY_LOCK();
     worker *w = find_worker(id);
     if (w != NULL) {
-        w->task = task;
-        w->interrupted = 0;
+        doomed = w->doomed == task;
+        w->task = doomed ? 0 : task;
+        w->last_started = task;
+        w->interrupted = doomed;
     }
     REGISTRY_UNLOCK();
     if (w == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "run_task() outside a registered worker");
+        return NULL;
+    }
+    if (doomed) {
+        /* interrupt() came between the request and the start of the task. */
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
         return NULL;
     }
 
@@ -190,7 +200,8 @@ take_interrupted(PyObject *module, PyObject *Py_UNUSED(ignored))
 }
 
 /* interrupt(interp_id, task_id) -> bool: schedule KeyboardInterrupt in the task if it is
- * still running. */
+ * running, or make it fail at its start if it has not started yet (ids only grow, so a
+ * task that already ended is never doomed by mistake: its id is below the current one). */
 static PyObject *
 interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -214,7 +225,11 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyThreadState *mine = PyEval_SaveThread();
     pthread_mutex_lock(&registry_lock);
     worker *w = find_worker((int64_t)interp_id);
-    if (w != NULL && w->task == task && task != 0) {
+    if (w != NULL && task != 0 && w->task != task && task > w->last_started) {
+        w->doomed = task;
+        delivered = 1;
+    }
+    else if (w != NULL && w->task == task && task != 0) {
         PyThreadState *visitor = PyThreadState_New(w->interp);
         if (visitor == NULL) {
             failed = 1;

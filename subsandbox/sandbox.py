@@ -156,8 +156,10 @@ class Sandbox:
         """Interrupt the Python code of the running call, if any.
 
         The call then raises ``TaskInterrupted`` in its caller and the sandbox stays
-        usable. Code blocked inside a C function is interrupted when it returns to
-        Python. Returns whether a running call was interrupted.
+        usable; a call sent but not started yet fails as soon as it starts. Code blocked
+        inside a C function is interrupted when it returns to Python; code that catches
+        ``KeyboardInterrupt`` may ignore it, so callers that must stop a task repeat the
+        interrupt until the call returns. Returns whether a call was interrupted.
         """
         task = self._running_task
         if not task or self._closed:
@@ -170,8 +172,10 @@ class Sandbox:
                 raise SandboxClosed("the sandbox is closed")
             self._collect_unanswered()
             task = next(_task_ids)
-            self._requests.send((op, task, payload, refs))
+            # Set before sending: interrupt() may then come before the sandbox starts the
+            # task, and the C side makes the task fail at its start.
             self._running_task = task
+            self._requests.send((op, task, payload, refs))
             try:
                 answer = self._answers.recv()
             except BaseException:

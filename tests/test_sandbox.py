@@ -267,16 +267,41 @@ def test_different_sandboxes_run_at_once() -> None:
 
 # -- interrupts -----------------------------------------------------------------------------
 
+def _interrupt_until(sandbox: Sandbox, done: threading.Event, pause: float = 0.05) -> None:
+    # What a caller does to stop a task: interrupt until the call has returned.
+    while not done.wait(pause):
+        sandbox.interrupt()
+
+
 def test_interrupt_stops_running_python_and_sandbox_stays_usable(sandbox: Sandbox) -> None:
     assert sandbox.interrupt() is False  # nothing runs
-    timer = threading.Timer(0.3, sandbox.interrupt)
-    timer.start()
-    start = time.monotonic()
-    with pytest.raises(TaskInterrupted):
-        sandbox.call(spin_forever)
-    assert time.monotonic() - start < 10
+    done = threading.Event()
+    stopper = threading.Thread(target=_interrupt_until, args=(sandbox, done))
+    stopper.start()
+    try:
+        with pytest.raises(TaskInterrupted):
+            sandbox.call(spin_forever)
+    finally:
+        done.set()
+        stopper.join()
     assert sandbox.call(add, 5) == 15
     sandbox.exec("after = 1")
+
+
+def test_interrupt_before_the_task_starts_still_stops_it(sandbox: Sandbox) -> None:
+    # Interrupting right away races with the start of the task in the sandbox: whichever
+    # wins, the call must end interrupted, and the sandbox stay usable.
+    for _ in range(20):
+        done = threading.Event()
+        stopper = threading.Thread(target=_interrupt_until, args=(sandbox, done, 0.0005))
+        stopper.start()
+        try:
+            with pytest.raises(TaskInterrupted):
+                sandbox.call(spin_forever)
+        finally:
+            done.set()
+            stopper.join()
+    assert sandbox.call(add, 1) == 11
 
 
 # -- the command line and unsupported Pythons -------------------------------------------
