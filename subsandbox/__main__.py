@@ -1,4 +1,4 @@
-"""The command line: ``python -m subsandbox info | demo``."""
+"""The command line: ``python -m subsandbox info | demo | bench``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import sysconfig
+from pathlib import Path
 
 
 def _usable_cpus() -> int:
@@ -53,6 +54,33 @@ def _version() -> str:
     return __version__
 
 
+def _find_bench_dir(given: Path | None) -> Path | None:
+    """bench/ lives in the source checkout, not in the installed package."""
+    if given is not None:
+        return given if (given / "harness.py").is_file() else None
+    here = Path.cwd().resolve()
+    candidates = [here, *here.parents, Path(__file__).resolve().parent.parent]
+    for folder in candidates:
+        bench_dir = folder if folder.name == "bench" else folder / "bench"
+        if (bench_dir / "harness.py").is_file():
+            return bench_dir
+    return None
+
+
+def _bench(bench_dir: Path | None, argv: list[str]) -> int:
+    found = _find_bench_dir(bench_dir)
+    if found is None:
+        where = f"{bench_dir} has no harness.py" if bench_dir else (
+            "no bench/harness.py in this folder, its parents, or next to the package")
+        print(f"python -m subsandbox bench: {where}; run it from a checkout of subsandbox "
+              "or pass --bench-dir PATH/TO/bench", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(found))
+    import harness  # type: ignore[import-not-found]  # bench/harness.py, found above
+
+    return int(harness.main(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m subsandbox",
                                      description="Sandboxed threads on own-GIL subinterpreters.")
@@ -61,7 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="a CPU-bound job with threads, then sandboxes")
     demo.add_argument("--workers", type=int, default=None, help="default: usable cores")
     demo.add_argument("--size", type=float, default=1.0, help="scale the job (default 1.0)")
-    args = parser.parse_args(argv)
+    bench = commands.add_parser("bench", add_help=False,
+                                help="run the benchmark suites of a checkout's bench/ "
+                                     "(options: bench --help)")
+    bench.add_argument("--bench-dir", type=Path, default=None,
+                       help="the bench/ folder (default: ./bench, a parent's bench/, or "
+                            "the checkout this package was imported from)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return _bench(args.bench_dir, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "info":
         return info()
     from .demo import run_demo

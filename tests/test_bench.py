@@ -1,0 +1,165 @@
+"""The benchmark harness (bench/), on tiny sizes: it finds suites, runs each in its own
+process, reports a failing suite without losing the others, and writes pyperf JSON, the
+Markdown table and the plots. No time is asserted: the numbers of a tiny run mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+sys.path.insert(0, str(BENCH))
+import harness  # noqa: E402  (bench/ is not a package: its modules import each other flat)
+import report  # noqa: E402
+
+from harness import Result  # noqa: E402
+
+
+def _bench(*args: str, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "subsandbox", "bench", *args],
+                          capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def test_report_ratios_tables_and_plots(tmp_path: Path) -> None:
+    results = [
+        Result("scaling/k/sequential", [2.0, 2.0, 2.2], group="scaling/k", baseline=True,
+               params={"kernel": "k"}),
+        Result("scaling/k/sandboxes/2", [1.0, 1.1, 0.9], group="scaling/k",
+               params={"kernel": "k", "runner": "sandboxes", "workers": 2}),
+        Result("scaling/k/threads/2", [2.0, 2.1], group="scaling/k",
+               params={"kernel": "k", "runner": "threads", "workers": 2}),
+        Result("share/send/pickle/1MB", [1e-3], group="share/send", baseline=True,
+               params={"method": "pickle", "payload_bytes": 1 << 20}),
+        Result("share/send/share/1MB", [1e-6], group="share/send",
+               params={"method": "share", "payload_bytes": 1 << 20}),
+        Result("startup/memory/process", [8 << 20], unit="byte", group="startup/memory",
+               baseline=True),
+        Result("startup/memory/sandbox", [2 << 20], unit="byte", group="startup/memory"),
+    ]
+    meta = {"cpu": "test cpu", "cores": "2 usable of 2", "python": "CPython x"}
+    written = report.write_report(results, meta, {"bench_broken": "exited with status 1"},
+                                  tmp_path)
+    assert [p.name for p in written] == ["results.md", "speedup.png", "send_cost.png"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| sandboxes/2 | 1 s | ± 10% | 3 | 2.00x |" in md     # 2.0 / 1.0: a speedup
+    assert "| threads/2 | 2.05 s |" in md
+    assert "| sandbox | 2.0 MiB |" in md and "0.25x" in md          # bytes: value / baseline
+    assert "**bench_broken failed**: exited with status 1" in md
+    assert "test cpu" in md
+    for png in written[1:]:
+        assert png.read_bytes().startswith(PNG_MAGIC)
+
+    import pyperf
+
+    harness.write_pyperf_json(results, tmp_path / "r.json", meta)
+    suite = pyperf.BenchmarkSuite.load(str(tmp_path / "r.json"))
+    assert suite.get_benchmark_names() == [r.name for r in results]
+    memory = suite.get_benchmark("startup/memory/sandbox")
+    assert memory.get_unit() == "byte" and memory.get_values() == (2 << 20,)
+
+
+def test_worker_counts() -> None:
+    assert harness.worker_counts(1) == [1]
+    assert harness.worker_counts(2) == [1, 2]
+    assert harness.worker_counts(16) == [1, 2, 4, 8, 16]
+    assert harness.worker_counts(12) == [1, 2, 4, 8, 12]
+
+
+def _fake_bench_dir(tmp_path: Path, suites: dict[str, str]) -> Path:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for name in ("harness.py", "report.py"):
+        shutil.copy(BENCH / name, bench / name)
+    for name, source in suites.items():
+        (bench / f"{name}.py").write_text(textwrap.dedent(source))
+    return bench
+
+
+def test_a_failing_suite_is_reported_and_the_others_kept(tmp_path: Path) -> None:
+    bench = _fake_bench_dir(tmp_path, {
+        "bench_boom": """
+            def run(quick):
+                raise RuntimeError("this suite is broken")
+        """,
+        "bench_fine": """
+            import sys
+            import harness
+            from harness import Result
+
+            def run(quick):
+                assert quick is True
+                return [Result("fine/one", [0.5, 0.25], group="fine", baseline=True),
+                        Result("fine/two", [0.125], group="fine")]
+
+            if __name__ == "__main__":
+                sys.exit(harness.suite_main(run))
+        """,
+        "not_a_suite": "raise SystemExit('the harness must not import this')",
+    })
+    out = tmp_path / "out"
+    proc = _bench("--quick", "--out", str(out), "--bench-dir", str(bench))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "this suite is broken" in proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["failures"] == {"bench_boom": "exited with status 1"}
+    assert [r["name"] for r in data["results"]] == ["fine/one", "fine/two"]
+    assert "| two | 125 ms |" in (out / "results.md").read_text()
+
+    # A suite also runs alone, as a script, and prints its table.
+    alone = subprocess.run([sys.executable, str(bench / "bench_fine.py"), "--quick"],
+                           capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0, alone.stderr
+    assert "| one | 375 ms |" in alone.stdout and "3.00x" in alone.stdout
+
+
+def test_unknown_suite_and_missing_bench_dir(tmp_path: Path) -> None:
+    proc = _bench("--suite", "nonesuch", "--bench-dir", str(BENCH), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "no suite bench_nonesuch" in proc.stderr
+    proc = _bench("--bench-dir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "--bench-dir" in proc.stderr
+
+
+def _by_name(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in results}
+
+
+def test_the_real_suites_run_on_tiny_sizes(tmp_path: Path) -> None:
+    """bench_scaling and bench_startup end to end: every kind of worker runs every kernel
+    (each checks its answers against the sequential ones), the fork pool starts before the
+    first sandbox, and the plots are drawn. Found from the current folder (no --bench-dir)."""
+    out = tmp_path / "out"
+    proc = _bench("--quick", "--suite", "scaling", "--suite", "startup", "--out", str(out),
+                  env={"SUBSANDBOX_BENCH_TINY": "1"}, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _by_name(json.loads((out / "results.json").read_text())["results"])
+    runners = ["threads", "sandboxes", "processes-fork", "processes-forkserver"]
+    if harness.interpreter_pool_executor() is not None:
+        runners.append("interpreters")
+    cores = harness.usable_cpus()
+    for kernel in ("nbody", "fannkuch", "text-scoring"):
+        assert results[f"scaling/{kernel}/sequential"]["baseline"]
+        counts = harness.worker_counts(cores)
+        for runner in runners:
+            # threads do not scale: measured at 1 and N only
+            for w in (counts[0], counts[-1]) if runner == "threads" else counts:
+                r = results[f"scaling/{kernel}/{runner}/{w}"]
+                assert r["params"] == {"kernel": kernel, "runner": runner, "workers": w,
+                                       "tasks": 4 * cores}
+    for runner in ("processes-fork", "processes-forkserver", "threads", "sandboxes"):
+        ready = results[f"startup/ready/{runner}"]
+        assert ready["note"] == f"{cores} distinct workers answered"
+        assert f"startup/memory/{runner}" in results
+    assert (out / "speedup.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (out / "send_cost.png").exists()       # no suite here measured sends
