@@ -311,6 +311,20 @@ arena_free(ss_arena *a)
     PyMem_RawFree(deps);
 }
 
+/* Fork (lifecycle.c): g_lock is held across fork() so the child's copy of the arena
+ * tables is consistent. A leaf lock: taken with the GIL held. */
+void
+ss_arena_fork_prepare(void)
+{
+    pthread_mutex_lock(&g_lock);
+}
+
+void
+ss_arena_fork_done(int in_child)
+{
+    pthread_mutex_unlock(&g_lock);
+}
+
 ss_arena *
 ss_default_arena(void)
 {

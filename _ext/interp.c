@@ -22,8 +22,8 @@ typedef struct worker {
     PyInterpreterState *interp;
     unsigned long thread_id;
     uint64_t task;          /* id of the running task, 0 when idle */
-    uint64_t doomed;        /* a task interrupted before it started: fails at its start */
-    uint64_t last_started;  /* id of the last task that started */
+    uint64_t last_task;     /* id of the last task started (ids only grow) */
+    uint64_t interrupt_next;    /* a task not started yet, to interrupt when it starts */
     int interrupted;        /* an interrupt was scheduled for the current/last task */
 } worker;
 
@@ -146,23 +146,29 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
-    int doomed = 0;
+    int interrupt_now = 0;
     REGISTRY_LOCK();
     worker *w = find_worker(id);
     if (w != NULL) {
-        doomed = w->doomed == task;
-        w->task = doomed ? 0 : task;
-        w->last_started = task;
-        w->interrupted = doomed;
+        w->task = task;
+        w->last_task = task;
+        interrupt_now = w->interrupt_next == task;
+        w->interrupt_next = 0;
+        w->interrupted = interrupt_now;
     }
     REGISTRY_UNLOCK();
     if (w == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "run_task() outside a registered worker");
         return NULL;
     }
-    if (doomed) {
-        /* interrupt() came between the request and the start of the task. */
-        PyErr_SetNone(PyExc_KeyboardInterrupt);
+    if (interrupt_now) {
+        /* Interrupted before it started (interrupt() below): it never runs. */
+        ss_state *st = ss_current_state();
+        PyErr_SetNone(st != NULL && st->interrupt_exc != NULL ? st->interrupt_exc
+                                                               : PyExc_KeyboardInterrupt);
+        REGISTRY_LOCK();
+        w->task = 0;
+        REGISTRY_UNLOCK();
         return NULL;
     }
 
@@ -200,8 +206,7 @@ take_interrupted(PyObject *module, PyObject *Py_UNUSED(ignored))
 }
 
 /* interrupt(interp_id, task_id) -> bool: schedule KeyboardInterrupt in the task if it is
- * running, or make it fail at its start if it has not started yet (ids only grow, so a
- * task that already ended is never doomed by mistake: its id is below the current one). */
+ * still running, or have it interrupted as it starts if it was sent but not started. */
 static PyObject *
 interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -225,8 +230,10 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyThreadState *mine = PyEval_SaveThread();
     pthread_mutex_lock(&registry_lock);
     worker *w = find_worker((int64_t)interp_id);
-    if (w != NULL && task != 0 && w->task != task && task > w->last_started) {
-        w->doomed = task;
+    if (w != NULL && task != 0 && w->task != task && task > w->last_task) {
+        /* Sent but not started yet (still in the channel): the worker interrupts it
+         * when it starts, so an interrupt right after call() is never lost. */
+        w->interrupt_next = task;
         delivered = 1;
     }
     else if (w != NULL && w->task == task && task != 0) {
@@ -236,9 +243,24 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         else {
             PyEval_RestoreThread(visitor);  /* waits for the sandbox's GIL */
-            /* KeyboardInterrupt is a static builtin type: the same object in every
-             * interpreter, so handing it over writes nothing that another GIL owns. */
-            int n = PyThreadState_SetAsyncExc(w->thread_id, PyExc_KeyboardInterrupt);
+            /* PyThreadState_SetAsyncExc() picks the first thread state of the interpreter
+             * with that thread id, newest first: on 3.12 the worker runs on a thread state
+             * carrying the id of the thread that created the sandbox (see worker_enter),
+             * so when that same thread interrupts (Ctrl-C in Sandbox.call, exit), our
+             * visitor would match first and take the exception. Hide the visitor. */
+            unsigned long visitor_id = visitor->thread_id;
+            visitor->thread_id = 0;
+            /* The sandbox's own subclass of KeyboardInterrupt (looked up here, in the
+             * sandbox, under its GIL): code inside catches it as KeyboardInterrupt, but
+             * CPython's run_eval_code_obj() (exec()/eval() of a string) only flags the
+             * *process* for exit by SIGINT when the type is exactly KeyboardInterrupt,
+             * so interrupting a task does not change the program's exit status. */
+            ss_state *st = ss_current_state();
+            PyObject *exc = st != NULL && st->interrupt_exc != NULL
+                            ? st->interrupt_exc : PyExc_KeyboardInterrupt;
+            PyErr_Clear();
+            int n = PyThreadState_SetAsyncExc(w->thread_id, exc);
+            visitor->thread_id = visitor_id;
             if (n > 0) {
                 w->interrupted = 1;
                 delivered = 1;
@@ -255,6 +277,28 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return PyBool_FromLong(delivered);
+}
+
+/* ---- fork (lifecycle.c) ----------------------------------------------------------------
+ * The registry lock is held across fork() so that no worker is half-registered and no
+ * interrupt() is half-done in the child's copy. It is not a leaf lock (interrupt() waits
+ * for a sandbox's GIL while holding it), so it is taken from the Python before-fork hook,
+ * with the GIL released, and not from a pthread_atfork() handler, which runs after the
+ * runtime's HEAD_LOCK is taken. In the child the parent's workers do not exist: the list
+ * is dropped (not freed: its entries name interpreters the child must never touch). */
+void
+ss_registry_fork_prepare(void)
+{
+    REGISTRY_LOCK();
+}
+
+void
+ss_registry_fork_done(int in_child)
+{
+    if (in_child) {
+        workers = NULL;
+    }
+    REGISTRY_UNLOCK();
 }
 
 static PyMethodDef interp_methods[] = {
@@ -274,5 +318,12 @@ static PyMethodDef interp_methods[] = {
 int
 ss_interp_exec(PyObject *module, ss_state *st)
 {
+    st->interrupt_exc = PyErr_NewExceptionWithDoc(
+        "subsandbox._core._Interrupt",
+        "What Sandbox.interrupt() raises inside the task: a KeyboardInterrupt.",
+        PyExc_KeyboardInterrupt, NULL);
+    if (st->interrupt_exc == NULL) {
+        return -1;
+    }
     return PyModule_AddFunctions(module, interp_methods);
 }

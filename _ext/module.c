@@ -57,7 +57,8 @@ ss_exec(PyObject *module)
         || ss_frozen_exec(module, st) < 0
         || ss_shared_exec(module, st) < 0
         || ss_queue_exec(module, st) < 0
-        || ss_xvalue_exec(module, st) < 0)
+        || ss_xvalue_exec(module, st) < 0
+        || ss_lifecycle_exec(module, st) < 0)
     {
         return -1;
     }
@@ -83,6 +84,7 @@ ss_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->channel_full_error);
     Py_VISIT(st->channel_empty_error);
     Py_VISIT(st->not_shareable_error);
+    Py_VISIT(st->interrupt_exc);
     return 0;
 }
 
@@ -96,6 +98,7 @@ ss_clear(PyObject *module)
     Py_CLEAR(st->channel_full_error);
     Py_CLEAR(st->channel_empty_error);
     Py_CLEAR(st->not_shareable_error);
+    Py_CLEAR(st->interrupt_exc);
     return 0;
 }
 

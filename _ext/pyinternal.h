@@ -27,4 +27,18 @@ PyObject *ss_rt_static_str(const void *data, int kind, Py_ssize_t len, Py_hash_t
 /* For tests: all static strings of the table, as a new tuple. */
 PyObject *ss_rt_static_strings(void);
 
+
+/* Fork support (lifecycle.c): take the interpreters with these ids out of the runtime's
+ * list of interpreters (at most n, stored in out[], in list order) and put them back.
+ * Never the main interpreter. Take the runtime's HEAD_LOCK, which may release the GIL
+ * while waiting (3.13+): call them holding no lock of ours. */
+Py_ssize_t ss_rt_detach_interpreters(const int64_t *ids, Py_ssize_t n,
+                                     PyInterpreterState **out);
+void ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n);
+
+/* Churn (lifecycle.c): hand back to the kernel the pages of every pool of this obmalloc
+ * arena that holds no block. Only for arenas of an interpreter already destroyed. Returns
+ * the bytes released. */
+size_t ss_rt_release_empty_pools(void *arena, size_t size);
+
 #endif

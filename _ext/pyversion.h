@@ -181,4 +181,26 @@ ss_bytes_reset_hash(PyObject *op)
 /* The cached hash of a str (-1 when not computed yet). */
 #define SS_FROZEN_STR_CACHED_HASH(op) (((PyASCIIObject *)(op))->hash)
 
+/* ---- the runtime's interpreter-list lock (HEAD_LOCK; pyinternal.c, fork support) -------
+ *   3.12:  a PyThread lock: PyThread_acquire_lock() (pycore_pystate.h's HEAD_LOCK).
+ *   3.13+: a PyMutex that HEAD_LOCK takes with _PyMutex_LockTimed(), which is not
+ *          exported; the public PyMutex_Lock() takes the same lock but may release the
+ *          GIL while it waits, so callers must not hold any lock that a GIL holder could
+ *          wait for (lifecycle.c detaches before taking its own locks). */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_HEAD_LOCK(rt) PyMutex_Lock(&(rt)->interpreters.mutex)
+#  define SS_HEAD_UNLOCK(rt) PyMutex_Unlock(&(rt)->interpreters.mutex)
+#else
+#  define SS_HEAD_LOCK(rt) PyThread_acquire_lock((rt)->interpreters.mutex, WAIT_LOCK)
+#  define SS_HEAD_UNLOCK(rt) PyThread_release_lock((rt)->interpreters.mutex)
+#endif
+
+/* ---- the current thread state, or NULL, without a fatal error (lifecycle.c) ----------
+ *   3.12: _PyThreadState_UncheckedGet(); 3.13+: PyThreadState_GetUnchecked(). */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_TSTATE_UNCHECKED() PyThreadState_GetUnchecked()
+#else
+#  define SS_TSTATE_UNCHECKED() _PyThreadState_UncheckedGet()
+#endif
+
 #endif /* SUBSANDBOX_PYVERSION_H */

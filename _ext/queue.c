@@ -33,10 +33,41 @@ struct ss_queue {
     int closed;             /* guarded by mu */
     qnode *head, *tail;     /* guarded by mu */
     uint64_t id;
+    uint64_t generation;    /* fork_generation when it was made */
 };
 
 static uint64_t next_queue_id = 1;  /* guarded by id_lock */
 static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- fork (lifecycle.c) ----------------------------------------------------------------
+ * A queue made before a fork() is unusable in the child: its mutex may be held and its
+ * condition variables waited on by threads that do not exist there (glibc's
+ * pthread_cond_destroy() then waits forever), and the interpreters at its other end are
+ * the parent's. The child bumps fork_generation; a queue of an older generation raises
+ * ChannelClosed on every operation and is never locked or freed there (a small leak of
+ * the child, by design). Written only in the child, while it has one thread. */
+static uint64_t fork_generation;
+
+static inline int
+queue_inherited(const ss_queue *q)
+{
+    return q->generation != fork_generation;
+}
+
+void
+ss_queue_fork_prepare(void)
+{
+    pthread_mutex_lock(&id_lock);
+}
+
+void
+ss_queue_fork_done(int in_child)
+{
+    if (in_child) {
+        fork_generation++;
+    }
+    pthread_mutex_unlock(&id_lock);
+}
 
 /* ---- the process-wide queue ---------------------------------------------------------- */
 
@@ -63,6 +94,7 @@ queue_new(Py_ssize_t maxsize)
     pthread_condattr_destroy(&attr);
     q->refcnt = 1;
     q->maxsize = maxsize;
+    q->generation = fork_generation;
     pthread_mutex_lock(&id_lock);
     q->id = next_queue_id++;
     pthread_mutex_unlock(&id_lock);
@@ -72,6 +104,9 @@ queue_new(Py_ssize_t maxsize)
 void
 ss_queue_incref(ss_queue *q)
 {
+    if (queue_inherited(q)) {
+        return;
+    }
     pthread_mutex_lock(&q->mu);
     q->refcnt++;
     pthread_mutex_unlock(&q->mu);
@@ -80,6 +115,9 @@ ss_queue_incref(ss_queue *q)
 void
 ss_queue_decref(ss_queue *q)
 {
+    if (queue_inherited(q)) {
+        return;
+    }
     pthread_mutex_lock(&q->mu);
     Py_ssize_t left = --q->refcnt;
     qnode *items = NULL;
@@ -295,12 +333,28 @@ closed_error(ss_state *st, const char *what)
     return NULL;
 }
 
+/* -1 + ChannelClosed when the channel was inherited through fork(). */
+static int
+check_not_inherited(PyObject *op, const char *what)
+{
+    if (!queue_inherited(((ChannelObject *)op)->queue)) {
+        return 0;
+    }
+    ss_state *st = channel_state(op);
+    if (st != NULL) {
+        PyErr_Format(st->channel_closed_error,
+                     "%s: this channel was made before this process was forked; channels "
+                     "do not cross fork(): make a new Channel in this process", what);
+    }
+    return -1;
+}
+
 static PyObject *
 do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
 {
     ChannelObject *self = (ChannelObject *)op;
     ss_state *st = channel_state(op);
-    if (st == NULL) {
+    if (st == NULL || check_not_inherited(op, "send()") < 0) {
         return NULL;
     }
     struct timespec deadline;
@@ -378,7 +432,7 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
 {
     ChannelObject *self = (ChannelObject *)op;
     ss_state *st = channel_state(op);
-    if (st == NULL) {
+    if (st == NULL || check_not_inherited(op, what) < 0) {
         return NULL;
     }
     struct timespec deadline;
@@ -469,6 +523,9 @@ channel_recv_nowait(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 channel_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    if (check_not_inherited(op, "close()") < 0) {
+        return NULL;
+    }
     ss_queue *q = ((ChannelObject *)op)->queue;
     pthread_mutex_lock(&q->mu);
     q->closed = 1;
@@ -481,6 +538,9 @@ channel_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 channel_qsize(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    if (check_not_inherited(op, "qsize()") < 0) {
+        return NULL;
+    }
     ss_queue *q = ((ChannelObject *)op)->queue;
     pthread_mutex_lock(&q->mu);
     Py_ssize_t n = q->size;
@@ -492,6 +552,9 @@ static PyObject *
 channel_get_closed(PyObject *op, void *Py_UNUSED(closure))
 {
     ss_queue *q = ((ChannelObject *)op)->queue;
+    if (queue_inherited(q)) {
+        Py_RETURN_TRUE;     /* for this process, it is closed for good */
+    }
     pthread_mutex_lock(&q->mu);
     int closed = q->closed;
     pthread_mutex_unlock(&q->mu);
@@ -544,6 +607,10 @@ static PyObject *
 channel_repr(PyObject *op)
 {
     ss_queue *q = ((ChannelObject *)op)->queue;
+    if (queue_inherited(q)) {
+        return PyUnicode_FromFormat("<subsandbox.Channel id=%llu inherited through fork()>",
+                                    (unsigned long long)q->id);
+    }
     pthread_mutex_lock(&q->mu);
     Py_ssize_t size = q->size;
     int closed = q->closed;
@@ -672,6 +739,21 @@ parcel_take(PyObject *module, PyObject *arg)
     ss_xvalue_free(found->value);
     PyMem_RawFree(found);
     return value;
+}
+
+void
+ss_parcel_fork_prepare(void)
+{
+    pthread_mutex_lock(&parcel_lock);
+}
+
+void
+ss_parcel_fork_done(int in_child)
+{
+    if (in_child) {
+        parcels = NULL;     /* the parent's, holding its channels: left untouched */
+    }
+    pthread_mutex_unlock(&parcel_lock);
 }
 
 static PyMethodDef parcel_methods[] = {

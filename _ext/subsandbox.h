@@ -32,6 +32,8 @@ typedef struct {
     PyObject *channel_full_error;   /* subsandbox._core.ChannelFull */
     PyObject *not_shareable_error;  /* subsandbox._core.NotShareableError (a TypeError),
                                      * made by module.c before the components run */
+    PyObject *interrupt_exc;        /* subsandbox._core._Interrupt, a KeyboardInterrupt
+                                     * subclass that interrupt() injects (interp.c) */
     int64_t interp_id;              /* id of the interpreter that owns this state */
 } ss_state;
 
@@ -158,5 +160,19 @@ ss_xvalue *ss_xvalue_encode(ss_state *st, PyObject *obj, const char *what);
 PyObject *ss_xvalue_decode(ss_state *st, ss_xvalue *xv);
 /* Free it; callable without any GIL. */
 void ss_xvalue_free(ss_xvalue *xv);
+
+/* ---- fork support (lifecycle.c) ------------------------------------------------------
+ * Each part with process-wide locks takes them before fork() and releases them after it,
+ * in the parent and in the child (in_child = 1), where it also forgets what belongs to
+ * the parent's sandboxes. Order: registry, arena, queue ids, parcels. */
+void ss_registry_fork_prepare(void);
+void ss_registry_fork_done(int in_child);
+void ss_arena_fork_prepare(void);
+void ss_arena_fork_done(int in_child);
+void ss_queue_fork_prepare(void);
+void ss_queue_fork_done(int in_child);
+void ss_parcel_fork_prepare(void);
+void ss_parcel_fork_done(int in_child);
+int ss_lifecycle_exec(PyObject *module, ss_state *st);
 
 #endif /* SUBSANDBOX_H */

@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Callable, TypeVar
 
-from . import _core, _crossing, _inside
+from . import _core, _crossing, _inside, _lifecycle
 from ._backend import ExecFailed, backend
 from .channel import Channel
 from .errors import (
@@ -39,7 +40,7 @@ _inside.serve({parcel})
 
 _task_ids = itertools.count(1)
 
-# Sandboxes not yet closed; closed at interpreter shutdown before threads are joined.
+# Sandboxes not yet closed; closed at interpreter exit (_lifecycle.close_all_at_exit).
 _live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
@@ -59,14 +60,21 @@ class Sandbox:
         self._running_task = 0
         self._unanswered = 0                   # answers owed to abandoned requests
         self._failure: BaseException | None = None
+        self._closed_why = "the sandbox is closed"
         self._requests = Channel()
         self._answers = Channel()
-        self._handle = backend.create()
+        with _lifecycle.interpreter_change():
+            self._handle = backend.create()
+            _lifecycle.tracked(backend.interpreter_id(self._handle))
         try:
             parcel = _core._parcel_put((self._requests, self._answers))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
             self._thread = threading.Thread(target=self._serve, args=(source,),
-                                            name="subsandbox-worker")
+                                            name="subsandbox-worker",
+                                            # Not joined by threading at exit: the
+                                            # atexit hook closes it after the program's
+                                            # own threads ended (_lifecycle).
+                                            daemon=True)
             self._thread.start()
             kind, *rest = self._answers.recv()
             if kind != "ready":
@@ -77,7 +85,7 @@ class Sandbox:
             thread = getattr(self, "_thread", None)
             if thread is not None:
                 thread.join()
-            backend.destroy(self._handle)
+            self._destroy_interpreter()
             raise
         self._id: int = rest[0]
         self._config: dict[str, object] = dict(rest[1])
@@ -169,28 +177,35 @@ class Sandbox:
     def _request(self, op: str, payload: Any, refs: tuple[object, ...]) -> Any:
         with self._lock:
             if self._closing:
-                raise SandboxClosed("the sandbox is closed")
+                raise SandboxClosed(self._closed_why)
             self._collect_unanswered()
             task = next(_task_ids)
             # Set before sending: interrupt() may then come before the sandbox starts the
-            # task, and the C side makes the task fail at its start.
+            # task, and the C side interrupts the task as it starts.
             self._running_task = task
-            self._requests.send((op, task, payload, refs))
             try:
+                # From the send on, an answer is owed whatever stops us: KeyboardInterrupt
+                # (Ctrl-C) can be raised at any bytecode, even right after send() returns.
+                # If the worker died, its "dead" message is the answer.
+                self._requests.send((op, task, payload, refs))
                 answer = self._answers.recv()
             except BaseException:
-                # Interrupted while waiting (Ctrl-C): stop the task too, and remember that
-                # its answer is owed, so the next request does not read it as its own.
-                _core._interrupt(self._id, task)
+                # Interrupted while waiting (Ctrl-C): remember the owed answer first (a
+                # second Ctrl-C must not lose the count), so the next request does not
+                # read it as its own; then stop the task too.
                 self._unanswered += 1
+                try:
+                    _core._interrupt(self._id, task)
+                except Exception:  # noqa: BLE001 - the first exception is the one to raise
+                    pass
                 raise
             finally:
                 self._running_task = 0
         return self._unpack(answer)
 
-    def _collect_unanswered(self) -> None:
+    def _collect_unanswered(self, timeout: float | None = None) -> None:
         while self._unanswered:
-            answer = self._answers.recv()
+            answer = self._answers.recv(timeout=timeout)
             self._unanswered -= 1
             if answer[0] == "dead":
                 self._closing = True
@@ -219,25 +234,62 @@ class Sandbox:
 
     def close(self) -> None:
         """Destroy the interpreter; waits for a running call to finish. Idempotent."""
+        self._close(None)
+
+    def _close(self, timeout: float | None) -> bool:
+        """close(), giving up after ``timeout`` seconds (None: never); whether it closed.
+
+        Interpreter exit uses the timeout (_lifecycle): a task blocked in C would make it
+        wait forever. Giving up leaves the sandbox closing, not closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float:
+            return -1 if deadline is None else max(0.0, deadline - time.monotonic())
+
         with _live_lock:
             if self._closing and self._closed:
-                return
+                return True
             self._closing = True
-        with self._lock:
+        if not self._lock.acquire(timeout=left()):
+            return False
+        try:
             if self._closed:
-                return
+                return True
             try:
-                self._collect_unanswered()
+                self._collect_unanswered(None if deadline is None else left())
             except BrokenSandbox:
                 pass
+            except TimeoutError:
+                return False
             if self._thread.is_alive():
                 self._requests.send(("stop", 0, b"", ()))
-            self._thread.join()
-            backend.destroy(self._handle)
+            self._thread.join(None if deadline is None else left())
+            if self._thread.is_alive():
+                return False
+            self._destroy_interpreter()
             self._closed = True
             _core._interpreter_destroyed(self._id)
+        finally:
+            self._lock.release()
         with _live_lock:
             _live.discard(self)
+        return True
+
+    def _destroy_interpreter(self) -> None:
+        with _lifecycle.interpreter_change():
+            backend.destroy(self._handle)
+            _lifecycle.untracked(backend.interpreter_id(self._handle))
+
+    def _abandon_after_fork(self) -> None:
+        # In the child of a fork: the interpreter and its thread are the parent's. Mark
+        # the sandbox closed without touching either (see _lifecycle).
+        self._lock = threading.Lock()
+        self._closing = self._closed = True
+        self._running_task = 0
+        self._unanswered = 0
+        self._closed_why = ("the sandbox belongs to the parent process: sandboxes do not "
+                            "cross fork(); make a new Sandbox in this process")
 
     def __enter__(self) -> Sandbox:
         return self
@@ -246,22 +298,20 @@ class Sandbox:
         self.close()
 
 
-def _close_all_at_exit() -> None:
-    """Close every sandbox before the interpreter joins its threads and finalizes.
-
-    Runs from ``threading._shutdown`` (before non-daemon threads are joined, like
-    concurrent.futures' own exit hook), so worker threads end and every interpreter is
-    destroyed while the runtime is whole.
-    """
+def _live_sandboxes() -> list[Sandbox]:
     with _live_lock:
-        sandboxes = list(_live)
-    for sandbox in sandboxes:
-        sandbox.interrupt()
-    for sandbox in sandboxes:
-        try:
-            sandbox.close()
-        except Exception:  # noqa: BLE001 - exiting anyway; keep closing the others
-            pass
+        return list(_live)
 
 
-threading._register_atexit(_close_all_at_exit)  # type: ignore[attr-defined]
+_lifecycle.close_all_at_exit(_live_sandboxes)
+
+
+def _abandon_all_after_fork() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()   # may have been held by a thread the child lacks
+    for sandbox in list(_live):
+        sandbox._abandon_after_fork()
+    _live.clear()
+
+
+_lifecycle.on_fork_child(_abandon_all_after_fork)

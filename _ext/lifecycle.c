@@ -1,0 +1,277 @@
+/* Fork support: what subsandbox does around os.fork() (subsandbox/_lifecycle.py calls it
+ * from os.register_at_fork() hooks, in the main interpreter).
+ *
+ * _fork_prepare(ids)  before fork(): takes the process-wide locks of the C core (so the
+ *                     child's copies are consistent and unlocked), and takes the sandbox
+ *                     interpreters with these ids out of the runtime's interpreter list
+ *                     (pyinternal.c), so that PyOS_AfterFork_Child() does not try to
+ *                     clear and free them from a thread that is not theirs (which hangs,
+ *                     crashes or aborts on 3.12 and 3.13).
+ * _fork_parent()      after fork(), in the parent: puts them back, releases the locks.
+ * _fork_child()       after fork(), in the child: leaves them out for good (their copies
+ *                     are never touched), releases the locks, and marks every channel of
+ *                     the parent unusable (queue.c).
+ *
+ * Sandbox threads go on running in the parent the whole time: nothing waits for them.
+ * The Python side guarantees that no sandbox interpreter is created or destroyed between
+ * prepare and parent/child (it holds the lock that Sandbox takes for both).
+ */
+#include "subsandbox.h"
+#include "pyinternal.h"
+#include "pyversion.h"
+
+#include <pthread.h>
+
+/* ---- churn: the obmalloc arenas of each sandbox interpreter -----------------------------
+ *
+ * An arena allocator installed once, in the main interpreter, before any sandbox exists
+ * (PyObject_SetArenaAllocator, public API) forwards to the previous one and records which
+ * interpreter each arena was allocated for, when that interpreter has its own obmalloc.
+ * After Sandbox.close() destroyed an interpreter, _reclaim_interpreter(id) hands back the
+ * empty pools of the arenas CPython left behind (pyinternal.c says why that is sound). */
+
+typedef struct {
+    void *addr;
+    size_t size;
+    int64_t interp_id;
+} arena_rec;
+
+static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;    /* leaf */
+static arena_rec *arenas;           /* guarded by arenas_lock */
+static size_t narenas, caparenas;   /* guarded by arenas_lock */
+static PyObjectArenaAllocator base_allocator;
+static int allocator_installed;     /* written once, in the main interpreter */
+
+/* The interpreter an arena is being allocated for: the one whose GIL the caller holds,
+ * or -1 when it shares the main interpreter's obmalloc (nothing to reclaim then). */
+static int64_t
+arena_owner(void)
+{
+    PyThreadState *ts = SS_TSTATE_UNCHECKED();
+    if (ts == NULL) {
+        return -1;
+    }
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(ts);
+    if (interp == PyInterpreterState_Main()) {
+        return -1;
+    }
+    ss_interp_facts facts;
+    if (ss_interp_config(interp, &facts) < 0 || facts.use_main_obmalloc) {
+        return -1;
+    }
+    return PyInterpreterState_GetID(interp);
+}
+
+static void *
+tracking_alloc(void *ctx, size_t size)
+{
+    void *p = base_allocator.alloc(base_allocator.ctx, size);
+    int64_t owner = p != NULL ? arena_owner() : -1;
+    if (owner < 0) {
+        return p;
+    }
+    pthread_mutex_lock(&arenas_lock);
+    if (narenas == caparenas) {
+        size_t cap = caparenas ? caparenas * 2 : 256;
+        /* The raw system allocator: this runs inside obmalloc, under any GIL. */
+        arena_rec *grown = realloc(arenas, cap * sizeof(arena_rec));
+        if (grown != NULL) {
+            arenas = grown;
+            caparenas = cap;
+        }
+    }
+    if (narenas < caparenas) {      /* else: untracked, so never reclaimed; still correct */
+        arenas[narenas++] = (arena_rec){p, size, owner};
+    }
+    pthread_mutex_unlock(&arenas_lock);
+    return p;
+}
+
+static void
+tracking_free(void *ctx, void *p, size_t size)
+{
+    pthread_mutex_lock(&arenas_lock);
+    for (size_t i = narenas; i-- > 0;) {
+        if (arenas[i].addr == p) {
+            arenas[i] = arenas[--narenas];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&arenas_lock);
+    base_allocator.free(base_allocator.ctx, p, size);
+}
+
+static void
+install_arena_tracking(void)
+{
+    if (allocator_installed || PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        return;
+    }
+    PyObject_GetArenaAllocator(&base_allocator);
+    PyObjectArenaAllocator mine = {NULL, tracking_alloc, tracking_free};
+    PyObject_SetArenaAllocator(&mine);
+    allocator_installed = 1;
+}
+
+/* _reclaim_interpreter(id) -> bytes: after the interpreter `id` was destroyed, release the
+ * empty pools of the arenas it left behind and forget them. */
+static PyObject *
+reclaim_interpreter(PyObject *module, PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (id == PyInterpreterState_GetID(PyInterpreterState_Get())) {
+        PyErr_SetString(PyExc_RuntimeError, "an interpreter cannot reclaim itself");
+        return NULL;
+    }
+    size_t released = 0;
+    Py_BEGIN_ALLOW_THREADS
+    arena_rec *mine = NULL;
+    size_t nmine = 0;
+    pthread_mutex_lock(&arenas_lock);
+    for (size_t i = 0; i < narenas; i++) {
+        nmine += arenas[i].interp_id == id;
+    }
+    if (nmine > 0 && (mine = malloc(nmine * sizeof(arena_rec))) != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < narenas;) {
+            if (arenas[i].interp_id == id) {
+                mine[k++] = arenas[i];
+                arenas[i] = arenas[--narenas];
+            }
+            else {
+                i++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&arenas_lock);
+    /* Forgotten: these arenas are never freed by anyone now, so nothing races with us. */
+    for (size_t i = 0; mine != NULL && i < nmine; i++) {
+        released += ss_rt_release_empty_pools(mine[i].addr, mine[i].size);
+    }
+    free(mine);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromSize_t(released);
+}
+
+static int prepared;                        /* prepare ran, parent/child not yet */
+static PyInterpreterState **detached;       /* raw memory, `ndetached` entries */
+static Py_ssize_t ndetached;
+
+static int
+require_main(const char *what)
+{
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_Format(PyExc_RuntimeError, "%s: only the main interpreter can fork", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+fork_prepare(PyObject *module, PyObject *arg)
+{
+    if (require_main("_fork_prepare()") < 0) {
+        return NULL;
+    }
+    if (prepared) {
+        PyErr_SetString(PyExc_RuntimeError, "_fork_prepare() called twice without fork");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(arg, "_fork_prepare() needs a sequence of ids");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int64_t *ids = PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+    PyInterpreterState **out = PyMem_RawMalloc((size_t)(n > 0 ? n : 1) * sizeof(*out));
+    if (ids == NULL || out == NULL) {
+        PyMem_RawFree(ids);
+        PyMem_RawFree(out);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ids[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (ids[i] == -1 && PyErr_Occurred()) {
+            PyMem_RawFree(ids);
+            PyMem_RawFree(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+
+    /* First, holding none of our locks: taking the runtime's lock may release the GIL. */
+    ndetached = ss_rt_detach_interpreters(ids, n, out);
+    detached = out;
+    ss_registry_fork_prepare();     /* not a leaf lock: waits with the GIL released */
+    ss_arena_fork_prepare();        /* leaf locks: taken with the GIL held */
+    ss_queue_fork_prepare();
+    ss_parcel_fork_prepare();
+    pthread_mutex_lock(&arenas_lock);
+    prepared = 1;
+    PyMem_RawFree(ids);
+    return PyLong_FromSsize_t(ndetached);
+}
+
+static void
+release(int in_child)
+{
+    pthread_mutex_unlock(&arenas_lock);
+    ss_parcel_fork_done(in_child);
+    ss_queue_fork_done(in_child);
+    ss_arena_fork_done(in_child);
+    ss_registry_fork_done(in_child);
+}
+
+static void
+forget_detached(void)
+{
+    PyMem_RawFree(detached);
+    detached = NULL;
+    ndetached = 0;
+    prepared = 0;
+}
+
+static PyObject *
+fork_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    if (!prepared) {
+        Py_RETURN_NONE;             /* prepare failed or was not run: nothing to undo */
+    }
+    release(0);
+    ss_rt_reattach_interpreters(detached, ndetached);   /* after: may release the GIL */
+    forget_detached();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    if (!prepared) {
+        Py_RETURN_NONE;
+    }
+    /* The detached interpreters stay out of the list: the child has none of their
+     * threads, and their GILs and memory are the parent's. */
+    release(1);
+    forget_detached();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lifecycle_methods[] = {
+    {"_reclaim_interpreter", reclaim_interpreter, METH_O, NULL},
+    {"_fork_prepare", fork_prepare, METH_O, NULL},
+    {"_fork_parent", fork_parent, METH_NOARGS, NULL},
+    {"_fork_child", fork_child, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ss_lifecycle_exec(PyObject *module, ss_state *st)
+{
+    install_arena_tracking();
+    return PyModule_AddFunctions(module, lifecycle_methods);
+}

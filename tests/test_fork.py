@@ -1,0 +1,179 @@
+"""fork() in a process that has sandboxes (issue #8).
+
+Without subsandbox's fork hooks the child of such a process hangs or crashes (3.12.1) or
+aborts (3.13.0) in CPython's after-fork cleanup of subinterpreters. Each scenario runs in a
+fresh process and repeats 20 times; a hang fails the test through run_script's timeout.
+The forking parent has sandbox threads, so CPython warns that fork() in a multi-threaded
+process is deprecated: that warning is CPython's, about every such process, and is
+silenced here (-W ignore in the scripts) to keep the checks on what we promise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import run_script
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork() is POSIX only")
+
+ROUNDS = 20
+
+# What the child of every scenario checks and prints, then how it ends.
+CHILD = r"""
+def in_child(old_sandboxes, old_channel, shared_value, make_one=True):
+    for sb in old_sandboxes:
+        assert sb.closed
+        try:
+            sb.call(abs, -1)
+        except subsandbox.SandboxClosed as exc:
+            assert "parent process" in str(exc), exc
+        else:
+            raise AssertionError("a parent's sandbox ran a call in the child")
+    try:
+        old_channel.send(1)
+    except subsandbox.ChannelClosed as exc:
+        assert "fork" in str(exc), exc
+    else:
+        raise AssertionError("a parent's channel worked in the child")
+    assert old_channel.closed
+    # Shared objects are plain memory: still readable.
+    assert shared_value == ("shared", 1, 2.5), shared_value
+    # The child is a normal process: it can make sandboxes of its own.
+    if make_one:
+        with subsandbox.Sandbox() as mine:
+            assert mine.call(sum, range(10)) == 45
+"""
+
+
+def _script(body: str) -> str:
+    return ("import os, sys, threading, time, warnings\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "import subsandbox\n" + CHILD + body)
+
+
+def _check(result, expected_lines: int) -> None:
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    assert result.stdout.count("child ok") == expected_lines, result.stdout
+
+
+FORK_LOOP = r"""
+def fork_once(i, exit_through_finalization):
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            in_child(sandboxes, channel, shared, make_one=(i % 4 == 0))
+            print("child ok", flush=True)
+        except BaseException:
+            import traceback; traceback.print_exc()
+            code = 1
+        if exit_through_finalization:
+            sys.exit(code)     # the child's interpreter finalizes with the parent's copies
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+
+for i in range(ROUNDS):
+    fork_once(i, exit_through_finalization=(i % 2 == 0))
+    # The parent's sandboxes are untouched by the fork.
+    assert all(sb.call(abs, -i) == i for sb in sandboxes)
+"""
+
+
+@pytest.mark.parametrize("state", ["idle", "busy"])
+def test_bare_fork_works_with_sandboxes(state: str) -> None:
+    result = run_script(_script(f"ROUNDS = {ROUNDS}\nSTATE = {state!r}\n" + r"""
+sandboxes = [subsandbox.Sandbox() for _ in range(2)]
+channel = subsandbox.Channel()
+shared = subsandbox.share(("shared", 1, 2.5))
+stop = threading.Event()
+
+def keep_busy(sb):
+    # Calls that run Python in the sandbox the whole time, back to back.
+    while not stop.is_set():
+        sb.call(sum, range(200_000))
+
+busy = []
+if STATE == "busy":
+    busy = [subsandbox.Sandbox() for _ in range(2)]
+    threads = [threading.Thread(target=keep_busy, args=(sb,)) for sb in busy]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+sandboxes_all = sandboxes + busy
+""" + FORK_LOOP.replace("in_child(sandboxes,", "in_child(sandboxes_all,") + r"""
+stop.set()
+for t in (threads if STATE == "busy" else []):
+    t.join()
+for sb in sandboxes_all:
+    sb.close()
+channel.close()
+"""))
+    _check(result, ROUNDS)
+
+
+def test_fork_process_pool_while_sandboxes_are_busy() -> None:
+    # multiprocessing's "fork" start method (the Linux default before 3.14) forks from
+    # the thread that submits, while sandbox threads run calls.
+    result = run_script(_script(f"ROUNDS = {ROUNDS}\n" + r"""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+def square(x):
+    return x * x
+
+stop = threading.Event()
+busy = [subsandbox.Sandbox() for _ in range(2)]
+
+def keep_busy(sb):
+    while not stop.is_set():
+        sb.call(sum, range(200_000))
+
+threads = [threading.Thread(target=keep_busy, args=(sb,)) for sb in busy]
+for t in threads:
+    t.start()
+time.sleep(0.05)
+context = multiprocessing.get_context("fork")
+for _ in range(ROUNDS):
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        assert list(pool.map(square, range(8))) == [x * x for x in range(8)]
+    print("child ok", flush=True)   # the pool's forked workers ran and exited cleanly
+stop.set()
+for t in threads:
+    t.join()
+for sb in busy:
+    assert sb.call(abs, -2) == 2
+    sb.close()
+"""), timeout=120)
+    _check(result, ROUNDS)
+
+
+def test_sandbox_in_a_fork_pool_worker() -> None:
+    # A forked worker inherits the parent's sandboxes closed, and may make its own.
+    result = run_script(_script(r"""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+parent_sandbox = subsandbox.Sandbox()
+
+def work(n):
+    try:
+        parent_sandbox.call(abs, -1)
+    except subsandbox.SandboxClosed:
+        pass
+    else:
+        return "parent sandbox ran in the worker"
+    with subsandbox.Sandbox() as sb:
+        return sb.call(sum, range(n))
+
+with ProcessPoolExecutor(max_workers=2,
+                         mp_context=multiprocessing.get_context("fork")) as pool:
+    assert list(pool.map(work, [10, 100, 1000])) == [45, 4950, 499500]
+print("child ok")
+assert parent_sandbox.call(abs, -4) == 4
+parent_sandbox.close()
+"""))
+    _check(result, 1)

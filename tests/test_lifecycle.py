@@ -1,0 +1,219 @@
+"""How programs that use sandboxes end: exit, Ctrl-C, and the memory of closed sandboxes
+(issue #8). Each program runs as a script in a fresh process, also under ``-X dev``
+(which turns on warnings and the debug hooks of the allocators); a hang fails the test
+through run_script's timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import run_script
+
+DEV = pytest.mark.parametrize("dev", [False, True], ids=["plain", "dev"])
+
+# Things a program may leave open at its end.
+OPEN_EVERYTHING = """
+import os, signal, sys, threading, time
+import subsandbox
+sandboxes = [subsandbox.Sandbox() for _ in range(2)]
+channel = subsandbox.Channel()
+arena = subsandbox.Arena()
+in_arena = arena.share(("in", "an", "arena"))
+shared = subsandbox.share(frozenset({1, 2}))
+# Each holds something: a channel, the arena's object, a shared object.
+sandboxes[0].call(len, in_arena)
+sandboxes[1].call(len, shared)
+channel.send(("queued", 1))
+"""
+
+
+def run(source: str, dev: bool, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """conftest.run_script, optionally under ``-X dev``."""
+    if not dev:
+        return run_script(source, timeout=timeout)
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    return subprocess.run([sys.executable, "-X", "dev", "-c", textwrap.dedent(source)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@DEV
+def test_exit_with_everything_open(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + "print('end')\n", dev)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "end\n", "")
+
+
+@DEV
+def test_exit_by_uncaught_exception_with_everything_open(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + "raise LookupError('the program failed')\n", dev)
+    assert result.returncode == 1
+    # The program's own traceback, and nothing else after it.
+    assert result.stderr.rstrip().endswith("LookupError: the program failed"), result.stderr
+    assert result.stderr.count("Traceback") == 1, result.stderr
+
+
+@DEV
+def test_sys_exit_with_everything_open(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + "sys.exit(4)\n", dev)
+    assert (result.returncode, result.stderr) == (4, "")
+
+
+@DEV
+def test_sys_exit_and_exception_in_worker_threads(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + """
+def leaves():
+    sandboxes[0].call(abs, -1)
+    sys.exit(3)            # ends this thread only, silently
+
+def fails():
+    sandboxes[1].call(abs, -1)
+    raise ValueError("a worker thread failed")
+
+threads = [threading.Thread(target=leaves), threading.Thread(target=fails)]
+for t in threads:
+    t.start()
+print("main ends")
+""", dev)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "main ends\n"
+    # threading's report of the failed thread, and nothing else.
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert result.stderr.rstrip().endswith("ValueError: a worker thread failed"), result.stderr
+
+
+@DEV
+def test_exit_interrupts_running_python_tasks(dev: bool) -> None:
+    # A daemon thread is in the middle of a call that would never end: exit interrupts
+    # the task, closes the sandbox, and the program's exit status is its own (an
+    # interrupted exec() of a string must not turn it into "killed by SIGINT").
+    result = run(OPEN_EVERYTHING + """
+def forever():
+    try:
+        sandboxes[0].call(exec, "while True: pass")
+    except subsandbox.TaskInterrupted:
+        pass
+
+threading.Thread(target=forever, daemon=True).start()
+time.sleep(0.2)
+print("main ends")
+""", dev)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "main ends\n", "")
+
+
+def test_exit_gives_up_on_a_task_blocked_in_c() -> None:
+    # time.sleep() in a sandbox cannot be interrupted: exit says so and does not hang.
+    result = run_script(OPEN_EVERYTHING + """
+subsandbox._lifecycle.EXIT_GRACE = 0.5
+threading.Thread(target=sandboxes[0].call, args=(time.sleep, 600), daemon=True).start()
+time.sleep(0.2)
+print("main ends", flush=True)
+""", timeout=60)
+    assert result.returncode == 1
+    assert result.stdout == "main ends\n"
+    assert "subsandbox: exiting without closing <subsandbox.Sandbox" in result.stderr
+    assert "blocked in C" in result.stderr
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+CTRL_C = """
+def ctrl_c_after(seconds):
+    # What the terminal does: SIGINT to the process, handled by the main thread.
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+baseline_threads = threading.active_count()
+"""
+
+
+@DEV
+def test_ctrl_c_during_a_call_interrupts_the_task(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + CTRL_C + """
+sb = sandboxes[0]
+for round in range(3):
+    ctrl_c_after(0.2)
+    start = time.monotonic()
+    try:
+        sb.call(exec, "while True: pass")
+    except KeyboardInterrupt:
+        waited = time.monotonic() - start
+    else:
+        sys.exit("the call returned")
+    # The task was interrupted too: the sandbox answers the next call at once, with
+    # its own answer (not the interrupted task's).
+    assert sb.call(abs, -round) == round
+    print(f"interrupted after {waited:.2f} s")
+time.sleep(0.1)   # the timers' threads end
+for s in sandboxes:
+    s.close()
+assert threading.active_count() == baseline_threads - 2, threading.enumerate()
+print("no thread left")
+""", dev)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "no thread left"
+    assert len(lines) == 4
+
+
+@DEV
+def test_ctrl_c_during_channel_recv(dev: bool) -> None:
+    result = run(OPEN_EVERYTHING + CTRL_C + """
+empty = subsandbox.Channel()
+ctrl_c_after(0.2)
+try:
+    empty.recv()
+except KeyboardInterrupt:
+    print("recv interrupted")
+empty.send("still usable")
+assert empty.recv() == "still usable"
+""", dev)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "recv interrupted\n", "")
+
+
+def test_ctrl_c_left_unhandled_exits_like_python() -> None:
+    # The program dies of its KeyboardInterrupt: traceback, status of SIGINT, no hang,
+    # and the sandbox's task was stopped on the way out.
+    result = run_script(OPEN_EVERYTHING + CTRL_C + """
+ctrl_c_after(0.2)
+sandboxes[0].call(exec, "while True: pass")
+""")
+    assert result.returncode in (-2, 130), (result.returncode, result.stderr)
+    assert result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr
+    assert "subsandbox" not in result.stderr.split("KeyboardInterrupt")[-1]
+
+
+# -- churn -------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_closed_sandboxes_give_memory_back() -> None:
+    # CPython keeps the object-allocator arenas of a destroyed isolated interpreter;
+    # closing a sandbox hands back the pages of them that are provably dead. Measured
+    # against the same cycles with reclaiming turned off, in the same process kind.
+    template = """
+import os
+import subsandbox
+from subsandbox import _core
+if {off}:
+    _core._reclaim_interpreter = lambda interp_id: 0
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+def cycle():
+    with subsandbox.Sandbox() as sb:
+        sb.call(abs, -1)
+cycle()
+start = rss()
+for _ in range(15):
+    cycle()
+print((rss() - start) / 15)
+"""
+    grown = {}
+    for off in (False, True):
+        result = run_script(template.format(off=off))
+        assert result.returncode == 0, result.stderr
+        grown[off] = float(result.stdout)
+    assert grown[False] < 0.75 * grown[True], grown
