@@ -166,6 +166,10 @@ def test_module_reimport_keeps_types():
         assert core._guard_info(frozendict)["dict_address"] == again._guard_info(frozendict)["dict_address"]
     finally:
         sys.modules["subsandbox._core"] = saved
+        # import_module() also bound the new module as the package's attribute: put the
+        # original back there too, or `from . import _core` later gets a second module
+        # whose Channel type is not the one subsandbox.channel exported.
+        sys.modules["subsandbox"]._core = saved
 
 
 # ---- the guard, in subinterpreters ----------------------------------------------------------

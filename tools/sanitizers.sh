@@ -18,6 +18,7 @@
 # error.
 #
 # Environment knobs: JOBS (make -j, default 2), SAN_FORCE_REBUILD=1 (rebuild the Pythons),
+# SUBSANDBOX_STRESS_RECORDS / SUBSANDBOX_MEMORY_MB / SUBSANDBOX_MEMORY_CYCLES (test sizes),
 # SAN_NO_TESTS=1 (only build the Pythons and install the project), SAN_PROJECT=DIR (build and
 # install the project from DIR instead of this checkout; the tests still come from here).
 set -euo pipefail
@@ -29,7 +30,14 @@ SUITE=trixie          # the Debian release whose python3.13 source package we bu
 SRCPKG=python3.13
 SUPPRESSIONS=$ROOT/tools/tsan-suppressions.txt
 PROJECT=${SAN_PROJECT:-$ROOT}   # the tree whose extension is built and installed
-DEFAULT_TESTS=(tests/test_ext_loads.py tests/test_share.py tests/test_stress.py tests/test_memory.py)
+DEFAULT_TESTS=(tests/test_ext_loads.py tests/test_share.py tests/test_share_props.py
+               tests/test_frozen.py tests/test_type_guard.py tests/test_stress.py
+               tests/test_memory.py)
+# Sizes of the stress and memory tests under the sanitizers (everything runs ~10x slower
+# under pydebug + TSan); the environment may override them.
+export SUBSANDBOX_STRESS_RECORDS=${SUBSANDBOX_STRESS_RECORDS:-2000}
+export SUBSANDBOX_MEMORY_MB=${SUBSANDBOX_MEMORY_MB:-8}
+export SUBSANDBOX_MEMORY_CYCLES=${SUBSANDBOX_MEMORY_CYCLES:-10}
 # Our code, as it appears in a sanitizer report: a frame in the extension's shared object
 # "(_core.cpython-313d-x86_64-linux-gnu.so+0x...)" (TSan always prints it; ASan when it has no
 # line info) or in one of our C sources: ASan prints "in ss_exec _ext/module.c:46" (the path
@@ -255,7 +263,8 @@ install_project() { # $1: asan|tsan
     ) || die "$kind: installing failed, see $ilog"
     # Check the extension really is instrumented.
     local so sym
-    so=$("$py" -c 'import importlib.util as u; print(u.find_spec("subsandbox._core").origin)' 2>/dev/null) \
+    # -P: the checkout (the current directory) may hold an in-place build of its own.
+    so=$("$py" -P -c 'import importlib.util as u; print(u.find_spec("subsandbox._core").origin)' 2>/dev/null) \
         || die "$kind: subsandbox._core is not importable after install"
     case $kind in asan) sym=__asan_ ;; tsan) sym=__tsan_ ;; esac
     nm -D --undefined-only "$so" | grep -q "$sym" \
