@@ -1,0 +1,41 @@
+"""asyncio on sandboxes: ``await subsandbox.aio.run(fn, *args)``.
+
+Runs the call on one shared ``SandboxPoolExecutor`` (as many workers as usable CPUs),
+created on first use and shut down at interpreter exit with the other pools. For a pool
+of your own, ``loop.run_in_executor(executor, fn, *args)`` works with any
+``SandboxPoolExecutor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, TypeVar
+
+from .executor import SandboxPoolExecutor
+
+__all__ = ["default_executor", "run"]
+
+T = TypeVar("T")
+
+_default: SandboxPoolExecutor | None = None
+_default_lock = threading.Lock()
+
+
+def default_executor() -> SandboxPoolExecutor:
+    """The shared pool that ``run`` uses (made on first call)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = SandboxPoolExecutor()
+        return _default
+
+
+async def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` in a sandbox of the shared pool and return its result.
+
+    Cancelling the awaiting task cancels the call if it has not started yet.
+    """
+    loop = asyncio.get_running_loop()
+    future = default_executor().submit(fn, *args, **kwargs)
+    return await asyncio.wrap_future(future, loop=loop)

@@ -1,0 +1,719 @@
+"""SandboxPoolExecutor: a concurrent.futures executor whose workers are sandboxes.
+
+Each worker is one :class:`~subsandbox.Sandbox` (its own interpreter and GIL) that runs a
+loop inside itself (``_pool_inside.serve``) pulling tasks from a channel of its own. The
+main interpreter keeps the queue of pending work, picks an idle worker for each task and
+sends the task straight into that worker's channel; the answers of all workers come back
+on one channel, read by one thread (the *collector*) that completes the futures and
+hands the freed worker its next task. So a task costs three thread wake-ups (caller to
+sandbox, sandbox to collector, collector to the thread waiting on the future) where a
+``ThreadPoolExecutor`` task costs two, and no main-interpreter thread wakes to start it.
+
+Cost of a crossing, and how it is kept small:
+
+- Arguments made only of channel values (None, bool, int, float, complex, str, bytes,
+  tuples of them, shared objects, channels) cross as they are, without pickle. Anything
+  else is pickled by ``_crossing`` (so lambdas and ``__main__`` functions work, and shared
+  objects still cross by pointer). Results are treated the same way.
+- A function is pickled once per pool and shipped once per worker, then named by a token,
+  when that cannot change what the worker runs: it is importable (it crosses by name), or
+  everything it captures (the globals it names, closure cells, defaults, and the same for
+  the functions it calls) is immutable and still the very same object. Otherwise it is
+  pickled for every task, as ``Sandbox.call`` does, so its globals are always current.
+- ``map(..., chunksize=n)`` sends n calls per crossing.
+
+Stopping tasks: ``schedule(fn, args, kwargs, timeout=...)`` returns a future whose task is
+interrupted when it has run longer than ``timeout`` seconds (the future fails with
+``TimeoutError``), or when the future is cancelled while it runs. The interrupt raises
+in the task's Python code at its next bytecode; code blocked inside a C function (a
+``time.sleep``, a lock, a long C loop) is interrupted only when it returns to Python.
+The worker is not replaced: it takes the next task.
+
+Lifecycle and locking follow ``concurrent/futures/thread.py``: ``_lock`` guards the pool's
+state; nothing that can run user code or block (pickling, sending, setting a future) runs
+under it. Interpreter exit shuts every pool down and waits for its tasks, like
+``ThreadPoolExecutor``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from typing import Any, TypeVar
+
+from . import _core, _crossing, _pool_inside
+from ._shipping import FunctionCache, Shipped
+from .channel import Channel
+from .errors import (
+    BrokenSandbox,
+    BrokenSandboxPool,
+    RemoteError,
+    RemoteTraceback,
+    TaskInterrupted,
+)
+from .sandbox import Sandbox
+
+__all__ = ["SandboxPoolExecutor"]
+
+T = TypeVar("T")
+
+# How many functions each worker keeps by token (and the pool keeps pickled).
+_FUNCTION_CACHE_SIZE = 64
+# How often an interrupt is retried while its task is queued in the worker's channel but
+# not yet started (the C core interrupts only the task that is running).
+_INTERRUPT_RETRY_S = 0.002
+
+_task_ids = itertools.count(1)
+
+# -- interpreter exit (as thread.py: before threads are joined) ------------------------------
+
+_pools: weakref.WeakSet[_Pool] = weakref.WeakSet()
+_global_shutdown = False
+_global_shutdown_lock = threading.Lock()
+
+
+def _python_exit() -> None:
+    global _global_shutdown
+    with _global_shutdown_lock:
+        _global_shutdown = True
+        pools = list(_pools)
+    for pool in pools:
+        pool.shutdown(wait=False)
+    for pool in pools:
+        pool.join()
+
+
+# Registered after sandbox.py's hook (this module imports it), so it runs first: the
+# threading module calls these hooks in reverse order. Our workers' sandboxes close here;
+# sandbox.py's hook would otherwise wait forever on a worker loop that never returns.
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
+
+# -- what crosses -------------------------------------------------------------------------
+
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _is_channel_value(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` crosses a channel as it is (exact builtin types, as xvalue.c)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind is tuple:
+        if depth > 32:
+            return False
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in _PLAIN_TYPES and not _is_channel_value(item, depth + 1):
+                return False
+        return True
+    return bool(_core._is_reference(value))
+
+
+# -- futures and work items ---------------------------------------------------------------
+
+class _InterruptibleFuture(Future):  # type: ignore[type-arg]
+    """A future from ``schedule()``: ``cancel()`` also stops it while it runs."""
+
+    _on_cancel_running: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        with self._condition:  # type: ignore[attr-defined]
+            if self._state != RUNNING or self._on_cancel_running is None:  # type: ignore[attr-defined]
+                return super().cancel()
+            # Cancelled now, as a pending future is; the worker is freed when the
+            # interrupt lands. Waiters (wait, as_completed) learn it at once.
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:  # type: ignore[attr-defined]
+                waiter.add_cancelled(self)
+            self._condition.notify_all()  # type: ignore[attr-defined]
+            stop = self._on_cancel_running
+            self._on_cancel_running = None
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        stop()
+        return True
+
+
+class _WorkItem:
+    __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout",
+                 "task_id", "worker", "sandbox_id", "stop_reason")
+
+    def __init__(self, future: Future[Any], kind: str, shipped: Shipped, native: bool,
+                 a: object, b: object, timeout: float | None) -> None:
+        self.future = future
+        self.kind = kind
+        self.shipped = shipped
+        self.native = native
+        self.a = a
+        self.b = b
+        self.timeout = timeout
+        self.task_id = 0
+        self.worker: _Worker | None = None
+        self.sandbox_id = 0
+        self.stop_reason: str | None = None  # "timeout" or "cancel" once asked to stop
+
+
+class _Worker:
+    """One worker sandbox, from its start to its close. (A recycled or broken worker is
+    replaced by a new _Worker on the same driver thread, so late answers of the old one
+    never touch the new one's state.)"""
+
+    __slots__ = ("sandbox", "tasks", "known", "current", "done")
+
+    def __init__(self) -> None:
+        self.sandbox: Sandbox | None = None
+        self.tasks = Channel()
+        self.known: OrderedDict[int, None] = OrderedDict()  # tokens this sandbox holds
+        self.current: _WorkItem | None = None
+        self.done = 0
+
+
+# -- the pool -----------------------------------------------------------------------------
+
+class _Pool:
+    """The executor's state and threads; threads hold it, not the executor, so that an
+    executor dropped without shutdown() is collected and its pool shut down."""
+
+    def __init__(self, max_workers: int, initializer: Callable[..., object] | None,
+                 initargs: tuple[Any, ...], max_tasks_per_worker: int | None,
+                 policy: object | None) -> None:
+        self.max_workers = max_workers
+        self.initializer = initializer
+        self.initargs = initargs
+        self.max_tasks = max_tasks_per_worker or 0
+        self.policy = policy
+        self.lock = threading.Lock()
+        self.pending: deque[_WorkItem] = deque()
+        self.idle: list[_Worker] = []
+        self.threads: list[threading.Thread] = []  # a driver thread per worker slot
+        self.alive = 0                          # driver threads not yet finished
+        self.serving = 0                        # workers whose sandbox is up
+        self.running: dict[int, _WorkItem] = {}
+        self.shutdown_requested = False
+        self.broken: str | None = None
+        self.broken_cause: BaseException | None = None
+        self.answers = Channel()
+        self.collector: threading.Thread | None = None
+        self.watchdog: _Watchdog | None = None
+        self.functions = FunctionCache(_FUNCTION_CACHE_SIZE)
+        self.number = next(_pool_numbers)
+
+    # -- submitting --------------------------------------------------------------------
+
+    def prepare(self, future: Future[Any], kind: str, fn: Callable[..., Any],
+                args: tuple[Any, ...], kwargs: dict[str, Any],
+                timeout: float | None) -> _WorkItem:
+        """Everything that can fail or run user code (pickling), before any lock."""
+        if not callable(fn):
+            raise TypeError(f"a task needs a callable, not {type(fn).__name__}")
+        shipped = self.functions.ship(fn)
+        pairs = tuple(kwargs.items()) if kwargs else ()
+        if _is_channel_value(args) and _is_channel_value(pairs):
+            return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}")
+        return _WorkItem(future, kind, shipped, False, payload, refs, timeout)
+
+    def submit(self, item: _WorkItem) -> None:
+        with self.lock, _global_shutdown_lock:
+            if self.broken is not None:
+                raise BrokenSandboxPool(self.broken) from self.broken_cause
+            if self.shutdown_requested:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _global_shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            self.pending.append(item)
+            if not self.idle and len(self.threads) < self.max_workers:
+                self._start_worker_locked()
+        self.dispatch()
+
+    def _start_worker_locked(self) -> None:
+        self.alive += 1
+        if self.collector is None:
+            self.collector = threading.Thread(
+                target=self._collect, name=f"SandboxPoolExecutor-{self.number}-collector")
+            self.collector.start()
+        thread = threading.Thread(target=self._drive,
+                                  name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
+        self.threads.append(thread)
+        thread.start()
+
+    def dispatch(self) -> None:
+        """Give pending tasks to idle workers; stop idle workers that have no more to do."""
+        while True:
+            with self.lock:
+                if self.pending and self.idle and self.broken is None:
+                    item = self.pending.popleft()
+                    if not item.future.set_running_or_notify_cancel():
+                        continue
+                    worker = self.idle.pop()
+                    item.task_id = next(_task_ids)
+                    item.worker = worker
+                    assert worker.sandbox is not None
+                    item.sandbox_id = worker.sandbox.id
+                    worker.current = item
+                    self.running[item.task_id] = item
+                    if isinstance(item.future, _InterruptibleFuture):
+                        item.future._on_cancel_running = (
+                            lambda item=item: self.stop_task(item, "cancel"))
+                elif self.idle and (self.broken is not None
+                                    or (self.shutdown_requested and not self.pending)):
+                    stopping, self.idle = self.idle, []
+                    item = None
+                else:
+                    return
+            if item is None:
+                for worker in stopping:
+                    worker.tasks.send(("stop",))
+                return
+            if item.timeout is not None:
+                self._watchdog().watch(item, time.monotonic() + item.timeout)
+            self._send(worker, item)
+
+    def _send(self, worker: _Worker, item: _WorkItem) -> None:
+        shipped = item.shipped
+        drop = 0
+        if not shipped.token:
+            token, fn_payload, fn_refs = 0, shipped.payload, shipped.refs
+        elif shipped.token in worker.known:
+            worker.known.move_to_end(shipped.token)
+            token, fn_payload, fn_refs = shipped.token, None, ()
+        else:
+            worker.known[shipped.token] = None
+            if len(worker.known) > _FUNCTION_CACHE_SIZE:
+                drop = worker.known.popitem(last=False)[0]
+            token, fn_payload, fn_refs = shipped.token, shipped.payload, shipped.refs
+        item.shipped = None  # type: ignore[assignment]  # no longer needed
+        worker.tasks.send((item.kind, item.task_id, token, fn_payload, fn_refs, drop,
+                           item.native, item.a, item.b))
+        item.a = item.b = None
+
+    # -- stopping a task ---------------------------------------------------------------
+
+    def stop_task(self, item: _WorkItem, reason: str) -> None:
+        with self.lock:
+            if item.task_id not in self.running or item.stop_reason is not None:
+                return
+            item.stop_reason = reason
+        self._watchdog().interrupt(item)
+
+    def _watchdog(self) -> _Watchdog:
+        with self.lock:
+            if self.watchdog is None:
+                self.watchdog = _Watchdog(self)
+            return self.watchdog
+
+    # -- the collector: completes futures --------------------------------------------
+
+    def _collect(self) -> None:
+        answers = self.answers
+        while True:
+            answer = answers.recv()
+            task_id = answer[0]
+            if task_id == 0:  # every worker has stopped and the pool is shut down
+                return
+            with self.lock:
+                item = self.running.pop(task_id, None)
+                if item is None:  # failed already: its worker broke
+                    continue
+                worker = item.worker
+                assert worker is not None
+                worker.current = None
+                worker.done += 1
+                if not self.max_tasks or worker.done < self.max_tasks:
+                    self.idle.append(worker)
+                # else: the sandbox's loop has ended; the driver replaces it.
+            item.worker = None
+            self._complete(item, answer)
+            del item, answer
+            self.dispatch()
+
+    def _complete(self, item: _WorkItem, answer: tuple[Any, ...]) -> None:
+        future = item.future
+        if isinstance(future, _InterruptibleFuture):
+            future._on_cancel_running = None
+        kind = answer[1]
+        if kind == "ok":
+            if answer[2]:
+                _settle(future, result=answer[3])
+                return
+            try:
+                result = _crossing.loads(answer[3], answer[4])
+            except BaseException as exc:  # noqa: BLE001
+                _settle(future, exc=exc)
+            else:
+                _settle(future, result=result)
+        elif kind == "raised":
+            _settle(future, exc=_remote_exception(answer[2], answer[3]))
+        elif item.stop_reason == "timeout":
+            _settle(future, exc=FuturesTimeoutError(
+                f"the task ran longer than its timeout ({item.timeout} s) and was "
+                f"interrupted"))
+        elif item.stop_reason != "cancel":
+            _settle(future, exc=TaskInterrupted("the task was interrupted"))
+
+    # -- the drivers: one thread per worker slot ----------------------------------------
+
+    def _drive(self) -> None:
+        try:
+            while self._run_one_sandbox(_Worker()):
+                pass
+        finally:
+            with self.lock:
+                self.alive -= 1
+                last = self.alive == 0 and (self.shutdown_requested or self.broken is not None)
+                watchdog = self.watchdog
+            if last:
+                self.answers.send((0,))  # tells the collector to stop
+                if watchdog is not None:
+                    watchdog.stop(join=False)
+
+    def _run_one_sandbox(self, worker: _Worker) -> bool:
+        """Start a sandbox in ``worker``, serve tasks in it, close it. Whether to go on."""
+        try:
+            sandbox = Sandbox() if self.policy is None else Sandbox(policy=self.policy)  # type: ignore[call-arg]
+        except BaseException as exc:  # noqa: BLE001
+            with self.lock:
+                others_serve = self.serving > 0
+            if not (_global_shutdown and others_serve):
+                self._fail_pool("a worker sandbox could not be started", exc)
+            # else: CPython 3.12 starts no thread during exit, so no sandbox either; the
+            # workers that run finish the pending tasks.
+            return False
+        worker.sandbox = sandbox
+        with self.lock:
+            self.serving += 1
+        try:
+            if self.initializer is not None:
+                try:
+                    sandbox.call(self.initializer, *self.initargs)
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail_pool("a sandbox initializer failed, the pool is not usable "
+                                    "anymore", exc)
+                    return False
+            with self.lock:
+                if self.broken is not None or (self.shutdown_requested and not self.pending):
+                    return False
+                self.idle.append(worker)
+            self.dispatch()
+            failure: BaseException | None = None
+            try:
+                sandbox.call(_pool_inside.serve, worker.tasks, self.answers, self.max_tasks)
+            except BaseException as exc:  # noqa: BLE001
+                failure = exc
+            with self.lock:
+                if worker in self.idle:
+                    self.idle.remove(worker)
+                lost = None
+                if failure is not None and worker.current is not None:
+                    lost = self.running.pop(worker.current.task_id, None)
+                worker.current = None
+                go_on = self.broken is None and not (self.shutdown_requested
+                                                    and not self.pending)
+            if lost is not None:
+                error = BrokenSandbox(
+                    f"worker sandbox {sandbox.id} stopped working while it ran this task; "
+                    f"the pool replaced it")
+                error.__cause__ = failure
+                _settle(lost.future, exc=error)
+            return go_on
+        finally:
+            with self.lock:
+                self.serving -= 1
+            worker.tasks.close()
+            try:
+                sandbox.close()
+            except BaseException:  # noqa: BLE001 - a broken sandbox may fail to close
+                pass
+            self.dispatch()
+
+    def _fail_pool(self, message: str, cause: BaseException) -> None:
+        with self.lock:
+            if self.broken is None:
+                self.broken = message
+                self.broken_cause = cause
+            failed = list(self.pending)
+            self.pending.clear()
+        for item in failed:
+            if item.future.set_running_or_notify_cancel():
+                error = BrokenSandboxPool(message)
+                error.__cause__ = cause
+                _settle(item.future, exc=error)
+        self.dispatch()
+
+    # -- shutting down -----------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self.lock:
+            self.shutdown_requested = True
+            cancelled = list(self.pending) if cancel_futures else []
+            if cancel_futures:
+                self.pending.clear()
+            no_workers = self.alive == 0 and self.collector is not None
+        for item in cancelled:
+            item.future.cancel()
+            item.future.set_running_or_notify_cancel()
+        if no_workers:
+            self.answers.send((0,))
+        self.dispatch()
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        current = threading.current_thread()
+        for thread in list(self.threads):
+            if thread is not current:
+                thread.join()
+        collector = self.collector
+        if collector is not None and collector is not current:
+            collector.join()
+        watchdog = self.watchdog
+        if watchdog is not None:
+            watchdog.stop()
+
+
+_pool_numbers = itertools.count()
+
+
+def _remote_exception(payload: bytes, refs: tuple[object, ...]) -> BaseException:
+    """The exception a task raised, with the sandbox's traceback as its cause (the same
+    decoding as Sandbox.call's)."""
+    try:
+        exc, type_name, message, formatted = _crossing.loads(payload, refs)
+    except Exception as exc_loading:  # noqa: BLE001 - its class does not exist here
+        error = RemoteError("<exception that could not be rebuilt>", str(exc_loading))
+        error.__cause__ = exc_loading
+        return error
+    if exc is None:
+        exc = RemoteError(type_name, message)
+    exc.__cause__ = RemoteTraceback(formatted)
+    return exc  # type: ignore[no-any-return]
+
+
+def _settle(future: Future[Any], *, result: object = None,
+            exc: BaseException | None = None) -> None:
+    """Complete ``future`` unless it was cancelled meanwhile (a running scheduled task)."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+class _Watchdog:
+    """One thread per pool: interrupts tasks past their deadline, and retries interrupts
+    that found their task not yet started."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self._pool = pool
+        self._cond = threading.Condition(threading.Lock())
+        self._deadlines: list[tuple[float, int, _WorkItem]] = []
+        self._retry: list[_WorkItem] = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=False,
+                                        name=f"SandboxPoolExecutor-{pool.number}-watchdog")
+        self._thread.start()
+
+    def watch(self, item: _WorkItem, deadline: float) -> None:
+        with self._cond:
+            heapq.heappush(self._deadlines, (deadline, item.task_id, item))
+            self._cond.notify()
+
+    def interrupt(self, item: _WorkItem) -> None:
+        with self._cond:
+            self._retry.append(item)
+            self._cond.notify()
+
+    def stop(self, join: bool = True) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if join and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        pool = self._pool
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    now = time.monotonic()
+                    due = []
+                    while self._deadlines and self._deadlines[0][0] <= now:
+                        due.append(heapq.heappop(self._deadlines)[2])
+                    if due or self._retry:
+                        break
+                    wait = self._deadlines[0][0] - now if self._deadlines else None
+                    self._cond.wait(wait)
+                retry, self._retry = self._retry, []
+            for item in due:
+                with pool.lock:
+                    if item.task_id not in pool.running or item.stop_reason is not None:
+                        continue
+                    item.stop_reason = "timeout"
+                retry.append(item)
+            still: list[_WorkItem] = []
+            for item in retry:
+                with pool.lock:
+                    if item.task_id not in pool.running:
+                        continue
+                if not _core._interrupt(item.sandbox_id, item.task_id):
+                    still.append(item)  # queued in its channel, or its answer is on the way
+            del due, retry
+            if still:
+                with self._cond:
+                    self._retry.extend(still)
+                    self._cond.wait(_INTERRUPT_RETRY_S)
+
+
+def _usable_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# -- the public class ---------------------------------------------------------------------
+
+class SandboxPoolExecutor(Executor):
+    """An executor that runs each task in one of a pool of sandboxes.
+
+    A drop-in for ``ThreadPoolExecutor``/``ProcessPoolExecutor`` code, whose workers run
+    Python in parallel on every core (each sandbox has its own GIL), take the same
+    callables as ``Sandbox.call`` (lambdas and ``__main__`` functions included), and share
+    ``subsandbox.share()`` objects by pointer. ``schedule()`` adds what no standard
+    executor can do: stop a running task (timeout, or ``cancel()``), keeping its worker.
+
+    ``max_workers`` defaults to the number of CPUs this process may use. ``initializer``
+    runs in each new worker sandbox (its failure breaks the pool: ``BrokenSandboxPool``).
+    ``max_tasks_per_worker`` closes and replaces a worker after that many tasks.
+    ``policy`` is given to every worker sandbox.
+    """
+
+    def __init__(self, max_workers: int | None = None, *,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: tuple[Any, ...] = (),
+                 max_tasks_per_worker: int | None = None,
+                 policy: object | None = None) -> None:
+        if max_workers is None:
+            max_workers = _usable_cpu_count()
+        elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_worker is not None:
+            if not isinstance(max_tasks_per_worker, int) or isinstance(max_tasks_per_worker,
+                                                                       bool):
+                raise TypeError("max_tasks_per_worker must be an int or None, not "
+                                f"{type(max_tasks_per_worker).__name__}")
+            if max_tasks_per_worker <= 0:
+                raise ValueError("max_tasks_per_worker must be >= 1")
+        self._max_workers = max_workers
+        self._pool = _Pool(max_workers, initializer, tuple(initargs), max_tasks_per_worker,
+                           policy)
+        with _global_shutdown_lock:
+            _pools.add(self._pool)
+        # An executor dropped without shutdown() lets its workers go once idle.
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
+        self._finalizer.atexit = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` in a worker sandbox; returns its Future.
+
+        Raises ``TypeError`` at once when the function or the arguments cannot cross.
+        """
+        future: Future[T] = Future()
+        self._pool.submit(self._pool.prepare(future, "call", fn, args, kwargs, None))
+        return future
+
+    def schedule(self, fn: Callable[..., T], args: Iterable[Any] = (),
+                 kwargs: dict[str, Any] | None = None, *,
+                 timeout: float | None = None) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` as a task that can be stopped while it runs.
+
+        If it runs longer than ``timeout`` seconds (counted from when a worker starts
+        it), its Python code is interrupted and the future fails with ``TimeoutError``.
+        ``future.cancel()`` interrupts it while it runs too, and the future ends
+        cancelled. Either way the worker stays and runs the next task. Code blocked
+        inside a C function (``time.sleep``, a lock, a C extension's loop) is
+        interrupted only when it returns to Python.
+        """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number of seconds or None, "
+                                f"not {type(timeout).__name__}")
+            if not timeout >= 0:
+                raise ValueError("timeout must be a non-negative number of seconds")
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict or None, not {type(kwargs).__name__}")
+        future: Future[T] = _InterruptibleFuture()
+        self._pool.submit(self._pool.prepare(future, "call", fn, tuple(args), kwargs,
+                                             timeout))
+        return future
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[T]:
+        """Like ``Executor.map``; ``chunksize`` calls cross into a worker at once."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        futures = []
+        for chunk in itertools.batched(zip(*iterables), chunksize):
+            future: Future[tuple[T, ...]] = Future()
+            self._pool.submit(self._pool.prepare(future, "chunk", fn, chunk, {}, None))
+            futures.append(future)
+        return _chained_results(futures, timeout)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Like ``Executor.shutdown``: no new tasks; pending ones run unless
+        ``cancel_futures``; with ``wait``, returns once every worker sandbox is closed."""
+        self._pool.shutdown(wait, cancel_futures)
+
+    def __repr__(self) -> str:
+        pool = self._pool
+        state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
+                 else "running")
+        return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
+                f"workers={pool.alive} pending={len(pool.pending)} {state}>")
+
+
+def _chained_results(futures: list[Future[tuple[T, ...]]],
+                     timeout: float | None) -> Iterator[T]:
+    """Executor.map's result iterator (cancel the rest on error or close), flattened."""
+    end_time = None if timeout is None else timeout + time.monotonic()
+
+    def results() -> Iterator[T]:
+        try:
+            futures.reverse()
+            while futures:
+                future = futures.pop()
+                try:
+                    remaining = None if end_time is None else end_time - time.monotonic()
+                    chunk = future.result(remaining)
+                finally:
+                    future.cancel()
+                    del future
+                yield from chunk
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return results()
+
+

@@ -1,0 +1,382 @@
+"""SandboxPoolExecutor's own behaviour: stopping tasks, faults, recycling, asyncio (issue #5).
+
+The concurrent.futures contract itself is checked by test_executor_cpython.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+from concurrent.futures import CancelledError, Future, wait
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from typing import Any
+
+import pytest
+
+import subsandbox
+from subsandbox import BrokenSandbox, BrokenSandboxPool, SandboxPoolExecutor, aio
+from subsandbox.errors import RemoteError, RemoteTraceback
+
+from conftest import run_script
+
+
+def interpreter_id() -> int:
+    from subsandbox import _core  # only _core can name the interpreter a task runs in
+
+    return int(_core.interpreter_id())
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+@pytest.fixture
+def executor() -> Any:
+    with SandboxPoolExecutor(1) as ex:
+        yield ex
+
+
+# -- the basics -------------------------------------------------------------------------
+
+def test_is_an_executor_with_usable_cpu_count_workers() -> None:
+    from concurrent.futures import Executor
+
+    with SandboxPoolExecutor() as ex:
+        assert isinstance(ex, Executor)
+        assert ex._max_workers == len(os.sched_getaffinity(0))
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="max_workers"):
+        SandboxPoolExecutor(0)
+    with pytest.raises(TypeError, match="initializer"):
+        SandboxPoolExecutor(1, initializer=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_tasks_per_worker"):
+        SandboxPoolExecutor(1, max_tasks_per_worker=0)
+    with SandboxPoolExecutor(1) as ex:
+        with pytest.raises(ValueError, match="timeout"):
+            ex.schedule(square, (1,), timeout=-1)
+        with pytest.raises(ValueError, match="chunksize"):
+            ex.map(square, [1], chunksize=0)
+
+
+def test_tasks_run_in_sandboxes_not_here(executor: SandboxPoolExecutor) -> None:
+    assert executor.submit(interpreter_id).result() != interpreter_id()
+    assert executor.submit(square, 7).result() == 49
+    assert executor.submit(lambda x, *, y: (x, y), [1], y={"k": 2}).result() == ([1], {"k": 2})
+
+
+def test_map_with_and_without_chunks(executor: SandboxPoolExecutor) -> None:
+    expected = [x * x for x in range(103)]
+    assert list(executor.map(square, range(103))) == expected
+    assert list(executor.map(square, range(103), chunksize=10)) == expected
+    assert list(executor.map(pow, range(20), [2] * 20, chunksize=7)) == [x ** 2 for x in range(20)]
+
+
+def test_a_failing_chunk_raises_in_map(executor: SandboxPoolExecutor) -> None:
+    results = executor.map(lambda x: 1 // x, [1, 1, 0, 1], chunksize=2)
+    assert next(results) == 1
+    assert next(results) == 1
+    with pytest.raises(ZeroDivisionError):
+        next(results)
+
+
+def test_chunks_cross_once_each(executor: SandboxPoolExecutor) -> None:
+    # Each call sees the chunk that crossed with it: 4 calls per crossing, not one.
+    def chunk_size(x: int) -> tuple[int, int]:
+        import sys
+        return x, len(sys._getframe(1).f_locals["chunk"])
+
+    assert list(executor.map(chunk_size, range(12), chunksize=4)) == [(x, 4) for x in range(12)]
+    assert list(executor.map(chunk_size, range(5), chunksize=4))[-1] == (4, 1)
+
+
+def test_shared_objects_cross_by_pointer(executor: SandboxPoolExecutor) -> None:
+    table = subsandbox.share(tuple(range(1000)))
+    assert executor.submit(subsandbox.is_shared, table).result() is True
+    assert executor.submit(lambda t: t, table).result() is table
+
+
+def test_main_functions_lambdas_and_globals_from_a_script() -> None:
+    result = run_script("""
+        from subsandbox import SandboxPoolExecutor
+        LIMIT = 10
+        ITEMS = [1, 2]
+
+        def below(x):
+            return x < LIMIT
+
+        def uses_helper(x):
+            return helper(x) + len(ITEMS)
+
+        def helper(x):
+            return x * 2
+
+        with SandboxPoolExecutor(2) as ex:
+            print(ex.submit(below, 5).result(), ex.submit(lambda: LIMIT).result())
+            LIMIT = 3                      # rebinding a global is seen by the next task
+            print(ex.submit(below, 5).result(), ex.submit(lambda: LIMIT).result())
+            print(ex.submit(uses_helper, 1).result())
+            ITEMS.append(3)                # so is mutating one
+            print(ex.submit(uses_helper, 1).result())
+            print(list(ex.map(below, range(5), chunksize=2)))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:5] == ["True 10", "False 3", "4", "5",
+                                             "[True, True, True, False, False]"]
+
+
+def test_unsendable_arguments_raise_at_submit(executor: SandboxPoolExecutor) -> None:
+    with pytest.raises(TypeError, match="cannot cross"):
+        executor.submit(square, threading.Lock())
+
+
+# -- stopping runaway tasks -------------------------------------------------------------
+
+def test_timeout_interrupts_the_task_and_the_same_worker_goes_on(
+        executor: SandboxPoolExecutor) -> None:
+    before = executor.submit(interpreter_id).result()
+    future = executor.schedule(spin, timeout=0.5)
+    with pytest.raises(FuturesTimeoutError, match="timeout"):
+        future.result(timeout=30)
+    assert executor.submit(interpreter_id).result() == before
+    assert executor.submit(square, 3).result() == 9
+
+
+def test_timeout_not_reached_gives_the_result(executor: SandboxPoolExecutor) -> None:
+    assert executor.schedule(square, (5,), timeout=30).result() == 25
+    assert executor.schedule(sleep_then, kwargs={"seconds": 0, "value": 1}).result() == 1
+
+
+def test_cancel_interrupts_a_running_scheduled_task(executor: SandboxPoolExecutor) -> None:
+    before = executor.submit(interpreter_id).result()
+    future = executor.schedule(spin)
+    while not future.running():
+        time.sleep(0.01)
+    done_callbacks: list[Future[Any]] = []
+    future.add_done_callback(done_callbacks.append)
+    assert future.cancel() is True
+    assert future.cancelled() and future.done()
+    assert done_callbacks == [future]
+    with pytest.raises(CancelledError):
+        future.result()
+    assert wait([future], timeout=5).done == {future}
+    assert executor.submit(interpreter_id).result() == before
+
+
+def test_cancel_of_a_running_submitted_task_is_refused_as_standard(
+        executor: SandboxPoolExecutor) -> None:
+    future = executor.submit(sleep_then, 0.3, "done")
+    while not future.running():
+        time.sleep(0.01)
+    assert future.cancel() is False
+    assert future.result() == "done"
+
+
+def test_scheduled_task_waits_its_turn_before_its_timeout_counts(
+        executor: SandboxPoolExecutor) -> None:
+    first = executor.submit(sleep_then, 0.4, 1)
+    second = executor.schedule(sleep_then, (0.1, 2), timeout=0.3)
+    assert (first.result(), second.result()) == (1, 2)
+
+
+# -- faults -----------------------------------------------------------------------------
+
+def test_exception_carries_the_sandbox_traceback(executor: SandboxPoolExecutor) -> None:
+    error = executor.submit(fail, "boom").exception()
+    assert isinstance(error, ValueError) and str(error) == "boom"
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert "in fail" in error.__cause__.tb
+
+
+def test_exception_of_a_class_that_cannot_cross_is_remote_error(
+        executor: SandboxPoolExecutor) -> None:
+    def raise_local() -> None:
+        class Local(Exception):
+            pass
+        raise Local("x")
+
+    error = executor.submit(raise_local).exception()
+    assert isinstance(error, RemoteError) and "Local" in str(error)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+def test_system_exit_and_keyboard_interrupt_fail_only_their_task(
+        executor: SandboxPoolExecutor, exc: BaseException) -> None:
+    def raise_it(e: BaseException) -> None:
+        raise e
+
+    before = executor.submit(interpreter_id).result()
+    assert type(executor.submit(raise_it, exc).exception()) is type(exc)
+    assert executor.submit(interpreter_id).result() == before
+
+
+def test_failing_initializer_breaks_the_pool_with_its_traceback() -> None:
+    with SandboxPoolExecutor(2, initializer=fail, initargs=("no setup",)) as ex:
+        futures = [ex.submit(square, i) for i in range(5)]
+        for future in futures:
+            error = future.exception(timeout=30)
+            assert isinstance(error, BrokenSandboxPool)
+            assert isinstance(error.__cause__, ValueError)
+            assert "in fail" in error.__cause__.__cause__.tb  # type: ignore[union-attr]
+        with pytest.raises(BrokenSandboxPool, match="initializer"):
+            ex.submit(square, 1)
+
+
+def test_initializer_runs_in_each_worker() -> None:
+    def setup(value: int) -> None:
+        import sys
+        sys.modules["__main__"].SETTING = value
+
+    def read() -> int:
+        import sys
+        return sys.modules["__main__"].SETTING  # type: ignore[no-any-return]
+
+    with SandboxPoolExecutor(2, initializer=setup, initargs=(7,)) as ex:
+        assert set(ex.map(lambda _: read(), range(8))) == {7}
+
+
+def _break_worker_then_return_unsendable() -> object:
+    # Fault injection: break the worker's loop itself (no task can do that by accident)
+    # so that this very task's answer cannot be sent.
+    import subsandbox._pool_inside as loop
+
+    loop._inside = None  # type: ignore[assignment]
+    return threading.Lock()  # not a channel value, not picklable: needs _inside
+
+
+def test_broken_worker_is_replaced_and_its_task_fails_clearly(
+        executor: SandboxPoolExecutor) -> None:
+    before = executor.submit(interpreter_id).result()
+    error = executor.submit(_break_worker_then_return_unsendable).exception(timeout=30)
+    assert isinstance(error, BrokenSandbox)
+    assert f"worker sandbox {before} stopped working" in str(error)
+    after = executor.submit(interpreter_id).result(timeout=30)
+    assert after != before
+    assert executor.submit(square, 4).result() == 16
+
+
+def test_max_tasks_per_worker_replaces_workers() -> None:
+    with SandboxPoolExecutor(1, max_tasks_per_worker=3) as ex:
+        ids = [ex.submit(interpreter_id).result() for _ in range(9)]
+    assert ids[0] == ids[1] == ids[2]
+    assert ids[3] == ids[4] == ids[5]
+    assert ids[6] == ids[7] == ids[8]
+    assert len({ids[0], ids[3], ids[6]}) == 3
+
+
+def test_shutdown_cancel_futures_cancels_pending(executor: SandboxPoolExecutor) -> None:
+    running = executor.submit(sleep_then, 0.3, 1)
+    while not running.running():
+        time.sleep(0.01)
+    pending = [executor.submit(square, i) for i in range(5)]
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert running.result() == 1
+    assert all(f.cancelled() for f in pending)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(square, 1)
+
+
+def test_dropped_executor_lets_its_workers_go() -> None:
+    ex = SandboxPoolExecutor(2)
+    assert ex.submit(square, 2).result() == 4
+    pool = ex._pool
+    del ex
+    gc.collect()
+    pool.join()
+    assert pool.alive == 0
+
+
+def test_exit_waits_for_pending_tasks_and_closes_workers() -> None:
+    result = run_script("""
+        import time
+        from subsandbox import Channel, SandboxPoolExecutor
+
+        def slow(x):
+            time.sleep(0.05)
+            return x
+
+        ex = SandboxPoolExecutor(2)
+        # Both workers up first (two tasks that wait for each other): CPython 3.12
+        # cannot start a sandbox during exit.
+        a, b = Channel(), Channel()
+        list(ex.map(lambda mine, other: mine.send(None) or other.recv(), [a, b], [b, a]))
+        futures = [ex.submit(slow, i) for i in range(6)]
+        futures[-1].add_done_callback(lambda f: print("last", f.result(), flush=True))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "last 5\n"
+
+
+# -- asyncio ----------------------------------------------------------------------------
+
+def test_run_in_executor(executor: SandboxPoolExecutor) -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(executor, square, i)
+                                           for i in range(5))))
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+def test_aio_run_uses_the_shared_default_pool() -> None:
+    async def main() -> tuple[int, int, int]:
+        a = await aio.run(square, 6)
+        b = await aio.run(interpreter_id)
+        with pytest.raises(ValueError, match="async boom"):
+            await aio.run(fail, "async boom")
+        return a, b, interpreter_id()
+
+    squared, inside, here = asyncio.run(main())
+    assert squared == 36 and inside != here
+    assert aio.default_executor() is aio.default_executor()
+
+
+# -- stress (run with -m slow) ------------------------------------------------------------
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_stress_many_small_tasks_keep_memory_flat() -> None:
+    with SandboxPoolExecutor(2) as ex:
+        def batch() -> None:
+            futures = [ex.submit(square, i) for i in range(10_000)]
+            assert sum(f.result() for f in futures) == sum(i * i for i in range(10_000))
+
+        for _ in range(2):  # warm up: caches, allocator arenas
+            batch()
+        start = _rss_kib()
+        for _ in range(8):
+            batch()
+        grown = _rss_kib() - start
+    assert grown < 20_000, f"RSS grew by {grown} KiB over 80,000 tasks"
+
+
+@pytest.mark.slow
+def test_stress_200_worker_recyclings() -> None:
+    with SandboxPoolExecutor(2, max_tasks_per_worker=1) as ex:
+        ids = list(ex.map(lambda _: interpreter_id(), range(200)))
+    assert len(set(ids)) == 200
