@@ -19,7 +19,7 @@ imported here, so a sandbox starts fast and its policy can forbid everything els
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from . import _core, _crossing
 
@@ -50,9 +50,10 @@ def exec_source(source: str) -> None:
     exec(compile(source, "<sandbox>", "exec"), sys.modules["__main__"].__dict__)
 
 
-def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...]) -> tuple[Any, ...]:
+def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
+         loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads) -> tuple[Any, ...]:
     try:
-        fn, args, kwargs = _crossing.loads(payload, refs)
+        fn, args, kwargs = loads(payload, refs)
         result = _core._run_task(task_id, fn, args, kwargs)
     except BaseException as exc:
         if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
@@ -66,7 +67,14 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...]) -> tuple
 
 
 def serve(parcel: int) -> None:
-    requests, answers = _core._parcel_take(parcel)
+    requests, answers, policy = _core._parcel_take(parcel)
+    loads = _crossing.loads
+    if policy is not None:
+        # The sandbox's policy (subsandbox.policy), installed before any request is read;
+        # requests are then unpickled through it.
+        from . import _enforce
+
+        loads = _enforce.install(policy)
     _core._worker_enter()
     try:
         answers.send(("ready", _core.interpreter_id(), tuple(_core.interpreter_config().items())))
@@ -74,7 +82,7 @@ def serve(parcel: int) -> None:
             op, task_id, payload, refs = requests.recv()
             if op == "stop":
                 break
-            answers.send(_run(op, task_id, payload, refs))
+            answers.send(_run(op, task_id, payload, refs, loads))
     finally:
         _core._worker_exit()
         _join_threads()

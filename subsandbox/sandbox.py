@@ -16,9 +16,10 @@ import time
 import weakref
 from typing import Any, Callable, TypeVar
 
-from . import _core, _crossing, _inside, _lifecycle
+from . import _core, _crossing, _inside, _lifecycle, _untrusted
 from ._backend import ExecFailed, backend
 from .channel import Channel
+from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
     RemoteError,
@@ -51,9 +52,17 @@ class Sandbox:
     ``call(fn, *args, **kwargs)`` runs ``fn`` inside and returns its result; ``exec``
     runs source code in the sandbox's ``__main__``. Use it as a context manager, or call
     ``close()``: closing waits for a running call to finish (``interrupt()`` stops one).
+
+    ``policy`` (a ``subsandbox.Policy``) limits what the sandbox may import and do; the
+    default, None, is ``Policy.unrestricted()``. See docs/security.md.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self._policy = resolve(policy)
+        # What comes out of a sandbox under a policy is untrusted data: it is loaded
+        # without running code that the sandbox chose (subsandbox._untrusted).
+        self._loads = (_crossing.loads if self._policy.spec() is None
+                       else _untrusted.loader(self._policy))
         self._lock = threading.Lock()          # one request at a time
         self._closing = False
         self._closed = False
@@ -67,7 +76,7 @@ class Sandbox:
             self._handle = backend.create()
             _lifecycle.tracked(backend.interpreter_id(self._handle))
         try:
-            parcel = _core._parcel_put((self._requests, self._answers))
+            parcel = _core._parcel_put((self._requests, self._answers, self._policy.spec()))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
             self._thread = threading.Thread(target=self._serve, args=(source,),
                                             name="subsandbox-worker",
@@ -124,6 +133,11 @@ class Sandbox:
         every sandbox: its own GIL and its own object allocator.
         """
         return dict(self._config)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy this sandbox runs under."""
+        return self._policy
 
     @property
     def closed(self) -> bool:
@@ -214,10 +228,10 @@ class Sandbox:
     def _unpack(self, answer: tuple[Any, ...]) -> Any:
         kind = answer[0]
         if kind == "ok":
-            return _crossing.loads(answer[1], answer[2])
+            return self._loads(answer[1], answer[2])
         if kind == "raised":
             try:
-                exc, type_name, message, formatted = _crossing.loads(answer[1], answer[2])
+                exc, type_name, message, formatted = self._loads(answer[1], answer[2])
             except Exception as exc_loading:  # the class does not exist on this side
                 raise RemoteError("<exception that could not be rebuilt>",
                                   str(exc_loading)) from exc_loading

@@ -1,0 +1,668 @@
+"""Installs a Policy inside a sandbox, before the sandbox runs any request.
+
+Runs in the sandbox only (``_inside.serve`` calls ``install(spec)`` before it announces
+"ready"). Three layers, each closing what the one before cannot:
+
+1. **Code check.** Every code object the sandbox is asked to run (functions that cross by
+   value, ``Sandbox.exec`` source, and what sandboxed code compiles for itself) is read
+   instruction by instruction before it can run. Attribute names that lead from any object
+   to the interpreter's internals are refused: dunders other than a short list of
+   protocol names (``__globals__``, ``__subclasses__``, ``__builtins__``, ``__self__``,
+   ``__closure__``, ``__code__``, ``__dict__``, ``__traceback__``...), the frame, traceback,
+   generator and coroutine internals (``f_back``, ``f_globals``, ``tb_frame``,
+   ``gi_frame``...), and ``str.format``/``format_map`` except on a literal template with
+   plain fields (the format mini-language walks attributes in C). CPython audits only a few
+   of these reads (``__code__``, ``tb_frame``, ``gi_frame``...), not ``__globals__``,
+   ``__builtins__``, ``__self__``, ``__closure__``, ``f_back`` or ``f_globals``, so an audit
+   hook alone cannot stop an object walk: this check does.
+2. **What sandboxed code starts with.** Its builtins are a separate dict holding only the
+   granted names, with guarded ``getattr``/``hasattr``/``setattr``/``delattr``/``vars``
+   (same name rule) and ``exec``/``eval``/``compile`` (same code check, and never the
+   caller's globals). ``import`` goes through a gate that applies the policy and hands out
+   a *view* of the module: its public attributes only, submodules as views, and nothing
+   that walks attributes by name (``operator.attrgetter``/``methodcaller`` are guarded,
+   ``string.Formatter`` is absent). The sandbox's ``__main__`` is emptied of the boot
+   code's names. Requests are unpickled with the same gate (``call(os.system, ...)`` fails
+   there).
+3. **An audit hook** (PEP 578, per interpreter, cannot be removed) that refuses effects the
+   policy does not grant, wherever they come from: opening files (by mode and directory),
+   directory listings, processes and ``os`` process control, sockets, ctypes and non-stdlib
+   native code, threads, interpreter-wide hooks, ``gc``'s object walks, other threads'
+   frames; and, when the code that raised the event is sandboxed code, frame and code
+   access, new code or function objects, ``marshal``, ``__class__`` and other dunder
+   assignment, and running unchecked code.
+
+"Sandboxed code" is code whose globals are not the namespace of a loaded module other than
+``__main__``: the user's functions, ``exec``'d source, and anything they build. Library
+code (the stdlib, this package) runs normally; it only ever receives objects from
+sandboxed code, and returns what its public API returns.
+"""
+
+import builtins as _builtins_module
+import _thread
+import dis
+import io
+import marshal
+import os
+import pickle
+import posixpath
+import sys
+import types
+import _string  # type: ignore[import-not-found]
+
+from . import _crossing
+from .errors import PolicyError
+
+# Loaded now, while loading is free: formatting a sandbox's exception needs them later.
+import linecache  # noqa: F401
+import traceback  # noqa: F401
+
+__all__ = ["install", "attribute_allowed", "check_code"]
+
+# -- the name rule ---------------------------------------------------------------------------
+
+# Dunders that are protocol methods or plain data: none leads to globals, frames, code, the
+# class graph or the builtins.
+SAFE_DUNDERS = frozenset("""
+    __init__ __new__ __class__ __name__ __qualname__ __doc__ __module__ __all__ __version__
+    __len__ __iter__ __next__ __aiter__ __anext__ __reversed__ __contains__ __length_hint__
+    __getitem__ __setitem__ __delitem__ __missing__ __call__ __enter__ __exit__
+    __aenter__ __aexit__ __await__ __setattr__ __delattr__ __set_name__ __post_init__
+    __eq__ __ne__ __lt__ __le__ __gt__ __ge__ __hash__ __bool__ __repr__ __str__
+    __format__ __bytes__ __sizeof__ __index__ __int__ __float__ __complex__ __round__
+    __trunc__ __floor__ __ceil__ __neg__ __pos__ __abs__ __invert__
+    __add__ __sub__ __mul__ __matmul__ __truediv__ __floordiv__ __mod__ __divmod__
+    __pow__ __lshift__ __rshift__ __and__ __xor__ __or__
+    __radd__ __rsub__ __rmul__ __rmatmul__ __rtruediv__ __rfloordiv__ __rmod__
+    __rdivmod__ __rpow__ __rlshift__ __rrshift__ __rand__ __rxor__ __ror__
+    __iadd__ __isub__ __imul__ __imatmul__ __itruediv__ __ifloordiv__ __imod__
+    __ipow__ __ilshift__ __irshift__ __iand__ __ixor__ __ior__
+    __slots__ __match_args__ __annotations__
+""".split())
+
+# Plain names that hold frames, code or the objects a frame or coroutine runs on.
+BLOCKED_NAMES = frozenset("""
+    gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await cr_origin ag_frame ag_code
+    ag_await tb_frame tb_next f_back f_globals f_locals f_builtins f_code f_trace
+    f_trace_lines f_trace_opcodes
+""".split())
+
+# Attribute names whose use needs a constant template: str.format and str.format_map walk
+# attributes and items named in the template, in C.
+_FORMAT_NAMES = frozenset({"format", "format_map"})
+
+# Attribute names only constant templates may use.
+_ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR", "STORE_ATTR",
+                            "DELETE_ATTR", "IMPORT_FROM"})
+_SETTING_OPS = frozenset({"STORE_ATTR", "DELETE_ATTR"})
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def attribute_allowed(name: str, setting: bool = False) -> bool:
+    """Whether sandboxed code may read (or, with ``setting``, set/delete) this attribute."""
+    if name in BLOCKED_NAMES:
+        return False
+    if _is_dunder(name):
+        return not setting and name in SAFE_DUNDERS
+    return True
+
+
+def plain_template(template: str) -> bool:
+    """True when ``template.format(...)`` only substitutes arguments (no ``.x``, ``[k]``)."""
+    try:
+        parts = list(_string.formatter_parser(template))
+    except ValueError:
+        return False
+    for _literal, field, spec, _conversion in parts:
+        if field is None:
+            continue
+        if field and not (field.isdigit() or field.isidentifier()):
+            return False
+        if spec and not plain_template(spec):
+            return False
+    return True
+
+
+def check_code(code: types.CodeType, policy_name: str) -> None:
+    """Raise PolicyError if ``code`` (or code nested in it) breaks the name rule."""
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        previous = None
+        for instr in dis.get_instructions(co):
+            op = instr.opname
+            if op in _ATTRIBUTE_OPS:
+                name = instr.argval
+                if not isinstance(name, str):
+                    raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code it "
+                                   f"cannot read ({op} {name!r} in {co.co_name})")
+                setting = op in _SETTING_OPS
+                if op == "IMPORT_FROM" and name.startswith("_"):
+                    ok = False
+                elif name in _FORMAT_NAMES and not setting:
+                    ok = (previous is not None and previous.opname == "LOAD_CONST"
+                          and isinstance(previous.argval, str)
+                          and plain_template(previous.argval))
+                else:
+                    ok = attribute_allowed(name, setting)
+                if not ok:
+                    line = instr.positions.lineno if instr.positions else None
+                    where = f"{co.co_filename}, line {line}, in {co.co_name}"
+                    what = ("str.format on a template that is not a literal with plain "
+                            "fields (use an f-string)" if name in _FORMAT_NAMES
+                            else f"the attribute {name!r}")
+                    raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code "
+                                   f"that uses {what} ({where})")
+            if op != "CACHE" and op != "EXTENDED_ARG":
+                previous = instr
+        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+
+
+# -- effects, as the audit hook sees them ------------------------------------------------------
+
+_PROCESS_EVENTS = frozenset("""
+    os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty os.kill os.killpg
+    os.startfile subprocess.Popen pty.spawn signal.pthread_kill os.putenv os.unsetenv
+    os.chdir os.fchdir resource.setrlimit resource.prlimit os.setuid os.setgid
+""".split())
+_WRITE_EVENTS = frozenset("""
+    os.remove os.rename os.rmdir os.mkdir os.chmod os.chown os.chflags os.lchflags
+    os.link os.symlink os.truncate os.utime os.setxattr os.removexattr os.mkfifo os.mknod
+    shutil.copyfile shutil.copymode shutil.copystat shutil.copytree shutil.rmtree
+    shutil.move shutil.make_archive shutil.unpack_archive shutil.chown
+    tempfile.mkstemp tempfile.mkdtemp
+""".split())
+_LISTING_EVENTS = frozenset("""
+    os.listdir os.scandir os.walk os.fwalk os.listxattr os.getxattr glob.glob glob.glob/2
+""".split())
+_NETWORK_PREFIXES = ("socket.", "ssl.", "urllib.", "http.", "ftplib.", "smtplib.",
+                     "poplib.", "imaplib.", "nntplib.", "telnetlib.", "webbrowser.")
+_NATIVE_PREFIXES = ("ctypes.", "_ctypes.", "os.add_dll_directory", "winreg.", "msvcrt.",
+                    "_winapi.")
+_HOOK_EVENTS = frozenset("""
+    sys.settrace sys.setprofile sys.addaudithook sys.monitoring.register_callback
+    sys.set_asyncgen_hooks_firstiter sys.set_asyncgen_hooks_finalizer
+    sys.set_asyncgen_hook_firstiter sys.set_asyncgen_hook_finalizer setopencodehook
+""".split())
+_THREAD_EVENTS = frozenset({"_thread.start_new_thread", "_thread.start_joinable_thread"})
+# Never, under any restricted policy: they hand out every object, or other threads' frames.
+_INTROSPECTION_EVENTS = frozenset("""
+    gc.get_objects gc.get_referrers gc.get_referents sys._current_frames
+    sys._current_exceptions builtins.breakpoint builtins.input
+""".split())
+# Refused when sandboxed code raises them (library code needs them: tracebacks, pickle).
+_SANDBOXED_CODE_EVENTS = frozenset("""
+    object.__getattr__ code.__new__ function.__new__ marshal.loads marshal.load
+    marshal.dumps cpython.PyThreadState_SetAsyncExc sys._getframe sys._getframemodulename
+""".split())
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth", ".zip", ".egg")
+
+
+def _under(path: str, dirs: "tuple[str, ...] | list[str]") -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+class _Enforcer:
+    """The installed policy: its builtins, its import gate, its audit hook."""
+
+    def __init__(self, spec: tuple) -> None:
+        (_, self.name, self.modules, granted, self.effects, read_dirs, write_dirs) = spec
+        self.read_dirs = tuple(read_dirs)
+        self.write_dirs = tuple(write_dirs)
+        self.main_dict = sys.modules["__main__"].__dict__
+        self.views: dict = {}
+        self._real_import = _builtins_module.__import__
+        self._getframe = sys._getframe
+        self._modules = sys.modules
+        stdlib = posixpath.dirname(posixpath.realpath(os.__file__))
+        self.stdlib = stdlib
+        self.import_roots = tuple(sorted({posixpath.realpath(p or os.getcwd())
+                                          for p in sys.path} | {stdlib}))
+        self.builtins = self._make_builtins(granted)
+        self.replacements = self._make_replacements()
+        self._machinery: dict = {}
+        self._checking: set = set()  # threads looking at their own stack (see hook)
+
+    # -- policy questions --------------------------------------------------------------------
+
+    def allows_import(self, module: str) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in self.modules)
+
+    def _import_refused(self, module: str) -> ImportError:
+        top = module.partition(".")[0]
+        return ImportError(f"the sandbox's policy {self.name!r} does not allow importing "
+                           f"{module!r} (widen it with .allow_import({top!r}))", name=module)
+
+    def refuse(self, what: str, effect: str) -> PolicyError:
+        return PolicyError(f"the sandbox's policy {self.name!r} does not allow {what} "
+                           f"(effect {effect!r})")
+
+    # -- builtins ----------------------------------------------------------------------------
+
+    def _make_builtins(self, granted: tuple) -> dict:
+        real = vars(_builtins_module)
+        guarded = {
+            "getattr": self._getattr, "hasattr": self._hasattr, "setattr": self._setattr,
+            "delattr": self._delattr, "vars": self._vars, "exec": self._exec,
+            "eval": self._eval, "compile": self._compile,
+        }
+        out: dict = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
+        for name, value in real.items():
+            if isinstance(value, type) and issubclass(value, BaseException):
+                out[name] = value
+        for name in granted:
+            if name in guarded:
+                out[name] = guarded[name]
+            elif name in real and name not in ("__import__", "__loader__", "__spec__"):
+                out[name] = real[name]
+        out["__import__"] = self._import
+        return out
+
+    def _checked_name(self, name: object, setting: bool = False) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"attribute name must be string, not '{type(name).__name__}'")
+        name = "".join([name])  # a plain str: no subclass can answer differently later
+        if not attribute_allowed(name, setting) or (name in _FORMAT_NAMES and not setting):
+            raise PolicyError(f"the sandbox's policy {self.name!r} does not allow the "
+                              f"attribute {name!r}")
+        return name
+
+    def _getattr(self, obj, name, *default):
+        return getattr(obj, self._checked_name(name), *default)
+
+    def _hasattr(self, obj, name):
+        try:
+            name = self._checked_name(name)
+        except PolicyError:
+            return False
+        return hasattr(obj, name)
+
+    def _setattr(self, obj, name, value):
+        return setattr(obj, self._checked_name(name, setting=True), value)
+
+    def _delattr(self, obj, name):
+        return delattr(obj, self._checked_name(name, setting=True))
+
+    def _vars(self, *obj):
+        if not obj:
+            raise PolicyError("vars() without an argument is not available in a sandbox "
+                            "under a policy: use locals()")
+        return {k: v for k, v in vars(*obj).items()
+                if isinstance(k, str) and attribute_allowed(k)}
+
+    def _compile(self, source, filename, mode, flags=0, dont_inherit=False, optimize=-1,
+                 **kwargs):
+        code = compile(source, filename, mode, flags, True, optimize, **kwargs)
+        if isinstance(code, types.CodeType):
+            check_code(code, self.name)
+        return code
+
+    def _code_for(self, source, mode: str) -> types.CodeType:
+        if isinstance(source, types.CodeType):
+            check_code(source, self.name)
+            return source
+        if isinstance(source, (str, bytes, bytearray)) and mode == "eval":
+            source = source.lstrip(b" \t" if not isinstance(source, str) else " \t")
+        return self._compile(source, "<string>", mode)
+
+    def _namespace(self, globals_, locals_):
+        if globals_ is None:
+            globals_ = self.main_dict
+        if not isinstance(globals_, dict):
+            raise TypeError("globals must be a dict")
+        dict.setdefault(globals_, "__builtins__", self.builtins)
+        return globals_, globals_ if locals_ is None else locals_
+
+    def _exec(self, source, globals=None, locals=None, /, **kwargs):
+        code = self._code_for(source, "exec")
+        g, loc = self._namespace(globals, locals)
+        return exec(code, g, loc, **kwargs)
+
+    def _eval(self, source, globals=None, locals=None, /):
+        code = self._code_for(source, "eval")
+        g, loc = self._namespace(globals, locals)
+        return eval(code, g, loc)
+
+    # -- the import gate and module views ----------------------------------------------------
+
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level:
+            raise ImportError("relative imports are not available in a sandbox under a "
+                              "policy", name=name)
+        if not isinstance(name, str):
+            raise TypeError(f"module name must be str, not {type(name).__name__}")
+        name = "".join([name])
+        if not self.allows_import(name):
+            raise self._import_refused(name)
+        self._real_import(name, None, None, (), 0)
+        if fromlist:
+            for item in fromlist:
+                if isinstance(item, str) and not item.startswith("_") and item != "*":
+                    sub = f"{name}.{item}"
+                    if self.allows_import(sub):
+                        try:
+                            self._real_import(sub, None, None, (), 0)
+                        except ModuleNotFoundError:
+                            pass  # an attribute, not a submodule
+            return self.view(name)
+        return self.view(name.partition(".")[0])
+
+    def view(self, name: str) -> types.ModuleType:
+        """The module as sandboxed code sees it: public attributes, submodules as views."""
+        v = self.views.get(name)
+        if v is not None:
+            return v
+        real = self._modules[name]
+        full = self.allows_import(name)
+        v = types.ModuleType(name, getattr(real, "__doc__", None) if full else None)
+        public = []
+        if full:
+            listed = getattr(real, "__all__", None)
+            names = listed if isinstance(listed, (list, tuple)) else list(vars(real))
+            public = sorted({n for n in names if isinstance(n, str) and not n.startswith("_")
+                             and n not in _DROPPED.get(name, ())})
+        enforcer = self
+
+        def __getattr__(attr: str, _real=real, _full=full, _name=name):  # noqa: N807
+            return enforcer._view_attribute(_name, _real, _full, attr)
+
+        v.__getattr__ = __getattr__  # type: ignore[attr-defined]
+        v.__all__ = public  # type: ignore[attr-defined]
+        v.__dir__ = lambda: list(public)  # type: ignore[attr-defined]
+        self.views[name] = v
+        return v
+
+    def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str):
+        sub = f"{name}.{attr}"
+        value = vars(real).get(attr, _MISSING)
+        module_name = (value.__name__ if isinstance(value, types.ModuleType)
+                       else sub if value is _MISSING and sub in self._modules else None)
+        if module_name is not None:
+            if self.allows_import(module_name):
+                if module_name not in self._modules:
+                    self._real_import(module_name, None, None, (), 0)
+                return self.view(module_name)
+            # An ImportError, not an AttributeError: `from pkg import sub` falls back to
+            # sys.modules["pkg.sub"] when the attribute lookup raises AttributeError.
+            raise self._import_refused(module_name)
+        if attr.startswith("_") or not full or value is _MISSING:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r} in this sandbox")
+        if attr in _DROPPED.get(name, ()):
+            raise AttributeError(f"{name}.{attr} is not available in a sandbox under a "
+                                 f"policy: it looks attributes up by name")
+        replacement = self.replacements.get((name, attr))
+        return value if replacement is None else replacement
+
+    def _make_replacements(self) -> dict:
+        import operator
+
+        checked = self._checked_name
+
+        def attrgetter(attr, *attrs):
+            for dotted in (attr, *attrs):
+                if not isinstance(dotted, str):
+                    raise TypeError("attribute name must be a string")
+                for part in dotted.split("."):
+                    checked(part)
+            return operator.attrgetter(attr, *attrs)
+
+        def methodcaller(name, /, *args, **kwargs):
+            return operator.methodcaller(checked(name), *args, **kwargs)
+
+        attrgetter.__qualname__ = attrgetter.__name__ = "attrgetter"
+        methodcaller.__qualname__ = methodcaller.__name__ = "methodcaller"
+        return {("operator", "attrgetter"): attrgetter,
+                ("operator", "methodcaller"): methodcaller}
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def exec_source(self, source: str) -> None:
+        """Sandbox.exec(): checked, then run in ``__main__`` with the policy's builtins."""
+        code = compile(source, "<sandbox>", "exec", dont_inherit=True)
+        check_code(code, self.name)
+        exec(code, self.main_dict)
+
+    def make_function(self, code_bytes: bytes, name: str, qualname: str,
+                      module_name: "str | None", ncells: int) -> types.FunctionType:
+        """A function that crossed by value: checked, with ``__main__``'s globals."""
+        code = marshal.loads(code_bytes)
+        if not isinstance(code, types.CodeType):
+            raise TypeError("a function crossed without code")
+        check_code(code, self.name)
+        closure = tuple(types.CellType() for _ in range(ncells)) or None
+        fn = types.FunctionType(code, self.main_dict, name, None, closure)
+        fn.__qualname__ = qualname
+        fn.__module__ = module_name  # type: ignore[assignment]
+        return fn
+
+    def loads(self, data: bytes, refs: tuple) -> object:
+        return _PolicyUnpickler(self, data, refs).load()
+
+    def find_class(self, module: str, name: str) -> object:
+        special = self._machinery.get((module, name))
+        if special is not None:
+            return special
+        if module == "builtins":
+            value = self.builtins.get(name)
+            if value is None or name.startswith("_"):
+                raise PolicyError(f"the sandbox's policy {self.name!r} does not grant the "
+                                  f"builtin {name!r}")
+            return value
+        if not self.allows_import(module):
+            raise self._import_refused(module)
+        obj: object = self._import(module, fromlist=("*",))
+        for i, part in enumerate(name.split(".")):
+            if _is_dunder(part) or not attribute_allowed(part):
+                raise PolicyError(f"the sandbox's policy {self.name!r} refuses "
+                                  f"{module}.{name}")
+            if i == 0 and part.startswith("_"):
+                # A private helper that pickle names (re._compile for a Pattern): taken
+                # from the module itself, and never a module.
+                obj = getattr(self._modules[module], part)
+                if isinstance(obj, types.ModuleType):
+                    raise self._import_refused(obj.__name__)
+            else:
+                obj = getattr(obj, part)
+        return obj
+
+    # -- the audit hook ----------------------------------------------------------------------
+
+    def _sandboxed_caller(self, depth: int = 0) -> bool:
+        """Whether the code that raised the event being audited is sandboxed code.
+
+        ``depth``: how many of our own calls lie between the hook and here. Reading the
+        stack raises "sys._getframe" itself; the hook lets this thread's own look through.
+        """
+        me = _thread.get_ident()
+        self._checking.add(me)
+        try:
+            frame = self._getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
+        except ValueError:
+            return False  # raised from C with no Python frame (an interrupt): ours
+        finally:
+            self._checking.discard(me)
+        g = frame.f_globals
+        if frame.f_builtins is self.builtins:
+            return True
+        name = dict.get(g, "__name__")
+        if type(name) is not str or name == "__main__":
+            return True
+        module = self._modules.get(name)
+        return module is None or getattr(module, "__dict__", None) is not g
+
+    def hook(self, event: str, args: tuple) -> None:
+        if event == "sys._getframe" or event == "sys._getframemodulename":
+            if _thread.get_ident() in self._checking:
+                return
+            if self._sandboxed_caller():
+                raise PolicyError(f"the sandbox's policy {self.name!r} does not allow "
+                                  f"frame access ({event})")
+            return
+        if event == "open":
+            self._check_open(*args[:3])
+        elif event in _LISTING_EVENTS:
+            self._check_listing(event, args)
+        elif event in _INTROSPECTION_EVENTS:
+            raise self.refuse(event, "introspection")
+        elif event in _SANDBOXED_CODE_EVENTS:
+            if self._sandboxed_caller():
+                raise self.refuse(f"{event} from sandboxed code", "introspection")
+        elif event == "object.__setattr__" or event == "object.__delattr__":
+            name = args[1] if len(args) > 1 else None
+            if isinstance(name, str) and _is_dunder(name) and self._sandboxed_caller():
+                raise self.refuse(f"setting {name!r} from sandboxed code", "introspection")
+        elif event == "exec":
+            code = args[0] if args else None
+            if isinstance(code, types.CodeType) and self._sandboxed_caller():
+                check_code(code, self.name)
+        elif event == "import":
+            self._check_import(args)
+        elif event == "pickle.find_class":
+            if self._sandboxed_caller():
+                module, name = args
+                if module == "builtins":
+                    if not isinstance(self.builtins.get(name), type):
+                        raise self._import_refused(f"builtins.{name}")
+                elif not self.allows_import(module):
+                    raise self._import_refused(module)
+        elif event in _WRITE_EVENTS:
+            self._check_path_effect(event, args, "write", self.write_dirs)
+        elif event in _PROCESS_EVENTS or event.startswith(("os.exec", "os.spawn",
+                                                           "os.posix_spawn")):
+            if "processes" not in self.effects:
+                raise self.refuse(f"{event}{_short(args)}", "processes")
+        elif event in _HOOK_EVENTS:
+            if "hooks" not in self.effects:
+                raise self.refuse(event, "hooks")
+        elif event in _THREAD_EVENTS:
+            if "threads" not in self.effects:
+                raise self.refuse("starting threads", "threads")
+        elif event.startswith(_NETWORK_PREFIXES):
+            if "network" not in self.effects:
+                raise self.refuse(f"{event}{_short(args)}", "network")
+        elif event.startswith(_NATIVE_PREFIXES):
+            if "native" not in self.effects:
+                raise self.refuse(event, "native")
+        elif event == "mmap.__new__":
+            if args and args[0] != -1 and not {"read", "write"} & set(self.effects):
+                raise self.refuse("mapping a file into memory", "read")
+        elif event.startswith("os."):
+            # An os event this table does not know: refused unless processes are granted.
+            if "processes" not in self.effects:
+                raise self.refuse(f"{event}{_short(args)}", "processes")
+
+    def _check_open(self, path: object, mode: object, flags: object) -> None:
+        writing = ((isinstance(mode, str) and any(c in mode for c in "wax+"))
+                   or (isinstance(flags, int) and bool(flags & _WRITE_FLAGS)))
+        effect = "write" if writing else "read"
+        dirs = self.write_dirs if writing else self.read_dirs
+        if effect in self.effects:
+            return
+        if isinstance(path, int) or path is None:
+            raise self.refuse(f"opening file descriptor {path!r}", effect)
+        real = posixpath.realpath(os.fsdecode(path))  # type: ignore[arg-type]
+        if _under(real, dirs):
+            return
+        if (not writing and real.endswith(_IMPORT_SUFFIXES) and _under(real, self.import_roots)
+                and not self._sandboxed_caller(1)):
+            return  # the import system (or a traceback) reading a module's file
+        raise self.refuse(f"{'writing' if writing else 'reading'} {os.fsdecode(path)!r}",  # type: ignore[arg-type]
+                          effect)
+
+    def _check_listing(self, event: str, args: tuple) -> None:
+        if "read" in self.effects:
+            return
+        path = args[0] if args else None
+        if isinstance(path, (str, bytes, os.PathLike)):
+            real = posixpath.realpath(os.fsdecode(path))
+            if _under(real, self.read_dirs):
+                return
+            if _under(real, self.import_roots) and not self._sandboxed_caller(1):
+                return  # the import system listing a directory of sys.path
+        raise self.refuse(f"listing {path!r} ({event})", "read")
+
+    def _check_path_effect(self, event: str, args: tuple, effect: str, dirs: tuple) -> None:
+        if effect in self.effects:
+            return
+        paths = [a for a in args if isinstance(a, (str, bytes))]
+        if paths and dirs and all(_under(posixpath.realpath(os.fsdecode(p)), dirs)
+                                  for p in paths):
+            return
+        raise self.refuse(f"{event}{_short(args)}", effect)
+
+    def _check_import(self, args: tuple) -> None:
+        name = args[0] if args else None
+        filename = args[1] if len(args) > 1 else None
+        if filename is None or "native" in self.effects:
+            return
+        real = posixpath.realpath(os.fsdecode(filename))
+        from_stdlib = _under(real, (self.stdlib,)) and "-packages/" not in real
+        if not from_stdlib and not (isinstance(name, str) and self.allows_import(name)):
+            raise self.refuse(f"loading native code {os.fsdecode(filename)!r}", "native")
+
+
+_MISSING = object()
+_installed = False
+# Public attributes left out of module views: they look attributes up by name.
+_DROPPED = {"string": ("Formatter",)}
+
+
+def _short(args: tuple) -> str:
+    text = repr(args)
+    return text if len(text) < 200 else text[:197] + "...)"
+
+
+class _PolicyUnpickler(_crossing._Unpickler):
+    """Unpickles requests: names resolve through the policy, never to the real builtins."""
+
+    def __init__(self, enforcer: _Enforcer, data: bytes, refs: tuple) -> None:
+        super().__init__(io.BytesIO(data), refs)
+        self._enforcer = enforcer
+
+    def find_class(self, module: str, name: str) -> object:
+        return self._enforcer.find_class(module, name)
+
+
+def install(spec: tuple) -> "object":
+    """Install the policy in this interpreter; returns the loader for requests.
+
+    Called once, by ``_inside.serve``, before any request is read.
+    """
+    global _installed
+    if _installed:
+        raise RuntimeError("a policy is already installed in this sandbox")
+    _installed = True
+    enforcer = _Enforcer(spec)
+    from . import _core, errors
+
+    machinery = {
+        ("subsandbox._crossing", "_make_function"): enforcer.make_function,
+        ("subsandbox._crossing", "_fill_function"): _crossing._fill_function,
+        ("subsandbox._crossing", "_make_class"): _crossing._make_class,
+        ("subsandbox._crossing", "_fill_class"): _crossing._fill_class,
+        ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
+        ("subsandbox._inside", "exec_source"): enforcer.exec_source,
+        ("importlib", "import_module"): lambda name, package=None: enforcer._import(
+            name, fromlist=("*",)),
+        ("copyreg", "_reconstructor"): __import__("copyreg")._reconstructor,
+        ("copyreg", "__newobj__"): __import__("copyreg").__newobj__,
+        ("copyreg", "__newobj_ex__"): __import__("copyreg").__newobj_ex__,
+    }
+    for cls_name in errors.__all__:
+        machinery[("subsandbox.errors", cls_name)] = getattr(errors, cls_name)
+    for data_type in (_core.frozendict, _core.immutableset):
+        machinery[(data_type.__module__, data_type.__qualname__)] = data_type
+    enforcer._machinery = machinery
+
+    # __main__ is where sandboxed code lives: only its name and the policy's builtins.
+    main = enforcer.main_dict
+    main.clear()
+    main.update({"__name__": "__main__", "__doc__": None, "__builtins__": enforcer.builtins})
+
+    sys.addaudithook(enforcer.hook)
+    return enforcer.loads

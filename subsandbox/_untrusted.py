@@ -1,0 +1,172 @@
+"""Loading what comes out of a sandbox that runs under a policy.
+
+A result or an exception crosses back as a pickle that the sandbox wrote, and the code in
+the sandbox chose what went into it: a ``__reduce__`` can name any importable callable,
+and a function or class crossing by value is code. Loaded with the ordinary unpickler,
+that would run the sandbox's choice of code in the caller's interpreter, outside every
+policy. So the caller loads it with this unpickler, which builds data and nothing else:
+
+- builtin data types and exception classes, this package's exceptions and frozen types;
+- classes and functions of modules the policy lets the sandbox import (what the sandbox
+  could call itself; ``re._compile`` rebuilds a Pattern);
+- the caller's own ``__main__`` classes, which come back as themselves (never rebuilt,
+  never changed: their attributes as the sandbox sent them are ignored).
+
+Functions, classes defined inside the sandbox, modules and anything else are refused with
+an error that says what and why.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copyreg
+import io
+import pickle
+from typing import Any, Callable
+
+from . import _core, _crossing, errors
+from .policy import Policy
+
+__all__ = ["loader"]
+
+_DATA_BUILTINS = frozenset({
+    "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
+    "object", "range", "set", "slice", "str", "tuple",
+})
+
+
+_NO_FUNCTION = ("a function cannot come out of a sandbox that runs under a policy: it "
+                "would run the sandbox's code here; return data instead")
+
+
+class _Inert:
+    """Stands for a function that crossed by value; never called, never handed out.
+
+    The only place one may end up is the state of a caller's class coming back (its
+    methods travel with it, and are thrown away with that state). Anywhere else, the load
+    fails.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError(_NO_FUNCTION)
+
+
+def _inert_values(value: object) -> list[_Inert]:
+    """The placeholders directly inside ``value`` (one container level deep)."""
+    if isinstance(value, _Inert):
+        return [value]
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        items = value
+    return [v for v in items if isinstance(v, _Inert)]
+
+
+def _existing_class(key: tuple[int, int], name: str, *rest: object) -> type:
+    cls = _crossing._rebuilt_classes.get(key)
+    if cls is None:
+        raise pickle.UnpicklingError(
+            f"the class {name!r} was defined inside the sandbox; a sandbox under a policy "
+            f"can only return instances of classes this interpreter already has")
+    return cls
+
+
+def _type_of(obj: object) -> type:
+    """``type`` as pickle needs it here: ``type(None)``, and a class's metaclass (which
+    ``_existing_class`` does not use). Never the three-argument form that makes a class."""
+    return type(obj)
+
+
+_MACHINERY: dict[tuple[str, str], object] = {
+    ("builtins", "type"): _type_of,
+    ("subsandbox._crossing", "_make_class"): _existing_class,
+    ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,
+    ("copyreg", "__newobj__"): copyreg.__newobj__,        # type: ignore[attr-defined]
+    ("copyreg", "__newobj_ex__"): copyreg.__newobj_ex__,  # type: ignore[attr-defined]
+}
+for _name in errors.__all__:
+    _MACHINERY[("subsandbox.errors", _name)] = getattr(errors, _name)
+for _type in (_core.frozendict, _core.immutableset, _core.ChannelClosed,
+              _core.ChannelEmpty, _core.ChannelFull, _core.NotShareableError):
+    _MACHINERY[(_type.__module__, _type.__qualname__)] = _type
+
+
+class _ResultUnpickler(_crossing._Unpickler):
+    def __init__(self, file: io.BytesIO, refs: tuple[object, ...], policy: Policy) -> None:
+        super().__init__(file, refs)
+        self._policy = policy
+        self._inert: dict[int, _Inert] = {}           # placeholders made, by id
+        self._owned: dict[int, list[_Inert]] = {}     # placeholders inside each one's state
+        self._kept: set[int] = set()                  # inside a caller's class state
+        self._own = {
+            ("subsandbox._crossing", "_make_function"): self._make_function,
+            ("subsandbox._crossing", "_fill_function"): self._fill_function,
+            ("subsandbox._crossing", "_fill_class"): self._keep_class,
+        }
+
+    def _make_function(self, code: bytes, name: str, qualname: str, *rest: object) -> _Inert:
+        inert = _Inert(qualname)
+        self._inert[id(inert)] = inert
+        return inert
+
+    def _fill_function(self, fn: object, state: dict[str, Any]) -> None:
+        if not isinstance(fn, _Inert) or not isinstance(state, dict):
+            raise pickle.UnpicklingError(_NO_FUNCTION)
+        inside = [i for value in state.values() for i in _inert_values(value)]
+        self._owned.setdefault(id(fn), []).extend(inside)
+
+    def _keep_class(self, cls: type, attrs: dict[str, Any]) -> None:
+        """The caller's class stays as the caller defined it; the state sent is dropped."""
+        if not isinstance(attrs, dict):
+            raise pickle.UnpicklingError("a class's state must be a dict")
+        stack = [i for value in attrs.values() for i in _inert_values(value)]
+        while stack:
+            inert = stack.pop()
+            if id(inert) not in self._kept:
+                self._kept.add(id(inert))
+                stack.extend(self._owned.get(id(inert), ()))
+
+    def load(self) -> Any:
+        value = super().load()
+        stray = [i for key, i in self._inert.items() if key not in self._kept]
+        if stray:
+            raise pickle.UnpicklingError(f"{_NO_FUNCTION} (function {stray[0].name!r})")
+        return value
+
+    def find_class(self, module: str, name: str) -> Any:
+        own = self._own.get((module, name))
+        if own is not None:
+            return own
+        special = _MACHINERY.get((module, name))
+        if special is not None:
+            return special
+        if module == "builtins":
+            value = getattr(builtins, name, None)
+            if name in _DATA_BUILTINS or (isinstance(value, type)
+                                          and issubclass(value, BaseException)):
+                return value
+        elif self._policy.allows_import(module) and not any(
+                part.startswith("__") for part in name.split(".")):
+            value = super().find_class(module, name)
+            if isinstance(value, type) or callable(value):
+                return value
+        raise pickle.UnpicklingError(
+            f"{module}.{name} cannot come out of a sandbox under the policy "
+            f"{self._policy.name!r}: only data, and classes and functions of the modules "
+            f"the policy grants, can")
+
+
+def loader(policy: Policy) -> Callable[[bytes, tuple[object, ...]], Any]:
+    """``loads(data, refs)`` for values coming out of a sandbox under ``policy``."""
+
+    def loads(data: bytes, refs: tuple[object, ...]) -> Any:
+        return _ResultUnpickler(io.BytesIO(data), refs, policy).load()
+
+    return loads

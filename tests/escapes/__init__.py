@@ -1,0 +1,1 @@
+"""The escape corpus: see conftest.py and docs/security.md."""

@@ -1,0 +1,303 @@
+"""Escapes by making code, by the interpreter's own tools, and by effects themselves."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+import subsandbox
+from subsandbox import _core
+from ._escape import REFUSALS, assert_no_connection, assert_not_read, assert_refused, attempt
+
+
+# -- code objects and functions ---------------------------------------------------------------
+
+def test_code_replace_with_crafted_names(sb: subsandbox.Sandbox) -> None:
+    """Compile harmless code, then rename its attribute to __globals__ with .replace()."""
+    outcome = attempt(sb, """
+        c = compile('f.xglobalsx', '<x>', 'eval')
+        c2 = c.replace(co_names=('f', '__globals__'))
+        def f(): pass
+        result = eval(c2)
+    """)
+    assert_refused(outcome)
+
+
+def test_code_type_constructor(sb: subsandbox.Sandbox) -> None:
+    """type(code)(...) builds a code object from raw bytecode (types.CodeType)."""
+    outcome = attempt(sb, """
+        c = compile('1', '<x>', 'eval')
+        CodeType = type(c)
+        result = CodeType(0, 0, 0, 0, 0, 0, b'\\x97\\x00y\\x00', (), (), (), '', '', '', 1,
+                          b'', b'', (), ())
+    """)
+    assert_refused(outcome)
+
+
+def test_function_type_constructor(sb: subsandbox.Sandbox) -> None:
+    """type(f)(code, globals): a function whose globals carry other builtins."""
+    outcome = attempt(sb, """
+        def f(): pass
+        FunctionType = type(f)
+        g = FunctionType(compile('1', '<x>', 'eval'), {'__builtins__': {}})
+        result = g()
+    """)
+    assert_refused(outcome)
+
+
+def test_types_module(sb: subsandbox.Sandbox) -> None:
+    """types.CodeType / types.FunctionType, imported."""
+    outcome = attempt(sb, "import types\nresult = types.FunctionType")
+    assert_refused(outcome)
+
+
+def test_function_by_value_with_dunder_code(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """A function that crosses by value carries its own bytecode: it is checked too."""
+    namespace: dict = {"__name__": "__main__"}
+    exec("def grab(path):\n"
+         "    return min.__self__.open(path).read()\n", namespace)
+    grab = namespace["grab"]
+    try:
+        outcome: object = sb.call(grab, str(secret))
+    except Exception as exc:  # noqa: BLE001
+        outcome = exc
+    assert_not_read(outcome, secret)
+
+
+def test_class_by_value_with_dunder_code(sb: subsandbox.Sandbox) -> None:
+    """A class crossing by value whose method walks to __subclasses__."""
+    namespace: dict = {"__name__": "__main__"}
+    exec("class Walker:\n"
+         "    def walk(self):\n"
+         "        return [c.__name__ for c in object.__subclasses__()]\n", namespace)
+    Walker = namespace["Walker"]
+    with pytest.raises(subsandbox.PolicyError):
+        sb.call(Walker().walk)
+
+
+def test_marshal_crafted_code(sb: subsandbox.Sandbox) -> None:
+    """marshal.loads(bytes) makes any code object, unchecked."""
+    outcome = attempt(sb, "import marshal\nresult = marshal.loads(b'c')")
+    assert_refused(outcome)
+
+
+# -- the interpreter's own tools ------------------------------------------------------------
+
+def test_gc_get_objects(sb: subsandbox.Sandbox) -> None:
+    """gc.get_objects() returns every tracked object, modules' namespaces included."""
+    outcome = attempt(sb, "import gc\nresult = [type(o).__name__ for o in gc.get_objects()]")
+    assert_refused(outcome)
+
+
+def test_gc_get_referrers(sb: subsandbox.Sandbox) -> None:
+    """gc.get_referrers(len) finds the builtins module's namespace."""
+    outcome = attempt(sb, "gc = __import__('gc')\nresult = len(gc.get_referrers(len))")
+    assert_refused(outcome)
+
+
+def test_pickle_gadget_inside(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """pickle.loads of a hand-made pickle that calls os.system."""
+    payload = f"cos\nsystem\n(S'touch {canary}'\ntR.".encode()
+    outcome = attempt(sb, "import pickle\nresult = pickle.loads(payload)", payload=payload)
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_pickle_gadget_in_the_result(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """The result crosses back as a pickle the sandbox wrote: make it call eval here."""
+    outcome = attempt(sb, f"""
+        class Evil:
+            def __reduce__(self):
+                return (eval, ("__import__('os').system('touch {canary}')",))
+        result = Evil()
+    """)
+    # The sandbox's eval is its own guarded one, which pickle cannot even name.
+    assert isinstance(outcome, (TypeError, *REFUSALS))
+    assert not canary.exists()
+
+
+def test_class_from_inside_in_the_result(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """A class defined in the sandbox crosses back by value, with a __setstate__ to run."""
+    outcome = attempt(sb, f"""
+        class Evil:
+            def __setstate__(self, state):
+                import os
+                os.system('touch {canary}')
+        e = Evil()
+        e.x = 1
+        result = e
+    """)
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_function_in_the_result(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """A result whose __reduce__ names a sandbox function: the caller would run it."""
+    outcome = attempt(sb, f"""
+        def run_outside():
+            import os
+            os.system('touch {canary}')
+        class Evil:
+            def __reduce__(self):
+                return (run_outside, ())
+        result = Evil()
+    """)
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_exception_gadget(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """An exception raised in the sandbox also crosses as a pickle the sandbox wrote."""
+    outcome = attempt(sb, f"""
+        def run_outside():
+            import os
+            os.system('touch {canary}')
+        class Evil(Exception):
+            def __reduce__(self):
+                return (run_outside, ())
+        raise Evil()
+    """)
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("name", ["breakpoint", "help", "license", "input", "open",
+                                  "exit", "copyright", "credits"])
+def test_dangerous_builtins(sb: subsandbox.Sandbox, name: str, secret: Path) -> None:
+    """breakpoint() starts pdb, help() a pager, license() reads files, input() reads stdin."""
+    outcome = attempt(sb, f"result = {name}")
+    assert isinstance(outcome, NameError)
+
+
+def test_settrace(sb: subsandbox.Sandbox) -> None:
+    """sys.settrace hands every frame of the sandbox to a callback."""
+    outcome = attempt(sb, "import sys\nsys.settrace(lambda *a: None)\nresult = 1")
+    assert_refused(outcome)
+
+
+def test_threads(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """_thread.start_new_thread and threading.Thread."""
+    outcome = attempt(sb, "import _thread\nresult = _thread.start_new_thread(len, ((),))")
+    assert_refused(outcome)
+    outcome = attempt(sb, "import threading\nresult = threading.Thread(target=len)")
+    assert_refused(outcome)
+
+
+def test_signal(sb: subsandbox.Sandbox) -> None:
+    """signal.raise_signal(SIGKILL) would end the whole process (no audit event)."""
+    outcome = attempt(sb, "import signal\nsignal.raise_signal(signal.SIGKILL)")
+    assert_refused(outcome)
+    assert sb.call(len, "alive") == 5  # still here
+
+
+def test_faulthandler(sb: subsandbox.Sandbox) -> None:
+    """faulthandler._sigsegv() crashes the process (no audit event)."""
+    outcome = attempt(sb, "import faulthandler\nfaulthandler._sigsegv()")
+    assert_refused(outcome)
+
+
+def test_mmap(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """mmap maps a file (or /dev/mem) into memory."""
+    outcome = attempt(sb, "import mmap\nresult = mmap.mmap(-1, 16)")
+    assert_refused(outcome)
+
+
+def test_ctypes(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """ctypes calls libc's system() (native code is out of every audit hook's sight)."""
+    outcome = attempt(sb, f"import ctypes\nctypes.CDLL(None).system(b'touch {canary}')")
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_socket(sb: subsandbox.Sandbox, listener: socket.socket) -> None:
+    """Connect to a listening socket on localhost."""
+    port = listener.getsockname()[1]
+    outcome = attempt(sb, f"import socket\nresult = socket.create_connection(('127.0.0.1', {port}))")
+    assert_refused(outcome)
+    assert_no_connection(listener)
+
+
+def test_subprocess(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """subprocess.run(['touch', canary])."""
+    outcome = attempt(sb, f"import subprocess\nsubprocess.run(['touch', {str(canary)!r}])")
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_io_open_code(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """io.open_code is how the import system reads files."""
+    outcome = attempt(sb, "import io\nresult = io.open_code(secret).read()", secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+# -- subsandbox's own objects ---------------------------------------------------------------
+
+def test_import_subsandbox_core(sb: subsandbox.Sandbox) -> None:
+    """subsandbox._core is loaded in every sandbox: _parcel_take steals a new sandbox's channels."""
+    outcome = attempt(sb, "from subsandbox import _core\nresult = _core._parcel_take(1)")
+    assert_refused(outcome)
+    outcome = attempt(sb, "import subsandbox\nresult = subsandbox.Channel")
+    assert_refused(outcome)
+
+
+@pytest.mark.parametrize("name", ["_parcel_take", "_interrupt", "_testing_import",
+                                  "_interpreter_destroyed", "share", "Channel"])
+def test_core_functions_by_reference(sb: subsandbox.Sandbox, name: str) -> None:
+    """Sandbox.call(_core.<name>, ...): the request names them; the sandbox must refuse."""
+    with pytest.raises((ImportError, subsandbox.PolicyError)):
+        sb.call(getattr(_core, name), 1, 1) if name == "_interrupt" else sb.call(
+            getattr(_core, name), 1)
+
+
+def test_interrupt_another_sandbox(sb: subsandbox.Sandbox) -> None:
+    """_core._interrupt(other_id, task) from inside would stop another sandbox's task."""
+    with subsandbox.Sandbox() as other:
+        outcome = attempt(sb, f"""
+            import subsandbox._core as c
+            result = c._interrupt({other.id}, 1)
+        """)
+        assert_refused(outcome)
+        outcome = attempt(sb, f"""
+            c = __import__('subsandbox._core', fromlist=['x'])
+            result = getattr(c, '_interrupt')({other.id}, 1)
+        """)
+        assert_refused(outcome)
+        assert other.call(len, "ok") == 2
+
+
+def test_worker_channels_from_main_globals(sb: subsandbox.Sandbox) -> None:
+    """The boot code ran in __main__: its names (sys, _inside) must not be there."""
+    outcome = attempt(sb, "result = sorted(k for k in globals() if k in "
+                          "('sys', '_inside', '_core', '__loader__', '__spec__', 'serve'))")
+    assert outcome == []
+
+
+def test_policy_cannot_be_widened_from_inside(sb: subsandbox.Sandbox) -> None:
+    """Rewrite the sandbox's own builtins mapping: the gate lives elsewhere."""
+    outcome = attempt(sb, """
+        __builtins__['open'] = __builtins__['__import__']
+        import os
+        result = os.getpid()
+    """)
+    assert_refused(outcome)
+    assert os.getpid() not in (outcome,)
+
+
+def test_audit_hook_cannot_be_added_or_cleared(sb: subsandbox.Sandbox) -> None:
+    """sys.addaudithook to see every event's objects; nothing clears hooks from Python."""
+    outcome = attempt(sb, "import sys\nsys.addaudithook(lambda e, a: None)\nresult = 1")
+    assert_refused(outcome)
+
+
+def test_main_interpreter_untouched(sb: subsandbox.Sandbox, tmp_path: Path) -> None:
+    """The policy is per interpreter: the caller still opens files and imports freely."""
+    attempt(sb, "result = 1")
+    path = tmp_path / "main.txt"
+    path.write_text("main")
+    assert path.read_text() == "main"
+    assert "os" in sys.modules and pickle.loads(pickle.dumps(os.getpid())) == os.getpid()

@@ -1,0 +1,245 @@
+"""Escapes by walking the object graph: from any object to a module, frame or importer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import subsandbox
+from ._escape import assert_not_read, assert_refused, attempt
+
+
+def test_subclasses_walk_to_fileio(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """().__class__.__base__.__subclasses__() lists _io.FileIO, which opens files."""
+    outcome = attempt(sb, """
+        for c in ().__class__.__base__.__subclasses__():
+            if c.__name__ == 'FileIO':
+                result = c(secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_subclasses_walk_with_computed_names(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """The same walk, with the dunder names built at run time and fetched by getattr."""
+    outcome = attempt(sb, """
+        u = '_' * 2
+        base = getattr(getattr((), u + 'class' + u), u + 'base' + u)
+        for c in getattr(base, u + 'subclasses' + u)():
+            if c.__name__ == 'FileIO':
+                result = c(secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_subclasses_walk_to_wrap_close_globals(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """os._wrap_close.__init__.__globals__ is the os module's namespace: call system()."""
+    outcome = attempt(sb, """
+        for c in object.__subclasses__():
+            if c.__name__ == '_wrap_close':
+                result = c.__init__.__globals__['system']('touch ' + canary)
+    """, canary=str(canary))
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_subclasses_walk_to_builtin_importer(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """BuiltinImporter.load_module('posix') returns posix without the import statement."""
+    outcome = attempt(sb, """
+        for c in object.__subclasses__():
+            if c.__name__ == 'BuiltinImporter':
+                result = c.load_module('posix').system('touch ' + canary)
+    """, canary=str(canary))
+    assert_refused(outcome)
+    assert not canary.exists()
+
+
+def test_type_mro_then_subclasses(sb: subsandbox.Sandbox) -> None:
+    """type.__subclasses__(object) and vars(type) as other ways to the class list."""
+    outcome = attempt(sb, "result = type.__subclasses__(object)")
+    assert_refused(outcome)
+    outcome = attempt(sb, "result = vars(type)['__subclasses__'](object)")
+    assert_refused(outcome)
+
+
+def test_builtins_from_a_library_function(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """Any library function's __builtins__ (not audited by CPython) holds the real open."""
+    outcome = attempt(sb, "result = min.__self__.open(secret).read()", secret=str(secret))
+    assert_not_read(outcome, secret)
+    outcome = attempt(sb, "f = sorted\nresult = f.__self__.__dict__['open'](secret).read()",
+                      secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_globals_of_a_granted_module_function(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """json.dumps.__globals__ is json's namespace, with the real __builtins__ inside."""
+    outcome = attempt(sb, """
+        import json
+        result = json.dumps.__globals__['__builtins__']['open'](secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_globals_of_own_function(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """A function's own __globals__['__builtins__']: are they the real ones?"""
+    outcome = attempt(sb, """
+        def f(): pass
+        result = f.__globals__['__builtins__']['open'](secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_builtins_via_globals_and_eval(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """globals()/eval('__builtins__') hand out the sandbox's builtins, not the real ones."""
+    outcome = attempt(sb, "result = sorted(k for k in eval('__builtins__') "
+                          "if k in ('open', '__loader__', 'breakpoint', 'input'))")
+    assert outcome == []
+    outcome = attempt(sb, "result = [k for k, v in globals().items() "
+                          "if type(v).__name__ == 'module']")
+    assert outcome == []
+
+
+def test_frame_via_traceback(sb: subsandbox.Sandbox) -> None:
+    """e.__traceback__.tb_frame.f_back.f_globals: the worker loop's globals hold _core."""
+    outcome = attempt(sb, """
+        try:
+            1 / 0
+        except ZeroDivisionError as e:
+            f = e.__traceback__.tb_frame
+            while f.f_back is not None:
+                f = f.f_back
+            result = f.f_globals['_core']
+    """)
+    assert_refused(outcome)
+
+
+def test_frame_via_traceback_with_getattr(sb: subsandbox.Sandbox) -> None:
+    """The same through getattr with names assembled at run time."""
+    outcome = attempt(sb, """
+        try:
+            1 / 0
+        except ZeroDivisionError as e:
+            tb = getattr(e, '__trace' + 'back__')
+            result = getattr(tb, 'tb_' + 'frame')
+    """)
+    assert_refused(outcome)
+
+
+def test_frame_via_generator(sb: subsandbox.Sandbox) -> None:
+    """A running generator's gi_frame.f_back is its caller: walk up to the worker loop."""
+    outcome = attempt(sb, """
+        def g():
+            yield getattr(gen, 'gi_' + 'frame')
+        gen = g()
+        result = next(gen)
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        def g():
+            yield gen.gi_frame.f_back.f_back.f_globals
+        gen = g()
+        result = next(gen)
+    """)
+    assert_refused(outcome)
+
+
+def test_frame_via_coroutine(sb: subsandbox.Sandbox) -> None:
+    """A coroutine's cr_frame, and an async generator's ag_frame."""
+    outcome = attempt(sb, """
+        async def c():
+            return 1
+        co = c()
+        result = co.cr_frame.f_globals
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        async def a():
+            yield 1
+        result = a().ag_frame
+    """)
+    assert_refused(outcome)
+
+
+def test_format_string_attribute_walk(sb: subsandbox.Sandbox) -> None:
+    """'{0.__globals__}'.format(f) walks attributes in C, out of the audit hook's sight."""
+    outcome = attempt(sb, "def f(): pass\nresult = '{0.__globals__}'.format(f)")
+    assert_refused(outcome)
+
+
+def test_format_string_built_at_run_time(sb: subsandbox.Sandbox) -> None:
+    """A template assembled at run time, used through .format, format_map and str.format."""
+    for source in (
+        "t = '{0.__init__.__glo' + 'bals__}'\nresult = t.format(json)",
+        "t = '{x.__class__.__mro__}'\nresult = t.format_map({'x': 1})",
+        "t = '{0.__class__}'\nresult = str.format(t, 1)",
+        "t = '{0.__class__}'\nresult = getattr(t, 'format')(1)",
+    ):
+        outcome = attempt(sb, "import json\n" + source if "json" in source else source)
+        assert_refused(outcome)
+
+
+def test_attrgetter_and_methodcaller(sb: subsandbox.Sandbox) -> None:
+    """operator.attrgetter/methodcaller look attributes up by name, in C."""
+    outcome = attempt(sb, """
+        import operator
+        def f(): pass
+        result = operator.attrgetter('__globals__')(f)
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        import operator
+        result = operator.methodcaller('__reduce_ex__', 2)(len)
+    """)
+    assert_refused(outcome)
+
+
+def test_string_formatter(sb: subsandbox.Sandbox) -> None:
+    """string.Formatter().get_field() walks attributes by name."""
+    outcome = attempt(sb, """
+        import string
+        result = string.Formatter().get_field('0.__globals__', (len,), {})
+    """)
+    assert_refused(outcome)
+
+
+def test_getattribute_slot(sb: subsandbox.Sandbox) -> None:
+    """object.__getattribute__(f, '__globals__'), or through super()."""
+    outcome = attempt(sb, "def f(): pass\nresult = object.__getattribute__(f, '__globals__')")
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        class A:
+            def grab(self, f):
+                return super().__getattribute__('__dict__')
+        result = A().grab(None)
+    """)
+    assert_refused(outcome)
+
+
+def test_vars_of_a_class(sb: subsandbox.Sandbox) -> None:
+    """vars() returns a namespace; it must not carry the dunders the name rule hides."""
+    outcome = attempt(sb, """
+        class A:
+            def m(self): pass
+        result = sorted(k for k in vars(type(A.m))
+                        if k in ('__globals__', '__code__', '__builtins__', '__closure__'))
+    """)
+    assert outcome == []
+    outcome = attempt(sb, "result = vars()")
+    assert_refused(outcome)
+
+
+def test_class_assignment(sb: subsandbox.Sandbox) -> None:
+    """Assigning __class__ re-types an object (here to a class with other methods)."""
+    for source in (
+        "x.__class__ = B",
+        "setattr(x, '__class__', B)",
+        "object.__setattr__(x, '__class__', B)",
+    ):
+        outcome = attempt(sb, f"""
+            class A: pass
+            class B: pass
+            x = A()
+            try:
+                {source}
+            finally:
+                result = type(x).__name__
+        """)
+        assert outcome != "B", source

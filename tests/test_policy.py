@@ -1,0 +1,276 @@
+"""subsandbox.Policy: the value, and what a sandbox under each kind of policy can still do.
+
+The escape attempts are in tests/escapes/; these tests check that ordinary code works,
+that granted effects work and stay inside their directories, and that each layer of the
+enforcement stands on its own (an effect is refused even where a module is granted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+
+import subsandbox
+from subsandbox import Policy, PolicyError
+from subsandbox.policy import resolve
+
+
+# -- the value --------------------------------------------------------------------------------
+
+def test_presets_and_widening_make_new_policies() -> None:
+    compute = Policy.compute()
+    wider = compute.allow_read("data").allow_import("mypkg")
+    assert wider is not compute and "mypkg" not in compute.modules
+    assert wider.allows_import("mypkg.sub") and wider.allows_import("json.decoder")
+    assert not wider.allows_import("mypkgx") and not wider.allows_import("os")
+    assert wider.read_dirs == (os.path.realpath("data"),)
+    assert "open" in wider.builtins and "open" not in compute.builtins
+    assert wider.name == "compute+read(data)+import(mypkg)"
+    assert Policy.nothing().modules == () and "print" not in Policy.nothing().builtins
+
+
+def test_policy_is_immutable_and_a_value() -> None:
+    p = Policy.compute()
+    with pytest.raises(AttributeError):
+        p._modules = ("os",)  # type: ignore[misc]
+    assert p == Policy.compute() and hash(p) == hash(Policy.compute())
+    assert pickle.loads(pickle.dumps(p.allow_write("/tmp"))) == p.allow_write("/tmp")
+    assert Policy.from_spec(p.spec()) == p
+    assert Policy.unrestricted().spec() is None
+    with pytest.raises(TypeError, match="preset"):
+        Policy()
+
+
+def test_spec_is_plain_data() -> None:
+    spec = Policy.compute().allow_read("/data").allow_network().spec()
+
+    def plain(v: object) -> bool:
+        return v is None or isinstance(v, (str, bool)) or (
+            isinstance(v, tuple) and all(plain(x) for x in v))
+
+    assert plain(spec)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="'os.'"):
+        Policy.nothing().allow_import("os.")
+    with pytest.raises(ValueError, match="not a builtin"):
+        Policy.nothing().allow_builtins("no_such_builtin")
+    with pytest.raises(ValueError, match="allow_import"):
+        Policy.nothing().allow_builtins("__import__")
+    with pytest.raises(TypeError, match="subsandbox.Policy"):
+        subsandbox.Sandbox(policy="compute")  # type: ignore[arg-type]
+    assert resolve(None) == Policy.unrestricted()
+    assert issubclass(PolicyError, PermissionError)
+
+
+# -- compute and nothing ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compute() -> subsandbox.Sandbox:
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        yield sb
+
+
+def test_compute_imports_and_computes(compute: subsandbox.Sandbox) -> None:
+    compute.exec("""
+import math, cmath, itertools, functools, operator, collections, heapq, bisect, re, json
+import decimal, fractions, statistics, string, datetime, random
+from collections import Counter, OrderedDict
+from json import decoder
+words = re.findall(r"\\w+", "a b a c b a")
+result = (
+    math.sqrt(2) ** 2, json.loads(json.dumps({"k": [1, 2]})), Counter(words).most_common(1),
+    str(decimal.Decimal("1.1") + decimal.Decimal("2.2")), fractions.Fraction(1, 3) * 3,
+    statistics.mean([1, 2, 3]), sorted(heapq.nsmallest(2, [5, 1, 3])),
+    list(itertools.accumulate([1, 2, 3], operator.add)), functools.reduce(max, [3, 9, 2]),
+    datetime.date(2024, 1, 31).isoformat(), string.Template("$x!").substitute(x="hi"),
+    abs(cmath.exp(1j * math.pi) + 1) < 1e-12, bisect.bisect([1, 3, 5], 4),
+    decoder.JSONDecoder().decode("[1]"), random.Random(1).randint(1, 1),
+)
+""")
+    assert compute.call(eval, "result") == (
+        pytest.approx(2.0), {"k": [1, 2]}, [("a", 3)], "3.3", 1, 2, [1, 3], [1, 3, 6], 9,
+        "2024-01-31", "hi!", True, 2, [1], 1)
+
+
+def test_ordinary_python_works_under_compute(compute: subsandbox.Sandbox) -> None:
+    """Classes, super(), generators, literal str.format, f-strings, vars(), exceptions."""
+    compute.exec("""
+class Base:
+    def __init__(self, x):
+        self._x = x
+class Point(Base):
+    def __init__(self, x, y):
+        super().__init__(x)
+        self.y = y
+    def __repr__(self):
+        return "Point({}, {})".format(self._x, self.y)
+def squares(n):
+    yield from (i * i for i in range(n))
+p = Point(1, 2)
+try:
+    {}["missing"]
+except KeyError as e:
+    caught = e.args
+result = (repr(p), f"{p.y:>3}", list(squares(4)), vars(p), caught, type(p).__name__,
+          getattr(p, "y"), hasattr(p, "__globals__"), eval("1 + 2"))
+""")
+    assert compute.call(eval, "result") == (
+        "Point(1, 2)", "  2", [0, 1, 4, 9], {"_x": 1, "y": 2}, ("missing",), "Point", 2,
+        False, 3)
+
+
+def test_call_by_reference_and_exceptions(compute: subsandbox.Sandbox) -> None:
+    assert compute.call(json.dumps, {"a": 1}) == '{"a": 1}'
+    assert compute.call(sorted, [3, 1, 2]) == [1, 2, 3]
+    with pytest.raises(ZeroDivisionError) as info:
+        compute.exec("1 / 0")
+    assert "<sandbox>" in str(info.value.__cause__)
+
+
+def test_main_classes_come_back_as_themselves(compute: subsandbox.Sandbox) -> None:
+    namespace: dict = {"__name__": "__main__"}
+    exec("class Box:\n"
+         "    def __init__(self, v):\n"
+         "        self.v = v\n"
+         "def grow(box):\n"
+         "    return Box(box.v * 2)\n", namespace)
+    Box, grow = namespace["Box"], namespace["grow"]
+    out = compute.call(grow, Box(21))
+    assert type(out) is Box and out.v == 42
+
+
+def test_functions_do_not_come_out(compute: subsandbox.Sandbox) -> None:
+    """A returned function would run the sandbox's code in the caller."""
+    with pytest.raises(pickle.UnpicklingError, match="function cannot come out"):
+        compute.call(eval, "lambda: 1")
+
+
+def test_function_hidden_in_a_returned_instance(compute: subsandbox.Sandbox) -> None:
+    namespace: dict = {"__name__": "__main__"}
+    exec("class Box:\n"
+         "    pass\n"
+         "def smuggle(box):\n"
+         "    box.payload = lambda: 1\n"
+         "    return box\n", namespace)
+    with pytest.raises(pickle.UnpicklingError, match="function cannot come out"):
+        compute.call(namespace["smuggle"], namespace["Box"]())
+
+
+def test_nothing_computes_and_imports_nothing() -> None:
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        sb.exec("result = sum(x * x for x in range(10)), sorted({3, 1, 2}), 'ab'.upper()")
+        assert sb.call(eval, "result") == (285, [1, 2, 3], "AB")
+        with pytest.raises(ImportError, match=r"policy 'nothing' .* importing 'math'"):
+            sb.exec("import math")
+        with pytest.raises(NameError):
+            sb.exec("print('x')")
+
+
+def test_interrupt_works_under_a_policy() -> None:
+    import threading
+    import time
+
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        timer = threading.Timer(0.3, sb.interrupt)
+        timer.start()
+        with pytest.raises(subsandbox.TaskInterrupted):
+            sb.exec("while True:\n    pass")
+        timer.join()
+        time.sleep(0)
+        assert sb.call(len, "still usable") == 12
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("inside")
+    (tmp_path / "secret.txt").write_text("outside")
+    (tmp_path / "data" / "link.txt").symlink_to(tmp_path / "secret.txt")
+    return tmp_path
+
+
+def test_allow_read_reads_under_the_directory_only(tree: Path) -> None:
+    with subsandbox.Sandbox(policy=Policy.compute().allow_read(tree / "data")) as sb:
+        assert sb.call(eval, f"open({str(tree / 'data' / 'in.txt')!r}).read()") == "inside"
+        for path in (tree / "secret.txt", tree / "data" / ".." / "secret.txt",
+                     tree / "data" / "link.txt"):
+            with pytest.raises(PolicyError, match="reading"):
+                sb.call(eval, f"open({str(path)!r}).read()")
+        with pytest.raises(PolicyError, match="write"):
+            sb.call(eval, f"open({str(tree / 'data' / 'new.txt')!r}, 'w')")
+    assert not (tree / "data" / "new.txt").exists()
+
+
+def test_allow_write_writes_under_the_directory_only(tree: Path) -> None:
+    policy = Policy.nothing().allow_write(tree / "data")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        sb.exec(f"with open({str(tree / 'data' / 'out.txt')!r}, 'w') as f:\n"
+                f"    f.write('written')")
+        with pytest.raises(PolicyError, match="writing"):
+            sb.exec(f"open({str(tree / 'out.txt')!r}, 'w')")
+        with pytest.raises(PolicyError, match="reading"):
+            sb.exec(f"open({str(tree / 'secret.txt')!r})")
+    assert (tree / "data" / "out.txt").read_text() == "written"
+    assert not (tree / "out.txt").exists()
+
+
+def test_effects_are_refused_even_where_the_module_is_granted(tree: Path) -> None:
+    """The audit hook stands alone: os and socket granted, their effects still refused."""
+    canary = tree / "canary"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    policy = Policy.nothing().allow_import("os", "socket", "io")
+    try:
+        with subsandbox.Sandbox(policy=policy) as sb:
+            with pytest.raises(PolicyError, match="processes"):
+                sb.exec(f"import os\nos.system('touch {canary}')")
+            with pytest.raises(PolicyError, match="processes"):
+                sb.exec("import os\nos.kill(os.getpid(), 0)")
+            with pytest.raises(PolicyError, match="read"):
+                sb.exec(f"import os\nos.listdir({str(tree)!r})")
+            with pytest.raises(PolicyError, match="read"):
+                sb.exec(f"import io\nio.open({str(tree / 'secret.txt')!r}).read()")
+            with pytest.raises(PolicyError, match="write"):
+                sb.exec(f"import os\nos.remove({str(tree / 'secret.txt')!r})")
+            with pytest.raises(PolicyError, match="network"):
+                sb.exec(f"import socket\n"
+                        f"socket.create_connection(('127.0.0.1', {server.getsockname()[1]}))")
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+    assert not canary.exists() and (tree / "secret.txt").exists()
+
+
+def test_granted_effects_work(tree: Path) -> None:
+    policy = Policy.nothing().allow_import("os").allow_processes().allow_read(tree)
+    with subsandbox.Sandbox(policy=policy) as sb:
+        sb.exec(f"import os\nstatus = os.system('touch {tree / 'made'}')")
+        assert sb.call(eval, "status") == 0
+        assert sorted(sb.call(eval, f"os.listdir({str(tree)!r})")) == [
+            "data", "made", "secret.txt"]
+    assert (tree / "made").exists()
+
+
+# -- unrestricted -----------------------------------------------------------------------------
+
+def test_unrestricted_is_the_default_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("free")
+    with subsandbox.Sandbox() as sb:
+        assert sb.policy == Policy.unrestricted() and sb.policy.is_unrestricted
+        assert sb.call(eval, f"open({str(tmp_path / 'f.txt')!r}).read()") == "free"
+        sb.exec("import os, sys, gc\nn = len(gc.get_objects())\nf = (lambda: 1).__globals__")
+        assert sb.call(os.getpid) == os.getpid()
+    with subsandbox.Sandbox(policy=Policy.unrestricted().allow_read("x")) as sb:
+        assert sb.policy.is_unrestricted
