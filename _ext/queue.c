@@ -6,21 +6,43 @@
  * wrap the same queue. Values are held encoded (xvalue.c), so a value sent by a sandbox
  * that is then destroyed is still received intact: the queue owns it, not the sender.
  *
- * Waiting releases the GIL and sleeps on a condition variable: a send wakes a receiver at
- * once. The main interpreter's waits wake every WAIT_SLICE to run signal handlers, so
- * Ctrl-C interrupts a blocked recv().
+ * Waiting: an operation that can proceed at once does so without releasing the GIL. One
+ * that must wait releases the GIL and sleeps on a condition variable, so a send wakes a
+ * receiver at once. Only the main thread of the main interpreter runs signal handlers:
+ * its waits wake every WAIT_SLICE to run them, so Ctrl-C interrupts a blocked recv().
+ *
+ * Lifetime: a queue's reference count counts Channel objects (`handles`), parcels and
+ * values in flight, and items of queues that carry it (a channel sent through a channel).
+ * The queue is freed when it reaches zero, iteratively (a chain of channels each inside
+ * the next does not recurse). Queues that only carry each other (a channel sent into
+ * itself, or A into B and B into A) never reach zero on their own: when a queue loses its
+ * last Channel object while items somewhere still carry channels, a collector (the same
+ * trial deletion as CPython's gc, over queues) frees every queue no root can reach.
+ *
+ * Locks: registry_lock (the list of live queues), then a queue's mu. Only the collector
+ * holds several queue locks at once (all of them, in registry order). Nobody waits for a
+ * GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #define WAIT_SLICE_NS (50 * 1000 * 1000)  /* 50 ms */
+/* Longer timeouts than this (about 31 years, or inf) wait without a deadline. */
+#define MAX_TIMEOUT 1e9
+
+/* Exported by CPython 3.12+ (intrcheck.h in 3.12, pycore_signal.h since 3.13): true in
+ * the one thread that runs signal handlers (main thread of the main interpreter). */
+PyAPI_FUNC(int) _PyOS_IsMainThread(void);
 
 typedef struct qnode {
     struct qnode *next;
     ss_xvalue *value;
+    int carries_channels;   /* the value holds channel references: a graph edge */
 } qnode;
 
 struct ss_queue {
@@ -28,15 +50,27 @@ struct ss_queue {
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
     Py_ssize_t refcnt;      /* guarded by mu */
+    Py_ssize_t handles;     /* Channel objects, counted in refcnt too; guarded by mu */
     Py_ssize_t maxsize;     /* 0: unbounded */
     Py_ssize_t size;        /* guarded by mu */
+    Py_ssize_t linked;      /* items that carry channels; guarded by mu */
     int closed;             /* guarded by mu */
+    int dying;              /* refcnt reached 0, being freed; guarded by mu */
     qnode *head, *tail;     /* guarded by mu */
     uint64_t id;
+    struct ss_queue *prev, *next;   /* live queues; guarded by registry_lock */
+    struct ss_queue *next_dead;     /* this thread's queues to free (see drain_dead) */
+    Py_ssize_t gc_refs;             /* collector's scratch; under every lock */
+    int gc_reached;
 };
 
-static uint64_t next_queue_id = 1;  /* guarded by id_lock */
-static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ss_queue *registry = NULL;       /* guarded by registry_lock */
+static Py_ssize_t live_queues = 0;      /* guarded by registry_lock */
+static uint64_t next_queue_id = 1;      /* guarded by registry_lock */
+static uint64_t cycles_freed = 0;       /* guarded by registry_lock */
+/* Items in any queue that carry channels: when zero, no queue can be in a cycle. */
+static atomic_long linked_items = 0;
 
 /* ---- the process-wide queue ---------------------------------------------------------- */
 
@@ -49,24 +83,108 @@ queue_new(Py_ssize_t maxsize)
         return NULL;
     }
     pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (pthread_mutex_init(&q->mu, NULL) != 0
-        || pthread_cond_init(&q->not_empty, &attr) != 0
-        || pthread_cond_init(&q->not_full, &attr) != 0)
-    {
+    int ok = pthread_condattr_init(&attr) == 0;
+    if (ok) {
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+        int mu_ok = ok && pthread_mutex_init(&q->mu, NULL) == 0;
+        int ne_ok = mu_ok && pthread_cond_init(&q->not_empty, &attr) == 0;
+        int nf_ok = ne_ok && pthread_cond_init(&q->not_full, &attr) == 0;
         pthread_condattr_destroy(&attr);
+        if (!nf_ok) {
+            if (ne_ok) {
+                pthread_cond_destroy(&q->not_empty);
+            }
+            if (mu_ok) {
+                pthread_mutex_destroy(&q->mu);
+            }
+            ok = 0;
+        }
+    }
+    if (!ok) {
         PyMem_RawFree(q);
         PyErr_SetString(PyExc_OSError, "cannot initialise a channel's lock");
         return NULL;
     }
-    pthread_condattr_destroy(&attr);
     q->refcnt = 1;
+    q->handles = 1;
     q->maxsize = maxsize;
-    pthread_mutex_lock(&id_lock);
+    pthread_mutex_lock(&registry_lock);
     q->id = next_queue_id++;
-    pthread_mutex_unlock(&id_lock);
+    q->next = registry;
+    if (registry != NULL) {
+        registry->prev = q;
+    }
+    registry = q;
+    live_queues++;
+    pthread_mutex_unlock(&registry_lock);
     return q;
+}
+
+static void
+free_nodes(qnode *items)
+{
+    while (items != NULL) {
+        qnode *next = items->next;
+        ss_xvalue_free(items->value);
+        PyMem_RawFree(items);
+        items = next;
+    }
+}
+
+/* Queues whose count reached zero in this thread, freed by the outermost drain_dead():
+ * freeing a queue's items may release the last reference of other queues, and a long
+ * chain of channels each inside the next must not become a deep C recursion. */
+static _Thread_local ss_queue *tl_dead = NULL;
+static _Thread_local int tl_draining = 0;
+
+static void
+queue_destroy(ss_queue *q)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (q->prev != NULL) {
+        q->prev->next = q->next;
+    }
+    else {
+        registry = q->next;
+    }
+    if (q->next != NULL) {
+        q->next->prev = q->prev;
+    }
+    live_queues--;
+    pthread_mutex_unlock(&registry_lock);
+    /* Unreachable now: nobody else can lock it. Items were detached by the last decref. */
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+    pthread_mutex_destroy(&q->mu);
+    PyMem_RawFree(q);
+}
+
+static void
+drain_dead(void)
+{
+    if (tl_draining) {
+        return;     /* an outer frame of this thread is draining: it will get to them */
+    }
+    tl_draining = 1;
+    while (tl_dead != NULL) {
+        ss_queue *q = tl_dead;
+        tl_dead = q->next_dead;
+        qnode *items = q->head;
+        queue_destroy(q);
+        free_nodes(items);
+    }
+    tl_draining = 0;
+}
+
+/* Called with q->mu held and q->refcnt just dropped to zero. */
+static void
+queue_doom_locked(ss_queue *q)
+{
+    q->dying = 1;
+    if (q->linked > 0) {
+        atomic_fetch_sub(&linked_items, (long)q->linked);
+        q->linked = 0;
+    }
 }
 
 void
@@ -82,27 +200,162 @@ ss_queue_decref(ss_queue *q)
 {
     pthread_mutex_lock(&q->mu);
     Py_ssize_t left = --q->refcnt;
-    qnode *items = NULL;
     if (left == 0) {
-        items = q->head;
-        q->head = q->tail = NULL;
+        queue_doom_locked(q);
     }
     pthread_mutex_unlock(&q->mu);
-    if (left > 0) {
+    if (left == 0) {
+        q->next_dead = tl_dead;
+        tl_dead = q;
+        drain_dead();
+    }
+}
+
+/* ---- the cycle collector --------------------------------------------------------------- */
+
+static void
+visit_subtract(ss_queue *target, void *Py_UNUSED(arg))
+{
+    target->gc_refs--;
+}
+
+typedef struct {
+    ss_queue **stack;
+    Py_ssize_t top;
+} reach_state;
+
+static void
+visit_reach(ss_queue *target, void *arg)
+{
+    reach_state *rs = arg;
+    if (!target->gc_reached) {
+        target->gc_reached = 1;
+        rs->stack[rs->top++] = target;
+    }
+}
+
+static void
+visit_linked_nodes(ss_queue *q, void (*visit)(ss_queue *, void *), void *arg)
+{
+    if (q->linked == 0) {
         return;
     }
-    /* Nobody can reach the queue any more. Its items may hold channels (even this one is
-     * impossible: it would have kept refcnt > 0), so free them after the lock is gone. */
-    while (items != NULL) {
-        qnode *next = items->next;
-        ss_xvalue_free(items->value);
-        PyMem_RawFree(items);
-        items = next;
+    for (qnode *n = q->head; n != NULL; n = n->next) {
+        if (n->carries_channels) {
+            ss_xvalue_visit_channels(n->value, visit, arg);
+        }
     }
-    pthread_cond_destroy(&q->not_empty);
-    pthread_cond_destroy(&q->not_full);
-    pthread_mutex_destroy(&q->mu);
-    PyMem_RawFree(q);
+}
+
+/* Free every queue that is referenced only by items of unreachable queues. Roots are
+ * references from outside the queues: Channel objects, parcels, values being sent or
+ * received. With the registry and every queue locked, no item moves and no count
+ * changes, so "refcnt minus references from items" is exactly the outside count. */
+static void
+collect_cycles(void)
+{
+    if (atomic_load(&linked_items) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&registry_lock);
+    ss_queue **stack = PyMem_RawMalloc(sizeof(ss_queue *) * (size_t)(live_queues + 1));
+    if (stack == NULL) {
+        pthread_mutex_unlock(&registry_lock);
+        return;     /* only delays freeing: the next collection tries again */
+    }
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        pthread_mutex_lock(&q->mu);
+        q->gc_refs = q->refcnt;
+        q->gc_reached = q->dying;   /* dying queues are someone else's: leave them */
+    }
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        if (!q->dying) {
+            visit_linked_nodes(q, visit_subtract, NULL);
+        }
+    }
+    reach_state rs = {.stack = stack, .top = 0};
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        if (!q->gc_reached && q->gc_refs > 0) {
+            q->gc_reached = 1;
+            rs.stack[rs.top++] = q;
+        }
+    }
+    while (rs.top > 0) {
+        visit_linked_nodes(rs.stack[--rs.top], visit_reach, &rs);
+    }
+    qnode *garbage = NULL;
+    uint64_t freed = 0;
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        if (!q->gc_reached && q->head != NULL) {
+            /* Dropping its items drops the references that kept the cycle alive: each
+             * queue of it then reaches zero and is freed as usual. */
+            q->tail->next = garbage;
+            garbage = q->head;
+            q->head = q->tail = NULL;
+            q->size = 0;
+            atomic_fetch_sub(&linked_items, (long)q->linked);
+            q->linked = 0;
+            freed++;
+        }
+    }
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        pthread_mutex_unlock(&q->mu);
+    }
+    cycles_freed += freed;
+    pthread_mutex_unlock(&registry_lock);
+    PyMem_RawFree(stack);
+    tl_draining++;      /* free everything first, then the queues that died of it */
+    free_nodes(garbage);
+    tl_draining--;
+    drain_dead();
+}
+
+/* A Channel object goes away. */
+static void
+queue_drop_handle(ss_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    Py_ssize_t handles = --q->handles;
+    Py_ssize_t left = --q->refcnt;
+    if (left == 0) {
+        queue_doom_locked(q);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (left == 0) {
+        q->next_dead = tl_dead;
+        tl_dead = q;
+        drain_dead();
+    }
+    else if (handles == 0) {
+        /* Only items hold it now (or a value in flight): maybe only its own cycle. */
+        collect_cycles();
+    }
+}
+
+static PyObject *
+channel_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t queues, items = 0, handles = 0;
+    size_t nbytes = 0;
+    uint64_t cycles;
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&registry_lock);
+    queues = live_queues;
+    cycles = cycles_freed;
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        pthread_mutex_lock(&q->mu);
+        items += q->size;
+        handles += q->handles;
+        for (qnode *n = q->head; n != NULL; n = n->next) {
+            nbytes += sizeof(qnode) + ss_xvalue_nbytes(n->value);
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    PyEval_RestoreThread(ts);
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:K}", "queues", queues, "items", items,
+                         "handles", handles, "item_bytes", (Py_ssize_t)nbytes,
+                         "cycles_freed", (unsigned long long)cycles);
 }
 
 /* ---- waiting --------------------------------------------------------------------------- */
@@ -113,9 +366,9 @@ static void
 deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
-    double whole = (double)(time_t)seconds;
-    ts->tv_sec += (time_t)seconds;
-    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    time_t whole = (time_t)seconds;
+    ts->tv_sec += whole;
+    ts->tv_nsec += (long)((seconds - (double)whole) * 1e9);
     if (ts->tv_nsec >= 1000000000L) {
         ts->tv_sec += 1;
         ts->tv_nsec -= 1000000000L;
@@ -128,8 +381,8 @@ before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The main
- * interpreter wakes every slice to let its signal handlers run (and raise). */
+/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The thread
+ * that handles signals wakes every slice to run the handlers (and raise). */
 static int
 wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
          const struct timespec *deadline, int handles_signals, PyThreadState **ts)
@@ -198,7 +451,10 @@ ss_channel_wrap(ss_state *st, ss_queue *q)
     if (self == NULL) {
         return NULL;
     }
-    ss_queue_incref(q);
+    pthread_mutex_lock(&q->mu);
+    q->refcnt++;
+    q->handles++;
+    pthread_mutex_unlock(&q->mu);
     self->queue = q;
     return (PyObject *)self;
 }
@@ -215,8 +471,8 @@ ss_channel_unwrap(ss_state *st, PyObject *op)
 static ss_state *
 channel_state(PyObject *self)
 {
-    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &ss_moduledef);
-    return module == NULL ? NULL : ss_get_state(module);
+    /* Channel cannot be subclassed: its type is the one made from the module. */
+    return (ss_state *)PyType_GetModuleState(Py_TYPE(self));
 }
 
 static int
@@ -228,22 +484,26 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
     }
     double t = PyFloat_AsDouble(timeout);
     if (t == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
+                         "not %.100s", Py_TYPE(timeout)->tp_name);
+        }
         return -1;
     }
-    if (t < 0) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+    if (!(t >= 0)) {    /* negative or NaN */
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a non-negative number of seconds or None, not %R",
+                     timeout);
         return -1;
+    }
+    if (t > MAX_TIMEOUT) {
+        return 0;       /* beyond any clock's reach: wait without a deadline */
     }
     deadline_after(deadline, t);
     *has_deadline = 1;
     return 0;
 }
 
-static int
-in_main_interpreter(void)
-{
-    return PyInterpreterState_Get() == PyInterpreterState_Main();
-}
 
 static PyObject *
 channel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -279,9 +539,10 @@ channel_dealloc(PyObject *op)
     if (self->queue != NULL) {
         ss_queue *q = self->queue;
         self->queue = NULL;
-        /* Freeing the queue may free many values: do it without holding the GIL. */
+        /* Freeing the queue may free many values, or collect cycles: do it without
+         * holding the GIL. */
         Py_BEGIN_ALLOW_THREADS
-        ss_queue_decref(q);
+        queue_drop_handle(q);
         Py_END_ALLOW_THREADS
     }
     tp->tp_free(op);
@@ -319,18 +580,23 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     }
     node->next = NULL;
     node->value = xv;
+    node->carries_channels = ss_xvalue_has_channels(xv);
 
     ss_queue *q = self->queue;
-    int signals = in_main_interpreter();
     int rc = WAIT_OK, closed = 0;
-    PyThreadState *ts = PyEval_SaveThread();
+    PyThreadState *ts = NULL;
+    /* Fast path with the GIL held (nobody holds mu while waiting for a GIL). */
     pthread_mutex_lock(&q->mu);
-    if (!can_put(q) && !block) {
-        rc = WAIT_TIMEOUT;
-    }
-    else {
-        rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
-                      signals, &ts);
+    if (!can_put(q)) {
+        if (!block) {
+            rc = WAIT_TIMEOUT;
+        }
+        else {
+            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            ts = PyEval_SaveThread();
+            rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
+                          signals, &ts);
+        }
     }
     if (rc == WAIT_OK) {
         if (q->closed) {
@@ -345,16 +611,22 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
             }
             q->tail = node;
             q->size++;
+            if (node->carries_channels) {
+                q->linked++;
+                atomic_fetch_add(&linked_items, 1);
+            }
             node = NULL;
             pthread_cond_signal(&q->not_empty);
         }
     }
     pthread_mutex_unlock(&q->mu);
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
     if (node != NULL) {
         ss_xvalue_free(node->value);
         PyMem_RawFree(node);
     }
-    PyEval_RestoreThread(ts);
     if (rc == WAIT_ERROR) {
         return NULL;
     }
@@ -387,17 +659,20 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
         return NULL;
     }
     ss_queue *q = self->queue;
-    int signals = in_main_interpreter();
-    int rc;
+    int rc = WAIT_OK;
     qnode *node = NULL;
-    PyThreadState *ts = PyEval_SaveThread();
+    PyThreadState *ts = NULL;
     pthread_mutex_lock(&q->mu);
-    if (!can_take(q) && !block) {
-        rc = WAIT_TIMEOUT;
-    }
-    else {
-        rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
-                      signals, &ts);
+    if (!can_take(q)) {
+        if (!block) {
+            rc = WAIT_TIMEOUT;
+        }
+        else {
+            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            ts = PyEval_SaveThread();
+            rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
+                          signals, &ts);
+        }
     }
     if (rc == WAIT_OK && q->head != NULL) {
         node = q->head;
@@ -406,10 +681,16 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
             q->tail = NULL;
         }
         q->size--;
+        if (node->carries_channels) {
+            q->linked--;
+            atomic_fetch_sub(&linked_items, 1);
+        }
         pthread_cond_signal(&q->not_full);
     }
     pthread_mutex_unlock(&q->mu);
-    PyEval_RestoreThread(ts);
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
     if (rc == WAIT_ERROR) {
         return NULL;
     }
@@ -677,6 +958,9 @@ parcel_take(PyObject *module, PyObject *arg)
 static PyMethodDef parcel_methods[] = {
     {"_parcel_put", parcel_put, METH_O, NULL},
     {"_parcel_take", parcel_take, METH_O, NULL},
+    {"_channel_stats", channel_stats, METH_NOARGS,
+     "_channel_stats() -> dict: live queues, their items, Channel objects, bytes queued, "
+     "queues freed by the cycle collector (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
