@@ -15,20 +15,23 @@
  * values in flight, and items of queues that carry it (a channel sent through a channel).
  * The queue is freed when it reaches zero, iteratively (a chain of channels each inside
  * the next does not recurse). Queues that only carry each other (a channel sent into
- * itself, or A into B and B into A) never reach zero on their own: when a queue loses its
- * last Channel object while items somewhere still carry channels, a collector (the same
- * trial deletion as CPython's gc, over queues) frees every queue no root can reach.
+ * itself, or A into B and B into A) never reach zero on their own. A queue can only be in
+ * such a cycle if it has no Channel object left and holds items that carry channels: when
+ * a reference of such a queue goes, it is a "suspect", and the collector runs CPython's
+ * trial deletion on the queues reachable from it (not on every queue): those whose every
+ * reference comes from items of that set, and that no externally held member reaches,
+ * lose their items, which frees them. Cost: the size of the suspect's reachable set.
  *
- * Locks: registry_lock (the list of live queues), then a queue's mu. Only the collector
- * holds several queue locks at once (all of them, in registry order). Nobody waits for a
- * GIL while holding either lock, so both may be taken with the GIL held.
+ * Locks: registry_lock (the list of live queues; one collector at a time), then a queue's
+ * mu. Only a collector holds several queue locks at once; every other thread holds at most
+ * one and waits for no other lock meanwhile, so the collector cannot deadlock. Nobody
+ * waits for a GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <time.h>
 
 #define WAIT_SLICE_NS (50 * 1000 * 1000)  /* 50 ms */
@@ -55,12 +58,13 @@ struct ss_queue {
     Py_ssize_t size;        /* guarded by mu */
     Py_ssize_t linked;      /* items that carry channels; guarded by mu */
     int closed;             /* guarded by mu */
-    int dying;              /* refcnt reached 0, being freed; guarded by mu */
+    int suspected;          /* on some thread's list of suspects; guarded by mu */
     qnode *head, *tail;     /* guarded by mu */
     uint64_t id;
     struct ss_queue *prev, *next;   /* live queues; guarded by registry_lock */
-    struct ss_queue *next_dead;     /* this thread's queues to free (see drain_dead) */
-    Py_ssize_t gc_refs;             /* collector's scratch; under every lock */
+    struct ss_queue *next_pending;  /* on this thread's list of dead queues or suspects */
+    Py_ssize_t gc_refs;             /* collector's scratch: registry_lock + mu */
+    int gc_in;                      /* in the set being collected */
     int gc_reached;
 };
 
@@ -69,8 +73,6 @@ static ss_queue *registry = NULL;       /* guarded by registry_lock */
 static Py_ssize_t live_queues = 0;      /* guarded by registry_lock */
 static uint64_t next_queue_id = 1;      /* guarded by registry_lock */
 static uint64_t cycles_freed = 0;       /* guarded by registry_lock */
-/* Items in any queue that carry channels: when zero, no queue can be in a cycle. */
-static atomic_long linked_items = 0;
 
 /* ---- the process-wide queue ---------------------------------------------------------- */
 
@@ -131,11 +133,14 @@ free_nodes(qnode *items)
     }
 }
 
-/* Queues whose count reached zero in this thread, freed by the outermost drain_dead():
- * freeing a queue's items may release the last reference of other queues, and a long
- * chain of channels each inside the next must not become a deep C recursion. */
-static _Thread_local ss_queue *tl_dead = NULL;
-static _Thread_local int tl_draining = 0;
+/* Work this thread found while releasing references, done by the outermost run_pending():
+ * freeing a queue's items releases references to other queues, and a long chain of
+ * channels each inside the next must not become a deep C recursion. */
+static _Thread_local ss_queue *tl_dead = NULL;      /* count reached zero: free them */
+static _Thread_local ss_queue *tl_suspects = NULL;  /* each with one reference held */
+static _Thread_local int tl_busy = 0;
+
+static void collect_from(ss_queue *suspect);
 
 static void
 queue_destroy(ss_queue *q)
@@ -152,39 +157,65 @@ queue_destroy(ss_queue *q)
     }
     live_queues--;
     pthread_mutex_unlock(&registry_lock);
-    /* Unreachable now: nobody else can lock it. Items were detached by the last decref. */
+    /* Unreachable now: no reference, no registry entry; nobody else can lock it. */
+    qnode *items = q->head;
     pthread_cond_destroy(&q->not_empty);
     pthread_cond_destroy(&q->not_full);
     pthread_mutex_destroy(&q->mu);
     PyMem_RawFree(q);
+    free_nodes(items);
 }
 
+/* Drop one reference (`handle`: of a Channel object). May free, or suspect, the queue. */
 static void
-drain_dead(void)
+queue_release(ss_queue *q, int handle, int may_suspect)
 {
-    if (tl_draining) {
-        return;     /* an outer frame of this thread is draining: it will get to them */
+    pthread_mutex_lock(&q->mu);
+    if (handle) {
+        q->handles--;
     }
-    tl_draining = 1;
-    while (tl_dead != NULL) {
-        ss_queue *q = tl_dead;
-        tl_dead = q->next_dead;
-        qnode *items = q->head;
-        queue_destroy(q);
-        free_nodes(items);
+    int suspect = (may_suspect && q->refcnt > 1 && q->handles == 0 && q->linked > 0
+                   && !q->suspected);
+    Py_ssize_t left = q->refcnt;
+    if (suspect) {
+        q->suspected = 1;   /* our reference goes after the collection */
     }
-    tl_draining = 0;
-}
-
-/* Called with q->mu held and q->refcnt just dropped to zero. */
-static void
-queue_doom_locked(ss_queue *q)
-{
-    q->dying = 1;
-    if (q->linked > 0) {
-        atomic_fetch_sub(&linked_items, (long)q->linked);
-        q->linked = 0;
+    else {
+        left = --q->refcnt;
     }
+    pthread_mutex_unlock(&q->mu);
+    if (suspect) {
+        q->next_pending = tl_suspects;
+        tl_suspects = q;
+    }
+    else if (left == 0) {
+        q->next_pending = tl_dead;
+        tl_dead = q;
+    }
+    else {
+        return;
+    }
+    if (tl_busy) {
+        return;     /* an outer frame of this thread is running the pending work */
+    }
+    tl_busy = 1;
+    for (;;) {
+        if (tl_dead != NULL) {
+            ss_queue *dead = tl_dead;
+            tl_dead = dead->next_pending;
+            queue_destroy(dead);
+        }
+        else if (tl_suspects != NULL) {
+            ss_queue *sus = tl_suspects;
+            tl_suspects = sus->next_pending;
+            collect_from(sus);
+            queue_release(sus, 0, 0);   /* pushes it on tl_dead if that was the last */
+        }
+        else {
+            break;
+        }
+    }
+    tl_busy = 0;
 }
 
 void
@@ -198,20 +229,44 @@ ss_queue_incref(ss_queue *q)
 void
 ss_queue_decref(ss_queue *q)
 {
-    pthread_mutex_lock(&q->mu);
-    Py_ssize_t left = --q->refcnt;
-    if (left == 0) {
-        queue_doom_locked(q);
-    }
-    pthread_mutex_unlock(&q->mu);
-    if (left == 0) {
-        q->next_dead = tl_dead;
-        tl_dead = q;
-        drain_dead();
-    }
+    queue_release(q, 0, 1);
 }
 
 /* ---- the cycle collector --------------------------------------------------------------- */
+
+typedef struct {
+    ss_queue **items;
+    Py_ssize_t len, cap;
+    int failed;
+} qset;
+
+static void
+qset_add_locked(qset *set, ss_queue *q)
+{
+    if (set->failed || q->gc_in) {
+        return;
+    }
+    if (set->len == set->cap) {
+        Py_ssize_t cap = set->cap ? set->cap * 2 : 16;
+        ss_queue **items = PyMem_RawRealloc(set->items, sizeof(ss_queue *) * (size_t)cap);
+        if (items == NULL) {
+            set->failed = 1;
+            return;
+        }
+        set->items = items;
+        set->cap = cap;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->gc_in = 1;
+    q->gc_reached = 0;
+    set->items[set->len++] = q;
+}
+
+static void
+visit_add(ss_queue *target, void *arg)
+{
+    qset_add_locked((qset *)arg, target);
+}
 
 static void
 visit_subtract(ss_queue *target, void *Py_UNUSED(arg))
@@ -219,23 +274,18 @@ visit_subtract(ss_queue *target, void *Py_UNUSED(arg))
     target->gc_refs--;
 }
 
-typedef struct {
-    ss_queue **stack;
-    Py_ssize_t top;
-} reach_state;
-
 static void
 visit_reach(ss_queue *target, void *arg)
 {
-    reach_state *rs = arg;
+    qset *stack = arg;
     if (!target->gc_reached) {
         target->gc_reached = 1;
-        rs->stack[rs->top++] = target;
+        stack->items[stack->len++] = target;    /* each member is pushed once: fits */
     }
 }
 
 static void
-visit_linked_nodes(ss_queue *q, void (*visit)(ss_queue *, void *), void *arg)
+visit_items(ss_queue *q, void (*visit)(ss_queue *, void *), void *arg)
 {
     if (q->linked == 0) {
         return;
@@ -247,89 +297,71 @@ visit_linked_nodes(ss_queue *q, void (*visit)(ss_queue *, void *), void *arg)
     }
 }
 
-/* Free every queue that is referenced only by items of unreachable queues. Roots are
- * references from outside the queues: Channel objects, parcels, values being sent or
- * received. With the registry and every queue locked, no item moves and no count
- * changes, so "refcnt minus references from items" is exactly the outside count. */
+/* Trial deletion over the queues reachable from `suspect` (the caller holds one
+ * reference to it, not counted as a root). With all of them locked, no item of theirs
+ * moves and no count of theirs changes. References from outside the set (Channel
+ * objects, parcels, values in flight, items of other queues) are roots: conservative,
+ * a queue outside the set that is garbage is collected from its own suspicion. */
 static void
-collect_cycles(void)
+collect_from(ss_queue *suspect)
 {
-    if (atomic_load(&linked_items) == 0) {
-        return;
-    }
     pthread_mutex_lock(&registry_lock);
-    ss_queue **stack = PyMem_RawMalloc(sizeof(ss_queue *) * (size_t)(live_queues + 1));
-    if (stack == NULL) {
-        pthread_mutex_unlock(&registry_lock);
-        return;     /* only delays freeing: the next collection tries again */
+    qset set = {NULL, 0, 0, 0};
+    qset_add_locked(&set, suspect);
+    for (Py_ssize_t i = 0; i < set.len && !set.failed; i++) {
+        visit_items(set.items[i], visit_add, &set);
     }
-    for (ss_queue *q = registry; q != NULL; q = q->next) {
-        pthread_mutex_lock(&q->mu);
-        q->gc_refs = q->refcnt;
-        q->gc_reached = q->dying;   /* dying queues are someone else's: leave them */
-    }
-    for (ss_queue *q = registry; q != NULL; q = q->next) {
-        if (!q->dying) {
-            visit_linked_nodes(q, visit_subtract, NULL);
-        }
-    }
-    reach_state rs = {.stack = stack, .top = 0};
-    for (ss_queue *q = registry; q != NULL; q = q->next) {
-        if (!q->gc_reached && q->gc_refs > 0) {
-            q->gc_reached = 1;
-            rs.stack[rs.top++] = q;
-        }
-    }
-    while (rs.top > 0) {
-        visit_linked_nodes(rs.stack[--rs.top], visit_reach, &rs);
+    if (set.len > 0) {
+        set.items[0]->suspected = 0;    /* later releases may suspect it again */
     }
     qnode *garbage = NULL;
     uint64_t freed = 0;
-    for (ss_queue *q = registry; q != NULL; q = q->next) {
-        if (!q->gc_reached && q->head != NULL) {
-            /* Dropping its items drops the references that kept the cycle alive: each
-             * queue of it then reaches zero and is freed as usual. */
-            q->tail->next = garbage;
-            garbage = q->head;
-            q->head = q->tail = NULL;
-            q->size = 0;
-            atomic_fetch_sub(&linked_items, (long)q->linked);
-            q->linked = 0;
-            freed++;
+    qset stack = {NULL, 0, 0, 0};
+    if (!set.failed) {
+        stack.items = PyMem_RawMalloc(sizeof(ss_queue *) * (size_t)set.len);
+        stack.failed = stack.items == NULL;
+    }
+    if (!set.failed && !stack.failed) {
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            q->gc_refs = q->refcnt - (q == suspect ? 1 : 0);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            visit_items(set.items[i], visit_subtract, NULL);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            if (q->gc_refs > 0 && !q->gc_reached) {
+                q->gc_reached = 1;
+                stack.items[stack.len++] = q;
+            }
+        }
+        while (stack.len > 0) {
+            visit_items(stack.items[--stack.len], visit_reach, &stack);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            if (!q->gc_reached && q->head != NULL) {
+                /* Dropping its items drops the references that kept the cycle alive:
+                 * each queue of it then reaches zero and is freed as usual. */
+                q->tail->next = garbage;
+                garbage = q->head;
+                q->head = q->tail = NULL;
+                q->size = 0;
+                q->linked = 0;
+                freed++;
+            }
         }
     }
-    for (ss_queue *q = registry; q != NULL; q = q->next) {
-        pthread_mutex_unlock(&q->mu);
+    for (Py_ssize_t i = 0; i < set.len; i++) {
+        set.items[i]->gc_in = 0;
+        pthread_mutex_unlock(&set.items[i]->mu);
     }
     cycles_freed += freed;
     pthread_mutex_unlock(&registry_lock);
-    PyMem_RawFree(stack);
-    tl_draining++;      /* free everything first, then the queues that died of it */
-    free_nodes(garbage);
-    tl_draining--;
-    drain_dead();
-}
-
-/* A Channel object goes away. */
-static void
-queue_drop_handle(ss_queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    Py_ssize_t handles = --q->handles;
-    Py_ssize_t left = --q->refcnt;
-    if (left == 0) {
-        queue_doom_locked(q);
-    }
-    pthread_mutex_unlock(&q->mu);
-    if (left == 0) {
-        q->next_dead = tl_dead;
-        tl_dead = q;
-        drain_dead();
-    }
-    else if (handles == 0) {
-        /* Only items hold it now (or a value in flight): maybe only its own cycle. */
-        collect_cycles();
-    }
+    PyMem_RawFree(set.items);
+    PyMem_RawFree(stack.items);
+    free_nodes(garbage);    /* releases land on this thread's pending lists */
 }
 
 static PyObject *
@@ -542,7 +574,7 @@ channel_dealloc(PyObject *op)
         /* Freeing the queue may free many values, or collect cycles: do it without
          * holding the GIL. */
         Py_BEGIN_ALLOW_THREADS
-        queue_drop_handle(q);
+        queue_release(q, 1, 1);
         Py_END_ALLOW_THREADS
     }
     tp->tp_free(op);
@@ -611,10 +643,7 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
             }
             q->tail = node;
             q->size++;
-            if (node->carries_channels) {
-                q->linked++;
-                atomic_fetch_add(&linked_items, 1);
-            }
+            q->linked += node->carries_channels;
             node = NULL;
             pthread_cond_signal(&q->not_empty);
         }
@@ -681,10 +710,7 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
             q->tail = NULL;
         }
         q->size--;
-        if (node->carries_channels) {
-            q->linked--;
-            atomic_fetch_sub(&linked_items, 1);
-        }
+        q->linked -= node->carries_channels;
         pthread_cond_signal(&q->not_full);
     }
     pthread_mutex_unlock(&q->mu);
