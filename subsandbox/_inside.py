@@ -7,6 +7,7 @@ on the second, one at a time:
     request  ("call", task_id, payload, refs)   payload = pickled (fn, args, kwargs)
              ("stop", 0, b"", ())
     answer   ("ready", interpreter_id, config)  once, first
+             ("refused", message)                instead, when guard.check() fails here
              ("ok", payload, refs)               pickled result
              ("raised", payload, refs)           pickled (exception or None, type name,
                                                  message, formatted traceback)
@@ -67,6 +68,15 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...]) -> tuple
 
 def serve(parcel: int) -> None:
     requests, answers = _core._parcel_take(parcel)
+    # -- issue #4: refuse to start where the isolation properties do not hold ----------
+    from . import guard
+
+    refusal = guard.refusal()
+    if refusal is not None:
+        answers.send(("refused", refusal))
+        _join_threads()
+        return
+    # -- end issue #4 ---------------------------------------------------------------------
     _core._worker_enter()
     try:
         answers.send(("ready", _core.interpreter_id(), tuple(_core.interpreter_config().items())))

@@ -20,6 +20,7 @@ from ._backend import ExecFailed, backend
 from .channel import Channel
 from .errors import (
     BrokenSandbox,
+    IsolationError,
     RemoteError,
     RemoteTraceback,
     SandboxClosed,
@@ -69,6 +70,8 @@ class Sandbox:
                                             name="subsandbox-worker")
             self._thread.start()
             kind, *rest = self._answers.recv()
+            if kind == "refused":  # issue #4: the sandbox's guard.check() failed inside
+                raise IsolationError(rest[0])
             if kind != "ready":
                 raise BrokenSandbox("the sandbox failed to start") from self._failure
         except BaseException:
