@@ -6,21 +6,46 @@
  * wrap the same queue. Values are held encoded (xvalue.c), so a value sent by a sandbox
  * that is then destroyed is still received intact: the queue owns it, not the sender.
  *
- * Waiting releases the GIL and sleeps on a condition variable: a send wakes a receiver at
- * once. The main interpreter's waits wake every WAIT_SLICE to run signal handlers, so
- * Ctrl-C interrupts a blocked recv().
+ * Waiting: an operation that can proceed at once does so without releasing the GIL. One
+ * that must wait releases the GIL and sleeps on a condition variable, so a send wakes a
+ * receiver at once. Only the main thread of the main interpreter runs signal handlers:
+ * its waits wake every WAIT_SLICE to run them, so Ctrl-C interrupts a blocked recv().
+ *
+ * Lifetime: a queue's reference count counts Channel objects (`handles`), parcels and
+ * values in flight, and items of queues that carry it (a channel sent through a channel).
+ * The queue is freed when it reaches zero, iteratively (a chain of channels each inside
+ * the next does not recurse). Queues that only carry each other (a channel sent into
+ * itself, or A into B and B into A) never reach zero on their own. A queue can only be in
+ * such a cycle if it has no Channel object left and holds items that carry channels: when
+ * a reference of such a queue goes, it is a "suspect", and the collector runs CPython's
+ * trial deletion on the queues reachable from it (not on every queue): those whose every
+ * reference comes from items of that set, and that no externally held member reaches,
+ * lose their items, which frees them. Cost: the size of the suspect's reachable set.
+ *
+ * Locks: registry_lock (the list of live queues; one collector at a time), then a queue's
+ * mu. Only a collector holds several queue locks at once; every other thread holds at most
+ * one and waits for no other lock meanwhile, so the collector cannot deadlock. Nobody
+ * waits for a GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <time.h>
 
 #define WAIT_SLICE_NS (50 * 1000 * 1000)  /* 50 ms */
+/* Longer timeouts than this (about 31 years, or inf) wait without a deadline. */
+#define MAX_TIMEOUT 1e9
+
+/* Exported by CPython 3.12+ (intrcheck.h in 3.12, pycore_signal.h since 3.13): true in
+ * the one thread that runs signal handlers (main thread of the main interpreter). */
+PyAPI_FUNC(int) _PyOS_IsMainThread(void);
 
 typedef struct qnode {
     struct qnode *next;
     ss_xvalue *value;
+    int carries_channels;   /* the value holds channel references: a graph edge */
 } qnode;
 
 struct ss_queue {
@@ -28,16 +53,27 @@ struct ss_queue {
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
     Py_ssize_t refcnt;      /* guarded by mu */
+    Py_ssize_t handles;     /* Channel objects, counted in refcnt too; guarded by mu */
     Py_ssize_t maxsize;     /* 0: unbounded */
     Py_ssize_t size;        /* guarded by mu */
+    Py_ssize_t linked;      /* items that carry channels; guarded by mu */
     int closed;             /* guarded by mu */
+    int suspected;          /* on some thread's list of suspects; guarded by mu */
     qnode *head, *tail;     /* guarded by mu */
     uint64_t id;
-    uint64_t generation;    /* fork_generation when it was made */
+    struct ss_queue *prev, *next;   /* live queues; guarded by registry_lock */
+    struct ss_queue *next_pending;  /* on this thread's list of dead queues or suspects */
+    Py_ssize_t gc_refs;             /* collector's scratch: registry_lock + mu */
+    int gc_in;                      /* in the set being collected */
+    int gc_reached;
+    uint64_t generation;            /* fork_generation when it was made */
 };
 
-static uint64_t next_queue_id = 1;  /* guarded by id_lock */
-static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ss_queue *registry = NULL;       /* guarded by registry_lock */
+static Py_ssize_t live_queues = 0;      /* guarded by registry_lock */
+static uint64_t next_queue_id = 1;      /* guarded by registry_lock */
+static uint64_t cycles_freed = 0;       /* guarded by registry_lock */
 
 /* ---- fork (lifecycle.c) ----------------------------------------------------------------
  * A queue made before a fork() is unusable in the child: its mutex may be held and its
@@ -57,16 +93,19 @@ queue_inherited(const ss_queue *q)
 void
 ss_queue_fork_prepare(void)
 {
-    pthread_mutex_lock(&id_lock);
+    pthread_mutex_lock(&registry_lock);
 }
 
 void
 ss_queue_fork_done(int in_child)
 {
     if (in_child) {
+        /* Queues live in the parent's interpreters: forget them here (never freed). */
         fork_generation++;
+        registry = NULL;
+        live_queues = 0;
     }
-    pthread_mutex_unlock(&id_lock);
+    pthread_mutex_unlock(&registry_lock);
 }
 
 /* ---- the process-wide queue ---------------------------------------------------------- */
@@ -80,25 +119,138 @@ queue_new(Py_ssize_t maxsize)
         return NULL;
     }
     pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (pthread_mutex_init(&q->mu, NULL) != 0
-        || pthread_cond_init(&q->not_empty, &attr) != 0
-        || pthread_cond_init(&q->not_full, &attr) != 0)
-    {
+    int ok = pthread_condattr_init(&attr) == 0;
+    if (ok) {
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+        int mu_ok = ok && pthread_mutex_init(&q->mu, NULL) == 0;
+        int ne_ok = mu_ok && pthread_cond_init(&q->not_empty, &attr) == 0;
+        int nf_ok = ne_ok && pthread_cond_init(&q->not_full, &attr) == 0;
         pthread_condattr_destroy(&attr);
+        if (!nf_ok) {
+            if (ne_ok) {
+                pthread_cond_destroy(&q->not_empty);
+            }
+            if (mu_ok) {
+                pthread_mutex_destroy(&q->mu);
+            }
+            ok = 0;
+        }
+    }
+    if (!ok) {
         PyMem_RawFree(q);
         PyErr_SetString(PyExc_OSError, "cannot initialise a channel's lock");
         return NULL;
     }
-    pthread_condattr_destroy(&attr);
     q->refcnt = 1;
+    q->handles = 1;
     q->maxsize = maxsize;
     q->generation = fork_generation;
-    pthread_mutex_lock(&id_lock);
+    pthread_mutex_lock(&registry_lock);
     q->id = next_queue_id++;
-    pthread_mutex_unlock(&id_lock);
+    q->next = registry;
+    if (registry != NULL) {
+        registry->prev = q;
+    }
+    registry = q;
+    live_queues++;
+    pthread_mutex_unlock(&registry_lock);
     return q;
+}
+
+static void
+free_nodes(qnode *items)
+{
+    while (items != NULL) {
+        qnode *next = items->next;
+        ss_xvalue_free(items->value);
+        PyMem_RawFree(items);
+        items = next;
+    }
+}
+
+/* Work this thread found while releasing references, done by the outermost run_pending():
+ * freeing a queue's items releases references to other queues, and a long chain of
+ * channels each inside the next must not become a deep C recursion. */
+static _Thread_local ss_queue *tl_dead = NULL;      /* count reached zero: free them */
+static _Thread_local ss_queue *tl_suspects = NULL;  /* each with one reference held */
+static _Thread_local int tl_busy = 0;
+
+static void collect_from(ss_queue *suspect);
+
+static void
+queue_destroy(ss_queue *q)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (q->prev != NULL) {
+        q->prev->next = q->next;
+    }
+    else {
+        registry = q->next;
+    }
+    if (q->next != NULL) {
+        q->next->prev = q->prev;
+    }
+    live_queues--;
+    pthread_mutex_unlock(&registry_lock);
+    /* Unreachable now: no reference, no registry entry; nobody else can lock it. */
+    qnode *items = q->head;
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+    pthread_mutex_destroy(&q->mu);
+    PyMem_RawFree(q);
+    free_nodes(items);
+}
+
+/* Drop one reference (`handle`: of a Channel object). May free, or suspect, the queue. */
+static void
+queue_release(ss_queue *q, int handle, int may_suspect)
+{
+    pthread_mutex_lock(&q->mu);
+    if (handle) {
+        q->handles--;
+    }
+    int suspect = (may_suspect && q->refcnt > 1 && q->handles == 0 && q->linked > 0
+                   && !q->suspected);
+    Py_ssize_t left = q->refcnt;
+    if (suspect) {
+        q->suspected = 1;   /* our reference goes after the collection */
+    }
+    else {
+        left = --q->refcnt;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (suspect) {
+        q->next_pending = tl_suspects;
+        tl_suspects = q;
+    }
+    else if (left == 0) {
+        q->next_pending = tl_dead;
+        tl_dead = q;
+    }
+    else {
+        return;
+    }
+    if (tl_busy) {
+        return;     /* an outer frame of this thread is running the pending work */
+    }
+    tl_busy = 1;
+    for (;;) {
+        if (tl_dead != NULL) {
+            ss_queue *dead = tl_dead;
+            tl_dead = dead->next_pending;
+            queue_destroy(dead);
+        }
+        else if (tl_suspects != NULL) {
+            ss_queue *sus = tl_suspects;
+            tl_suspects = sus->next_pending;
+            collect_from(sus);
+            queue_release(sus, 0, 0);   /* pushes it on tl_dead if that was the last */
+        }
+        else {
+            break;
+        }
+    }
+    tl_busy = 0;
 }
 
 void
@@ -118,29 +270,165 @@ ss_queue_decref(ss_queue *q)
     if (queue_inherited(q)) {
         return;
     }
-    pthread_mutex_lock(&q->mu);
-    Py_ssize_t left = --q->refcnt;
-    qnode *items = NULL;
-    if (left == 0) {
-        items = q->head;
-        q->head = q->tail = NULL;
-    }
-    pthread_mutex_unlock(&q->mu);
-    if (left > 0) {
+    queue_release(q, 0, 1);
+}
+
+/* ---- the cycle collector --------------------------------------------------------------- */
+
+typedef struct {
+    ss_queue **items;
+    Py_ssize_t len, cap;
+    int failed;
+} qset;
+
+static void
+qset_add_locked(qset *set, ss_queue *q)
+{
+    if (set->failed || q->gc_in) {
         return;
     }
-    /* Nobody can reach the queue any more. Its items may hold channels (even this one is
-     * impossible: it would have kept refcnt > 0), so free them after the lock is gone. */
-    while (items != NULL) {
-        qnode *next = items->next;
-        ss_xvalue_free(items->value);
-        PyMem_RawFree(items);
-        items = next;
+    if (set->len == set->cap) {
+        Py_ssize_t cap = set->cap ? set->cap * 2 : 16;
+        ss_queue **items = PyMem_RawRealloc(set->items, sizeof(ss_queue *) * (size_t)cap);
+        if (items == NULL) {
+            set->failed = 1;
+            return;
+        }
+        set->items = items;
+        set->cap = cap;
     }
-    pthread_cond_destroy(&q->not_empty);
-    pthread_cond_destroy(&q->not_full);
-    pthread_mutex_destroy(&q->mu);
-    PyMem_RawFree(q);
+    pthread_mutex_lock(&q->mu);
+    q->gc_in = 1;
+    q->gc_reached = 0;
+    set->items[set->len++] = q;
+}
+
+static void
+visit_add(ss_queue *target, void *arg)
+{
+    qset_add_locked((qset *)arg, target);
+}
+
+static void
+visit_subtract(ss_queue *target, void *Py_UNUSED(arg))
+{
+    target->gc_refs--;
+}
+
+static void
+visit_reach(ss_queue *target, void *arg)
+{
+    qset *stack = arg;
+    if (!target->gc_reached) {
+        target->gc_reached = 1;
+        stack->items[stack->len++] = target;    /* each member is pushed once: fits */
+    }
+}
+
+static void
+visit_items(ss_queue *q, void (*visit)(ss_queue *, void *), void *arg)
+{
+    if (q->linked == 0) {
+        return;
+    }
+    for (qnode *n = q->head; n != NULL; n = n->next) {
+        if (n->carries_channels) {
+            ss_xvalue_visit_channels(n->value, visit, arg);
+        }
+    }
+}
+
+/* Trial deletion over the queues reachable from `suspect` (the caller holds one
+ * reference to it, not counted as a root). With all of them locked, no item of theirs
+ * moves and no count of theirs changes. References from outside the set (Channel
+ * objects, parcels, values in flight, items of other queues) are roots: conservative,
+ * a queue outside the set that is garbage is collected from its own suspicion. */
+static void
+collect_from(ss_queue *suspect)
+{
+    pthread_mutex_lock(&registry_lock);
+    qset set = {NULL, 0, 0, 0};
+    qset_add_locked(&set, suspect);
+    for (Py_ssize_t i = 0; i < set.len && !set.failed; i++) {
+        visit_items(set.items[i], visit_add, &set);
+    }
+    if (set.len > 0) {
+        set.items[0]->suspected = 0;    /* later releases may suspect it again */
+    }
+    qnode *garbage = NULL;
+    uint64_t freed = 0;
+    qset stack = {NULL, 0, 0, 0};
+    if (!set.failed) {
+        stack.items = PyMem_RawMalloc(sizeof(ss_queue *) * (size_t)set.len);
+        stack.failed = stack.items == NULL;
+    }
+    if (!set.failed && !stack.failed) {
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            q->gc_refs = q->refcnt - (q == suspect ? 1 : 0);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            visit_items(set.items[i], visit_subtract, NULL);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            if (q->gc_refs > 0 && !q->gc_reached) {
+                q->gc_reached = 1;
+                stack.items[stack.len++] = q;
+            }
+        }
+        while (stack.len > 0) {
+            visit_items(stack.items[--stack.len], visit_reach, &stack);
+        }
+        for (Py_ssize_t i = 0; i < set.len; i++) {
+            ss_queue *q = set.items[i];
+            if (!q->gc_reached && q->head != NULL) {
+                /* Dropping its items drops the references that kept the cycle alive:
+                 * each queue of it then reaches zero and is freed as usual. */
+                q->tail->next = garbage;
+                garbage = q->head;
+                q->head = q->tail = NULL;
+                q->size = 0;
+                q->linked = 0;
+                freed++;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < set.len; i++) {
+        set.items[i]->gc_in = 0;
+        pthread_mutex_unlock(&set.items[i]->mu);
+    }
+    cycles_freed += freed;
+    pthread_mutex_unlock(&registry_lock);
+    PyMem_RawFree(set.items);
+    PyMem_RawFree(stack.items);
+    free_nodes(garbage);    /* releases land on this thread's pending lists */
+}
+
+static PyObject *
+channel_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t queues, items = 0, handles = 0;
+    size_t nbytes = 0;
+    uint64_t cycles;
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&registry_lock);
+    queues = live_queues;
+    cycles = cycles_freed;
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        pthread_mutex_lock(&q->mu);
+        items += q->size;
+        handles += q->handles;
+        for (qnode *n = q->head; n != NULL; n = n->next) {
+            nbytes += sizeof(qnode) + ss_xvalue_nbytes(n->value);
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    PyEval_RestoreThread(ts);
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:K}", "queues", queues, "items", items,
+                         "handles", handles, "item_bytes", (Py_ssize_t)nbytes,
+                         "cycles_freed", (unsigned long long)cycles);
 }
 
 /* ---- waiting --------------------------------------------------------------------------- */
@@ -151,9 +439,9 @@ static void
 deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
-    double whole = (double)(time_t)seconds;
-    ts->tv_sec += (time_t)seconds;
-    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    time_t whole = (time_t)seconds;
+    ts->tv_sec += whole;
+    ts->tv_nsec += (long)((seconds - (double)whole) * 1e9);
     if (ts->tv_nsec >= 1000000000L) {
         ts->tv_sec += 1;
         ts->tv_nsec -= 1000000000L;
@@ -166,8 +454,8 @@ before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The main
- * interpreter wakes every slice to let its signal handlers run (and raise). */
+/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The thread
+ * that handles signals wakes every slice to run the handlers (and raise). */
 static int
 wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
          const struct timespec *deadline, int handles_signals, PyThreadState **ts)
@@ -236,7 +524,10 @@ ss_channel_wrap(ss_state *st, ss_queue *q)
     if (self == NULL) {
         return NULL;
     }
-    ss_queue_incref(q);
+    pthread_mutex_lock(&q->mu);
+    q->refcnt++;
+    q->handles++;
+    pthread_mutex_unlock(&q->mu);
     self->queue = q;
     return (PyObject *)self;
 }
@@ -253,8 +544,8 @@ ss_channel_unwrap(ss_state *st, PyObject *op)
 static ss_state *
 channel_state(PyObject *self)
 {
-    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &ss_moduledef);
-    return module == NULL ? NULL : ss_get_state(module);
+    /* Channel cannot be subclassed: its type is the one made from the module. */
+    return (ss_state *)PyType_GetModuleState(Py_TYPE(self));
 }
 
 static int
@@ -266,22 +557,26 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
     }
     double t = PyFloat_AsDouble(timeout);
     if (t == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
+                         "not %.100s", Py_TYPE(timeout)->tp_name);
+        }
         return -1;
     }
-    if (t < 0) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+    if (!(t >= 0)) {    /* negative or NaN */
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a non-negative number of seconds or None, not %R",
+                     timeout);
         return -1;
+    }
+    if (t > MAX_TIMEOUT) {
+        return 0;       /* beyond any clock's reach: wait without a deadline */
     }
     deadline_after(deadline, t);
     *has_deadline = 1;
     return 0;
 }
 
-static int
-in_main_interpreter(void)
-{
-    return PyInterpreterState_Get() == PyInterpreterState_Main();
-}
 
 static PyObject *
 channel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -317,10 +612,13 @@ channel_dealloc(PyObject *op)
     if (self->queue != NULL) {
         ss_queue *q = self->queue;
         self->queue = NULL;
-        /* Freeing the queue may free many values: do it without holding the GIL. */
-        Py_BEGIN_ALLOW_THREADS
-        ss_queue_decref(q);
-        Py_END_ALLOW_THREADS
+        /* Freeing the queue may free many values, or collect cycles: do it without
+         * holding the GIL. */
+        if (!queue_inherited(q)) {
+            Py_BEGIN_ALLOW_THREADS
+            queue_release(q, 1, 1);
+            Py_END_ALLOW_THREADS
+        }
     }
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -352,9 +650,12 @@ check_not_inherited(PyObject *op, const char *what)
 static PyObject *
 do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
 {
+    if (check_not_inherited(op, "send()") < 0) {
+        return NULL;
+    }
     ChannelObject *self = (ChannelObject *)op;
     ss_state *st = channel_state(op);
-    if (st == NULL || check_not_inherited(op, "send()") < 0) {
+    if (st == NULL) {
         return NULL;
     }
     struct timespec deadline;
@@ -373,18 +674,23 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     }
     node->next = NULL;
     node->value = xv;
+    node->carries_channels = ss_xvalue_has_channels(xv);
 
     ss_queue *q = self->queue;
-    int signals = in_main_interpreter();
     int rc = WAIT_OK, closed = 0;
-    PyThreadState *ts = PyEval_SaveThread();
+    PyThreadState *ts = NULL;
+    /* Fast path with the GIL held (nobody holds mu while waiting for a GIL). */
     pthread_mutex_lock(&q->mu);
-    if (!can_put(q) && !block) {
-        rc = WAIT_TIMEOUT;
-    }
-    else {
-        rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
-                      signals, &ts);
+    if (!can_put(q)) {
+        if (!block) {
+            rc = WAIT_TIMEOUT;
+        }
+        else {
+            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            ts = PyEval_SaveThread();
+            rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
+                          signals, &ts);
+        }
     }
     if (rc == WAIT_OK) {
         if (q->closed) {
@@ -399,16 +705,19 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
             }
             q->tail = node;
             q->size++;
+            q->linked += node->carries_channels;
             node = NULL;
             pthread_cond_signal(&q->not_empty);
         }
     }
     pthread_mutex_unlock(&q->mu);
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
     if (node != NULL) {
         ss_xvalue_free(node->value);
         PyMem_RawFree(node);
     }
-    PyEval_RestoreThread(ts);
     if (rc == WAIT_ERROR) {
         return NULL;
     }
@@ -430,9 +739,12 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
 static PyObject *
 do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
 {
+    if (check_not_inherited(op, what) < 0) {
+        return NULL;
+    }
     ChannelObject *self = (ChannelObject *)op;
     ss_state *st = channel_state(op);
-    if (st == NULL || check_not_inherited(op, what) < 0) {
+    if (st == NULL) {
         return NULL;
     }
     struct timespec deadline;
@@ -441,17 +753,20 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
         return NULL;
     }
     ss_queue *q = self->queue;
-    int signals = in_main_interpreter();
-    int rc;
+    int rc = WAIT_OK;
     qnode *node = NULL;
-    PyThreadState *ts = PyEval_SaveThread();
+    PyThreadState *ts = NULL;
     pthread_mutex_lock(&q->mu);
-    if (!can_take(q) && !block) {
-        rc = WAIT_TIMEOUT;
-    }
-    else {
-        rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
-                      signals, &ts);
+    if (!can_take(q)) {
+        if (!block) {
+            rc = WAIT_TIMEOUT;
+        }
+        else {
+            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            ts = PyEval_SaveThread();
+            rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
+                          signals, &ts);
+        }
     }
     if (rc == WAIT_OK && q->head != NULL) {
         node = q->head;
@@ -460,10 +775,13 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
             q->tail = NULL;
         }
         q->size--;
+        q->linked -= node->carries_channels;
         pthread_cond_signal(&q->not_full);
     }
     pthread_mutex_unlock(&q->mu);
-    PyEval_RestoreThread(ts);
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
     if (rc == WAIT_ERROR) {
         return NULL;
     }
@@ -759,6 +1077,9 @@ ss_parcel_fork_done(int in_child)
 static PyMethodDef parcel_methods[] = {
     {"_parcel_put", parcel_put, METH_O, NULL},
     {"_parcel_take", parcel_take, METH_O, NULL},
+    {"_channel_stats", channel_stats, METH_NOARGS,
+     "_channel_stats() -> dict: live queues, their items, Channel objects, bytes queued, "
+     "queues freed by the cycle collector (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

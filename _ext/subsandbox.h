@@ -160,6 +160,13 @@ ss_xvalue *ss_xvalue_encode(ss_state *st, PyObject *obj, const char *what);
 PyObject *ss_xvalue_decode(ss_state *st, ss_xvalue *xv);
 /* Free it; callable without any GIL. */
 void ss_xvalue_free(ss_xvalue *xv);
+/* ---- additions of channels (queue.c's cycle collector and stats); no GIL needed ---- */
+/* Raw bytes the encoded value takes. */
+size_t ss_xvalue_nbytes(const ss_xvalue *xv);
+/* Whether the value holds channel references, and calling `visit` on each of them. */
+int ss_xvalue_has_channels(const ss_xvalue *xv);
+void ss_xvalue_visit_channels(const ss_xvalue *xv, void (*visit)(ss_queue *, void *),
+                              void *arg);
 
 /* ---- fork support (lifecycle.c) ------------------------------------------------------
  * Each part with process-wide locks takes them before fork() and releases them after it,

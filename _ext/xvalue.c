@@ -42,12 +42,18 @@ struct ss_xvalue {
 static int
 reserve(ss_xvalue *xv, size_t extra)
 {
-    if (xv->len + extra <= xv->cap) {
+    if (extra <= xv->cap - xv->len) {
         return 0;
     }
+    if (extra > PY_SSIZE_T_MAX - xv->len) {
+        PyErr_SetString(PyExc_OverflowError, "value too large to send through a channel");
+        return -1;
+    }
+    size_t need = xv->len + extra;
     size_t cap = xv->cap ? xv->cap : 64;
-    while (cap < xv->len + extra) {
-        cap *= 2;
+    while (cap < need) {
+        /* Double while that cannot pass PY_SSIZE_T_MAX; then take exactly what is needed. */
+        cap = cap <= (size_t)PY_SSIZE_T_MAX / 2 ? cap * 2 : need;
     }
     char *buf = PyMem_RawRealloc(xv->buf, cap);
     if (buf == NULL) {
@@ -113,10 +119,15 @@ put_ref(ss_xvalue *xv, xref ref)
     return 0;
 }
 
-/* The path of the current node, for error messages: "item[1][0]". */
+/* The path of the current node, for error messages: "item[1][0]". Only the first
+ * PATH_KEPT indices are kept; a deeper path is written "item[0][0]...[7]" (the last index
+ * is kept too, it is the one the user looks for). */
+#define PATH_KEPT 32
+
 typedef struct {
     const char *root;
-    Py_ssize_t idx[64];
+    Py_ssize_t idx[PATH_KEPT];
+    Py_ssize_t last;
     int depth;
 } xpath;
 
@@ -124,7 +135,7 @@ static PyObject *
 path_string(const xpath *p)
 {
     PyObject *s = PyUnicode_FromString(p->root);
-    for (int i = 0; s != NULL && i < p->depth && i < 64; i++) {
+    for (int i = 0; s != NULL && i < p->depth && i < PATH_KEPT; i++) {
         PyObject *part = PyUnicode_FromFormat("[%zd]", p->idx[i]);
         if (part == NULL) {
             Py_CLEAR(s);
@@ -132,6 +143,16 @@ path_string(const xpath *p)
         }
         PyUnicode_Append(&s, part);
         Py_DECREF(part);
+    }
+    if (s != NULL && p->depth > PATH_KEPT) {
+        PyObject *part = PyUnicode_FromFormat("...[%zd]", p->last);
+        if (part == NULL) {
+            Py_CLEAR(s);
+        }
+        else {
+            PyUnicode_Append(&s, part);
+            Py_DECREF(part);
+        }
     }
     return s;
 }
@@ -253,9 +274,10 @@ encode(ss_state *st, ss_xvalue *xv, PyObject *obj, xpath *p)
         }
         int rc = 0;
         for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-            if (p->depth < 64) {
+            if (p->depth < PATH_KEPT) {
                 p->idx[p->depth] = i;
             }
+            p->last = i;
             p->depth++;
             rc = encode(st, xv, PyTuple_GET_ITEM(obj, i), p);
             p->depth--;
@@ -288,7 +310,7 @@ ss_xvalue_encode(ss_state *st, PyObject *obj, const char *what)
         PyErr_NoMemory();
         return NULL;
     }
-    xpath p = {.root = what, .depth = 0};
+    xpath p = {.root = what, .last = 0, .depth = 0};
     if (encode(st, xv, obj, &p) < 0) {
         ss_xvalue_free(xv);
         return NULL;
@@ -314,6 +336,33 @@ ss_xvalue_free(ss_xvalue *xv)
     PyMem_RawFree(xv->refs);
     PyMem_RawFree(xv->buf);
     PyMem_RawFree(xv);
+}
+
+size_t
+ss_xvalue_nbytes(const ss_xvalue *xv)
+{
+    return sizeof(*xv) + xv->cap + xv->refcap * sizeof(xref);
+}
+
+int
+ss_xvalue_has_channels(const ss_xvalue *xv)
+{
+    for (size_t i = 0; i < xv->nrefs; i++) {
+        if (xv->refs[i].kind == REF_CHANNEL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void
+ss_xvalue_visit_channels(const ss_xvalue *xv, void (*visit)(ss_queue *, void *), void *arg)
+{
+    for (size_t i = 0; i < xv->nrefs; i++) {
+        if (xv->refs[i].kind == REF_CHANNEL) {
+            visit(xv->refs[i].queue, arg);
+        }
+    }
 }
 
 /* ---- reading ------------------------------------------------------------------------ */
@@ -412,18 +461,21 @@ decode(ss_state *st, reader *r)
         if (take(r, &n, sizeof(n)) < 0) {
             return NULL;
         }
-        PyObject *t = PyTuple_New((Py_ssize_t)n);
-        if (t == NULL) {
+        /* The sender's C recursion limit bounded the depth, but this thread may have
+         * less stack left than the sender had. */
+        if (Py_EnterRecursiveCall(" while decoding a value from a channel")) {
             return NULL;
         }
-        for (size_t i = 0; i < n; i++) {
+        PyObject *t = PyTuple_New((Py_ssize_t)n);
+        for (size_t i = 0; t != NULL && i < n; i++) {
             PyObject *item = decode(st, r);
             if (item == NULL) {
-                Py_DECREF(t);
-                return NULL;
+                Py_CLEAR(t);
+                break;
             }
             PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
         }
+        Py_LeaveRecursiveCall();
         return t;
     }
     case 'R': {

@@ -34,6 +34,7 @@ _LAZY = {
     "ChannelClosed": "errors",
     "ChannelEmpty": "errors",
     "ChannelFull": "errors",
+    "IsolationError": "errors",
     "NotShareableError": "errors",
     "PolicyError": "errors",
     "RemoteError": "errors",
@@ -45,6 +46,10 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "guard":  # the submodule, on first use (``subsandbox.guard.check()``)
+        import importlib
+
+        return importlib.import_module("subsandbox.guard")
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'subsandbox' has no attribute {name!r}")
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
         ChannelClosed,
         ChannelEmpty,
         ChannelFull,
+        IsolationError,
         NotShareableError,
         PolicyError,
         RemoteError,

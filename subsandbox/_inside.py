@@ -7,6 +7,7 @@ on the second, one at a time:
     request  ("call", task_id, payload, refs)   payload = pickled (fn, args, kwargs)
              ("stop", 0, b"", ())
     answer   ("ready", interpreter_id, config)  once, first
+             ("refused", message)                instead, when guard.check() fails here
              ("ok", payload, refs)               pickled result
              ("raised", payload, refs)           pickled (exception or None, type name,
                                                  message, formatted traceback)
@@ -68,6 +69,15 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
 
 def serve(parcel: int) -> None:
     requests, answers, policy = _core._parcel_take(parcel)
+    # Refuse to start where the isolation properties do not hold (subsandbox.guard),
+    # before the policy is installed: the check itself imports what it needs.
+    from . import guard
+
+    refusal = guard.refusal()
+    if refusal is not None:
+        answers.send(("refused", refusal))
+        _join_threads()
+        return
     loads = _crossing.loads
     if policy is not None:
         # The sandbox's policy (subsandbox.policy), installed before any request is read;

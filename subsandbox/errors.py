@@ -17,6 +17,7 @@ __all__ = [
     "ChannelClosed",
     "ChannelEmpty",
     "ChannelFull",
+    "IsolationError",
     "NotShareableError",
     "PolicyError",
     "RemoteError",
@@ -29,6 +30,14 @@ __all__ = [
 
 class UnsupportedPython(ImportError):
     """This interpreter cannot run sandboxes (wrong version, or a build without own GILs)."""
+
+
+class IsolationError(RuntimeError):
+    """An isolation property that sandboxes rely on does not hold on this Python build.
+
+    Raised by ``subsandbox.guard.check()``, and by ``Sandbox()`` when the new sandbox's
+    own check fails (it then refuses to start). The message names every property missing.
+    """
 
 
 class SandboxClosed(RuntimeError):

@@ -22,6 +22,7 @@ from .channel import Channel
 from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
+    IsolationError,
     RemoteError,
     RemoteTraceback,
     SandboxClosed,
@@ -86,6 +87,8 @@ class Sandbox:
                                             daemon=True)
             self._thread.start()
             kind, *rest = self._answers.recv()
+            if kind == "refused":  # issue #4: the sandbox's guard.check() failed inside
+                raise IsolationError(rest[0])
             if kind != "ready":
                 raise BrokenSandbox("the sandbox failed to start") from self._failure
         except BaseException:

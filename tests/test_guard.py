@@ -1,0 +1,228 @@
+"""The isolation guard (issue #4), through the public Sandbox API.
+
+tests/test_type_guard.py drives raw interpreters to check the C side of the type guard;
+these tests check what a user of Sandbox sees: subclassing, weak-referencing and caching
+attributes of builtin types in one sandbox is invisible to the others and to main; our
+shared types resist every interpreter; ``guard.check()`` passes here, names what fails
+when a property is made to fail, and a sandbox refuses to start when its own check fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import pytest
+
+import subsandbox
+from subsandbox import IsolationError, Sandbox, guard
+from subsandbox import _core
+
+from conftest import run_script
+
+BUILTINS = (dict, object, type, str, int, Exception)
+
+
+# -- run inside sandboxes (importable by reference) ---------------------------------------
+
+def builtin_state() -> dict[str, list[int]]:
+    """How many subclasses and weak references each builtin type has here."""
+    return {tp.__name__: [len(type.__subclasses__(tp)), weakref.getweakrefcount(tp)]
+            for tp in BUILTINS}
+
+
+def subclass_and_weakref_builtins(tag: str) -> dict[str, list[str]]:
+    """Subclass each builtin, weakly reference it, keep all that; report what is seen."""
+    global _kept
+    _kept = []
+    for tp in BUILTINS:
+        sub = type(f"{tag}_{tp.__name__}", (tp,), {})
+        _kept += [sub, weakref.ref(tp), weakref.ref(tp, lambda r: None)]
+    return {tp.__name__: sorted(c.__name__ for c in type.__subclasses__(tp)
+                                if c.__name__.startswith(("A_", "B_")))
+            for tp in BUILTINS}
+
+
+def cached_lookups(tag: str, rounds: int) -> list[str]:
+    """Class attribute lookups through the per-interpreter type cache, with the class
+    modified between rounds (each change gives it a new version tag)."""
+
+    class Number(int):
+        where = tag
+
+    class Failure(Exception):
+        where = tag
+
+    seen = set()
+    for i in range(rounds):
+        if i % 100 == 0:
+            Number.where = f"{tag}{i}"
+            Failure.where = f"{tag}{i}"
+        seen.add(Number.where[0])
+        seen.add(Number(3).where[0])
+        seen.add(Failure.where[0])
+        seen.add(int.bit_length.__name__[0])
+    return sorted(seen)
+
+
+def attack_our_types(shared: Any) -> list[str]:
+    """Try every way to write to frozendict / immutableset; name the ones that worked."""
+    from subsandbox import frozendict, immutableset
+
+    worked = []
+    for tp in (frozendict, immutableset):
+        attempts = {
+            "subclass": lambda: type("Sub", (tp,), {}),
+            "set attribute": lambda: setattr(tp, "x", 1),
+            "replace method": lambda: setattr(tp, "__len__", lambda self: 0),
+            "weakref instance": lambda: weakref.ref(tp()),
+            "instance attribute": lambda: setattr(tp(), "x", 1),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+            except (TypeError, AttributeError):
+                continue
+            worked.append(f"{tp.__name__}: {name}")
+    for name, attempt in {
+        "weakref shared": lambda: weakref.ref(shared),
+        "attribute on shared": lambda: setattr(shared, "x", 1),
+        "change __class__ of shared": lambda: setattr(shared, "__class__", dict),
+    }.items():
+        try:
+            attempt()
+        except (TypeError, AttributeError):
+            continue
+        worked.append(name)
+    return worked
+
+
+# -- builtin types: what one sandbox does stays there ----------------------------------------
+
+def test_subclassing_and_weakrefs_of_builtins_stay_in_their_sandbox() -> None:
+    with Sandbox() as a, Sandbox() as b:
+        for sb in (a, b):  # first calls import what the helpers need: do that first
+            sb.call(builtin_state)
+        b_before = b.call(builtin_state)
+        main_before = builtin_state()
+        a_before = a.call(builtin_state)
+
+        seen_in_a = a.call(subclass_and_weakref_builtins, "A")
+        a_after = a.call(builtin_state)
+
+        assert all(seen_in_a[tp.__name__] == [f"A_{tp.__name__}"] for tp in BUILTINS)
+        for name, (subs, refs) in a_after.items():  # it did happen in A ...
+            assert subs >= a_before[name][0] + 1 and refs >= a_before[name][1] + 1, name
+        assert b.call(builtin_state) == b_before  # ... and nowhere else
+        assert builtin_state() == main_before
+
+
+def test_concurrent_sandboxes_see_only_their_own_subclasses() -> None:
+    with Sandbox() as a, Sandbox() as b:
+        results: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: results.update(
+            A=a.call(subclass_and_weakref_builtins, "A")))
+        t.start()
+        results["B"] = b.call(subclass_and_weakref_builtins, "B")
+        t.join()
+    for tag in ("A", "B"):
+        assert results[tag] == {tp.__name__: [f"{tag}_{tp.__name__}"] for tp in BUILTINS}
+    assert not any(c.__name__.startswith(("A_", "B_")) for c in dict.__subclasses__())
+
+
+def test_type_attribute_caches_are_per_interpreter() -> None:
+    # Both sandboxes look up attributes of same-named subclasses of int and Exception at
+    # once, changing them as they go; each must only ever see its own values.
+    rounds = 20_000
+    with Sandbox() as a, Sandbox() as b:
+        results: dict[str, list[str]] = {}
+        t = threading.Thread(target=lambda: results.update(A=a.call(cached_lookups, "A", rounds)))
+        t.start()
+        results["B"] = b.call(cached_lookups, "B", rounds)
+        t.join()
+    assert results == {"A": ["A", "b"], "B": ["B", "b"]}
+
+
+# -- our shared types resist every interpreter ------------------------------------------------
+
+def test_our_types_cannot_be_subclassed_mutated_or_weakly_referenced_anywhere() -> None:
+    shared = subsandbox.share({"k": frozenset({1, 2})})
+    assert attack_our_types(shared) == []
+    with Sandbox() as a, Sandbox() as b:
+        assert a.call(attack_our_types, shared) == []
+        assert b.call(attack_our_types, shared) == []
+    assert shared == {"k": {1, 2}} and type(shared) is subsandbox.frozendict
+
+
+# -- guard.check(): passes here, names what fails ---------------------------------------------
+
+def test_check_passes_in_main_and_in_sandboxes(sandbox: Sandbox) -> None:
+    assert guard.check() is None and guard.problems() == [] and guard.refusal() is None
+    assert sandbox.call(guard.problems) == []
+    assert subsandbox.guard is guard and guard.IsolationError is IsolationError
+
+
+def test_sandbox_start_imports_no_threading() -> None:
+    # The check runs at every sandbox start: it must not import errors.py's
+    # concurrent.futures / threading there (cost, and 3.12's thread join at destroy).
+    out = run_script("""
+        import subsandbox
+        def modules():
+            import sys
+            return sorted(m for m in ("threading", "concurrent.futures", "subsandbox.errors")
+                          if m in sys.modules)
+        with subsandbox.Sandbox() as sb:
+            print(sb.call(modules))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("sabotage, message", [
+    (lambda mp: mp.setattr(guard, "_STATIC_BUILTIN", 1 << 30),
+     "builtin type object is not a static builtin type"),
+    (lambda mp: mp.setattr(guard, "_BASETYPE", guard._IMMUTABLETYPE),
+     "frozendict can be subclassed"),
+    (lambda mp: mp.setattr(guard, "_IMMORTAL_REFCOUNT", 1 << 62),
+     "type NoneType of shared objects is not immortal"),
+    (lambda mp: mp.setattr(_core, "_guard_info", lambda tp: {
+        "static_builtin_flag": True, "has_slot_here": False, "mechanism": "none",
+        "type_immortal": True, "mro_immortal": True, "version_tag": 1}),
+     "frozendict has no per-interpreter type state in this interpreter (none)"),
+    (lambda mp: (mp.setattr(_core, "interpreter_id", lambda: 7),
+                 mp.setattr(_core, "interpreter_config", lambda: {
+                     "gil": "shared", "use_main_obmalloc": True,
+                     "check_multi_interp_extensions": True})),
+     "this sandbox runs with gil='shared', not 'own'; this sandbox runs with "
+     "use_main_obmalloc=True, not False"),
+])
+def test_check_fails_with_its_message(monkeypatch: pytest.MonkeyPatch, sabotage: Any,
+                                      message: str) -> None:
+    sabotage(monkeypatch)
+    assert any(message.split("; ")[0] in p for p in guard.problems())
+    with pytest.raises(IsolationError) as info:
+        guard.check()
+    assert message in str(info.value)
+    assert "subsandbox cannot isolate sandboxes on this Python" in str(info.value)
+
+
+def test_sandbox_refuses_to_start_when_its_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from subsandbox import sandbox as sandbox_module
+
+    before = _core._channel_stats()["queues"]
+    sabotaged = sandbox_module._BOOT.replace(
+        "from subsandbox import _inside\n",
+        "from subsandbox import guard\nguard._STATIC_BUILTIN = 1 << 30\n"
+        "from subsandbox import _inside\n")
+    assert sabotaged != sandbox_module._BOOT
+    monkeypatch.setattr(sandbox_module, "_BOOT", sabotaged)
+    with pytest.raises(IsolationError, match="builtin type dict is not a static builtin type"):
+        Sandbox()
+    monkeypatch.undo()
+    import gc
+
+    gc.collect()
+    assert _core._channel_stats()["queues"] == before  # nothing of it is left
+    with Sandbox() as sb:  # and the next sandbox starts as usual
+        assert sb.call(guard.problems) == []
