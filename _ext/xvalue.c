@@ -50,10 +50,11 @@ reserve(ss_xvalue *xv, size_t extra)
         return -1;
     }
     size_t need = xv->len + extra;
-    size_t cap = xv->cap ? xv->cap : 64;
-    while (cap < need) {
-        /* Double while that cannot pass PY_SSIZE_T_MAX; then take exactly what is needed. */
-        cap = cap <= (size_t)PY_SSIZE_T_MAX / 2 ? cap * 2 : need;
+    /* Double (amortized appends), but a large string or bytes gets exactly its size. */
+    size_t cap = xv->cap == 0 ? 64 : (xv->cap <= (size_t)PY_SSIZE_T_MAX / 2 ? xv->cap * 2
+                                                                           : need);
+    if (cap < need) {
+        cap = need;
     }
     char *buf = PyMem_RawRealloc(xv->buf, cap);
     if (buf == NULL) {
