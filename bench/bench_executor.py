@@ -14,7 +14,7 @@ Kinds: thread (ThreadPoolExecutor), process-fork and process-forkserver
 interpreters-pep-734 backport's on 3.13; none on 3.12), sandbox (SandboxPoolExecutor).
 Quirks of the 3.13 backport's InterpreterPoolExecutor: it pickles the function and its
 arguments for every task and runs each in a fresh ``exec`` of a small script, and it
-cannot run functions defined in ``__main__`` (so every kernel lives in _kernels.py).
+cannot run functions defined in ``__main__`` (so every kernel lives in kernels.py).
 ThreadPoolExecutor ignores chunksize. After the run, the ratios to the sandbox pool are
 printed, from the values of this run only.
 """
@@ -34,7 +34,7 @@ import pyperf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import _kernels  # noqa: E402
+import kernels as _kernels  # noqa: E402
 
 from subsandbox import SandboxPoolExecutor  # noqa: E402
 
