@@ -223,6 +223,9 @@ class _Enforcer:
         self.stdlib = stdlib
         self.import_roots = tuple(sorted({posixpath.realpath(p or os.getcwd())
                                           for p in sys.path} | {stdlib}))
+        self.import_system_globals = tuple(
+            vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
+                                            "zipimport") if m in sys.modules)
         self.builtins = self._make_builtins(granted)
         self.replacements = self._make_replacements()
         self._machinery: dict = {}
@@ -414,10 +417,39 @@ class _Enforcer:
         def methodcaller(name, /, *args, **kwargs):
             return operator.methodcaller(checked(name), *args, **kwargs)
 
+        import functools
+
+        defaults = (frozenset(functools.WRAPPER_ASSIGNMENTS),
+                    frozenset(functools.WRAPPER_UPDATES))
+
+        def wrapper_names(assigned, updated):
+            for name in assigned:
+                if name not in defaults[0]:
+                    checked(name)
+            for name in updated:
+                if name not in defaults[1]:
+                    checked(name)
+
+        def update_wrapper(wrapper, wrapped, assigned=functools.WRAPPER_ASSIGNMENTS,
+                           updated=functools.WRAPPER_UPDATES):
+            assigned, updated = tuple(assigned), tuple(updated)
+            wrapper_names(assigned, updated)
+            return functools.update_wrapper(wrapper, wrapped, assigned, updated)
+
+        def wraps(wrapped, assigned=functools.WRAPPER_ASSIGNMENTS,
+                  updated=functools.WRAPPER_UPDATES):
+            assigned, updated = tuple(assigned), tuple(updated)
+            wrapper_names(assigned, updated)
+            return functools.wraps(wrapped, assigned, updated)
+
+        update_wrapper.__qualname__ = update_wrapper.__name__ = "update_wrapper"
+        wraps.__qualname__ = wraps.__name__ = "wraps"
         attrgetter.__qualname__ = attrgetter.__name__ = "attrgetter"
         methodcaller.__qualname__ = methodcaller.__name__ = "methodcaller"
         return {("operator", "attrgetter"): attrgetter,
-                ("operator", "methodcaller"): methodcaller}
+                ("operator", "methodcaller"): methodcaller,
+                ("functools", "update_wrapper"): update_wrapper,
+                ("functools", "wraps"): wraps}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -495,6 +527,18 @@ class _Enforcer:
         module = self._modules.get(name)
         return module is None or getattr(module, "__dict__", None) is not g
 
+    def _import_system_caller(self) -> bool:
+        """Whether the event comes from the import system running a module's code."""
+        me = _thread.get_ident()
+        self._checking.add(me)
+        try:
+            frame = self._getframe(2)  # 0: here, 1: the hook, 2: who raised the event
+        except ValueError:
+            return False
+        finally:
+            self._checking.discard(me)
+        return any(frame.f_globals is g for g in self.import_system_globals)
+
     def hook(self, event: str, args: tuple) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
             if _thread.get_ident() in self._checking:
@@ -517,8 +561,12 @@ class _Enforcer:
             if isinstance(name, str) and _is_dunder(name) and self._sandboxed_caller():
                 raise self.refuse(f"setting {name!r} from sandboxed code", "introspection")
         elif event == "exec":
+            # Any code run by anyone but the import system is checked: library code that
+            # evaluates a string the user chose (typing.get_type_hints evaluating string
+            # annotations, reached through functools.singledispatch) runs it as library
+            # code, out of the other layers' sight.
             code = args[0] if args else None
-            if isinstance(code, types.CodeType) and self._sandboxed_caller():
+            if isinstance(code, types.CodeType) and not self._import_system_caller():
                 check_code(code, self.name)
         elif event == "import":
             self._check_import(args)

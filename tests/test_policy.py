@@ -126,6 +126,30 @@ result = (repr(p), f"{p.y:>3}", list(squares(4)), vars(p), caught, type(p).__nam
         False, 3)
 
 
+def test_library_code_that_makes_code_still_works(compute: subsandbox.Sandbox) -> None:
+    """namedtuple and typing evaluate generated code: it passes the check; wraps works."""
+    compute.exec("""
+import collections, functools
+Pair = collections.namedtuple("Pair", "a b", defaults=[0])
+@functools.singledispatch
+def kind(x):
+    return "object"
+@kind.register
+def _(x: int):
+    return "int"
+def deco(fn):
+    @functools.wraps(fn)
+    def inner(*args):
+        return fn(*args)
+    return inner
+@deco
+def named():
+    "doc"
+result = (tuple(Pair(1)), kind(3), kind("s"), named.__name__, named.__doc__)
+""")
+    assert compute.call(eval, "result") == ((1, 0), "int", "object", "named", "doc")
+
+
 def test_call_by_reference_and_exceptions(compute: subsandbox.Sandbox) -> None:
     assert compute.call(json.dumps, {"a": 1}) == '{"a": 1}'
     assert compute.call(sorted, [3, 1, 2]) == [1, 2, 3]
@@ -177,13 +201,17 @@ def test_interrupt_works_under_a_policy() -> None:
     import threading
     import time
 
+    def interrupt_until_it_lands(sb: subsandbox.Sandbox) -> None:
+        # interrupt() returns False while the loop has not started yet (a loaded machine).
+        while not sb.interrupt():
+            time.sleep(0.05)
+
     with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
-        timer = threading.Timer(0.3, sb.interrupt)
-        timer.start()
+        thread = threading.Thread(target=interrupt_until_it_lands, args=(sb,))
+        thread.start()
         with pytest.raises(subsandbox.TaskInterrupted):
             sb.exec("while True:\n    pass")
-        timer.join()
-        time.sleep(0)
+        thread.join()
         assert sb.call(len, "still usable") == 12
 
 

@@ -243,3 +243,40 @@ def test_class_assignment(sb: subsandbox.Sandbox) -> None:
                 result = type(x).__name__
         """)
         assert outcome != "B", source
+
+
+def test_library_evaluates_a_string_annotation(sb: subsandbox.Sandbox) -> None:
+    """functools.singledispatch().register(fn) makes typing eval fn's string annotations
+    as library code: the walk in the annotation must still be refused."""
+    outcome = attempt(sb, """
+        import functools
+        @functools.singledispatch
+        def f(x): pass
+        def g(x: "[c for c in ().__class__.__base__.__subclasses__()]"): pass
+        try:
+            f.register(g)
+        except TypeError as e:
+            result = str(e)
+    """)
+    assert_refused(outcome)
+    assert "FileIO" not in str(outcome)
+
+
+def test_library_getattr_with_chosen_names(sb: subsandbox.Sandbox) -> None:
+    """functools.update_wrapper(obj, fn, assigned=('__globals__',)) does the getattr for
+    you and hands the value to obj's __setattr__."""
+    outcome = attempt(sb, """
+        import functools, json
+        got = []
+        class Catch:
+            def __setattr__(self, name, value):
+                got.append(value)
+        functools.update_wrapper(Catch(), json.dumps, assigned=('__globals__',), updated=())
+        result = got
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        import functools, json
+        result = functools.wraps(json.dumps, updated=('__globals__',))
+    """)
+    assert_refused(outcome)
