@@ -267,16 +267,16 @@ def test_different_sandboxes_run_at_once() -> None:
 
 # -- interrupts -----------------------------------------------------------------------------
 
-def _interrupt_until(sandbox: Sandbox, done: threading.Event, pause: float = 0.05) -> None:
-    # What a caller does to stop a task: interrupt until the call has returned.
-    while not done.wait(pause):
-        sandbox.interrupt()
-
-
-def test_interrupt_stops_running_python_and_sandbox_stays_usable(sandbox: Sandbox) -> None:
-    assert sandbox.interrupt() is False  # nothing runs
+def _spin_and_stop(sandbox: Sandbox, pause: float) -> None:
+    """Run spin_forever in the sandbox while another thread does what a caller does to
+    stop a task: interrupt every ``pause`` seconds until the call has returned."""
     done = threading.Event()
-    stopper = threading.Thread(target=_interrupt_until, args=(sandbox, done))
+
+    def stop() -> None:
+        while not done.wait(pause):
+            sandbox.interrupt()
+
+    stopper = threading.Thread(target=stop)
     stopper.start()
     try:
         with pytest.raises(TaskInterrupted):
@@ -284,6 +284,11 @@ def test_interrupt_stops_running_python_and_sandbox_stays_usable(sandbox: Sandbo
     finally:
         done.set()
         stopper.join()
+
+
+def test_interrupt_stops_running_python_and_sandbox_stays_usable(sandbox: Sandbox) -> None:
+    assert sandbox.interrupt() is False  # nothing runs
+    _spin_and_stop(sandbox, 0.05)
     assert sandbox.call(add, 5) == 15
     sandbox.exec("after = 1")
 
@@ -292,15 +297,7 @@ def test_interrupt_before_the_task_starts_still_stops_it(sandbox: Sandbox) -> No
     # Interrupting right away races with the start of the task in the sandbox: whichever
     # wins, the call must end interrupted, and the sandbox stay usable.
     for _ in range(20):
-        done = threading.Event()
-        stopper = threading.Thread(target=_interrupt_until, args=(sandbox, done, 0.0005))
-        stopper.start()
-        try:
-            with pytest.raises(TaskInterrupted):
-                sandbox.call(spin_forever)
-        finally:
-            done.set()
-            stopper.join()
+        _spin_and_stop(sandbox, 0.0005)
     assert sandbox.call(add, 1) == 11
 
 
