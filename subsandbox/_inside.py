@@ -5,6 +5,9 @@ interpreter; the parcel holds two channels. Requests come on the first, answers 
 on the second, one at a time:
 
     request  ("call", task_id, payload, refs)   payload = pickled (fn, args, kwargs)
+             ("pool", task_id, (tasks, answers, max_tasks), ())
+                                                 become a SandboxPoolExecutor worker:
+                                                 run _pool_inside.serve until it ends
              ("stop", 0, b"", ())
     answer   ("ready", interpreter_id, config)  once, first
              ("refused", message)                instead, when guard.check() fails here
@@ -67,6 +70,24 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
     return "ok", data, out_refs
 
 
+def _serve_pool(channels: tuple[Any, Any, int],
+                loads: Callable[[bytes, tuple[object, ...]], Any]) -> tuple[Any, ...]:
+    """The "pool" request: serve executor tasks until told to stop.
+
+    A request of its own, not a call of ``_pool_inside.serve``: a policy would rightly
+    refuse to unpickle a function of this package, and the tasks must be unpickled by
+    the policy's loader (``loads``), never by the plain one.
+    """
+    from . import _pool_inside
+
+    tasks, pool_answers, max_tasks = channels
+    try:
+        _pool_inside.serve(tasks, pool_answers, max_tasks, loads)
+    except BaseException as exc:  # noqa: BLE001 - reported to the executor's driver
+        return _raised(exc)
+    return ("ok", *_crossing.dumps(None, "the result"))
+
+
 def serve(parcel: int) -> None:
     requests, answers, policy = _core._parcel_take(parcel)
     # Refuse to start where the isolation properties do not hold (subsandbox.guard),
@@ -92,7 +113,10 @@ def serve(parcel: int) -> None:
             op, task_id, payload, refs = requests.recv()
             if op == "stop":
                 break
-            answers.send(_run(op, task_id, payload, refs, loads))
+            if op == "pool":
+                answers.send(_serve_pool(payload, loads))
+            else:
+                answers.send(_run(op, task_id, payload, refs, loads))
     finally:
         _core._worker_exit()
         _join_threads()

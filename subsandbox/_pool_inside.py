@@ -1,6 +1,6 @@
 """A SandboxPoolExecutor worker's loop, running inside its sandbox.
 
-The executor starts it once per worker sandbox with ``Sandbox.call(serve, ...)``; from
+The executor starts it once per worker sandbox with a "pool" request (``_inside``); from
 then on the sandbox pulls tasks from its own channel and pushes answers to the pool's
 shared answer channel, so a task costs one crossing each way and no thread in the main
 interpreter stands between the caller and the sandbox.
@@ -33,7 +33,11 @@ def _run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> tu
     return tuple([fn(*args) for args in chunk])
 
 
-def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...]) -> tuple[Any, ...]:
+Loads = Callable[[bytes, tuple[object, ...]], Any]
+
+
+def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...],
+            loads: Loads) -> tuple[Any, ...]:
     kind, task_id, token, fn_payload, fn_refs, drop, native, a, b = task
     if drop:
         functions.pop(drop, None)
@@ -41,13 +45,13 @@ def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...]) -> 
         if fn_payload is None:
             fn = functions[token]
         else:
-            fn = _crossing.loads(fn_payload, fn_refs)
+            fn = loads(fn_payload, fn_refs)
             if token:
                 functions[token] = fn
         if native:
             args, kwargs = a, dict(b)
         else:
-            args, kwargs = _crossing.loads(a, b)
+            args, kwargs = loads(a, b)
         if kind == "chunk":
             result = _core._run_task(task_id, _run_chunk, (fn, args), None)
         else:
@@ -59,15 +63,18 @@ def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...]) -> 
     return (task_id, "ok", True, result)
 
 
-def serve(tasks: Any, answers: Any, max_tasks: int) -> None:
-    """Run tasks until told to stop, or until ``max_tasks`` (0: no limit) have run."""
+def serve(tasks: Any, answers: Any, max_tasks: int, loads: Loads = _crossing.loads) -> None:
+    """Run tasks until told to stop, or until ``max_tasks`` (0: no limit) have run.
+
+    ``loads`` unpickles functions and arguments: the sandbox policy's loader, if any.
+    """
     functions: dict[int, Callable[..., Any]] = {}
     done = 0
     while not max_tasks or done < max_tasks:
         task = tasks.recv()
         if task[0] == "stop":
             return
-        answer = _answer(functions, task)
+        answer = _answer(functions, task, loads)
         try:
             answers.send(answer)
         except _core.NotShareableError:

@@ -50,9 +50,10 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
-from . import _core, _crossing, _pool_inside
+from . import _core, _crossing, _untrusted
 from ._shipping import FunctionCache, Shipped
 from .channel import Channel
+from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
     BrokenSandboxPool,
@@ -184,12 +185,16 @@ class _Pool:
 
     def __init__(self, max_workers: int, initializer: Callable[..., object] | None,
                  initargs: tuple[Any, ...], max_tasks_per_worker: int | None,
-                 policy: object | None) -> None:
+                 policy: Policy | None) -> None:
         self.max_workers = max_workers
         self.initializer = initializer
         self.initargs = initargs
         self.max_tasks = max_tasks_per_worker or 0
-        self.policy = policy
+        self.policy = resolve(policy)
+        # What comes out of a worker under a policy is untrusted data, loaded as
+        # Sandbox.call loads it (subsandbox._untrusted).
+        self.loads = (_crossing.loads if self.policy.spec() is None
+                      else _untrusted.loader(self.policy))
         self.lock = threading.Lock()
         self.pending: deque[_WorkItem] = deque()
         self.idle: list[_Worker] = []
@@ -346,13 +351,13 @@ class _Pool:
                 _settle(future, result=answer[3])
                 return
             try:
-                result = _crossing.loads(answer[3], answer[4])
+                result = self.loads(answer[3], answer[4])
             except BaseException as exc:  # noqa: BLE001
                 _settle(future, exc=exc)
             else:
                 _settle(future, result=result)
         elif kind == "raised":
-            _settle(future, exc=_remote_exception(answer[2], answer[3]))
+            _settle(future, exc=_remote_exception(self.loads, answer[2], answer[3]))
         elif item.stop_reason == "timeout":
             _settle(future, exc=FuturesTimeoutError(
                 f"the task ran longer than its timeout ({item.timeout} s) and was "
@@ -379,7 +384,7 @@ class _Pool:
     def _run_one_sandbox(self, worker: _Worker) -> bool:
         """Start a sandbox in ``worker``, serve tasks in it, close it. Whether to go on."""
         try:
-            sandbox = Sandbox() if self.policy is None else Sandbox(policy=self.policy)  # type: ignore[call-arg]
+            sandbox = Sandbox(policy=self.policy)
         except BaseException as exc:  # noqa: BLE001
             with self.lock:
                 others_serve = self.serving > 0
@@ -406,7 +411,7 @@ class _Pool:
             self.dispatch()
             failure: BaseException | None = None
             try:
-                sandbox.call(_pool_inside.serve, worker.tasks, self.answers, self.max_tasks)
+                sandbox._serve_pool(worker.tasks, self.answers, self.max_tasks)
             except BaseException as exc:  # noqa: BLE001
                 failure = exc
             with self.lock:
@@ -483,11 +488,12 @@ class _Pool:
 _pool_numbers = itertools.count()
 
 
-def _remote_exception(payload: bytes, refs: tuple[object, ...]) -> BaseException:
+def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
+                      refs: tuple[object, ...]) -> BaseException:
     """The exception a task raised, with the sandbox's traceback as its cause (the same
     decoding as Sandbox.call's)."""
     try:
-        exc, type_name, message, formatted = _crossing.loads(payload, refs)
+        exc, type_name, message, formatted = loads(payload, refs)
     except Exception as exc_loading:  # noqa: BLE001 - its class does not exist here
         error = RemoteError("<exception that could not be rebuilt>", str(exc_loading))
         error.__cause__ = exc_loading
@@ -605,7 +611,7 @@ class SandboxPoolExecutor(Executor):
                  initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = (),
                  max_tasks_per_worker: int | None = None,
-                 policy: object | None = None) -> None:
+                 policy: Policy | None = None) -> None:
         if max_workers is None:
             max_workers = _usable_cpu_count()
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):

@@ -215,6 +215,52 @@ def test_interrupt_works_under_a_policy() -> None:
         assert sb.call(len, "still usable") == 12
 
 
+# -- the executor -----------------------------------------------------------------------------
+
+def _main_functions(source: str) -> dict:
+    namespace: dict = {"__name__": "__main__"}
+    exec(source, namespace)
+    return namespace
+
+
+def test_policy_reaches_every_worker() -> None:
+    ns = _main_functions(
+        "import statistics\n"
+        "def escape(_):\n"
+        "    import os\n"
+        "    return os.getpid()\n"
+        "def mean(values):\n"
+        "    return statistics.fmean(values)\n"
+        "def loop_module(_):\n"
+        "    import subsandbox\n"
+        "    return subsandbox.__name__\n")
+    with subsandbox.SandboxPoolExecutor(max_workers=3, policy=Policy.compute()) as pool:
+        # Enough tasks at once that every worker sandbox takes some.
+        refusals = [pool.submit(ns["escape"], i) for i in range(30)]
+        for future in refusals:
+            with pytest.raises(ImportError, match="policy"):
+                future.result(timeout=60)
+        assert pool.submit(ns["mean"], [1, 2, 3, 4]).result(timeout=60) == 2.5
+        assert list(pool.map(ns["mean"], [[1], [2, 4]], chunksize=2)) == [1.0, 3.0]
+        # The loop's own modules are not granted to the tasks it runs.
+        with pytest.raises(ImportError, match="policy"):
+            pool.submit(ns["loop_module"], 0).result(timeout=60)
+        assert len(pool._pool.threads) == 3
+
+
+def test_executor_results_are_loaded_as_untrusted() -> None:
+    ns = _main_functions("def leak(_):\n    return lambda: 1\n")
+    with subsandbox.SandboxPoolExecutor(max_workers=1, policy=Policy.compute()) as pool:
+        with pytest.raises(pickle.UnpicklingError, match="function cannot come out"):
+            pool.submit(ns["leak"], 0).result(timeout=60)
+        assert pool.submit(abs, -3).result(timeout=60) == 3
+
+
+def test_executor_checks_its_policy_argument() -> None:
+    with pytest.raises(TypeError, match="subsandbox.Policy"):
+        subsandbox.SandboxPoolExecutor(policy="compute")  # type: ignore[arg-type]
+
+
 # -- effects ----------------------------------------------------------------------------------
 
 @pytest.fixture
