@@ -279,6 +279,32 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(delivered);
 }
 
+/* ---- gates (gate.c) ---------------------------------------------------------------- */
+
+PyInterpreterState *
+ss_worker_interp(int64_t interp_id)
+{
+    REGISTRY_LOCK();
+    worker *w = find_worker(interp_id);
+    PyInterpreterState *interp = w != NULL ? w->interp : NULL;
+    REGISTRY_UNLOCK();
+    return interp;
+}
+
+unsigned long
+ss_worker_set_thread(int64_t interp_id, unsigned long thread_id)
+{
+    unsigned long previous = 0;
+    REGISTRY_LOCK();
+    worker *w = find_worker(interp_id);
+    if (w != NULL) {
+        previous = w->thread_id;
+        w->thread_id = thread_id;
+    }
+    REGISTRY_UNLOCK();
+    return previous;
+}
+
 /* ---- fork (lifecycle.c) ----------------------------------------------------------------
  * The registry lock is held across fork() so that no worker is half-registered and no
  * interrupt() is half-done in the child's copy. It is not a leaf lock (interrupt() waits

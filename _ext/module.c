@@ -58,6 +58,7 @@ ss_exec(PyObject *module)
         || ss_shared_exec(module, st) < 0
         || ss_queue_exec(module, st) < 0
         || ss_xvalue_exec(module, st) < 0
+        || ss_gate_exec(module, st) < 0
         || ss_lifecycle_exec(module, st) < 0)
     {
         return -1;

@@ -9,6 +9,7 @@
  *   queue.c     Channel: the blocking queue of cross-interpreter values
  *   xvalue.c    how a value is carried between interpreters inside a queue
  *   interp.c    the running interpreter's own facts (id, config), and interrupting a sandbox
+ *   gate.c      a main-interpreter thread running a task inside a sandbox itself
  *
  * Rules every file keeps:
  *   - No PyObject allocated by one interpreter is ever freed, or written, by another.
@@ -49,6 +50,7 @@ int ss_shared_exec(PyObject *module, ss_state *st);
 int ss_frozen_exec(PyObject *module, ss_state *st);
 int ss_interp_exec(PyObject *module, ss_state *st);
 int ss_xvalue_exec(PyObject *module, ss_state *st);
+int ss_gate_exec(PyObject *module, ss_state *st);
 
 /* ---- interpreter facts (internal.c: the one file that reads CPython internals) ----- */
 
@@ -167,6 +169,14 @@ size_t ss_xvalue_nbytes(const ss_xvalue *xv);
 int ss_xvalue_has_channels(const ss_xvalue *xv);
 void ss_xvalue_visit_channels(const ss_xvalue *xv, void (*visit)(ss_queue *, void *),
                               void *arg);
+
+/* ---- sandbox workers (interp.c), for gates (gate.c) ------------------------------ */
+
+/* The interpreter of the sandbox whose worker registered as `interp_id`, or NULL. */
+PyInterpreterState *ss_worker_interp(int64_t interp_id);
+/* From now on the sandbox's tasks run on the thread state with this thread id: interrupts
+ * target it. Returns the previous id (0: no such worker). Needs the caller's GIL. */
+unsigned long ss_worker_set_thread(int64_t interp_id, unsigned long thread_id);
 
 /* ---- fork support (lifecycle.c) ------------------------------------------------------
  * Each part with process-wide locks takes them before fork() and releases them after it,

@@ -5,9 +5,7 @@ interpreter; the parcel holds two channels. Requests come on the first, answers 
 on the second, one at a time:
 
     request  ("call", task_id, payload, refs)   payload = pickled (fn, args, kwargs)
-             ("pool", task_id, (tasks, answers, max_tasks), ())
-                                                 become a SandboxPoolExecutor worker:
-                                                 run _pool_inside.serve until it ends
+             ("gate", 0, b"", ())                a pool's gate is about to enter
              ("stop", 0, b"", ())
     answer   ("ready", interpreter_id, config)  once, first
              ("refused", message)                instead, when guard.check() fails here
@@ -18,6 +16,9 @@ on the second, one at a time:
 
 Only the standard library's pickle, marshal and this package's crossing code are
 imported here, so a sandbox starts fast and its policy can forbid everything else.
+
+A SandboxPoolExecutor runs its tasks through a gate instead (``_ext/gate.c``): its
+driver thread enters the sandbox and calls the handler that ``gate_handlers()`` gives.
 """
 
 from __future__ import annotations
@@ -70,25 +71,22 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
     return "ok", data, out_refs
 
 
-def _serve_pool(channels: tuple[Any, Any, int],
-                loads: Callable[[bytes, tuple[object, ...]], Any]) -> tuple[Any, ...]:
-    """The "pool" request: serve executor tasks until told to stop.
+# How requests are unpickled here: the policy's loader once serve() installed one.
+_loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads
 
-    A request of its own, not a call of ``_pool_inside.serve``: a policy would rightly
-    refuse to unpickle a function of this package, and the tasks must be unpickled by
-    the policy's loader (``loads``), never by the plain one.
+
+def gate_handlers() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """The task handler and its fallback for a gate that a pool's driver opened (gate.c).
+
+    The handlers unpickle through the sandbox's policy, as requests are.
     """
     from . import _pool_inside
 
-    tasks, pool_answers, max_tasks = channels
-    try:
-        _pool_inside.serve(tasks, pool_answers, max_tasks, loads)
-    except BaseException as exc:  # noqa: BLE001 - reported to the executor's driver
-        return _raised(exc)
-    return ("ok", *_crossing.dumps(None, "the result"))
+    return _pool_inside.gate_handlers(_loads)
 
 
 def serve(parcel: int) -> None:
+    global _loads
     requests, answers, policy = _core._parcel_take(parcel)
     # Refuse to start where the isolation properties do not hold (subsandbox.guard),
     # before the policy is installed: the check itself imports what it needs.
@@ -106,6 +104,7 @@ def serve(parcel: int) -> None:
         from . import _enforce
 
         loads = _enforce.install(policy)
+    _loads = loads
     _core._worker_enter()
     try:
         answers.send(("ready", _core.interpreter_id(), tuple(_core.interpreter_config().items())))
@@ -113,13 +112,27 @@ def serve(parcel: int) -> None:
             op, task_id, payload, refs = requests.recv()
             if op == "stop":
                 break
-            if op == "pool":
-                answers.send(_serve_pool(payload, loads))
+            if op == "gate":
+                _prepare_for_gate()
+                answers.send(("ok", *_crossing.dumps(None, "the result")))
             else:
                 answers.send(_run(op, task_id, payload, refs, loads))
     finally:
         _core._worker_exit()
         _join_threads()
+
+
+def _prepare_for_gate() -> None:
+    """Before a pool's driver first enters through a gate, on this worker thread.
+
+    CPython 3.12's ``threading`` takes the thread that imports it first for the
+    interpreter's main thread and ties it to that thread's state. A task that imports it
+    through a gate would tie it to the gate's thread state, deleted when the gate closes,
+    and the interpreter's shutdown would then fail on it. Imported here, the main thread
+    is this worker's, which _join_threads() shuts down.
+    """
+    if sys.version_info < (3, 13):
+        import threading  # noqa: F401
 
 
 def _join_threads() -> None:

@@ -1,9 +1,8 @@
-"""A SandboxPoolExecutor worker's loop, running inside its sandbox.
+"""A SandboxPoolExecutor worker's task handler, running inside its sandbox.
 
-The executor starts it once per worker sandbox with a "pool" request (``_inside``); from
-then on the sandbox pulls tasks from its own channel and pushes answers to the pool's
-shared answer channel, so a task costs one crossing each way and no thread in the main
-interpreter stands between the caller and the sandbox.
+The executor's driver thread enters its worker sandbox through a gate (``_ext/gate.c``)
+and calls ``handle(task)`` there for each task, on its own thread: no other thread stands
+between the thread that submits a task and the one that runs it.
 
     task    ("call" | "chunk", task_id, token, fn_payload, fn_refs, drop, native, a, b)
               token       a number for the function in this worker's cache (0: none)
@@ -12,11 +11,13 @@ interpreter stands between the caller and the sandbox.
               native      True: a = args tuple, b = kwargs as pairs, both channel values
                           False: a, b = pickled (args, kwargs) and its by-reference objects
               "chunk": args is a tuple of argument tuples, the answer a tuple of results
-            ("stop",)
     answer  (task_id, "ok", True, result)              the result crossed as it is
             (task_id, "ok", False, payload, refs)      the result, pickled
             (task_id, "raised", payload, refs)         as _inside._raised makes it
             (task_id, "interrupted")                   the executor interrupted it
+
+The gate tries the first form of an answer and, when the result is not a channel value
+(a list, an instance...), asks ``pickled(answer)`` for the second.
 
 Each task runs through ``_core._run_task(task_id, ...)``, so the executor can interrupt
 exactly that task (``_core._interrupt(interpreter_id, task_id)``) and nothing else.
@@ -28,12 +29,11 @@ from typing import Any, Callable
 
 from . import _core, _crossing, _inside
 
+Loads = Callable[[bytes, tuple[object, ...]], Any]
+
 
 def _run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
     return tuple([fn(*args) for args in chunk])
-
-
-Loads = Callable[[bytes, tuple[object, ...]], Any]
 
 
 def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...],
@@ -63,27 +63,21 @@ def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...],
     return (task_id, "ok", True, result)
 
 
-def serve(tasks: Any, answers: Any, max_tasks: int, loads: Loads = _crossing.loads) -> None:
-    """Run tasks until told to stop, or until ``max_tasks`` (0: no limit) have run.
+def _pickled(answer: tuple[Any, ...]) -> tuple[Any, ...]:
+    task_id, _, _, result = answer
+    try:
+        payload, refs = _crossing.dumps(result, "the result")
+    except BaseException as exc:  # noqa: BLE001
+        return (task_id, *_inside._raised(exc))
+    return (task_id, "ok", False, payload, refs)
 
-    ``loads`` unpickles functions and arguments: the sandbox policy's loader, if any.
-    """
+
+def gate_handlers(loads: Loads) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``(handle, pickled)`` for one gate; ``loads`` unpickles functions and arguments
+    (the sandbox policy's loader, if any). The function cache lives as long as the gate."""
     functions: dict[int, Callable[..., Any]] = {}
-    done = 0
-    while not max_tasks or done < max_tasks:
-        task = tasks.recv()
-        if task[0] == "stop":
-            return
-        answer = _answer(functions, task, loads)
-        try:
-            answers.send(answer)
-        except _core.NotShareableError:
-            # The result is not a channel value (a list, an instance...): pickle it.
-            task_id, _, _, result = answer
-            try:
-                payload, refs = _crossing.dumps(result, "the result")
-                answers.send((task_id, "ok", False, payload, refs))
-            except BaseException as exc:  # noqa: BLE001
-                answers.send((task_id, *_inside._raised(exc)))
-        del answer
-        done += 1
+
+    def handle(task: tuple[Any, ...]) -> tuple[Any, ...]:
+        return _answer(functions, task, loads)
+
+    return handle, _pickled

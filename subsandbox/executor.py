@@ -1,13 +1,12 @@
 """SandboxPoolExecutor: a concurrent.futures executor whose workers are sandboxes.
 
-Each worker is one :class:`~subsandbox.Sandbox` (its own interpreter and GIL) that runs a
-loop inside itself (``_pool_inside.serve``) pulling tasks from a channel of its own. The
-main interpreter keeps the queue of pending work, picks an idle worker for each task and
-sends the task straight into that worker's channel; the answers of all workers come back
-on one channel, read by one thread (the *collector*) that completes the futures and
-hands the freed worker its next task. So a task costs three thread wake-ups (caller to
-sandbox, sandbox to collector, collector to the thread waiting on the future) where a
-``ThreadPoolExecutor`` task costs two, and no main-interpreter thread wakes to start it.
+Each worker is one :class:`~subsandbox.Sandbox` (its own interpreter and GIL) with a
+driver thread in the main interpreter. The driver takes the next pending task and runs
+it inside its sandbox itself, through a *gate* (``_ext/gate.c``): it enters the sandbox
+on a thread state of its own (the sandbox's GIL, not the main one), calls the sandbox's
+task handler (``_pool_inside``), comes back with the answer and completes the future. So
+a task costs two thread wake-ups, as in ``ThreadPoolExecutor``: the submitting thread
+wakes an idle driver, the driver wakes whoever waits on the future.
 
 Cost of a crossing, and how it is kept small:
 
@@ -40,10 +39,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import queue
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
@@ -52,7 +52,6 @@ from typing import Any, TypeVar
 
 from . import _core, _crossing, _untrusted
 from ._shipping import FunctionCache, Shipped
-from .channel import Channel
 from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
@@ -61,7 +60,7 @@ from .errors import (
     RemoteTraceback,
     TaskInterrupted,
 )
-from .sandbox import Sandbox
+from .sandbox import Sandbox, _task_ids
 
 __all__ = ["SandboxPoolExecutor"]
 
@@ -72,8 +71,6 @@ _FUNCTION_CACHE_SIZE = 64
 # How often an interrupt is retried while its task is queued in the worker's channel but
 # not yet started (the C core interrupts only the task that is running).
 _INTERRUPT_RETRY_S = 0.002
-
-_task_ids = itertools.count(1)
 
 # -- interpreter exit (as thread.py: before threads are joined) ------------------------------
 
@@ -164,16 +161,14 @@ class _WorkItem:
 
 class _Worker:
     """One worker sandbox, from its start to its close. (A recycled or broken worker is
-    replaced by a new _Worker on the same driver thread, so late answers of the old one
-    never touch the new one's state.)"""
+    replaced by a new _Worker on the same driver thread.)"""
 
-    __slots__ = ("sandbox", "tasks", "known", "current", "done")
+    __slots__ = ("sandbox", "gate", "known", "done")
 
     def __init__(self) -> None:
         self.sandbox: Sandbox | None = None
-        self.tasks = Channel()
+        self.gate: object = None                # _core gate into the sandbox (gate.c)
         self.known: OrderedDict[int, None] = OrderedDict()  # tokens this sandbox holds
-        self.current: _WorkItem | None = None
         self.done = 0
 
 
@@ -196,8 +191,10 @@ class _Pool:
         self.loads = (_crossing.loads if self.policy.spec() is None
                       else _untrusted.loader(self.policy))
         self.lock = threading.Lock()
-        self.pending: deque[_WorkItem] = deque()
-        self.idle: list[_Worker] = []
+        # Pending tasks, and None once the pool ends (each driver that takes it puts it
+        # back for the next): thread.py's design, whose queue wakes a thread cheaply.
+        self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
+        self.idle = threading.Semaphore(0)      # drivers waiting for work
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
         self.serving = 0                        # workers whose sandbox is up
@@ -205,8 +202,6 @@ class _Pool:
         self.shutdown_requested = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
-        self.answers = Channel()
-        self.collector: threading.Thread | None = None
         self.watchdog: _Watchdog | None = None
         self.functions = FunctionCache(_FUNCTION_CACHE_SIZE)
         self.number = next(_pool_numbers)
@@ -235,55 +230,43 @@ class _Pool:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            self.pending.append(item)
-            if not self.idle and len(self.threads) < self.max_workers:
+            self.queue.put(item)
+            if not self.idle.acquire(timeout=0) and len(self.threads) < self.max_workers:
                 self._start_worker_locked()
-        self.dispatch()
 
     def _start_worker_locked(self) -> None:
         self.alive += 1
-        if self.collector is None:
-            self.collector = threading.Thread(
-                target=self._collect, name=f"SandboxPoolExecutor-{self.number}-collector")
-            self.collector.start()
         thread = threading.Thread(target=self._drive,
                                   name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
         self.threads.append(thread)
         thread.start()
 
-    def dispatch(self) -> None:
-        """Give pending tasks to idle workers; stop idle workers that have no more to do."""
+    def _next_task(self, worker: _Worker) -> _WorkItem | None:
+        """The next task for ``worker``, marked running; None when the pool is done."""
         while True:
-            with self.lock:
-                if self.pending and self.idle and self.broken is None:
-                    item = self.pending.popleft()
-                    if not item.future.set_running_or_notify_cancel():
-                        continue
-                    worker = self.idle.pop()
-                    item.task_id = next(_task_ids)
-                    item.worker = worker
-                    assert worker.sandbox is not None
-                    item.sandbox_id = worker.sandbox.id
-                    worker.current = item
-                    self.running[item.task_id] = item
-                    if isinstance(item.future, _InterruptibleFuture):
-                        item.future._on_cancel_running = (
-                            lambda item=item: self.stop_task(item, "cancel"))
-                elif self.idle and (self.broken is not None
-                                    or (self.shutdown_requested and not self.pending)):
-                    stopping, self.idle = self.idle, []
-                    item = None
-                else:
-                    return
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                self.idle.release()
+                item = self.queue.get()
             if item is None:
-                for worker in stopping:
-                    worker.tasks.send(("stop",))
-                return
-            if item.timeout is not None:
-                self._watchdog().watch(item, time.monotonic() + item.timeout)
-            self._send(worker, item)
+                self.queue.put(None)  # for the next driver
+                return None
+            if item.future.set_running_or_notify_cancel():
+                break
+        with self.lock:
+            item.task_id = next(_task_ids)
+            assert worker.sandbox is not None
+            item.sandbox_id = worker.sandbox.id
+            self.running[item.task_id] = item
+            if isinstance(item.future, _InterruptibleFuture):
+                item.future._on_cancel_running = (
+                    lambda item=item: self.stop_task(item, "cancel"))
+        if item.timeout is not None:
+            self._watchdog().watch(item, time.monotonic() + item.timeout)
+        return item
 
-    def _send(self, worker: _Worker, item: _WorkItem) -> None:
+    def _task_message(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
         shipped = item.shipped
         drop = 0
         if not shipped.token:
@@ -296,10 +279,11 @@ class _Pool:
             if len(worker.known) > _FUNCTION_CACHE_SIZE:
                 drop = worker.known.popitem(last=False)[0]
             token, fn_payload, fn_refs = shipped.token, shipped.payload, shipped.refs
+        message = (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
+                   item.native, item.a, item.b)
         item.shipped = None  # type: ignore[assignment]  # no longer needed
-        worker.tasks.send((item.kind, item.task_id, token, fn_payload, fn_refs, drop,
-                           item.native, item.a, item.b))
         item.a = item.b = None
+        return message
 
     # -- stopping a task ---------------------------------------------------------------
 
@@ -316,30 +300,7 @@ class _Pool:
                 self.watchdog = _Watchdog(self)
             return self.watchdog
 
-    # -- the collector: completes futures --------------------------------------------
-
-    def _collect(self) -> None:
-        answers = self.answers
-        while True:
-            answer = answers.recv()
-            task_id = answer[0]
-            if task_id == 0:  # every worker has stopped and the pool is shut down
-                return
-            with self.lock:
-                item = self.running.pop(task_id, None)
-                if item is None:  # failed already: its worker broke
-                    continue
-                worker = item.worker
-                assert worker is not None
-                worker.current = None
-                worker.done += 1
-                if not self.max_tasks or worker.done < self.max_tasks:
-                    self.idle.append(worker)
-                # else: the sandbox's loop has ended; the driver replaces it.
-            item.worker = None
-            self._complete(item, answer)
-            del item, answer
-            self.dispatch()
+    # -- completing futures ------------------------------------------------------------
 
     def _complete(self, item: _WorkItem, answer: tuple[Any, ...]) -> None:
         future = item.future
@@ -376,13 +337,11 @@ class _Pool:
                 self.alive -= 1
                 last = self.alive == 0 and (self.shutdown_requested or self.broken is not None)
                 watchdog = self.watchdog
-            if last:
-                self.answers.send((0,))  # tells the collector to stop
-                if watchdog is not None:
-                    watchdog.stop(join=False)
+            if last and watchdog is not None:
+                watchdog.stop(join=False)
 
     def _run_one_sandbox(self, worker: _Worker) -> bool:
-        """Start a sandbox in ``worker``, serve tasks in it, close it. Whether to go on."""
+        """Start a sandbox in ``worker``, run tasks in it, close it. Whether to go on."""
         try:
             sandbox = Sandbox(policy=self.policy)
         except BaseException as exc:  # noqa: BLE001
@@ -404,82 +363,92 @@ class _Pool:
                     self._fail_pool("a sandbox initializer failed, the pool is not usable "
                                     "anymore", exc)
                     return False
-            with self.lock:
-                if self.broken is not None or (self.shutdown_requested and not self.pending):
-                    return False
-                self.idle.append(worker)
-            self.dispatch()
-            failure: BaseException | None = None
             try:
-                sandbox._serve_pool(worker.tasks, self.answers, self.max_tasks)
+                sandbox._prepare_for_gate()
+                worker.gate = _core._gate_open(sandbox.id)
             except BaseException as exc:  # noqa: BLE001
-                failure = exc
-            with self.lock:
-                if worker in self.idle:
-                    self.idle.remove(worker)
-                lost = None
-                if failure is not None and worker.current is not None:
-                    lost = self.running.pop(worker.current.task_id, None)
-                worker.current = None
-                go_on = self.broken is None and not (self.shutdown_requested
-                                                    and not self.pending)
-            if lost is not None:
-                error = BrokenSandbox(
-                    f"worker sandbox {sandbox.id} stopped working while it ran this task; "
-                    f"the pool replaced it")
-                error.__cause__ = failure
-                _settle(lost.future, exc=error)
-            return go_on
+                self._fail_pool("a worker sandbox could not be entered", exc)
+                return False
+            return self._serve(worker)
         finally:
             with self.lock:
                 self.serving -= 1
-            worker.tasks.close()
+            if worker.gate is not None:
+                _core._gate_close(worker.gate)
+                worker.gate = None
             try:
                 sandbox.close()
             except BaseException:  # noqa: BLE001 - a broken sandbox may fail to close
                 pass
-            self.dispatch()
+
+    def _serve(self, worker: _Worker) -> bool:
+        """Run tasks through ``worker``'s gate until the pool is done (False) or the
+        worker must be replaced (True: recycled, or broken)."""
+        gate_call = _core._gate_call
+        while True:
+            item = self._next_task(worker)
+            if item is None:
+                return False
+            try:
+                answer = gate_call(worker.gate, self._task_message(worker, item))
+            except BaseException as exc:  # noqa: BLE001
+                with self.lock:
+                    self.running.pop(item.task_id, None)
+                error = BrokenSandbox(
+                    f"worker sandbox {item.sandbox_id} stopped working while it ran this "
+                    f"task; the pool replaced it")
+                error.__cause__ = exc
+                _settle(item.future, exc=error)
+                return True
+            with self.lock:
+                self.running.pop(item.task_id, None)
+            self._complete(item, answer)
+            del item, answer
+            worker.done += 1
+            if self.max_tasks and worker.done >= self.max_tasks:
+                return True
 
     def _fail_pool(self, message: str, cause: BaseException) -> None:
         with self.lock:
             if self.broken is None:
                 self.broken = message
                 self.broken_cause = cause
-            failed = list(self.pending)
-            self.pending.clear()
+            failed = self._drain_locked()
+            self.queue.put(None)
         for item in failed:
             if item.future.set_running_or_notify_cancel():
                 error = BrokenSandboxPool(message)
                 error.__cause__ = cause
                 _settle(item.future, exc=error)
-        self.dispatch()
 
     # -- shutting down -----------------------------------------------------------------
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self.lock:
             self.shutdown_requested = True
-            cancelled = list(self.pending) if cancel_futures else []
-            if cancel_futures:
-                self.pending.clear()
-            no_workers = self.alive == 0 and self.collector is not None
+            cancelled = self._drain_locked() if cancel_futures else []
+            self.queue.put(None)
         for item in cancelled:
             item.future.cancel()
             item.future.set_running_or_notify_cancel()
-        if no_workers:
-            self.answers.send((0,))
-        self.dispatch()
         if wait:
             self.join()
+
+    def _drain_locked(self) -> list[_WorkItem]:
+        items = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not None:
+                items.append(item)
 
     def join(self) -> None:
         current = threading.current_thread()
         for thread in list(self.threads):
             if thread is not current:
                 thread.join()
-        collector = self.collector
-        if collector is not None and collector is not current:
-            collector.join()
         watchdog = self.watchdog
         if watchdog is not None:
             watchdog.stop()
@@ -696,7 +665,7 @@ class SandboxPoolExecutor(Executor):
         state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
                  else "running")
         return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
-                f"workers={pool.alive} pending={len(pool.pending)} {state}>")
+                f"workers={pool.alive} pending={pool.queue.qsize()} {state}>")
 
 
 def _chained_results(futures: list[Future[tuple[T, ...]]],

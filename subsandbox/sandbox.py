@@ -177,9 +177,9 @@ class Sandbox:
         payload, refs = _crossing.dumps((_inside.exec_source, (source,), {}), "exec()")
         self._request("call", payload, refs)
 
-    def _serve_pool(self, tasks: Channel, answers: Channel, max_tasks: int) -> None:
-        """Make this sandbox a SandboxPoolExecutor worker until its loop ends (executor)."""
-        self._request("pool", (tasks, answers, max_tasks), ())
+    def _prepare_for_gate(self) -> None:
+        """Before an executor's driver enters this sandbox through a gate (_inside)."""
+        self._request("gate", b"", ())
 
     def interrupt(self) -> bool:
         """Interrupt the Python code of the running call, if any.

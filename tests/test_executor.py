@@ -380,3 +380,55 @@ def test_stress_200_worker_recyclings() -> None:
     with SandboxPoolExecutor(2, max_tasks_per_worker=1) as ex:
         ids = list(ex.map(lambda _: interpreter_id(), range(200)))
     assert len(set(ids)) == 200
+
+
+# -- gates: how a driver thread runs tasks inside its sandbox (_ext/gate.c) -------------------
+
+def test_tasks_run_on_the_driver_thread_inside_the_sandbox() -> None:
+    # The task runs in the worker's interpreter, on the driver's own OS thread: no other
+    # thread stands between the pool and the task.
+    def where() -> tuple[int, int]:
+        import threading as t
+        from subsandbox import _core
+
+        return int(_core.interpreter_id()), t.get_native_id()
+
+    with SandboxPoolExecutor(max_workers=1) as pool:
+        interp, native = pool.submit(where).result(timeout=60)
+        (driver,) = pool._pool.threads
+        assert interp != interpreter_id()
+        assert native == driver.native_id
+
+
+def test_gate_belongs_to_its_thread_and_closes() -> None:
+    from subsandbox import _core
+
+    with subsandbox.Sandbox() as sb:
+        sb._prepare_for_gate()
+        gate = _core._gate_open(sb.id)
+        try:
+            answer = _core._gate_call(gate, ("call", 10**15, 0, None, (), 0, True, (), ()))
+            # No function was shipped with that task: the handler reports the KeyError.
+            assert answer[0] == 10**15 and answer[1] == "raised"
+            errors: list[BaseException] = []
+
+            def other_thread() -> None:
+                try:
+                    _core._gate_call(gate, ("call", 1, 0, None, (), 0, True, (), ()))
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+
+            t = threading.Thread(target=other_thread)
+            t.start()
+            t.join()
+            assert isinstance(errors[0], RuntimeError)
+            assert "thread that opened it" in str(errors[0])
+            with pytest.raises(subsandbox.NotShareableError, match="the task"):
+                _core._gate_call(gate, ["not", "a", "channel value"])
+        finally:
+            _core._gate_close(gate)
+        _core._gate_close(gate)  # idempotent
+        with pytest.raises(ValueError, match="closed"):
+            _core._gate_call(gate, ())
+    with pytest.raises(RuntimeError, match="no running worker"):
+        _core._gate_open(sb.id)  # the sandbox is closed

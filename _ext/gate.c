@@ -1,0 +1,310 @@
+/* Gates: a thread of the main interpreter runs a task inside a sandbox itself.
+ *
+ * SandboxPoolExecutor's driver threads used to hand each task to the sandbox's own worker
+ * thread through a channel, and a collector thread completed the future: three thread
+ * wake-ups per task. Through a gate the driver thread enters the sandbox on a thread state
+ * of its own (PyThreadState_New: the sandbox's GIL, never the main one), runs the
+ * sandbox's task handler, and comes back with the answer: the submitting thread wakes the
+ * driver, the driver wakes whoever waits on the future, as in ThreadPoolExecutor.
+ *
+ * What crosses is encoded by xvalue.c, as for a channel: the task is encoded under the
+ * main GIL and decoded under the sandbox's, the answer the other way round; no object of
+ * one interpreter is ever touched under the other's GIL. The handlers, objects of the
+ * sandbox, are held by the gate and released inside the sandbox when it closes.
+ *
+ * One gate belongs to the thread that opened it: only that thread may call through it or
+ * close it, and it must close it before the sandbox is destroyed (Py_EndInterpreter()
+ * refuses an interpreter that still has another thread state).
+ *
+ * Interrupts: while the gate is open, interp.c's interrupt() targets the gate's thread
+ * state (ss_worker_set_thread), since that is where the sandbox's tasks run.
+ */
+#include "subsandbox.h"
+
+#include "pythread.h"
+
+#define GATE_CAPSULE "subsandbox._core.gate"
+
+typedef struct {
+    int64_t interp_id;
+    PyThreadState *inner;           /* in the sandbox; attached only by `owner` */
+    unsigned long owner;            /* PyThread_get_thread_ident() of the opener */
+    unsigned long previous_thread;  /* what ss_worker_set_thread() returned */
+    PyObject *handler;              /* objects of the sandbox: touched under its GIL */
+    PyObject *fallback;
+} ss_gate;
+
+/* Enter the sandbox from the main interpreter, and come back. */
+static PyThreadState *
+enter(ss_gate *g)
+{
+    PyThreadState *outer = PyEval_SaveThread();
+    PyEval_RestoreThread(g->inner);
+    return outer;
+}
+
+static void
+leave(PyThreadState *outer)
+{
+    PyEval_SaveThread();
+    PyEval_RestoreThread(outer);
+}
+
+/* The current exception of the sandbox as text in raw memory (it cannot cross as an
+ * object), and the exception cleared. Never NULL unless out of memory. */
+static char *
+take_error_text(void)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *text = NULL;
+    if (exc != NULL) {
+        text = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
+    }
+    Py_XDECREF(exc);
+    const char *utf8 = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        utf8 = "an error that could not be described";
+    }
+    size_t n = strlen(utf8) + 1;
+    char *copy = PyMem_RawMalloc(n);
+    if (copy != NULL) {
+        memcpy(copy, utf8, n);
+    }
+    Py_XDECREF(text);
+    return copy;
+}
+
+static ss_gate *
+get_gate(PyObject *capsule)
+{
+    ss_gate *g = PyCapsule_GetPointer(capsule, GATE_CAPSULE);
+    if (g == NULL) {
+        return NULL;
+    }
+    if (g->inner == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the gate is closed");
+        return NULL;
+    }
+    if (g->owner != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a gate is used only by the thread that opened it");
+        return NULL;
+    }
+    return g;
+}
+
+/* Release what the gate holds in the sandbox and delete its thread state. Runs on the
+ * owner thread, holding the main GIL. */
+static void
+close_gate(ss_gate *g)
+{
+    if (g->inner == NULL) {
+        return;
+    }
+    ss_worker_set_thread(g->interp_id, g->previous_thread);
+    PyThreadState *outer = PyEval_SaveThread();
+    PyEval_RestoreThread(g->inner);
+    Py_CLEAR(g->handler);
+    Py_CLEAR(g->fallback);
+    PyThreadState_Clear(g->inner);
+    PyThreadState_DeleteCurrent();          /* releases the sandbox's GIL */
+    g->inner = NULL;
+    PyEval_RestoreThread(outer);
+}
+
+static void
+gate_capsule_destructor(PyObject *capsule)
+{
+    ss_gate *g = PyCapsule_GetPointer(capsule, GATE_CAPSULE);
+    if (g == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (g->inner != NULL) {
+        if (g->owner != PyThread_get_thread_ident()) {
+            /* Only its owner can enter the sandbox on it. Leaked, with its handlers: the
+             * executor always closes its gates, so this is a bug, and a leak is the safe
+             * way out of it. */
+            return;
+        }
+        close_gate(g);
+    }
+    PyMem_RawFree(g);
+}
+
+/* _gate_open(interp_id) -> gate: enter the sandbox's registered worker interpreter on a
+ * new thread state of this thread, and take its handlers from
+ * subsandbox._inside.gate_handlers(). */
+static PyObject *
+gate_open(PyObject *module, PyObject *arg)
+{
+    long long interp_id = PyLong_AsLongLong(arg);
+    if (interp_id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyInterpreterState *interp = ss_worker_interp((int64_t)interp_id);
+    if (interp == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "sandbox %lld has no running worker to open a "
+                     "gate into", interp_id);
+        return NULL;
+    }
+    if (interp == PyInterpreterState_Get()) {
+        PyErr_SetString(PyExc_RuntimeError, "a sandbox cannot open a gate into itself");
+        return NULL;
+    }
+    ss_gate *g = PyMem_RawCalloc(1, sizeof(ss_gate));
+    if (g == NULL) {
+        return PyErr_NoMemory();
+    }
+    g->interp_id = (int64_t)interp_id;
+    g->owner = PyThread_get_thread_ident();
+    g->inner = PyThreadState_New(interp);
+    if (g->inner == NULL) {
+        PyMem_RawFree(g);
+        return PyErr_NoMemory();
+    }
+
+    char *failure = NULL;
+    PyThreadState *outer = enter(g);
+    PyObject *pair = NULL;
+    PyObject *inside = PyImport_ImportModule("subsandbox._inside");
+    if (inside != NULL) {
+        pair = PyObject_CallMethod(inside, "gate_handlers", NULL);
+        Py_DECREF(inside);
+    }
+    if (pair != NULL && PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+        g->handler = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+        g->fallback = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    }
+    else if (pair != NULL) {
+        PyErr_SetString(PyExc_TypeError, "gate_handlers() must return two callables");
+    }
+    Py_XDECREF(pair);
+    if (g->handler == NULL) {
+        failure = take_error_text();
+    }
+    leave(outer);
+
+    if (g->handler == NULL) {
+        g->previous_thread = 0;
+        /* Nothing was redirected yet: close_gate() must not restore anything. */
+        outer = enter(g);
+        PyThreadState_Clear(g->inner);
+        PyThreadState_DeleteCurrent();
+        PyEval_RestoreThread(outer);
+        PyMem_RawFree(g);
+        PyErr_Format(PyExc_RuntimeError, "cannot open a gate into sandbox %lld: %s",
+                     interp_id, failure != NULL ? failure : "out of memory");
+        PyMem_RawFree(failure);
+        return NULL;
+    }
+    g->previous_thread = ss_worker_set_thread(g->interp_id, g->inner->thread_id);
+    PyObject *capsule = PyCapsule_New(g, GATE_CAPSULE, gate_capsule_destructor);
+    if (capsule == NULL) {
+        close_gate(g);
+        PyMem_RawFree(g);
+    }
+    return capsule;
+}
+
+/* Inside the sandbox: decode the task, run the handler, encode its answer (through the
+ * fallback when the answer is not a channel value). NULL with *failure set on error. */
+static ss_xvalue *
+run_inside(ss_gate *g, ss_xvalue *task_value, char **failure)
+{
+    ss_state *st = ss_current_state();
+    ss_xvalue *out = NULL;
+    if (st == NULL) {
+        *failure = take_error_text();
+        return NULL;
+    }
+    PyObject *task = ss_xvalue_decode(st, task_value);
+    if (task == NULL) {
+        *failure = take_error_text();
+        return NULL;
+    }
+    PyObject *answer = PyObject_CallOneArg(g->handler, task);
+    Py_DECREF(task);
+    if (answer != NULL) {
+        out = ss_xvalue_encode(st, answer, "the answer");
+        if (out == NULL && PyErr_ExceptionMatches(st->not_shareable_error)) {
+            PyErr_Clear();
+            PyObject *pickled = PyObject_CallOneArg(g->fallback, answer);
+            if (pickled != NULL) {
+                out = ss_xvalue_encode(st, pickled, "the answer");
+                Py_DECREF(pickled);
+            }
+        }
+        Py_DECREF(answer);
+    }
+    if (out == NULL) {
+        *failure = take_error_text();
+    }
+    return out;
+}
+
+/* _gate_call(gate, task) -> answer: run the sandbox's handler on `task` on this thread. */
+static PyObject *
+gate_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_gate_call(gate, task)");
+        return NULL;
+    }
+    ss_gate *g = get_gate(args[0]);
+    if (g == NULL) {
+        return NULL;
+    }
+    ss_state *st = ss_get_state(module);
+    ss_xvalue *in = ss_xvalue_encode(st, args[1], "the task");
+    if (in == NULL) {
+        return NULL;
+    }
+    char *failure = NULL;
+    PyThreadState *outer = enter(g);
+    ss_xvalue *out = run_inside(g, in, &failure);
+    leave(outer);
+    ss_xvalue_free(in);
+    if (out == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "the sandbox failed to run the task: %s",
+                     failure != NULL ? failure : "out of memory");
+        PyMem_RawFree(failure);
+        return NULL;
+    }
+    PyObject *answer = ss_xvalue_decode(st, out);
+    ss_xvalue_free(out);
+    return answer;
+}
+
+/* _gate_close(gate): leave the sandbox for good. Idempotent. */
+static PyObject *
+gate_close(PyObject *module, PyObject *capsule)
+{
+    ss_gate *g = PyCapsule_GetPointer(capsule, GATE_CAPSULE);
+    if (g == NULL) {
+        return NULL;
+    }
+    if (g->inner != NULL) {
+        if (g->owner != PyThread_get_thread_ident()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "a gate is closed only by the thread that opened it");
+            return NULL;
+        }
+        close_gate(g);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gate_methods[] = {
+    {"_gate_open", gate_open, METH_O, NULL},
+    {"_gate_call", (PyCFunction)(void (*)(void))gate_call, METH_FASTCALL, NULL},
+    {"_gate_close", gate_close, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ss_gate_exec(PyObject *module, ss_state *st)
+{
+    return PyModule_AddFunctions(module, gate_methods);
+}
