@@ -280,3 +280,25 @@ def test_library_getattr_with_chosen_names(sb: subsandbox.Sandbox) -> None:
         result = functools.wraps(json.dumps, updated=('__globals__',))
     """)
     assert_refused(outcome)
+
+
+def test_attribute_error_obj_is_the_view_not_the_module(sb: subsandbox.Sandbox) -> None:
+    """AttributeError.obj names the object whose lookup failed: for a module the policy
+    hands out, that must be the view, whose failed lookups never reach the real module's
+    private names."""
+    outcome = attempt(sb, """
+        import math
+        try:
+            math.no_such_name
+        except AttributeError as e:
+            caught = e.obj
+        result = (caught is math, sorted(n for n in dir(caught) if n.startswith('_')))
+        try:
+            caught._math_private
+        except AttributeError as e:
+            result = result + (e.obj is math,)
+    """)
+    if isinstance(outcome, ImportError):  # nothing(): math is not granted at all
+        assert "policy" in str(outcome)
+        return
+    assert outcome == (True, [], True)
