@@ -150,11 +150,14 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     REGISTRY_LOCK();
     worker *w = find_worker(id);
     if (w != NULL) {
-        w->task = task;
-        w->last_task = task;
         interrupt_now = w->interrupt_next == task;
         w->interrupt_next = 0;
         w->interrupted = interrupt_now;
+        w->last_task = task;
+        /* A task interrupted as it starts is never published as running: interrupt()
+         * could otherwise schedule a second KeyboardInterrupt in it, which nothing would
+         * take back, and which would fire in the worker's own loop. */
+        w->task = interrupt_now ? 0 : task;
     }
     REGISTRY_UNLOCK();
     if (w == NULL) {
@@ -166,9 +169,6 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         ss_state *st = ss_current_state();
         PyErr_SetNone(st != NULL && st->interrupt_exc != NULL ? st->interrupt_exc
                                                                : PyExc_KeyboardInterrupt);
-        REGISTRY_LOCK();
-        w->task = 0;
-        REGISTRY_UNLOCK();
         return NULL;
     }
 

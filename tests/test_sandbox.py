@@ -301,6 +301,16 @@ def test_interrupt_before_the_task_starts_still_stops_it(sandbox: Sandbox) -> No
     assert sandbox.call(add, 1) == 11
 
 
+def test_interrupts_hammering_a_task_as_it_starts_never_reach_the_loop(sandbox: Sandbox) -> None:
+    # A task interrupted as it starts (the interrupt came first) must not take a second
+    # interrupt meanwhile: nothing would take that one back, and it would kill the
+    # sandbox's own loop (BrokenSandbox). Interrupting without pause makes that window
+    # likely: before the fix this failed within a few dozen rounds.
+    for round_ in range(200):
+        _spin_and_stop(sandbox, 0)
+        assert sandbox.call(add, round_) == round_ + 10
+
+
 # -- the command line and unsupported Pythons -------------------------------------------
 
 def test_info_command() -> None:
