@@ -1,16 +1,19 @@
 /* Fork support: what subsandbox does around os.fork() (subsandbox/_lifecycle.py calls it
- * from os.register_at_fork() hooks, in the main interpreter).
+ * from os.register_at_fork() hooks, in the main interpreter; see "fork" below for why
+ * part of it runs in pthread_atfork() handlers instead).
  *
- * _fork_prepare(ids)  before fork(): takes the process-wide locks of the C core (so the
- *                     child's copies are consistent and unlocked), and takes the sandbox
- *                     interpreters with these ids out of the runtime's interpreter list
- *                     (pyinternal.c), so that PyOS_AfterFork_Child() does not try to
- *                     clear and free them from a thread that is not theirs (which hangs,
- *                     crashes or aborts on 3.12 and 3.13).
- * _fork_parent()      after fork(), in the parent: puts them back, releases the locks.
- * _fork_child()       after fork(), in the child: leaves them out for good (their copies
- *                     are never touched), releases the locks, and marks every channel of
- *                     the parent unusable (queue.c).
+ * _fork_prepare(ids)  before-hook: takes the worker registry's lock and records the ids
+ *                     of the sandbox interpreters.
+ *   inside fork():    (pthread_atfork, forking thread only) takes the C core's leaf locks
+ *                     (so the child's copies are consistent and unlocked) and takes those
+ *                     interpreters out of the runtime's interpreter list (pyinternal.c),
+ *                     so that PyOS_AfterFork_Child() does not try to clear and free them
+ *                     from a thread that is not theirs (which hangs, crashes or aborts on
+ *                     3.12 and 3.13); parent: puts them back and unlocks; child: leaves
+ *                     them out for good (their copies are never touched), unlocks, and
+ *                     marks every channel of the parent unusable (queue.c).
+ * _fork_parent()      after-hook in the parent: releases the registry.
+ * _fork_child()       after-hook in the child: forgets the parent's workers, unlocks.
  *
  * Sandbox threads go on running in the parent the whole time: nothing waits for them.
  * The Python side guarantees that no sandbox interpreter is created or destroyed between
@@ -20,6 +23,7 @@
 #include "pyinternal.h"
 #include "pyversion.h"
 
+#include <errno.h>
 #include <pthread.h>
 
 /* ---- churn: the obmalloc arenas of each sandbox interpreter -----------------------------
@@ -156,7 +160,30 @@ reclaim_interpreter(PyObject *module, PyObject *arg)
     return PyLong_FromSize_t(released);
 }
 
-static int prepared;                        /* prepare ran, parent/child not yet */
+/* ---- fork ---------------------------------------------------------------------------
+ *
+ * Two stages, because a lock of ours held across Python code deadlocks (found by
+ * tests/test_fork.py with a SandboxPoolExecutor starting workers during a fork):
+ *
+ * - os.register_at_fork() hooks (Python, _lifecycle.py) run with the GIL released and
+ *   re-taken between them; a thread that holds the main GIL while it waits for one of our
+ *   leaf locks (an arena freed by a thread state going away, a Channel made) would stop
+ *   the forking thread from ever running the hook that releases it. So the Python hooks
+ *   hold only the worker registry (REGISTRY_LOCK waits with the GIL released) and record
+ *   the ids of the sandbox interpreters.
+ * - pthread_atfork() handlers run inside fork() itself, in the forking thread, which holds
+ *   the main GIL (and, 3.13+, HEAD_LOCK): they take the leaf locks (whose holders never
+ *   wait for a GIL) and take the interpreters out of the runtime's list only for the
+ *   instant of the fork, so a sandbox that starts meanwhile still finds its interpreter.
+ *   They act only for the thread that ran _fork_prepare(): a fork() made elsewhere (a C
+ *   library, subprocess without preexec_fn) is left as it always was.
+ */
+
+static int prepared;                        /* _fork_prepare ran, parent/child not yet */
+static pthread_t preparer;                  /* the thread that will call fork() */
+static int64_t *fork_ids;                   /* raw memory, `nfork_ids` entries */
+static Py_ssize_t nfork_ids;
+static int in_fork;                         /* the atfork prepare handler took our locks */
 static PyInterpreterState **detached;       /* raw memory, `ndetached` entries */
 static Py_ssize_t ndetached;
 
@@ -168,6 +195,70 @@ require_main(const char *what)
         return -1;
     }
     return 0;
+}
+
+static int
+is_our_fork(void)
+{
+    return prepared && pthread_equal(pthread_self(), preparer);
+}
+
+static void
+atfork_prepare(void)
+{
+    if (!is_our_fork()) {
+        return;
+    }
+    /* Leaf locks, then the list: the list's lock (3.12) is taken after ours everywhere. */
+    ss_arena_fork_prepare();
+    ss_queue_fork_prepare();
+    ss_parcel_fork_prepare();
+    pthread_mutex_lock(&arenas_lock);
+    ndetached = ss_rt_detach_interpreters(fork_ids, nfork_ids, detached);
+    in_fork = 1;
+}
+
+static void
+release_leaf_locks(int in_child)
+{
+    pthread_mutex_unlock(&arenas_lock);
+    ss_parcel_fork_done(in_child);
+    ss_queue_fork_done(in_child);
+    ss_arena_fork_done(in_child);
+}
+
+static void
+atfork_parent(void)
+{
+    if (!is_our_fork() || !in_fork) {
+        return;
+    }
+    ss_rt_reattach_interpreters(detached, ndetached);
+    release_leaf_locks(0);
+    in_fork = 0;
+}
+
+static void
+atfork_child(void)
+{
+    if (!is_our_fork() || !in_fork) {
+        return;
+    }
+    /* The detached interpreters stay out of the list: the child has none of their
+     * threads, and their GILs and memory are the parent's. */
+    release_leaf_locks(1);
+    in_fork = 0;
+}
+
+static void
+forget_prepared(void)
+{
+    PyMem_RawFree(fork_ids);
+    PyMem_RawFree(detached);
+    fork_ids = NULL;
+    detached = NULL;
+    nfork_ids = ndetached = 0;
+    prepared = 0;
 }
 
 static PyObject *
@@ -203,37 +294,14 @@ fork_prepare(PyObject *module, PyObject *arg)
         }
     }
     Py_DECREF(seq);
-
-    /* First, holding none of our locks: taking the runtime's lock may release the GIL. */
-    ndetached = ss_rt_detach_interpreters(ids, n, out);
+    ss_registry_fork_prepare();     /* waits with the GIL released */
+    fork_ids = ids;
+    nfork_ids = n;
     detached = out;
-    ss_registry_fork_prepare();     /* not a leaf lock: waits with the GIL released */
-    ss_arena_fork_prepare();        /* leaf locks: taken with the GIL held */
-    ss_queue_fork_prepare();
-    ss_parcel_fork_prepare();
-    pthread_mutex_lock(&arenas_lock);
-    prepared = 1;
-    PyMem_RawFree(ids);
-    return PyLong_FromSsize_t(ndetached);
-}
-
-static void
-release(int in_child)
-{
-    pthread_mutex_unlock(&arenas_lock);
-    ss_parcel_fork_done(in_child);
-    ss_queue_fork_done(in_child);
-    ss_arena_fork_done(in_child);
-    ss_registry_fork_done(in_child);
-}
-
-static void
-forget_detached(void)
-{
-    PyMem_RawFree(detached);
-    detached = NULL;
     ndetached = 0;
-    prepared = 0;
+    preparer = pthread_self();
+    prepared = 1;
+    return PyLong_FromSsize_t(n);
 }
 
 static PyObject *
@@ -242,9 +310,11 @@ fork_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (!prepared) {
         Py_RETURN_NONE;             /* prepare failed or was not run: nothing to undo */
     }
-    release(0);
-    ss_rt_reattach_interpreters(detached, ndetached);   /* after: may release the GIL */
-    forget_detached();
+    if (in_fork) {                  /* fork() failed after our prepare handler: undo it */
+        atfork_parent();
+    }
+    ss_registry_fork_done(0);
+    forget_prepared();
     Py_RETURN_NONE;
 }
 
@@ -254,11 +324,26 @@ fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (!prepared) {
         Py_RETURN_NONE;
     }
-    /* The detached interpreters stay out of the list: the child has none of their
-     * threads, and their GILs and memory are the parent's. */
-    release(1);
-    forget_detached();
+    ss_registry_fork_done(1);
+    forget_prepared();
     Py_RETURN_NONE;
+}
+
+static int
+install_fork_handlers(void)
+{
+    static int installed;           /* written once, in the main interpreter */
+    if (installed || PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        return 0;
+    }
+    int err = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    installed = 1;
+    return 0;
 }
 
 static PyMethodDef lifecycle_methods[] = {
@@ -273,5 +358,8 @@ int
 ss_lifecycle_exec(PyObject *module, ss_state *st)
 {
     install_arena_tracking();
+    if (install_fork_handlers() < 0) {
+        return -1;
+    }
     return PyModule_AddFunctions(module, lifecycle_methods);
 }

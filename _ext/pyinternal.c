@@ -257,7 +257,9 @@ ss_rt_detach_interpreters(const int64_t *ids, Py_ssize_t n, PyInterpreterState *
 {
     _PyRuntimeState *rt = &_PyRuntime;
     Py_ssize_t found = 0;
+#if !SS_FORK_HOLDS_HEAD_LOCK
     SS_HEAD_LOCK(rt);
+#endif
     PyInterpreterState **link = &rt->interpreters.head;
     while (*link != NULL) {
         PyInterpreterState *interp = *link;
@@ -272,7 +274,9 @@ ss_rt_detach_interpreters(const int64_t *ids, Py_ssize_t n, PyInterpreterState *
             link = &interp->next;
         }
     }
+#if !SS_FORK_HOLDS_HEAD_LOCK
     SS_HEAD_UNLOCK(rt);
+#endif
     return found;
 }
 
@@ -280,13 +284,17 @@ void
 ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n)
 {
     _PyRuntimeState *rt = &_PyRuntime;
+#if !SS_FORK_HOLDS_HEAD_LOCK
     SS_HEAD_LOCK(rt);
+#endif
     /* saved[] is in list order (newest first): prepend the oldest first to keep it. */
     for (Py_ssize_t i = n - 1; i >= 0; i--) {
         saved[i]->next = rt->interpreters.head;
         rt->interpreters.head = saved[i];
     }
+#if !SS_FORK_HOLDS_HEAD_LOCK
     SS_HEAD_UNLOCK(rt);
+#endif
 }
 
 /* ---- churn: giving back the empty pools of a destroyed interpreter ---------------------

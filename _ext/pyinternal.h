@@ -30,8 +30,8 @@ PyObject *ss_rt_static_strings(void);
 
 /* Fork support (lifecycle.c): take the interpreters with these ids out of the runtime's
  * list of interpreters (at most n, stored in out[], in list order) and put them back.
- * Never the main interpreter. Take the runtime's HEAD_LOCK, which may release the GIL
- * while waiting (3.13+): call them holding no lock of ours. */
+ * Never the main interpreter. Only from lifecycle.c's pthread_atfork handlers, inside a
+ * fork() made by os.fork(): they hold or take HEAD_LOCK as SS_FORK_HOLDS_HEAD_LOCK says. */
 Py_ssize_t ss_rt_detach_interpreters(const int64_t *ids, Py_ssize_t n,
                                      PyInterpreterState **out);
 void ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n);

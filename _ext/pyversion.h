@@ -195,6 +195,19 @@ ss_bytes_reset_hash(PyObject *op)
 #  define SS_HEAD_UNLOCK(rt) PyThread_release_lock((rt)->interpreters.mutex)
 #endif
 
+/* ---- who holds HEAD_LOCK while fork() runs (lifecycle.c's pthread_atfork handlers) -----
+ *   3.13+: PyOS_BeforeFork() takes HEAD_LOCK just before fork() and PyOS_AfterFork_*()
+ *          release it (Modules/posixmodule.c; read in 3.13.5 and 3.14, and checked on
+ *          3.13.0: the lock is held when our prepare handler runs). The handlers run in
+ *          that thread, inside fork(): they own the list without taking the lock.
+ *   3.12:  PyOS_BeforeFork() does not take it: the handlers take it themselves. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_FORK_HOLDS_HEAD_LOCK 1
+#  define SS_HEAD_LOCK_HELD(rt) (((rt)->interpreters.mutex._bits & 1) != 0)
+#else
+#  define SS_FORK_HOLDS_HEAD_LOCK 0
+#endif
+
 /* ---- the current thread state, or NULL, without a fatal error (lifecycle.c) ----------
  *   3.12: _PyThreadState_UncheckedGet(); 3.13+: PyThreadState_GetUnchecked(). */
 #if PY_VERSION_HEX >= 0x030D0000

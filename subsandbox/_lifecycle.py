@@ -9,8 +9,10 @@ crashes, on 3.13.0 it aborts. A ``before`` hook cannot refuse the fork (``run_at
 reports its exception and forks anyway), so subsandbox makes fork work instead:
 
 - before: no sandbox interpreter is being created or destroyed (``_interpreters_lock``),
-  the C core takes its process-wide locks and takes the sandbox interpreters out of the
-  runtime's list of interpreters, so the child's cleanup never sees them;
+  the C core holds its worker registry and records the sandbox interpreters; inside
+  ``fork()`` itself (C ``pthread_atfork`` handlers, see ``_ext/lifecycle.c``) it takes its
+  leaf locks and takes those interpreters out of the runtime's list of interpreters, so
+  the child's cleanup never sees them;
 - parent: they are put back and the locks released; running calls never stopped;
 - child: the interpreters stay out of the list (their copies are never touched or freed),
   every sandbox and channel inherited from the parent is closed for good, and the child

@@ -32,6 +32,12 @@ Lifecycle and locking follow ``concurrent/futures/thread.py``: ``_lock`` guards 
 state; nothing that can run user code or block (pickling, sending, setting a future) runs
 under it. Interpreter exit shuts every pool down and waits for its tasks, like
 ``ThreadPoolExecutor``.
+
+Ctrl-C and fork (docs/lifecycle.md): a ``KeyboardInterrupt`` that leaves a ``with`` block,
+interrupts a ``shutdown(wait=True)``, or ends the program cancels pending tasks and
+interrupts running ones instead of waiting for them. In the child of a fork, a pool of
+the parent refuses work (``BrokenSandboxPool``) and its futures fail; the child may make
+pools of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import heapq
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -50,7 +57,7 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
-from . import _core, _crossing, _untrusted
+from . import _core, _crossing, _lifecycle, _untrusted
 from ._shipping import FunctionCache, Shipped
 from .policy import Policy, resolve
 from .errors import (
@@ -84,10 +91,22 @@ def _python_exit() -> None:
     with _global_shutdown_lock:
         _global_shutdown = True
         pools = list(_pools)
+    # Ctrl-C / exit (issue #8): a program that dies of an unhandled KeyboardInterrupt
+    # wants its tasks stopped, not awaited (a `while True` task would hang the exit).
+    stop = _exiting_by_ctrl_c()
     for pool in pools:
-        pool.shutdown(wait=False)
+        pool.shutdown(wait=False, cancel_futures=stop, interrupt_running=stop)
     for pool in pools:
         pool.join()
+
+
+def _exiting_by_ctrl_c() -> bool:
+    """Whether the interpreter exits because of an unhandled KeyboardInterrupt.
+
+    CPython's top level (PyErr_Print) stores the exception that ends the program in
+    ``sys.last_exc`` (3.12+) before finalization runs the exit hooks."""
+    last = getattr(sys, "last_exc", None)
+    return isinstance(last, KeyboardInterrupt)
 
 
 # Registered after sandbox.py's hook (this module imports it), so it runs first: the
@@ -197,6 +216,8 @@ class _Pool:
         self.idle = threading.Semaphore(0)      # drivers waiting for work
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
+        self.no_driver = threading.Event()      # set while alive == 0 (see join())
+        self.no_driver.set()
         self.serving = 0                        # workers whose sandbox is up
         self.running: dict[int, _WorkItem] = {}
         self.shutdown_requested = False
@@ -236,6 +257,7 @@ class _Pool:
 
     def _start_worker_locked(self) -> None:
         self.alive += 1
+        self.no_driver.clear()
         thread = threading.Thread(target=self._drive,
                                   name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
         self.threads.append(thread)
@@ -337,6 +359,8 @@ class _Pool:
                 self.alive -= 1
                 last = self.alive == 0 and (self.shutdown_requested or self.broken is not None)
                 watchdog = self.watchdog
+                if self.alive == 0:
+                    self.no_driver.set()
             if last and watchdog is not None:
                 watchdog.stop(join=False)
 
@@ -423,16 +447,96 @@ class _Pool:
 
     # -- shutting down -----------------------------------------------------------------
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False,
+                 interrupt_running: bool = False) -> None:
         with self.lock:
             self.shutdown_requested = True
             cancelled = self._drain_locked() if cancel_futures else []
             self.queue.put(None)
+            stopping = self._mark_running_stopped_locked() if interrupt_running else []
         for item in cancelled:
             item.future.cancel()
             item.future.set_running_or_notify_cancel()
+        self._interrupt_tasks(stopping)
         if wait:
-            self.join()
+            try:
+                self.join()
+            except KeyboardInterrupt:
+                # Ctrl-C while waiting for the tasks (issue #8): stop them rather than
+                # leave them running behind the exception.
+                self._stop_everything()
+                raise
+
+    # -- Ctrl-C and interrupting shutdown (issue #8) -----------------------------------
+
+    def _mark_running_stopped_locked(self) -> list[_WorkItem]:
+        """The running tasks not yet asked to stop, now marked as asked (under lock)."""
+        stopping = [item for item in self.running.values() if item.stop_reason is None]
+        for item in stopping:
+            item.stop_reason = "shutdown"   # its future fails with TaskInterrupted
+        return stopping
+
+    def _interrupt_tasks(self, items: list[_WorkItem]) -> None:
+        """Interrupt ``items`` now, from this thread: no watchdog thread is started, as
+        none can be during interpreter exit. _core._interrupt also catches a task sent
+        but not started (it is interrupted as it starts); False means it has ended."""
+        for item in items:
+            try:
+                _core._interrupt(item.sandbox_id, item.task_id)
+            except RuntimeError:  # its sandbox is going away: nothing left to stop
+                pass
+
+    def _stop_everything(self) -> None:
+        """No new tasks, pending ones cancelled, running ones interrupted; no wait."""
+        with self.lock:
+            self.shutdown_requested = True
+            cancelled = self._drain_locked()
+            self.queue.put(None)
+            stopping = self._mark_running_stopped_locked()
+        for item in cancelled:
+            item.future.cancel()
+            item.future.set_running_or_notify_cancel()
+        self._interrupt_tasks(stopping)
+
+    # -- fork (issue #8) ------------------------------------------------------------------
+
+    def abandon_after_fork(self) -> None:
+        """In the child of a fork: the workers, threads and channels are the parent's
+        (the sandboxes are marked closed by sandbox.py's hook, the channels by the C
+        core). Make the pool refuse work with an error that says so, and fail the
+        futures the child inherited, which would otherwise wait forever."""
+        self.lock = threading.Lock()    # a parent thread may have held it at the fork
+        self.broken = ("this SandboxPoolExecutor belongs to the parent process: its "
+                       "worker sandboxes do not cross fork(); make a new "
+                       "SandboxPoolExecutor in this process")
+        self.broken_cause = None
+        self.shutdown_requested = True
+        # Items in a SimpleQueue are taken without its lock (the GIL guards them), so
+        # draining the parent's queue is safe here; then a fresh one, ended.
+        orphans = self._drain_locked() + list(self.running.values())
+        self.queue = queue.SimpleQueue()
+        self.queue.put(None)
+        self.idle = threading.Semaphore(0)
+        self.running.clear()
+        # Nothing left to stop or join: shutdown() and join() do nothing.
+        self.threads = []
+        self.alive = self.serving = 0
+        self.no_driver = threading.Event()
+        self.no_driver.set()
+        self.watchdog = None
+        for item in orphans:
+            future = item.future
+            # Only this thread exists in the child; the future's lock may have been
+            # held by a thread of the parent at the instant of the fork.
+            future._condition = threading.Condition()  # type: ignore[attr-defined]
+            if isinstance(future, _InterruptibleFuture):
+                future._on_cancel_running = None
+            if future.done() or not (future.running()
+                                     or future.set_running_or_notify_cancel()):
+                continue
+            _settle(future, exc=BrokenSandboxPool(
+                "the task was submitted in the parent process and runs there, not in "
+                "this child of fork()"))
 
     def _drain_locked(self) -> list[_WorkItem]:
         items = []
@@ -446,6 +550,11 @@ class _Pool:
 
     def join(self) -> None:
         current = threading.current_thread()
+        if current not in self.threads:
+            # Wait on an event first, not in Thread.join(): on 3.12, a Ctrl-C that
+            # interrupts Thread.join() may mark the running thread stopped (bpo-45274's
+            # handler releases the thread's own lock), and no later join() waits for it.
+            self.no_driver.wait()
         for thread in list(self.threads):
             if thread is not current:
                 thread.join()
@@ -455,6 +564,20 @@ class _Pool:
 
 
 _pool_numbers = itertools.count()
+
+
+def _abandon_pools_after_fork() -> None:
+    # Fork (issue #8): the child's pools are unusable copies; the child's own exit must
+    # not wait for them, and it may make new ones.
+    global _global_shutdown_lock
+    _global_shutdown_lock = threading.Lock()   # may have been held by a parent thread
+    pools = list(_pools)
+    _pools.clear()
+    for pool in pools:
+        pool.abandon_after_fork()
+
+
+_lifecycle.on_fork_child(_abandon_pools_after_fork)
 
 
 def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
@@ -655,10 +778,28 @@ class SandboxPoolExecutor(Executor):
             futures.append(future)
         return _chained_results(futures, timeout)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
+                 interrupt_running: bool = False) -> None:
         """Like ``Executor.shutdown``: no new tasks; pending ones run unless
-        ``cancel_futures``; with ``wait``, returns once every worker sandbox is closed."""
-        self._pool.shutdown(wait, cancel_futures)
+        ``cancel_futures``; with ``wait``, returns once every worker sandbox is closed.
+
+        ``interrupt_running=True`` also interrupts the tasks that are running (their
+        futures fail with ``TaskInterrupted``), as ``schedule()``'s timeouts do: code
+        blocked in C stops when it returns to Python, and code that catches
+        ``KeyboardInterrupt`` may go on. A ``KeyboardInterrupt`` (Ctrl-C) while
+        ``wait`` waits does the same as ``cancel_futures=True, interrupt_running=True``
+        and is raised without waiting further.
+        """
+        self._pool.shutdown(wait, cancel_futures, interrupt_running)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: object,
+                 exc_tb: object) -> None:
+        """Waits for the tasks, as every executor does, except on Ctrl-C: a
+        ``KeyboardInterrupt`` leaving the ``with`` block cancels the pending tasks and
+        interrupts the running ones before waiting for the workers to close, so that
+        Ctrl-C ends a ``with`` block of runaway tasks at once."""
+        stop = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.shutdown(wait=True, cancel_futures=stop, interrupt_running=stop)
 
     def __repr__(self) -> str:
         pool = self._pool

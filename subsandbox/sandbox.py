@@ -95,8 +95,10 @@ class Sandbox:
             self._closed = True
             self._requests.close()
             thread = getattr(self, "_thread", None)
-            if thread is not None:
+            if thread is not None and thread.ident is not None:  # it did start
                 thread.join()
+            # Always: a thread that could not start (CPython 3.12 starts none during
+            # exit) must not leave its interpreter behind, which would abort the exit.
             self._destroy_interpreter()
             raise
         self._id: int = rest[0]

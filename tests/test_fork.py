@@ -177,3 +177,136 @@ assert parent_sandbox.call(abs, -4) == 4
 parent_sandbox.close()
 """))
     _check(result, 1)
+
+
+# -- SandboxPoolExecutor --------------------------------------------------------------------
+
+# How a parent waits for a child: a hang fails within a bound (each fork takes well under
+# a second; the bound only separates "slow on a loaded machine" from "never").
+WAIT_CHILD = r"""
+CHILD_LIMIT = 30.0
+
+def wait_child(pid):
+    deadline = time.monotonic() + CHILD_LIMIT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"a child did not end within {CHILD_LIMIT} s")
+        time.sleep(0.002)
+"""
+
+# What a child checks of an executor it inherited.
+EXECUTOR_CHILD = r"""
+def executor_in_child(old, inherited_futures, make_one):
+    for attempt in (lambda: old.submit(abs, -1), lambda: list(old.map(abs, [-1]))):
+        try:
+            attempt()
+        except subsandbox.BrokenSandboxPool as exc:
+            assert "parent process" in str(exc) and "new SandboxPoolExecutor" in str(exc), exc
+        else:
+            raise AssertionError("a parent's executor took work in the child")
+    # A future inherited unfinished can never finish here: it fails, it does not hang.
+    for future in inherited_futures:
+        assert future.done(), future
+        if not future.cancelled() and future.exception() is not None:
+            assert isinstance(future.exception(), subsandbox.BrokenSandboxPool)
+    old.shutdown()          # nothing to wait for: returns at once
+    if make_one:
+        # The child's own pool, left open: its exit (atexit) shuts it down.
+        mine = subsandbox.SandboxPoolExecutor(2)
+        assert list(mine.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        return mine
+"""
+
+
+@pytest.mark.parametrize("state", ["idle", "busy"])
+def test_bare_fork_with_a_sandbox_pool_executor(state: str) -> None:
+    # In each round the child checks the inherited executor and ends one of three ways:
+    # os._exit, sys.exit (atexit hooks: _python_exit must not wait for the parent's
+    # workers), and returning from the script's `with` block of the parent's executor.
+    result = run_script(_script(f"ROUNDS = {ROUNDS}\nSTATE = {state!r}\n" + WAIT_CHILD
+                                + EXECUTOR_CHILD + r"""
+def square(x):
+    return x * x
+
+def busy_task(n):
+    return sum(range(n))
+
+with subsandbox.SandboxPoolExecutor(2) as ex:
+    assert list(ex.map(square, range(4))) == [0, 1, 4, 9]   # workers up, then idle
+    for i in range(ROUNDS):
+        futures = []
+        if STATE == "busy":
+            futures = [ex.submit(busy_task, 300_000) for _ in range(8)]
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            ending = i % 3
+            try:
+                mine = executor_in_child(ex, futures, make_one=(i % 4 == 0))
+                print("child ok", flush=True)
+                code = 0
+            except BaseException:
+                import traceback; traceback.print_exc()
+                code = 1
+            if ending == 0 or code:
+                os._exit(code)
+            if ending == 1:
+                sys.exit(0)
+            break   # leave the with block: the parent's executor's __exit__ runs here
+        assert wait_child(pid) == 0, f"round {i}: the child failed"
+        # The parent's executor is untouched by the fork.
+        assert [f.result() for f in futures] == [busy_task(300_000)] * len(futures)
+        assert ex.submit(square, i).result() == i * i
+"""), timeout=180)
+    _check(result, ROUNDS)
+
+
+def test_fork_process_pool_while_a_sandbox_pool_executor_is_busy() -> None:
+    # multiprocessing's "fork" start method (the Linux default before 3.14) while a
+    # SandboxPoolExecutor runs tasks; its workers fork while sandbox tasks run, and each
+    # worker finds the inherited executor closed and may make one of its own.
+    result = run_script(_script(f"ROUNDS = {ROUNDS}\n" + EXECUTOR_CHILD + r"""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+def busy_task(n):
+    return sum(range(n))
+
+executor = subsandbox.SandboxPoolExecutor(2)
+
+def in_fork_worker(x):
+    mine = executor_in_child(executor, [], make_one=(x == 0))
+    if mine is not None:
+        mine.shutdown()
+    return x * x
+
+stop = threading.Event()
+checked = []
+
+def keep_busy():
+    # The executor has tasks running and queued the whole time.
+    while not stop.is_set():
+        futures = [executor.submit(busy_task, 200_000) for _ in range(6)]
+        checked.append(all(f.result() == busy_task(200_000) for f in futures))
+
+feeder = threading.Thread(target=keep_busy)
+feeder.start()
+time.sleep(0.05)
+context = multiprocessing.get_context("fork")
+for _ in range(ROUNDS):
+    start = time.monotonic()
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        assert list(pool.map(in_fork_worker, range(4))) == [0, 1, 4, 9]
+    assert time.monotonic() - start < 30, "a round took longer than 30 s"
+    print("child ok", flush=True)
+stop.set()
+feeder.join()
+assert checked and all(checked), checked
+executor.shutdown()
+"""), timeout=180)
+    _check(result, ROUNDS)

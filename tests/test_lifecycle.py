@@ -6,11 +6,15 @@ through run_script's timeout."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
+
+import subsandbox
 
 from conftest import run_script
 
@@ -184,6 +188,176 @@ sandboxes[0].call(exec, "while True: pass")
     assert result.returncode in (-2, 130), (result.returncode, result.stderr)
     assert result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr
     assert "subsandbox" not in result.stderr.split("KeyboardInterrupt")[-1]
+
+
+# -- Ctrl-C in a SandboxPoolExecutor ---------------------------------------------------------
+
+# A Ctrl-C whose delivery time is known, and what must be left once the pool is gone: no
+# thread but the main one, no open sandbox, no interpreter made by a sandbox.
+EXECUTOR_CTRL_C = """
+import os, signal, sys, threading, time
+import subsandbox
+from subsandbox import _lifecycle
+from subsandbox import sandbox as sandbox_module
+
+def spin(x):
+    while True:
+        pass
+
+def work(x):
+    return sum(range(200_000)) + x
+
+sent = []
+
+def ctrl_c_after(seconds):
+    def press():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+    timer = threading.Timer(seconds, press)
+    timer.start()
+    return timer
+
+def took_since_ctrl_c():
+    return time.monotonic() - sent[-1]
+
+def assert_nothing_left(timer):
+    timer.join()
+    assert threading.enumerate() == [threading.main_thread()], threading.enumerate()
+    assert sandbox_module._live_sandboxes() == [], sandbox_module._live_sandboxes()
+    assert not _lifecycle._interpreter_ids, _lifecycle._interpreter_ids
+"""
+
+# Generous: it only tells a slow machine from a hang (measured: ~0.1 s after the signal).
+PROMPT = 5.0
+
+
+@DEV
+@pytest.mark.parametrize("task", ["spin", "work"])
+def test_ctrl_c_during_executor_map_in_a_with_block(task: str, dev: bool) -> None:
+    # The standard executors' __exit__ waits for running tasks: with `while True` tasks
+    # that is forever. Ours cancels the pending tasks and interrupts the running ones.
+    result = run(EXECUTOR_CTRL_C + f"""
+fn = {task}
+timer = ctrl_c_after(0.3)
+try:
+    with subsandbox.SandboxPoolExecutor(2) as ex:
+        results = list(ex.map(fn, range(2000)))
+except KeyboardInterrupt:
+    took = took_since_ctrl_c()
+else:
+    sys.exit("map ended before Ctrl-C")
+assert took < {PROMPT}, took
+assert_nothing_left(timer)
+print(f"stopped {{took:.2f}} s after Ctrl-C")
+""", dev)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("stopped "), result.stdout
+
+
+@DEV
+def test_ctrl_c_in_a_with_block_interrupts_running_and_cancels_pending(dev: bool) -> None:
+    result = run(EXECUTOR_CTRL_C + f"""
+def spin_after_saying_so(channel):
+    channel.send("started")
+    while True:
+        pass
+
+started = subsandbox.Channel()
+try:
+    with subsandbox.SandboxPoolExecutor(2) as ex:
+        futures = [ex.submit(spin_after_saying_so, started) for i in range(6)]
+        assert [started.recv(timeout=30) for _ in range(2)] == ["started"] * 2
+        timer = ctrl_c_after(0.1)
+        futures[0].result()
+except KeyboardInterrupt:
+    took = took_since_ctrl_c()
+assert took < {PROMPT}, took
+assert all(f.done() for f in futures), futures
+interrupted = [f for f in futures if not f.cancelled()]
+assert len(interrupted) == 2, futures          # the two that ran
+for f in interrupted:
+    assert isinstance(f.exception(), subsandbox.TaskInterrupted), f.exception()
+assert_nothing_left(timer)
+# The program goes on and may use a new pool.
+with subsandbox.SandboxPoolExecutor(2) as ex:
+    assert list(ex.map(abs, [-1, -2])) == [1, 2]
+print("ok")
+""", dev)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+def test_ctrl_c_while_shutdown_waits() -> None:
+    # shutdown(wait=True) of runaway tasks: Ctrl-C stops them and is raised at once.
+    result = run_script(EXECUTOR_CTRL_C + f"""
+ex = subsandbox.SandboxPoolExecutor(2)
+futures = [ex.submit(spin, i) for i in range(4)]
+timer = ctrl_c_after(0.3)
+try:
+    ex.shutdown(wait=True)
+except KeyboardInterrupt:
+    took = took_since_ctrl_c()
+else:
+    sys.exit("shutdown returned")
+assert took < {PROMPT}, took
+ex.shutdown(wait=True)          # the interrupted tasks end: this returns
+assert sum(not f.cancelled() and isinstance(f.exception(), subsandbox.TaskInterrupted)
+           for f in futures) == 2
+assert sum(f.cancelled() for f in futures) == 2
+assert_nothing_left(timer)
+print("ok")
+""")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+def test_ctrl_c_left_unhandled_during_executor_map_exits() -> None:
+    # No `with`, nothing catches it: the program dies of KeyboardInterrupt, and the exit
+    # hook interrupts the runaway tasks instead of waiting for them (run_script's timeout
+    # fails the test on a hang).
+    result = run_script(EXECUTOR_CTRL_C + """
+ex = subsandbox.SandboxPoolExecutor(2)
+ctrl_c_after(0.3)
+print(list(ex.map(spin, range(10))))
+""", timeout=30)
+    assert result.returncode in (-2, 130), (result.returncode, result.stderr)
+    assert result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr
+    assert result.stderr.count("Traceback") == 1, result.stderr
+
+
+def test_shutdown_can_interrupt_running_tasks() -> None:
+    ex = subsandbox.SandboxPoolExecutor(2)
+    started = subsandbox.Channel()
+
+    def spin_after_saying_so(channel: subsandbox.Channel) -> None:
+        channel.send("started")
+        while True:
+            pass
+
+    running = [ex.submit(spin_after_saying_so, started) for _ in range(2)]
+    pending = [ex.submit(abs, -1) for _ in range(3)]
+    assert [started.recv(timeout=30) for _ in running] == ["started"] * 2
+    ex.shutdown(wait=True, cancel_futures=True, interrupt_running=True)
+    for future in running:
+        assert isinstance(future.exception(timeout=0), subsandbox.TaskInterrupted)
+    assert all(future.cancelled() for future in pending)
+    # This pool's threads (other tests' pools may still be winding down).
+    mine = re.compile(rf"SandboxPoolExecutor-{ex._pool.number}[-_].*")
+    assert not [t for t in threading.enumerate() if mine.fullmatch(t.name)]
+
+
+def test_shutdown_without_interrupt_running_lets_tasks_finish() -> None:
+    # The standard contract stays the default: running tasks complete.
+    ex = subsandbox.SandboxPoolExecutor(1)
+    started = subsandbox.Channel()
+
+    def busy_after_saying_so(channel: subsandbox.Channel) -> int:
+        channel.send("started")
+        return sum(range(2_000_000))
+
+    future = ex.submit(busy_after_saying_so, started)
+    assert started.recv(timeout=30) == "started"
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert future.result(timeout=0) == sum(range(2_000_000))
 
 
 # -- churn -------------------------------------------------------------------------------------

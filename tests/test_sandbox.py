@@ -346,3 +346,22 @@ def test_broken_boot_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BrokenSandbox) as info:
         Sandbox()
     assert "boot failed here" in str(info.value.__cause__)
+
+
+def test_a_worker_thread_that_cannot_start_leaves_no_interpreter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPython 3.12 starts no thread during exit: a Sandbox() begun then (an executor's
+    # worker starting late) must destroy the interpreter it made, or the exit aborts
+    # with "remaining subinterpreters".
+    from subsandbox import _lifecycle
+
+    before = set(_lifecycle._interpreter_ids)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="interpreter shutdown"):
+        Sandbox()
+    monkeypatch.undo()
+    assert set(_lifecycle._interpreter_ids) == before
