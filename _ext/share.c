@@ -449,18 +449,20 @@ snapshot_set(frame *fr, PyObject *o)
 }
 
 /* Visit one value: 0 with *res set (done), 1 when a frame was pushed, -1 on error
- * (c->err says which). */
+ * (c->err says which). `known` is how many references to `o` the walk accounts for:
+ * 1 for the root and tuple items (the tuple's), 2 for the entries of maps and sets (the
+ * container's and the frame's snapshot). */
 static int
-visit(ctx *c, PyObject *o, PyObject **res)
+visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
 {
     if (ss_rt_is_static(o)) {
         *res = o;
         return 0;
     }
-    /* An object referenced once, by the container being walked, cannot be met again:
-     * it needs no memo entry (most rows and fields of a table are such). The walk's own
-     * references are taken after this test. */
-    int once = Py_REFCNT(o) == 1;
+    /* An object referenced only by the container being walked cannot be met again: it
+     * needs no memo entry (most rows, fields, keys and values are such). The walk's own
+     * references to `o` are taken after this test. */
+    int once = Py_REFCNT(o) <= known;
     PyObject *m = once ? NULL : memo_get(c, o);
     if (m != NULL) {
         if (m == IN_PROGRESS) {
@@ -818,12 +820,12 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
         return NULL;
     }
     PyObject *result = NULL;
-    int r = visit(&c, obj, &result);
+    int r = visit(&c, obj, 1, &result);
     while (r >= 0 && c.depth > 0) {
         frame *fr = &c.stack[c.depth - 1];
         if (fr->i < fr->n) {
             PyObject *res;
-            r = visit(&c, frame_child(fr, fr->i), &res);
+            r = visit(&c, frame_child(fr, fr->i), fr->kind == F_TUPLE ? 1 : 2, &res);
             if (r == 0) {
                 fr->out[out_index(fr, fr->i)] = res;
                 fr->i++;

@@ -69,6 +69,20 @@ def test_nested_tuples_and_identity_of_repeats():
     assert s[3] is tuple()                           # the runtime's empty tuple
 
 
+def test_repeats_inside_maps_and_sets_are_copied_once():
+    # Only the containers refer to these objects (no name holds them): the walk must still
+    # see that each is met twice, through the entries of a dict and of a set.
+    d = {"a": (1.5, 10**20), "b": None, "c": frozenset({(2.5,)})}
+    d["b"] = d["a"]
+    inner = next(iter(d["c"]))
+    d["d"] = {"x": inner, "y": (inner,)}
+    del inner
+    s = share(d)
+    assert s == d
+    assert s["a"] is s["b"]
+    assert s["d"]["x"] is s["d"]["y"][0] is next(iter(s["c"]))
+
+
 def test_deep_nesting_does_not_use_the_c_stack():
     value = ()
     for i in range(200_000):
