@@ -294,11 +294,12 @@ def test_arena_share_message_and_cycle():
         share(d)
 
 
-def test_failed_share_gives_its_memory_back():
+@pytest.mark.parametrize("count", [5000, 60_000])   # within the first block; over new ones
+def test_failed_share_gives_its_memory_back(count):
     with Arena() as a:
         a.share(fresh("keep me"))
         before = a.nbytes
-        big = tuple(fresh(f"string {i}") for i in range(5000)) + ([],)
+        big = tuple(fresh(f"string {i}") for i in range(count)) + ([],)
         with pytest.raises(NotShareableError):
             a.share(big)
         assert a.nbytes == before
@@ -306,6 +307,10 @@ def test_failed_share_gives_its_memory_back():
         # Strings of the failed call were taken out of the memo too.
         s = a.share(fresh("string 7"))
         assert s == "string 7" and a.nbytes > before
+        # The memo grows past the failed call's leftovers and still finds what it holds.
+        again = a.share(tuple(fresh(f"again {i}") for i in range(2 * count)))
+        assert again[count] is a.share(fresh(f"again {count}"))
+        assert again[-1] == f"again {2 * count - 1}"
 
 
 def test_closed_arena_refuses_share():
