@@ -134,55 +134,110 @@ memo_set(ctx *c, PyObject *key, PyObject *val)
 
 /* ---- leaves --------------------------------------------------------------------------- */
 
-/* UTF-8 length of `len` code points, or -1 when there is a surrogate (no UTF-8 form). */
+/* UTF-8 length of `len` code points, or -1 when there is a surrogate (no UTF-8 form).
+ * One loop per kind, without branches, so that the compiler vectorizes it (the generic
+ * PyUnicode_READ loop was most of share()'s time on non-ASCII text). */
 static Py_ssize_t
 utf8_size(int kind, const void *data, Py_ssize_t len)
 {
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-        if (ch < 0x80) {
-            n += 1;
+    Py_ssize_t n = len;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *p = data;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            n += p[i] >> 7;
         }
-        else if (ch < 0x800) {
-            n += 2;
-        }
-        else if (ch < 0x10000) {
-            if (ch >= 0xD800 && ch <= 0xDFFF) {
-                return -1;
-            }
-            n += 3;
-        }
-        else {
-            n += 4;
+        return n;
+    }
+    int surrogate = 0;
+    if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *p = data;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            Py_UCS2 ch = p[i];
+            n += (ch >= 0x80) + (ch >= 0x800);
+            surrogate |= (ch & 0xF800) == 0xD800;
         }
     }
-    return n;
+    else {
+        const Py_UCS4 *p = data;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            Py_UCS4 ch = p[i];
+            n += (ch >= 0x80) + (ch >= 0x800) + (ch >= 0x10000);
+            surrogate |= (ch & 0xFFFFF800) == 0xD800;
+        }
+    }
+    return surrogate ? -1 : n;
 }
 
+#define ASCII_MASK8 UINT64_C(0x8080808080808080)
+
+static inline unsigned char *
+utf8_put(unsigned char *p, Py_UCS4 ch)
+{
+    if (ch < 0x80) {
+        *p++ = (unsigned char)ch;
+    }
+    else if (ch < 0x800) {
+        *p++ = (unsigned char)(0xC0 | (ch >> 6));
+        *p++ = (unsigned char)(0x80 | (ch & 0x3F));
+    }
+    else if (ch < 0x10000) {
+        *p++ = (unsigned char)(0xE0 | (ch >> 12));
+        *p++ = (unsigned char)(0x80 | ((ch >> 6) & 0x3F));
+        *p++ = (unsigned char)(0x80 | (ch & 0x3F));
+    }
+    else {
+        *p++ = (unsigned char)(0xF0 | (ch >> 18));
+        *p++ = (unsigned char)(0x80 | ((ch >> 12) & 0x3F));
+        *p++ = (unsigned char)(0x80 | ((ch >> 6) & 0x3F));
+        *p++ = (unsigned char)(0x80 | (ch & 0x3F));
+    }
+    return p;
+}
+
+/* Encode a string that has no surrogate (utf8_size() >= 0); adds the NUL. */
 static void
 utf8_encode(int kind, const void *data, Py_ssize_t len, char *out)
 {
     unsigned char *p = (unsigned char *)out;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-        if (ch < 0x80) {
-            *p++ = (unsigned char)ch;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *s = data;
+        Py_ssize_t i = 0;
+        while (i < len) {
+            uint64_t w;
+            /* Runs of ASCII go 8 bytes at a time. */
+            if (i + 8 <= len && (memcpy(&w, s + i, 8), (w & ASCII_MASK8) == 0)) {
+                memcpy(p, &w, 8);
+                p += 8;
+                i += 8;
+                continue;
+            }
+            p = utf8_put(p, s[i++]);
         }
-        else if (ch < 0x800) {
-            *p++ = (unsigned char)(0xC0 | (ch >> 6));
-            *p++ = (unsigned char)(0x80 | (ch & 0x3F));
+    }
+    else if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *s = data;
+        Py_ssize_t i = 0;
+        while (i < len) {
+            uint64_t w;
+            /* Runs of ASCII go 4 code units at a time. */
+            if (i + 4 <= len
+                && (memcpy(&w, s + i, 8), (w & UINT64_C(0xFF80FF80FF80FF80)) == 0))
+            {
+                p[0] = (unsigned char)s[i];
+                p[1] = (unsigned char)s[i + 1];
+                p[2] = (unsigned char)s[i + 2];
+                p[3] = (unsigned char)s[i + 3];
+                p += 4;
+                i += 4;
+                continue;
+            }
+            p = utf8_put(p, s[i++]);
         }
-        else if (ch < 0x10000) {
-            *p++ = (unsigned char)(0xE0 | (ch >> 12));
-            *p++ = (unsigned char)(0x80 | ((ch >> 6) & 0x3F));
-            *p++ = (unsigned char)(0x80 | (ch & 0x3F));
-        }
-        else {
-            *p++ = (unsigned char)(0xF0 | (ch >> 18));
-            *p++ = (unsigned char)(0x80 | ((ch >> 12) & 0x3F));
-            *p++ = (unsigned char)(0x80 | ((ch >> 6) & 0x3F));
-            *p++ = (unsigned char)(0x80 | (ch & 0x3F));
+    }
+    else {
+        const Py_UCS4 *s = data;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            p = utf8_put(p, s[i]);
         }
     }
     *p = '\0';
@@ -217,7 +272,25 @@ copy_str(ctx *c, PyObject *s)
     int ascii = PyUnicode_IS_ASCII(s);
     size_t hdr = ascii ? sizeof(PyASCIIObject) : sizeof(PyCompactUnicodeObject);
     size_t size = hdr + (size_t)(len + 1) * (size_t)kind;
-    PyObject *d = ss_filler_alloc_object(c->f, &PyUnicode_Type, size);
+    /* The UTF-8 form of a non-ASCII string goes right after its characters, in the same
+     * allocation: PyUnicode_AsUTF8AndSize() of any interpreter then returns it instead of
+     * filling the cache with its own allocator. The source's own UTF-8 cache is copied
+     * when it has one (pickle.dumps() fills it, for instance). A string with a lone
+     * surrogate has no UTF-8 form (n8 < 0). */
+    const char *src8 = NULL;
+    Py_ssize_t n8 = -1;
+    if (!ascii) {
+        if (PyUnicode_IS_COMPACT(s) && ((PyCompactUnicodeObject *)s)->utf8 != NULL) {
+            src8 = ((PyCompactUnicodeObject *)s)->utf8;
+            n8 = ((PyCompactUnicodeObject *)s)->utf8_length;
+        }
+        else {
+            n8 = utf8_size(kind, data, len);
+        }
+    }
+    size_t at8 = (size + 7) & ~(size_t)7;
+    PyObject *d = ss_filler_alloc_object(c->f, &PyUnicode_Type,
+                                         n8 >= 0 ? at8 + (size_t)n8 + 1 : size);
     if (d == NULL) {
         return NULL;
     }
@@ -229,21 +302,17 @@ copy_str(ctx *c, PyObject *s)
     a->state.ascii = (unsigned int)ascii;
     ss_str_mark_shared(d);
     memcpy((char *)d + hdr, data, (size_t)len * (size_t)kind);   /* NUL: already zero */
-    if (!ascii) {
-        /* The UTF-8 form, in the arena: PyUnicode_AsUTF8AndSize() of any interpreter
-         * then returns it instead of filling the cache with its own allocator. A string
-         * with a lone surrogate has none; filling it fails before writing anything. */
-        Py_ssize_t n8 = utf8_size(kind, data, len);
-        if (n8 >= 0) {
-            char *buf = ss_filler_alloc_raw(c->f, (size_t)n8 + 1);
-            if (buf == NULL) {
-                return NULL;
-            }
-            utf8_encode(kind, data, len, buf);
-            PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)d;
-            cu->utf8 = buf;
-            cu->utf8_length = n8;
+    if (n8 >= 0) {
+        char *buf = (char *)d + at8;
+        if (src8 != NULL) {
+            memcpy(buf, src8, (size_t)n8 + 1);
         }
+        else {
+            utf8_encode(kind, data, len, buf);
+        }
+        PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)d;
+        cu->utf8 = buf;
+        cu->utf8_length = n8;
     }
     if (ss_filler_str_add(c->f, d) < 0) {
         return NULL;
@@ -449,18 +518,20 @@ snapshot_set(frame *fr, PyObject *o)
 }
 
 /* Visit one value: 0 with *res set (done), 1 when a frame was pushed, -1 on error
- * (c->err says which). */
+ * (c->err says which). `known` is how many references to `o` the walk accounts for:
+ * 1 for the root and tuple items (the tuple's), 2 for the entries of maps and sets (the
+ * container's and the frame's snapshot). */
 static int
-visit(ctx *c, PyObject *o, PyObject **res)
+visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
 {
     if (ss_rt_is_static(o)) {
         *res = o;
         return 0;
     }
-    /* An object referenced once, by the container being walked, cannot be met again:
-     * it needs no memo entry (most rows and fields of a table are such). The walk's own
-     * references are taken after this test. */
-    int once = Py_REFCNT(o) == 1;
+    /* An object referenced only by the container being walked cannot be met again: it
+     * needs no memo entry (most rows, fields, keys and values are such). The walk's own
+     * references to `o` are taken after this test. */
+    int once = Py_REFCNT(o) <= known;
     PyObject *m = once ? NULL : memo_get(c, o);
     if (m != NULL) {
         if (m == IN_PROGRESS) {
@@ -569,6 +640,28 @@ visit(ctx *c, PyObject *o, PyObject **res)
     }
     *res = r;
     return 0;
+}
+
+/* Look ahead in the children of a frame: the string memo's probe of a new string misses
+ * the cache (the table is as big as the arena's strings are many), so its slot is
+ * prefetched a few children before it is visited, and the child itself before that.
+ * Strings whose hash is not cached yet are left alone (hashing is the visit's job). */
+#define LOOKAHEAD_SLOT 8
+#define LOOKAHEAD_OBJECT 16
+
+static inline void
+look_ahead(ctx *c, frame *fr)
+{
+    Py_ssize_t i = fr->i;
+    if (i + LOOKAHEAD_OBJECT < fr->n) {
+        __builtin_prefetch(frame_child(fr, i + LOOKAHEAD_OBJECT));
+    }
+    if (i + LOOKAHEAD_SLOT < fr->n) {
+        PyObject *o = frame_child(fr, i + LOOKAHEAD_SLOT);
+        if (Py_IS_TYPE(o, &PyUnicode_Type) && _PyASCIIObject_CAST(o)->hash != -1) {
+            ss_filler_str_prefetch(c->f, _PyASCIIObject_CAST(o)->hash);
+        }
+    }
 }
 
 /* All children of the top frame are shared: build its object. */
@@ -818,12 +911,13 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
         return NULL;
     }
     PyObject *result = NULL;
-    int r = visit(&c, obj, &result);
+    int r = visit(&c, obj, 1, &result);
     while (r >= 0 && c.depth > 0) {
         frame *fr = &c.stack[c.depth - 1];
         if (fr->i < fr->n) {
+            look_ahead(&c, fr);
             PyObject *res;
-            r = visit(&c, frame_child(fr, fr->i), &res);
+            r = visit(&c, frame_child(fr, fr->i), fr->kind == F_TUPLE ? 1 : 2, &res);
             if (r == 0) {
                 fr->out[out_index(fr, fr->i)] = res;
                 fr->i++;

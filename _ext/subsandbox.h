@@ -128,6 +128,8 @@ PyObject *ss_filler_str_find(ss_filler *f, const void *data, int kind, Py_ssize_
                              Py_hash_t hash);
 /* Remember a str built in this arena (its hash cached). -1 + MemoryError. */
 int ss_filler_str_add(ss_filler *f, PyObject *str);
+/* A hint: a str of this hash is looked up soon (share.c looks ahead in a container). */
+void ss_filler_str_prefetch(ss_filler *f, Py_hash_t hash);
 /* share.c: deep-copy `obj` into `a` (share() uses the default arena); the current
  * interpreter becomes a holder of `a`. New (immortal) reference, or NULL +
  * NotShareableError / MemoryError / ValueError (closed arena). */

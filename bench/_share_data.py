@@ -31,18 +31,24 @@ def items(kind: str, size: str) -> int:
     return _ITEMS[kind][size]
 
 
-def make(kind: str, size: str) -> Any:
-    """A fresh, non-shared data set: new objects at every call."""
+def make(kind: str, size: str, variant: int = 0) -> Any:
+    """A fresh, non-shared data set: new objects at every call.
+
+    Another ``variant`` has the same shape and sizes but strings of its own (no string of
+    one variant equals a string of another), so that sharing it into an arena that holds
+    other variants finds nothing in the arena's string memo."""
     n = _ITEMS[kind][size]
+    v = variant * n
     if kind == "table":
-        return tuple((f"customer-{i:08d}", i * 7 % 100_003, i * 0.25 + 0.01) for i in range(n))
+        return tuple((f"customer-{(i + v) % 10**8:08d}", i * 7 % 100_003, i * 0.25 + 0.01)
+                     for i in range(n))
     if kind == "corpus":
         w = _WORDS
         return tuple(" ".join((w[i % 16], w[i * 7 % 16], w[i * 11 % 16], w[i * 13 % 16],
-                               str(i), w[i * 3 % 16], w[i * 5 % 16], w[(i + 9) % 16]))
+                               str(i + v), w[i * 3 % 16], w[i * 5 % 16], w[(i + 9) % 16]))
                      for i in range(n))
     if kind == "mapping":
-        return {f"key-{i:08d}": (i, i * 0.5) for i in range(n)}
+        return {f"key-{(i + v) % 10**8:08d}": (i, i * 0.5) for i in range(n)}
     raise ValueError(f"unknown kind {kind!r}: use one of {KINDS}")
 
 
@@ -77,8 +83,10 @@ def read(kind: str, data: Any, keys: list[str] | None) -> float:
 _local: dict[tuple[str, str], Any] = {}
 
 
-def time_read(kind: str, size: str, shared: Any, loops: int) -> float:
-    """Seconds to read ``shared`` ``loops`` times (or the local copy, when None)."""
+def time_read(kind: str, size: str, shared: Any, loops: int, clock: str = "wall") -> float:
+    """Seconds to read ``shared`` ``loops`` times (or the local copy, when None), by the
+    wall clock or the reading thread's CPU time (``clock="cpu"``)."""
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
     data = shared
     if data is None:
         if (kind, size) not in _local:
@@ -86,10 +94,10 @@ def time_read(kind: str, size: str, shared: Any, loops: int) -> float:
         data = _local[(kind, size)]
     keys = probe_keys(kind, size)
     read(kind, data, keys)  # warm: the first pass pays for page faults and caches
-    t0 = time.perf_counter()
+    t0 = timer()
     for _ in range(loops):
         read(kind, data, keys)
-    return time.perf_counter() - t0
+    return timer() - t0
 
 
 def noop(value: Any) -> None:

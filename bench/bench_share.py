@@ -2,12 +2,18 @@
 
     python bench/bench_share.py -o share.json            # everything (long: 100 MB sets)
     python bench/bench_share.py --sizes 1KB,1MB --fast   # a quick look
+    python bench/bench_share.py --measure share,pickle --clock cpu   # on a loaded machine
     python -m pyperf compare_to ...                      # pyperf's own tools work on -o
 
 Per data set (bench/_share_data.py: a table of rows, a corpus of strings, a mapping that
 becomes a frozendict of up to 1M entries) it measures, in one run:
 
-  share        Arena().share(data), in the main interpreter
+  share        Arena().share(data), in the main interpreter: a fresh arena each time, so
+               its fixed cost (mapping its first block) is counted and no string is in its
+               memo yet
+  share-dflt   share(data) into the process's default arena, already in use, of a variant
+               of the data whose strings it does not hold yet (bench/_share_data.py): what
+               a program that shares values one after another pays per value
   pickle       pickle.dumps(data): the cost of the usual way to hand data over
   send         Sandbox.call(noop, shared_data), minus send-none (the same call with None):
                what passing the shared value adds to a call; the target is <= 2 us
@@ -48,6 +54,11 @@ import subsandbox  # noqa: E402
 _plain: dict[tuple[str, str], Any] = {}
 _shared: dict[tuple[str, str], Any] = {}
 _sandbox: list[subsandbox.Sandbox] = []
+# --clock: wall (perf_counter, the default) or cpu (thread_time: the CPU time of the
+# timing thread, which other processes on a loaded machine disturb much less). Only for
+# what runs in one thread: share, pickle, copy, and the reading inside the sandbox.
+_clock: list[Any] = [time.perf_counter]
+_clock_name: list[str] = ["wall"]
 
 
 def plain(kind: str, size: str) -> Any:
@@ -75,29 +86,48 @@ def time_share(loops: int, kind: str, size: str) -> float:
     total = 0.0
     for _ in range(loops):
         arena = subsandbox.Arena()      # a fresh arena: no string is stored there yet
-        t0 = time.perf_counter()
+        t0 = _clock[0]()
         arena.share(value)
-        total += time.perf_counter() - t0
+        total += _clock[0]() - t0
         arena.close()
+    return total
+
+
+_next_variant = [1]
+
+
+def time_share_default(loops: int, kind: str, size: str) -> float:
+    # Each variant is made just before the clock starts (so it is as warm in the caches
+    # as pickle's value), shared once (its strings are new to the default arena), then
+    # dropped: the arena keeps its copy for the life of the process.
+    share = subsandbox.share
+    share(data.make(kind, "1KB", 0))    # the default arena exists and has a block
+    total = 0.0
+    for _ in range(loops):
+        value = data.make(kind, size, _next_variant[0])
+        _next_variant[0] += 1
+        t0 = _clock[0]()
+        share(value)
+        total += _clock[0]() - t0
     return total
 
 
 def time_pickle(loops: int, kind: str, size: str) -> float:
     value = plain(kind, size)
     dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
-    t0 = time.perf_counter()
+    t0 = _clock[0]()
     for _ in range(loops):
         dumps(value, protocol)
-    return time.perf_counter() - t0
+    return _clock[0]() - t0
 
 
 def time_copy(loops: int, kind: str, size: str) -> float:
     value = plain(kind, size)
     dumps, loads, protocol = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
-    t0 = time.perf_counter()
+    t0 = _clock[0]()
     for _ in range(loops):
         loads(dumps(value, protocol))
-    return time.perf_counter() - t0
+    return _clock[0]() - t0
 
 
 def time_send(loops: int, kind: str | None, size: str | None) -> float:
@@ -131,13 +161,19 @@ def time_cross(loops: int, kind: str | None, size: str | None) -> float:
 
 def time_read(loops: int, kind: str, size: str, where: str) -> float:
     value = shared(kind, size) if where == "shared" else None
-    return sandbox().call(data.time_read, kind, size, value, loops)  # type: ignore[no-any-return]
+    return sandbox().call(data.time_read, kind, size, value, loops,  # type: ignore[no-any-return]
+                          _clock_name[0])
 
 
 # -- the runner ----------------------------------------------------------------------------
 
+# What --measure can select; the table shows the columns whose benchmarks ran.
+MEASURES = ("share", "pickle", "copy", "send", "read")
+
+
 def add_arguments(cmd: Any, args: Any) -> None:
-    cmd.extend(("--sizes", args.sizes, "--kinds", args.kinds))
+    cmd.extend(("--sizes", args.sizes, "--kinds", args.kinds, "--measure", args.measure,
+                "--clock", args.clock))
 
 
 def main() -> None:
@@ -146,7 +182,19 @@ def main() -> None:
                                   help="comma-separated sizes among " + ", ".join(data.SIZES))
     runner.argparser.add_argument("--kinds", default=",".join(data.KINDS),
                                   help="comma-separated kinds among " + ", ".join(data.KINDS))
+    runner.argparser.add_argument("--measure", default=",".join(MEASURES),
+                                  help="comma-separated, among " + ", ".join(MEASURES)
+                                  + " (send includes cross; share includes share-dflt)")
+    runner.argparser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                                  help="cpu: time share/pickle/copy/read with the timing "
+                                  "thread's CPU time (send is always wall-clock)")
     args = runner.parse_args()
+    if args.clock == "cpu":
+        _clock[0], _clock_name[0] = time.thread_time, "cpu"
+    measures = {m for m in args.measure.split(",") if m}
+    for m in measures:
+        if m not in MEASURES:
+            raise SystemExit(f"unknown measure {m!r}: use {', '.join(MEASURES)}")
     sizes = [s for s in args.sizes.split(",") if s]
     kinds = [k for k in args.kinds.split(",") if k]
     for s in sizes:
@@ -162,57 +210,80 @@ def main() -> None:
         # pyperf calibrates the loops: a 100 MB value gets one loop per timing.
         results[name] = runner.bench_time_func(name, func, *fargs)
 
-    add("send-none", time_send, None, None)
-    add("cross-none", time_cross, None, None)
+    if "send" in measures:
+        add("send-none", time_send, None, None)
+        add("cross-none", time_cross, None, None)
     for size in sizes:
         for kind in kinds:
             tag = f"{kind}-{size}"
-            add(f"share-{tag}", time_share, kind, size)
-            add(f"pickle-{tag}", time_pickle, kind, size)
-            add(f"copy-{tag}", time_copy, kind, size)
-            add(f"send-{tag}", time_send, kind, size)
-            add(f"cross-{tag}", time_cross, kind, size)
-            add(f"read-shared-{tag}", time_read, kind, size, "shared")
-            add(f"read-local-{tag}", time_read, kind, size, "local")
+            if "share" in measures:
+                add(f"share-{tag}", time_share, kind, size)
+                add(f"share-dflt-{tag}", time_share_default, kind, size)
+            if "pickle" in measures:
+                add(f"pickle-{tag}", time_pickle, kind, size)
+            if "copy" in measures:
+                add(f"copy-{tag}", time_copy, kind, size)
+            if "send" in measures:
+                add(f"send-{tag}", time_send, kind, size)
+                add(f"cross-{tag}", time_cross, kind, size)
+            if "read" in measures:
+                add(f"read-shared-{tag}", time_read, kind, size, "shared")
+                add(f"read-local-{tag}", time_read, kind, size, "local")
 
     if runner.args.worker or any(r is None for r in results.values()):
         return
     print_table(results, kinds, sizes)
 
 
-def _median(bench: Any) -> float:
-    return float(bench.median())
+def _median(results: dict[str, Any], name: str) -> float | None:
+    bench = results.get(name)
+    return None if bench is None else float(bench.median())
 
 
-def _fmt(seconds: float) -> str:
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def _ratio(a: float | None, b: float | None, width: int, digits: int = 2) -> str:
+    return f"{a / b:>{width}.{digits}f}" if a is not None and b is not None else f"{'-':>{width}}"
+
+
+def _extra_us(a: float | None, b: float | None) -> str:
+    return f"{(a - b) * 1e6:>6.2f}us" if a is not None and b is not None else f"{'-':>8}"
+
+
 def print_table(results: dict[str, Any], kinds: list[str], sizes: list[str]) -> None:
-    none = _median(results["send-none"])
-    cross_none = _median(results["cross-none"])
+    none = _median(results, "send-none")
+    cross_none = _median(results, "cross-none")
     print()
-    print(f"Python {sys.version.split()[0]}; Sandbox.call(noop, None) = {_fmt(none)}; "
+    print(f"Python {sys.version.split()[0]}; clock: {_clock_name[0]}; "
+          f"Sandbox.call(noop, None) = {_fmt(none)}; "
           f"its argument path without the thread switch = {_fmt(cross_none)}")
-    header = (f"{'data':16} {'share':>9} {'pickle':>9} {'share/pk':>8} {'send+':>8} {'cross+':>8} "
+    header = (f"{'data':16} {'share':>9} {'pickle':>9} {'share/pk':>8} {'dflt/pk':>7} "
+              f"{'send+':>8} {'cross+':>8} "
               f"{'copy':>9} {'read-sh':>9} {'read-loc':>9} {'sh/loc':>7}")
     print(header)
     print("-" * len(header))
     for size in sizes:
         for kind in kinds:
             tag = f"{kind}-{size}"
-            share_t, pickle_t = _median(results[f"share-{tag}"]), _median(results[f"pickle-{tag}"])
-            send_extra = _median(results[f"send-{tag}"]) - none
-            cross_extra = _median(results[f"cross-{tag}"]) - cross_none
-            copy_t = _median(results[f"copy-{tag}"])
-            rs, rl = _median(results[f"read-shared-{tag}"]), _median(results[f"read-local-{tag}"])
-            print(f"{tag:16} {_fmt(share_t):>9} {_fmt(pickle_t):>9} {share_t / pickle_t:>8.2f} "
-                  f"{send_extra * 1e6:>6.2f}us {cross_extra * 1e6:>6.2f}us {_fmt(copy_t):>9} {_fmt(rs):>9} {_fmt(rl):>9} "
-                  f"{rs / rl:>7.3f}")
-    print("targets: share/pk <= 1.00; send+ (and cross+) <= 2 us; sh/loc <= 1.05")
+            share_t, pickle_t = _median(results, f"share-{tag}"), _median(results, f"pickle-{tag}")
+            dflt_t = _median(results, f"share-dflt-{tag}")
+            rs = _median(results, f"read-shared-{tag}")
+            rl = _median(results, f"read-local-{tag}")
+            print(f"{tag:16} {_fmt(share_t):>9} {_fmt(pickle_t):>9} "
+                  f"{_ratio(share_t, pickle_t, 8)} {_ratio(dflt_t, pickle_t, 7)} "
+                  f"{_extra_us(_median(results, f'send-{tag}'), none)} "
+                  f"{_extra_us(_median(results, f'cross-{tag}'), cross_none)} "
+                  f"{_fmt(_median(results, f'copy-{tag}')):>9} {_fmt(rs):>9} {_fmt(rl):>9} "
+                  f"{_ratio(rs, rl, 7, 3)}")
+    print("targets: share/pk (and dflt/pk) <= 1.00; send+ (and cross+) <= 2 us; "
+          "sh/loc <= 1.05")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,20 @@ def test_nested_tuples_and_identity_of_repeats():
     assert s[3] is tuple()                           # the runtime's empty tuple
 
 
+def test_repeats_inside_maps_and_sets_are_copied_once():
+    # Only the containers refer to these objects (no name holds them): the walk must still
+    # see that each is met twice, through the entries of a dict and of a set.
+    d = {"a": (1.5, 10**20), "b": None, "c": frozenset({(2.5,)})}
+    d["b"] = d["a"]
+    inner = next(iter(d["c"]))
+    d["d"] = {"x": inner, "y": (inner,)}
+    del inner
+    s = share(d)
+    assert s == d
+    assert s["a"] is s["b"]
+    assert s["d"]["x"] is s["d"]["y"][0] is next(iter(s["c"]))
+
+
 def test_deep_nesting_does_not_use_the_c_stack():
     value = ()
     for i in range(200_000):
@@ -280,11 +294,12 @@ def test_arena_share_message_and_cycle():
         share(d)
 
 
-def test_failed_share_gives_its_memory_back():
+@pytest.mark.parametrize("count", [5000, 60_000])   # within the first block; over new ones
+def test_failed_share_gives_its_memory_back(count):
     with Arena() as a:
         a.share(fresh("keep me"))
         before = a.nbytes
-        big = tuple(fresh(f"string {i}") for i in range(5000)) + ([],)
+        big = tuple(fresh(f"string {i}") for i in range(count)) + ([],)
         with pytest.raises(NotShareableError):
             a.share(big)
         assert a.nbytes == before
@@ -292,6 +307,10 @@ def test_failed_share_gives_its_memory_back():
         # Strings of the failed call were taken out of the memo too.
         s = a.share(fresh("string 7"))
         assert s == "string 7" and a.nbytes > before
+        # The memo grows past the failed call's leftovers and still finds what it holds.
+        again = a.share(tuple(fresh(f"again {i}") for i in range(2 * count)))
+        assert again[count] is a.share(fresh(f"again {count}"))
+        assert again[-1] == f"again {2 * count - 1}"
 
 
 def test_closed_arena_refuses_share():
