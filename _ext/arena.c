@@ -990,6 +990,24 @@ Arena_share(PyObject *op, PyObject *obj)
     return ss_share_into(st, ((ArenaObject *)op)->arena, obj);
 }
 
+/* share_detached(obj) -> SharedRef: share without the caller becoming a holder (see
+ * ss_share_detached in share.c and SharedRef in xvalue.c). */
+static PyObject *
+Arena_share_detached(PyObject *op, PyObject *obj)
+{
+    ss_state *st = PyType_GetModuleState(Py_TYPE(op));
+    if (st == NULL) {
+        return NULL;
+    }
+    PyObject *shared = ss_share_detached(st, ((ArenaObject *)op)->arena, obj);
+    if (shared == NULL) {
+        return NULL;
+    }
+    PyObject *ref = ss_sharedref_new(st, shared);
+    Py_DECREF(shared);      /* immortal or already reachable here: no write, no free */
+    return ref;
+}
+
 static PyObject *
 Arena_close(PyObject *op, PyObject *unused)
 {
@@ -1057,6 +1075,11 @@ static PyMethodDef Arena_methods[] = {
     {"share", Arena_share, METH_O,
      "share(obj) -> a deeply immutable, immortal copy of obj in this arena.\n\n"
      "The calling interpreter becomes a holder of the arena (see docs/shared-memory.md)."},
+    {"share_detached", Arena_share_detached, METH_O,
+     "share_detached(obj) -> SharedRef: share obj into this arena WITHOUT the calling\n"
+     "interpreter becoming a holder. The handle cannot be dereferenced here; passed to a\n"
+     "sandbox (Sandbox.call, a channel, SandboxPoolExecutor) it arrives as the shared\n"
+     "object. The arena lives while a handle exists (see docs/shared-memory.md)."},
     {"close", Arena_close, METH_NOARGS,
      "Refuse further share() calls. The memory is given back once no handle, no in-flight "
      "item and no holder interpreter remains."},

@@ -10,12 +10,16 @@
  * A static type defined by an extension keeps them in the type object itself, so two
  * own-GIL interpreters would write them at the same time. This file puts ours per
  * interpreter too:
- *   - 3.13+: CPython's managed static extension types (_PyStaticType_InitForExtension, the
- *     machinery _datetime uses), with the slot index chosen by us (see pick_ext_index);
+ *   - 3.13+: CPython's managed static extension types (the machinery _datetime uses):
+ *     _PyStaticType_InitForExtension once in the main interpreter, with the slot index
+ *     chosen by us (see pick_ext_index); every other interpreter's slot is filled by us
+ *     (interp_ready_one), because that call would write the shared type object again;
  *   - 3.12:  that machinery does not exist; we do what _PyStaticType_InitBuiltin does, with
  *     public API and struct access: a free slot of interp->types.builtins[], the type
  *     readied once in the main interpreter, then each interpreter's slot filled with a
  *     tp_dict rebuilt from the main interpreter's (same C descriptors, new objects).
+ * After the main interpreter's first import, nothing here writes the type object or any
+ * other memory that another interpreter reads without a lock.
  * The rest of the guard is in the type definitions (frozen.c): no Py_TPFLAGS_BASETYPE,
  * Py_TPFLAGS_IMMUTABLETYPE, no instance weakref list or __dict__. docs/type-guard.md lists
  * every write we found and where it goes.
@@ -90,56 +94,11 @@ refuse_first_in_subinterpreter(PyTypeObject *type)
 
 #define SS_GUARD_MAX_TYPES 4
 
-#if defined(SS_FROZEN_GUARD_EMULATED_BUILTIN)
-/* ================================ 3.12 ================================================== */
-
-/* Our types take the last slots of interp->types.builtins[]: CPython assigns its own from 0
- * upwards (num_builtins_initialized), all during runtime initialization. */
-static size_t
-slot_index(size_t k)
-{
-    return _Py_MAX_STATIC_BUILTIN_TYPES - 1 - k;
-}
-
-static static_builtin_state *
-slot_of(PyInterpreterState *interp, size_t index)
-{
-    return &interp->types.builtins[index];
-}
-
-/* Check that the compiled-in layout of interp->types matches the running interpreter:
- * builtin types must be found at their index, with the same tp_dict PyType_GetDict() gives. */
-static int
-check_layout(PyInterpreterState *interp)
-{
-    PyTypeObject *probes[] = {&PyBaseObject_Type, &PyType_Type, &PyDict_Type, &PyLong_Type,
-                              &PyUnicode_Type, &PyTuple_Type, &PyFrozenSet_Type};
-    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
-        PyTypeObject *t = probes[i];
-        if (!(t->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) || t->tp_subclasses == NULL) {
-            goto bad;
-        }
-        size_t index = (size_t)t->tp_subclasses - 1;
-        if (index >= _Py_MAX_STATIC_BUILTIN_TYPES || slot_of(interp, index)->type != t) {
-            goto bad;
-        }
-        PyObject *d = PyType_GetDict(t);
-        int same = d != NULL && d == slot_of(interp, index)->tp_dict;
-        Py_XDECREF(d);
-        if (!same) {
-            goto bad;
-        }
-    }
-    if (interp->types.num_builtins_initialized > _Py_MAX_STATIC_BUILTIN_TYPES - SS_GUARD_MAX_TYPES) {
-        goto bad;
-    }
-    return 0;
-bad:
-    PyErr_SetString(PyExc_ImportError,
-                    "subsandbox._core: this CPython's per-interpreter type state does not "
-                    "have the layout it was compiled against (interp->types.builtins)");
-    return -1;
-}
+/* ---- the type's tp_dict, rebuilt in each interpreter ---------------------------------
+ * Each interpreter after the first gets its own tp_dict, made of new objects of its own
+ * (the same C definitions), rebuilt from a record taken once from the first interpreter's.
+ * No call to PyType_Ready / type_ready: those write the shared type object (tp_flags),
+ * which other interpreters read without a lock. */
 
 /* The entries of the main interpreter's tp_dict, as the C definitions they came from, so
  * that each interpreter can get a tp_dict of its own objects. */
@@ -277,6 +236,77 @@ rebuild_dict(PyTypeObject *type, const ttemplate *tpl)
     return dict;
 }
 
+/* Record `type` in this interpreter's object.__subclasses__(), as type_ready's add_subclass
+ * does (key: the type's address, value: a weak reference to it, which lives in this
+ * interpreter's weakref list of the type). */
+static PyObject **object_subclasses_ref(PyInterpreterState *interp);
+
+static int
+add_to_object_subclasses(PyInterpreterState *interp, PyTypeObject *type)
+{
+    PyObject **subclasses = object_subclasses_ref(interp);
+    PyObject *key = PyLong_FromVoidPtr(type);
+    PyObject *ref = key ? PyWeakref_NewRef((PyObject *)type, NULL) : NULL;
+    if (ref != NULL && *subclasses == NULL) {
+        *subclasses = PyDict_New();
+    }
+    int r = (ref && *subclasses) ? PyDict_SetItem(*subclasses, key, ref) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    return r;
+}
+
+#if defined(SS_FROZEN_GUARD_EMULATED_BUILTIN)
+/* ================================ 3.12 ================================================== */
+
+/* Our types take the last slots of interp->types.builtins[]: CPython assigns its own from 0
+ * upwards (num_builtins_initialized), all during runtime initialization. */
+static size_t
+slot_index(size_t k)
+{
+    return _Py_MAX_STATIC_BUILTIN_TYPES - 1 - k;
+}
+
+static static_builtin_state *
+slot_of(PyInterpreterState *interp, size_t index)
+{
+    return &interp->types.builtins[index];
+}
+
+/* Check that the compiled-in layout of interp->types matches the running interpreter:
+ * builtin types must be found at their index, with the same tp_dict PyType_GetDict() gives. */
+static int
+check_layout(PyInterpreterState *interp)
+{
+    PyTypeObject *probes[] = {&PyBaseObject_Type, &PyType_Type, &PyDict_Type, &PyLong_Type,
+                              &PyUnicode_Type, &PyTuple_Type, &PyFrozenSet_Type};
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        PyTypeObject *t = probes[i];
+        if (!(t->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) || t->tp_subclasses == NULL) {
+            goto bad;
+        }
+        size_t index = (size_t)t->tp_subclasses - 1;
+        if (index >= _Py_MAX_STATIC_BUILTIN_TYPES || slot_of(interp, index)->type != t) {
+            goto bad;
+        }
+        PyObject *d = PyType_GetDict(t);
+        int same = d != NULL && d == slot_of(interp, index)->tp_dict;
+        Py_XDECREF(d);
+        if (!same) {
+            goto bad;
+        }
+    }
+    if (interp->types.num_builtins_initialized > _Py_MAX_STATIC_BUILTIN_TYPES - SS_GUARD_MAX_TYPES) {
+        goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ImportError,
+                    "subsandbox._core: this CPython's per-interpreter type state does not "
+                    "have the layout it was compiled against (interp->types.builtins)");
+    return -1;
+}
+
 /* Make a tuple of the type (tp_bases, tp_mro) safe to read from every interpreter:
  * immortal (refcounting never writes it) and untracked (no GC ever writes its header). */
 static void
@@ -289,20 +319,12 @@ seal_shared_tuple(PyObject *tuple)
     Py_SET_REFCNT(tuple, _Py_IMMORTAL_REFCNT);
 }
 
-/* Record `type` in this interpreter's object.__subclasses__(), as PyType_Ready does. */
-static int
-add_to_object_subclasses(PyInterpreterState *interp, PyTypeObject *type)
+/* object's per-interpreter tp_subclasses (a static builtin type: its slot is in
+ * interp->types, at the index its tp_subclasses holds). */
+static PyObject **
+object_subclasses_ref(PyInterpreterState *interp)
 {
-    static_builtin_state *ost = slot_of(interp, (size_t)PyBaseObject_Type.tp_subclasses - 1);
-    PyObject *key = PyLong_FromVoidPtr(type);
-    PyObject *ref = key ? PyWeakref_NewRef((PyObject *)type, NULL) : NULL;
-    if (ref != NULL && ost->tp_subclasses == NULL) {
-        ost->tp_subclasses = PyDict_New();
-    }
-    int r = (ref && ost->tp_subclasses) ? PyDict_SetItem(ost->tp_subclasses, key, ref) : -1;
-    Py_XDECREF(key);
-    Py_XDECREF(ref);
-    return r;
+    return &slot_of(interp, (size_t)PyBaseObject_Type.tp_subclasses - 1)->tp_subclasses;
 }
 
 static int
@@ -454,7 +476,7 @@ pick_ext_index(PyInterpreterState *interp)
 }
 
 static int
-first_ready_one(PyInterpreterState *interp, PyTypeObject *t)
+first_ready_one(PyInterpreterState *interp, PyTypeObject *t, ttemplate *tpl)
 {
     Py_ssize_t index = pick_ext_index(interp);
     if (index < 0) {
@@ -482,11 +504,37 @@ first_ready_one(PyInterpreterState *interp, PyTypeObject *t)
                      t->tp_name, index);
         return -1;
     }
-    return 0;
+    /* The record every other interpreter rebuilds its tp_dict from (interp_ready_one). */
+    PyObject *dict = ext_slot(interp, (size_t)index)->tp_dict;
+    if (dict == NULL) {
+        PyErr_Format(PyExc_ImportError, "subsandbox._core: %s has no tp_dict", t->tp_name);
+        return -1;
+    }
+    return capture_template(t, dict, tpl);
 }
 
+/* Give this interpreter its state of an already readied type, as
+ * _PyStaticType_InitForExtension(initial=0) would, minus its writes into the type object.
+ *
+ * That call runs type_ready(type, initial=0), which ends with
+ * `type->tp_flags |= Py_TPFLAGS_READY` (an unconditional store into the process-wide
+ * type, of the value it already has) and may store tp_new/tp_hash/ob_type again: plain
+ * writes while every other interpreter reads tp_flags on each attribute lookup, without a
+ * lock. ThreadSanitizer reports it (docs/sanitizers.md). So we do its per-interpreter part
+ * ourselves, writing only into this interpreter's memory and one atomic counter:
+ *   - managed_static_type_state_init(initial=0): count this interpreter in the runtime's
+ *     interp_count (atomically, as CPython does), fill this interpreter's slot, and
+ *     for_extensions.num_initialized++ (under interp->types.mutex, as its clear does);
+ *   - type_ready_set_dict + type_ready_fill_dict + type_ready_set_new: a tp_dict of this
+ *     interpreter's own objects, rebuilt from the main interpreter's (same C definitions,
+ *     same order, same keys);
+ *   - type_ready_add_subclasses: the entry in this interpreter's object.__subclasses__().
+ * type_ready's other steps have nothing to do for a ready static type (bases, mro and the
+ * version tag are set once, by the main interpreter; tp_hash and tp_new are set in our
+ * definitions). At interpreter finalization CPython's _PyTypes_FiniExtTypes undoes exactly
+ * this (it finds the slot, interp_count > 1: not final), as for any managed static type. */
 static int
-interp_ready_one(PyInterpreterState *interp, PyTypeObject *t)
+interp_ready_one(PyInterpreterState *interp, PyTypeObject *t, const ttemplate *tpl)
 {
     size_t index = (size_t)t->tp_subclasses - 1;
     if (!(t->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) || index >= _Py_MAX_MANAGED_STATIC_EXT_TYPES) {
@@ -503,7 +551,43 @@ interp_ready_one(PyInterpreterState *interp, PyTypeObject *t)
                      "%s in this interpreter", index, t->tp_name, st->type->tp_name);
         return -1;
     }
-    return _PyStaticType_InitForExtension(interp, t);
+    if (tpl->entries == NULL) {
+        PyErr_Format(PyExc_ImportError,
+                     "subsandbox._core: no record of %s's tp_dict from the main interpreter",
+                     t->tp_name);
+        return -1;
+    }
+    PyObject *dict = rebuild_dict(t, tpl);
+    if (dict == NULL) {
+        return -1;
+    }
+    size_t full_index = _Py_MAX_MANAGED_STATIC_BUILTIN_TYPES + index;
+    if (_PyRuntime.types.managed_static.types[full_index].type != t) {
+        Py_DECREF(dict);
+        PyErr_Format(PyExc_ImportError, "subsandbox._core: runtime slot %zu is not %s's",
+                     index, t->tp_name);
+        return -1;
+    }
+    (void)_Py_atomic_add_int64(&_PyRuntime.types.managed_static.types[full_index].interp_count, 1);
+    st->isbuiltin = 0;
+    st->readying = 0;
+    st->ready = 0;
+    st->tp_dict = dict;
+    st->tp_subclasses = NULL;
+    st->tp_weaklist = NULL;
+    st->type = t;           /* from now on this interpreter's lookups find the slot */
+    PyMutex_Lock(&interp->types.mutex);
+    interp->types.for_extensions.num_initialized++;
+    PyMutex_Unlock(&interp->types.mutex);
+    /* On failure the slot stays filled: finalization clears it as it does any other. */
+    return add_to_object_subclasses(interp, t);
+}
+
+static PyObject **
+object_subclasses_ref(PyInterpreterState *interp)
+{
+    size_t index = (size_t)PyBaseObject_Type.tp_subclasses - 1;
+    return &interp->types.builtins.initialized[index].tp_subclasses;
 }
 
 static int
@@ -515,11 +599,11 @@ ready_locked(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
             if (!is_main_interpreter(interp)) {
                 return refuse_first_in_subinterpreter(t);
             }
-            if (first_ready_one(interp, t) < 0) {
+            if (first_ready_one(interp, t, &templates[k]) < 0) {
                 return -1;
             }
         }
-        else if (interp_ready_one(interp, t) < 0) {
+        else if (interp_ready_one(interp, t, &templates[k]) < 0) {
             return -1;
         }
     }
@@ -529,7 +613,8 @@ ready_locked(PyInterpreterState *interp, PyTypeObject *const *types, size_t n)
 static const char *
 mechanism(void)
 {
-    return "3.13+: managed static extension type (_PyStaticType_InitForExtension)";
+    return "3.13+: managed static extension type (_PyStaticType_InitForExtension in main, "
+           "per-interpreter state filled without writing the type)";
 }
 
 static Py_ssize_t

@@ -81,6 +81,7 @@ ss_traverse(PyObject *module, visitproc visit, void *arg)
     ss_state *st = ss_get_state(module);
     Py_VISIT(st->channel_type);
     Py_VISIT(st->arena_type);
+    Py_VISIT(st->sharedref_type);
     Py_VISIT(st->channel_closed_error);
     Py_VISIT(st->channel_full_error);
     Py_VISIT(st->channel_empty_error);
@@ -95,6 +96,7 @@ ss_clear(PyObject *module)
     ss_state *st = ss_get_state(module);
     Py_CLEAR(st->channel_type);
     Py_CLEAR(st->arena_type);
+    Py_CLEAR(st->sharedref_type);
     Py_CLEAR(st->channel_closed_error);
     Py_CLEAR(st->channel_full_error);
     Py_CLEAR(st->channel_empty_error);

@@ -216,4 +216,23 @@ ss_bytes_reset_hash(PyObject *op)
 #  define SS_TSTATE_UNCHECKED() _PyThreadState_UncheckedGet()
 #endif
 
+/* ---- "may this thread run signal handlers?" (queue.c: wait with signal checks) -------
+ * _PyOS_IsMainThread(): true in the main thread of the main interpreter, the one thread
+ * whose PyErr_CheckSignals() runs handlers. Not public API in any version, but exported
+ * (PyAPI_FUNC) in every one we support:
+ *   3.12:  declared in the public Include/intrcheck.h (non-limited API), which Python.h
+ *          includes; exported from libpython3.12 (checked with nm on 3.12.1).
+ *   3.13:  moved to Include/internal/pycore_signal.h by gh-106320 (PR #108605), still
+ *          PyAPI_FUNC "Export for '_multiprocessing' shared extension"; exported from
+ *          libpython3.13 (nm on 3.13.0; the 3.13.5 header has the same line).
+ *   3.14:  the same internal declaration, PyAPI_FUNC, for the same reason (read in a tree of
+ *          3.14.0b4+, after the feature freeze; not compiled here: no 3.14 on this machine).
+ * The internal header needs Py_BUILD_CORE, so 3.13+ gets the declaration here. There is no
+ * public equivalent: PyErr_CheckSignals() is public but only says nothing was pending, and
+ * calling it from every waiter would mean waking every waiter periodically. */
+#if PY_VERSION_HEX >= 0x030D0000
+PyAPI_FUNC(int) _PyOS_IsMainThread(void);
+#endif
+#define SS_THREAD_HANDLES_SIGNALS() _PyOS_IsMainThread()
+
 #endif /* SUBSANDBOX_PYVERSION_H */

@@ -28,6 +28,7 @@
  * waits for a GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
+#include "pyversion.h"
 
 #include <errno.h>
 #include <math.h>
@@ -38,9 +39,6 @@
 /* Longer timeouts than this (about 31 years, or inf) wait without a deadline. */
 #define MAX_TIMEOUT 1e9
 
-/* Exported by CPython 3.12+ (intrcheck.h in 3.12, pycore_signal.h since 3.13): true in
- * the one thread that runs signal handlers (main thread of the main interpreter). */
-PyAPI_FUNC(int) _PyOS_IsMainThread(void);
 
 typedef struct qnode {
     struct qnode *next;
@@ -686,7 +684,7 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
             rc = WAIT_TIMEOUT;
         }
         else {
-            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            int signals = SS_THREAD_HANDLES_SIGNALS();    /* reads the thread state */
             ts = PyEval_SaveThread();
             rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
                           signals, &ts);
@@ -736,6 +734,36 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     Py_RETURN_NONE;
 }
 
+/* An item whose decoding failed goes back to the head of the queue, where the next recv()
+ * (this one retried, or another receiver's) finds it first; the error is raised with a
+ * note that says so. The queue may hold maxsize + 1 items until it is taken again: a
+ * sender may have filled the place it left. A closed queue takes it back too (closing
+ * only refuses new items; what is queued is still delivered). */
+static void
+put_back(ss_queue *q, qnode *node, const char *what)
+{
+    pthread_mutex_lock(&q->mu);
+    node->next = q->head;
+    q->head = node;
+    if (q->tail == NULL) {
+        q->tail = node;
+    }
+    q->size++;
+    q->linked += node->carries_channels;
+    pthread_cond_signal(&q->not_empty);
+    pthread_mutex_unlock(&q->mu);
+
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *note = PyUnicode_FromFormat(
+        "%s: the item could not be rebuilt in this interpreter; it was put back at the "
+        "head of the channel", what);
+    PyObject *r = note ? PyObject_CallMethod(exc, "add_note", "O", note) : NULL;
+    Py_XDECREF(note);
+    Py_XDECREF(r);
+    PyErr_Clear();          /* the note is a courtesy: the original error is what counts */
+    PyErr_SetRaisedException(exc);
+}
+
 static PyObject *
 do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
 {
@@ -762,7 +790,7 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
             rc = WAIT_TIMEOUT;
         }
         else {
-            int signals = _PyOS_IsMainThread();    /* reads the thread state */
+            int signals = SS_THREAD_HANDLES_SIGNALS();    /* reads the thread state */
             ts = PyEval_SaveThread();
             rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
                           signals, &ts);
@@ -798,7 +826,12 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
         return closed_error(st, what);
     }
     PyObject *value = ss_xvalue_decode(st, node->value);
-    /* The value was taken off the queue: whether or not decoding succeeded, it is gone. */
+    if (value == NULL) {
+        /* Rebuilding the value here failed (MemoryError, RecursionError on a thread with
+         * less stack than the sender's): the item still belongs to the channel. */
+        put_back(q, node, what);
+        return NULL;
+    }
     ss_xvalue_free(node->value);
     PyMem_RawFree(node);
     return value;

@@ -894,17 +894,10 @@ ctx_clear(ctx *c)
     Py_CLEAR(c->bad);
 }
 
-PyObject *
-ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
+/* The copy of ss_share_into / ss_share_detached; `what` names the caller in errors. */
+static PyObject *
+share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
 {
-    if (ss_is_shared(obj)) {
-        /* Already shared: the caller can reach it, so it holds its arena already. */
-        return Py_NewRef(obj);
-    }
-    /* Become a holder first, so nothing can fail once the objects exist. */
-    if (ss_arena_add_holder(a, st->interp_id) < 0) {
-        return NULL;
-    }
     ctx c = {.st = st};
     c.f = ss_filler_begin(a);
     if (c.f == NULL) {
@@ -947,7 +940,7 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
         ss_filler_abort(c.f);
         PyErr_SetRaisedException(exc);
         if (c.err == E_TYPE || c.err == E_CYCLE) {
-            raise_not_shareable(&c, a == ss_default_arena() ? "share" : "Arena.share");
+            raise_not_shareable(&c, what);
         }
         else if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_SystemError, "share() failed without an error");
@@ -958,6 +951,38 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
     ss_filler_commit(c.f);
     ctx_clear(&c);
     return Py_NewRef(result);
+}
+
+PyObject *
+ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
+{
+    if (ss_is_shared(obj)) {
+        /* Already shared: the caller can reach it, so it holds its arena already. */
+        return Py_NewRef(obj);
+    }
+    /* Become a holder first, so nothing can fail once the objects exist. */
+    if (ss_arena_add_holder(a, st->interp_id) < 0) {
+        return NULL;
+    }
+    return share_walk(st, a, obj, a == ss_default_arena() ? "share" : "Arena.share");
+}
+
+/* ---- share_detached (Arena.share_detached, docs/shared-memory.md) ---------------------
+ * The same copy, but the calling interpreter does not become a holder: the caller must
+ * not let the result reach Python code of this interpreter. Its only user,
+ * Arena.share_detached, wraps it at once in a SharedRef (xvalue.c), which holds an arena
+ * reference and gives the object only to a receiving interpreter. The share's memo and
+ * the arena's string memo live in raw memory no Python code reaches; the shared strings
+ * are pre-marked interned, so no intern table of this interpreter records them. */
+PyObject *
+ss_share_detached(ss_state *st, ss_arena *a, PyObject *obj)
+{
+    if (ss_is_shared(obj)) {
+        /* The caller can already reach it (it holds its arena, or it is immortal runtime
+         * or default-arena memory): the handle names it as it is. */
+        return Py_NewRef(obj);
+    }
+    return share_walk(st, a, obj, "Arena.share_detached");
 }
 
 /* ---- module functions ----------------------------------------------------------------- */

@@ -28,6 +28,7 @@
 typedef struct {
     PyTypeObject *channel_type;     /* subsandbox._core.Channel, a heap type of this interp */
     PyTypeObject *arena_type;       /* subsandbox._core.Arena */
+    PyTypeObject *sharedref_type;   /* subsandbox._core.SharedRef (xvalue.c) */
     PyObject *channel_closed_error; /* subsandbox._core.ChannelClosed */
     PyObject *channel_empty_error;  /* subsandbox._core.ChannelEmpty */
     PyObject *channel_full_error;   /* subsandbox._core.ChannelFull */
@@ -134,6 +135,12 @@ void ss_filler_str_prefetch(ss_filler *f, Py_hash_t hash);
  * interpreter becomes a holder of `a`. New (immortal) reference, or NULL +
  * NotShareableError / MemoryError / ValueError (closed arena). */
 PyObject *ss_share_into(ss_state *st, ss_arena *a, PyObject *obj);
+/* share.c: the same copy without making the calling interpreter a holder of `a`; the
+ * result must never reach this interpreter's Python code: wrap it with ss_sharedref_new. */
+PyObject *ss_share_detached(ss_state *st, ss_arena *a, PyObject *obj);
+/* xvalue.c: a SharedRef handle to the shared object `obj` (borrowed; arena_of(obj) gets
+ * one reference): it crosses like `obj`, and only the receiver gets `obj`. */
+PyObject *ss_sharedref_new(ss_state *st, PyObject *obj);
 
 /* ---- frozendict and immutableset (frozen.c) --------------------------------------- */
 

@@ -13,7 +13,8 @@
  *   's' str: uint8 kind, size_t length, length*kind bytes (PyUnicode_KIND layout)
  *   'b' bytes: size_t n, n bytes
  *   't' tuple: size_t n, then n nodes
- *   'R' a reference: size_t index into refs[] (shared object, channel or arena handle)
+ *   'R' a reference: size_t index into refs[] (shared object, channel or arena handle; a
+ *       SharedRef is sent as the shared object it names)
  */
 #include "subsandbox.h"
 
@@ -35,6 +36,156 @@ struct ss_xvalue {
     xref *refs;
     size_t nrefs;
     size_t refcap;
+};
+
+/* ---- SharedRef: a handle to a shared object that its holder cannot dereference -------
+ * Made by Arena.share_detached() (arena.c) in an interpreter that must not become a holder
+ * of the arena (typically the main interpreter, which is never destroyed). It keeps one
+ * reference on the arena (so the arena, and the object, outlive the handle's trip) and
+ * gives the object to no one but a receiving interpreter: encode() sends the object, and
+ * decode() makes the receiver a holder before returning it. Hence no attribute, method,
+ * pickling, copy or gc.get_referents() gives the object: the type has no tp_traverse (not
+ * a GC type), no __reduce__ that works, and its getters return fresh ints and strings. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *obj;          /* immortal shared object; never handed out in this interpreter */
+    ss_arena *arena;        /* arena of obj (one reference), NULL for runtime static objects */
+    const char *type_name;  /* tp_name of obj's (static) type, for repr */
+    Py_ssize_t size;        /* len(obj) when it has one, else -1 */
+} SharedRefObject;
+
+PyObject *
+ss_sharedref_new(ss_state *st, PyObject *obj)
+{
+    if (st->sharedref_type == NULL) {
+        PyErr_SetString(PyExc_SystemError, "subsandbox._core.SharedRef is not ready");
+        return NULL;
+    }
+    Py_ssize_t size = -1;
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || PyTuple_Check(obj)
+        || PyObject_TypeCheck(obj, &SS_FrozenDict_Type)
+        || PyObject_TypeCheck(obj, &SS_ImmutableSet_Type))
+    {
+        size = PyObject_Length(obj);    /* reads the object; never returns it */
+        if (size < 0) {
+            return NULL;
+        }
+    }
+    SharedRefObject *self = PyObject_New(SharedRefObject, st->sharedref_type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->obj = obj;                    /* immortal: no reference to take */
+    self->arena = ss_arena_of(obj);
+    ss_arena_incref(self->arena);       /* no-op for NULL and the default arena */
+    self->type_name = Py_TYPE(obj)->tp_name;
+    self->size = size;
+    return (PyObject *)self;
+}
+
+static void
+SharedRef_dealloc(PyObject *op)
+{
+    SharedRefObject *self = (SharedRefObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    ss_arena *a = self->arena;
+    self->arena = NULL;
+    self->obj = NULL;
+    ss_arena_decref(a);     /* may free the arena: nothing here reads obj afterwards */
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+SharedRef_repr(PyObject *op)
+{
+    SharedRefObject *self = (SharedRefObject *)op;
+    const char *dot = strrchr(self->type_name, '.');
+    const char *name = dot ? dot + 1 : self->type_name;
+    const char *article = strchr("aeiouAEIOU", name[0]) != NULL ? "an" : "a";
+    PyObject *where = self->arena
+        ? PyUnicode_FromFormat("in arena %llu", (unsigned long long)ss_arena_id(self->arena))
+        : PyUnicode_FromString("of the runtime (immortal, no arena)");
+    if (where == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (self->size < 0) {
+        res = PyUnicode_FromFormat("<subsandbox.SharedRef to %s %s %U>", article, name, where);
+    }
+    else {
+        const char *unit = PyUnicode_Check(self->obj) ? "characters"
+                           : PyBytes_Check(self->obj) ? "bytes" : "items";
+        res = PyUnicode_FromFormat("<subsandbox.SharedRef to %s %s of %zd %s %U>",
+                                   article, name, self->size, unit, where);
+    }
+    Py_DECREF(where);
+    return res;
+}
+
+static PyObject *
+SharedRef_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_SetString(PyExc_TypeError,
+                    "a SharedRef cannot be pickled: pass it to Sandbox.call, "
+                    "SandboxPoolExecutor or Channel.send, and the receiving interpreter "
+                    "gets the shared object");
+    return NULL;
+}
+
+static PyObject *
+SharedRef_copy(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(op);   /* immutable: a copy is the same handle */
+}
+
+static PyObject *
+SharedRef_deepcopy(PyObject *op, PyObject *Py_UNUSED(memo))
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+SharedRef_get_arena_id(PyObject *op, void *closure)
+{
+    SharedRefObject *self = (SharedRefObject *)op;
+    if (self->arena == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLongLong(ss_arena_id(self->arena));
+}
+
+static PyMethodDef SharedRef_methods[] = {
+    {"__reduce__", SharedRef_reduce, METH_NOARGS, NULL},
+    {"__copy__", SharedRef_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", SharedRef_deepcopy, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef SharedRef_getset[] = {
+    {"arena_id", SharedRef_get_arena_id, NULL,
+     "Id of the arena that holds the object (None for the runtime's static objects).",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot SharedRef_slots[] = {
+    {Py_tp_dealloc, SharedRef_dealloc},
+    {Py_tp_repr, SharedRef_repr},
+    {Py_tp_methods, SharedRef_methods},
+    {Py_tp_getset, SharedRef_getset},
+    {Py_tp_doc, "A handle to a shared object, made by Arena.share_detached().\n\n"
+                "It cannot be dereferenced where it was made. Passed to Sandbox.call, "
+                "SandboxPoolExecutor or Channel.send, it arrives as the shared object."},
+    {0, NULL},
+};
+
+static PyType_Spec SharedRef_spec = {
+    .name = "subsandbox._core.SharedRef",
+    .basicsize = sizeof(SharedRefObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = SharedRef_slots,
 };
 
 /* ---- writing ------------------------------------------------------------------------ */
@@ -290,6 +441,12 @@ encode(ss_state *st, ss_xvalue *xv, PyObject *obj, xpath *p)
         return put_ref(xv, (xref){.kind = REF_CHANNEL,
                                   .queue = ss_channel_unwrap(st, obj)});
     }
+    if (st->sharedref_type != NULL && Py_TYPE(obj) == st->sharedref_type) {
+        /* Crosses as the object it names: the receiver gets the object and becomes a
+         * holder in decode(), exactly as for a shared object sent directly. */
+        SharedRefObject *ref = (SharedRefObject *)obj;
+        return put_ref(xv, (xref){.kind = REF_SHARED, .obj = ref->obj, .arena = ref->arena});
+    }
     if (Py_TYPE(obj) == st->arena_type) {
         ss_arena *a = ss_arena_unwrap(st, obj);
         if (a != NULL) {
@@ -397,11 +554,18 @@ take_span(reader *r, size_t n)
     return s;
 }
 
+/* Testing hook (_testing_fail_decode): when >= 0, the decode of this thread fails with
+ * MemoryError at the node of that number (0: the first), as if allocating it failed. */
+static _Thread_local Py_ssize_t tl_fail_at = -1;
+
 static PyObject *
 decode(ss_state *st, reader *r)
 {
     char tag;
     size_t n;
+    if (tl_fail_at >= 0 && tl_fail_at-- == 0) {
+        return PyErr_NoMemory();
+    }
     if (take(r, &tag, 1) < 0) {
         return NULL;
     }
@@ -513,7 +677,27 @@ PyObject *
 ss_xvalue_decode(ss_state *st, ss_xvalue *xv)
 {
     reader r = {.xv = xv, .pos = 0};
-    return decode(st, &r);
+    PyObject *v = decode(st, &r);
+    tl_fail_at = -1;        /* one decode only */
+    return v;
+}
+
+/* _testing_fail_decode(node) -> None: the next value this thread decodes (a channel recv)
+ * fails with MemoryError when it reaches node number `node` (0: the value itself; in a
+ * tuple, its items follow in depth-first order), as an allocation failure would. */
+static PyObject *
+testing_fail_decode(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t at = PyLong_AsSsize_t(arg);
+    if (at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (at < 0) {
+        PyErr_SetString(PyExc_ValueError, "_testing_fail_decode(): node must be >= 0");
+        return NULL;
+    }
+    tl_fail_at = at;
+    Py_RETURN_NONE;
 }
 
 /* ---- for the pickling crossing (subsandbox/_crossing.py) ------------------------------- */
@@ -527,16 +711,25 @@ is_reference(PyObject *module, PyObject *obj)
     ss_state *st = ss_get_state(module);
     return PyBool_FromLong(ss_arena_of(obj) != NULL
                            || Py_TYPE(obj) == st->channel_type
+                           || (st->sharedref_type != NULL && Py_TYPE(obj) == st->sharedref_type)
                            || (st->arena_type != NULL && Py_TYPE(obj) == st->arena_type));
 }
 
 static PyMethodDef xvalue_methods[] = {
     {"_is_reference", is_reference, METH_O, NULL},
+    {"_testing_fail_decode", testing_fail_decode, METH_O,
+     "_testing_fail_decode(node): make this thread's next channel decode fail with "
+     "MemoryError at node number `node` (tests only)."},
     {NULL, NULL, 0, NULL},
 };
 
 int
 ss_xvalue_exec(PyObject *module, ss_state *st)
 {
+    st->sharedref_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &SharedRef_spec,
+                                                                  NULL);
+    if (st->sharedref_type == NULL || PyModule_AddType(module, st->sharedref_type) < 0) {
+        return -1;
+    }
     return PyModule_AddFunctions(module, xvalue_methods);
 }

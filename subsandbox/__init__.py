@@ -25,6 +25,7 @@ _LAZY = {
     "share": "shared",
     "is_shared": "shared",
     "Arena": "shared",
+    "SharedRef": "shared",
     "frozendict": "shared",
     "immutableset": "shared",
     "Policy": "policy",
@@ -82,4 +83,4 @@ if TYPE_CHECKING:
     from .executor import SandboxPoolExecutor
     from .policy import Policy
     from .sandbox import Sandbox
-    from .shared import Arena, frozendict, immutableset, is_shared, share
+    from .shared import Arena, SharedRef, frozendict, immutableset, is_shared, share

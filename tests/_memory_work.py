@@ -13,7 +13,11 @@ the arenas keep. Destroying an interpreter keeps a few MiB in CPython itself
 (gh-110411), the same in both runs. The "pinned" run is the negative control: the main
 interpreter also receives the table, becomes a holder, and every arena must stay.
 
-    python _memory_work.py CYCLES MEGABYTES share|control|pinned
+The "detached" run is the common case of ``Arena.share_detached``: the main interpreter
+builds the table and shares it detached, A and B each read it through the ``SharedRef``;
+its control ("detached-control") builds the same rows in main and shares nothing.
+
+    python _memory_work.py CYCLES MEGABYTES share|control|pinned|detached|detached-control
 
 prints one JSON object: RSS (MiB) after each cycle, arena statistics, timings.
 """
@@ -118,6 +122,31 @@ def one_cycle(megabytes: float, mode: str) -> dict[str, Any]:
                 # becomes a holder until it exits and the arena must stay.
                 _pinned.append(channel.recv())
             alive_while_used = arena_id in _core._arena_stats()["arenas"]
+        elif mode == "detached":
+            # Main prepares the table and shares it with Arena.share_detached: it never
+            # holds the arena, so the arena must go with the handle and the two readers.
+            table = tuple(_chunk(c) for c in range(_chunks_for(megabytes)))
+            expected = _checksum(table)
+            arena = subsandbox.Arena()
+            arena_id = arena.id
+            ref = arena.share_detached(table)
+            nbytes = arena.nbytes
+            del table
+            arena.close()
+            del arena
+            read_a, read_b = a.call(_checksum, ref), b.call(_checksum, ref)
+            assert expected == read_a == read_b, (expected, read_a, read_b)
+            del ref
+            gc.collect()
+            alive_while_used = arena_id in _core._arena_stats()["arenas"]  # A and B hold it
+        elif mode == "detached-control":
+            # The same work without sharing: main builds and drops the rows, A and B run.
+            table = tuple(_chunk(c) for c in range(_chunks_for(megabytes)))
+            _checksum(table)
+            del table
+            a.call(nothing)
+            b.call(nothing)
+            arena_id, nbytes, alive_while_used = None, 0, True
         else:
             a.call(build_only, _chunks_for(megabytes))
             b.call(nothing)
@@ -160,6 +189,7 @@ def run(cycles: int, megabytes: float, mode: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     cycles, megabytes, mode = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-    if mode not in ("share", "control", "pinned"):
-        raise SystemExit(f"mode must be 'share', 'control' or 'pinned', not {mode!r}")
+    modes = ("share", "control", "pinned", "detached", "detached-control")
+    if mode not in modes:
+        raise SystemExit(f"mode must be one of {', '.join(modes)}, not {mode!r}")
     print(json.dumps(run(cycles, megabytes, mode)))

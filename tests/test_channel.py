@@ -634,3 +634,53 @@ def test_signal_handler_runs_while_waiting_and_wait_goes_on() -> None:
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert seen == [signal.SIGUSR1]
+
+
+# -- a value that cannot be rebuilt in the receiver is not lost -------------------------
+
+
+def test_failed_decode_puts_the_item_back_at_the_head() -> None:
+    ch = Channel()
+    inner = Channel()
+    shared = subsandbox.share({"k": (1, 2)})
+    big = 10**40
+    ch.send(("first", shared, inner, big))
+    ch.send("second")
+    # Nodes in depth-first order: 0 the tuple, 1 "first", 2 shared, 3 inner, 4 big: the
+    # failure comes after a shared object and a channel were already rebuilt.
+    _core._testing_fail_decode(4)
+    with pytest.raises(MemoryError) as info:
+        ch.recv()
+    assert any("put back at the head" in note for note in info.value.__notes__)
+    assert ch.qsize() == 2
+    got = ch.recv_nowait()
+    assert got[0] == "first" and got[1] is shared and got[3] == big
+    inner.send("through the rebuilt channel")
+    assert got[2].recv_nowait() == "through the rebuilt channel"
+    assert ch.recv_nowait() == "second"
+    assert ch.qsize() == 0
+
+
+def test_failed_decode_on_a_full_closed_channel() -> None:
+    ch = Channel(maxsize=1)
+    ch.send("only")
+    ch.close()
+    _core._testing_fail_decode(0)
+    with pytest.raises(MemoryError):
+        ch.recv_nowait()
+    # closing refused new items, not the one that went back: it is still delivered
+    assert ch.qsize() == 1
+    assert ch.recv() == "only"
+    with pytest.raises(ChannelClosed):
+        ch.recv_nowait()
+
+
+def test_failed_decode_hook_fires_once() -> None:
+    ch = Channel()
+    for i in range(3):
+        ch.send(i)
+    _core._testing_fail_decode(5)  # beyond the value: nothing fails, and it is disarmed
+    assert ch.recv() == 0
+    assert [ch.recv(), ch.recv()] == [1, 2]
+    with pytest.raises(ValueError, match=">= 0"):
+        _core._testing_fail_decode(-1)

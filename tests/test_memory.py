@@ -17,6 +17,10 @@ What is asserted:
   - the negative control: when main does receive the table, every arena stays and RSS
     grows by at least the arenas' size, so the RSS measurement does see arena memory.
 
+The same check in "detached" mode covers ``Arena.share_detached``: the main interpreter
+builds each table and shares it detached, both sandboxes read it through the
+``SharedRef``, and the arena must still be gone after each cycle.
+
 The full figure (100 cycles of 50 MB, two runs of 100 cycles) is ``@pytest.mark.slow``;
 the default run does 6 cycles of 16 MB. ``SUBSANDBOX_MEMORY_MB`` sets the arena size of
 every test here, ``SUBSANDBOX_MEMORY_CYCLES`` the slow test's cycles (the sanitizer runs
@@ -63,9 +67,10 @@ def _run(cycles: int, megabytes: float, mode: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def _check_given_back(cycles: int, megabytes: float, warmup: int) -> None:
-    shared = _run(cycles, megabytes, "share")
-    control = _run(cycles, megabytes, "control")
+def _check_given_back(cycles: int, megabytes: float, warmup: int, mode: str = "share",
+                      control_mode: str = "control") -> dict[str, Any]:
+    shared = _run(cycles, megabytes, mode)
+    control = _run(cycles, megabytes, control_mode)
     arena_mib = min(shared["arena_nbytes"]) / MIB
 
     # The arenas were as big as asked, existed while B read them, and each one was
@@ -77,7 +82,7 @@ def _check_given_back(cycles: int, megabytes: float, warmup: int) -> None:
     assert shared["bytes_reserved_after"] == shared["bytes_reserved_before"]
 
     if not RSS_MEANINGFUL:
-        return
+        return shared
     grown = shared["rss_mib"][-1] - shared["rss_mib"][warmup]
     grown_control = control["rss_mib"][-1] - control["rss_mib"][warmup]
     # If arenas were kept, ``grown`` would exceed the control by (cycles - warmup) arenas.
@@ -85,6 +90,7 @@ def _check_given_back(cycles: int, megabytes: float, warmup: int) -> None:
         f"RSS grew {grown:.0f} MiB over {cycles - warmup} cycles of {arena_mib:.0f} MiB "
         f"arenas, the control {grown_control:.0f} MiB: {shared['rss_mib']} vs "
         f"{control['rss_mib']}")
+    return shared
 
 
 def test_arena_memory_is_given_back() -> None:
@@ -106,3 +112,27 @@ def test_arena_memory_is_given_back_100_cycles_of_50_mb() -> None:
     cycles = int(os.environ.get("SUBSANDBOX_MEMORY_CYCLES", 100))
     megabytes = MEGABYTES or 50
     _check_given_back(cycles=cycles, megabytes=megabytes, warmup=max(1, cycles // 10))
+
+
+# ---- the main interpreter's data, shared detached (Arena.share_detached) ----------------
+
+
+def test_detached_arena_memory_is_given_back() -> None:
+    # Main prepares each table and passes a SharedRef to both sandboxes: main never holds
+    # the arena, so each one is freed at the end of its cycle.
+    _check_given_back(cycles=4, megabytes=MEGABYTES or 8, warmup=1, mode="detached",
+                      control_mode="detached-control")
+
+
+@pytest.mark.slow
+def test_detached_arena_memory_is_given_back_100_cycles_of_50_mb() -> None:
+    cycles = int(os.environ.get("SUBSANDBOX_MEMORY_CYCLES", 100))
+    megabytes = MEGABYTES or 50
+    shared = _check_given_back(cycles=cycles, megabytes=megabytes,
+                               warmup=max(1, cycles // 10), mode="detached",
+                               control_mode="detached-control")
+    # The figure for docs/shared-memory.md, printed with pytest -s.
+    print(f"\ndetached: {cycles} cycles of {min(shared['arena_nbytes']) / MIB:.0f} MiB arenas, "
+          f"RSS (MiB) after cycle 0/{max(1, cycles // 10)}/{cycles}: "
+          f"{shared['rss_mib'][0]:.0f}/{shared['rss_mib'][max(1, cycles // 10)]:.0f}/"
+          f"{shared['rss_mib'][-1]:.0f}, {shared['seconds']:.0f} s")

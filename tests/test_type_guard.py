@@ -208,8 +208,28 @@ out['abc'] = [isinstance(frozendict(a=1), abc.Mapping), isinstance(immutableset(
               isinstance(frozendict().keys(), abc.KeysView)]
 out['object_subclass'] = frozendict in object.__subclasses__()
 out['dict_keys'] = sorted(frozendict.__dict__)
+out['dict_layout'] = dict_layout()
 emit(out)
 """
+
+
+def dict_layout_source() -> str:
+    return '''
+def dict_layout():
+    layout = {}
+    for tp in (frozendict, immutableset):
+        entries = []
+        for name, value in tp.__dict__.items():
+            owner = getattr(value, '__objclass__', getattr(value, '__self__', None))
+            entries.append([name, type(value).__name__, owner is tp,
+                            value if isinstance(value, str) or value is None else None])
+        layout[tp.__name__] = entries
+    return layout
+'''
+
+
+exec(dict_layout_source())
+GUARD_BODY = dict_layout_source() + GUARD_BODY
 
 
 def test_guard_in_subinterpreters():
@@ -227,7 +247,10 @@ def test_guard_in_subinterpreters():
         assert out["local_weakrefs"] == 7
         assert out["abc"] == [True, True, True]
         assert out["object_subclass"]
-        assert out["dict_keys"] == sorted(frozendict.__dict__) or set(out["dict_keys"]) >= set(frozendict.__dict__)
+        assert out["dict_keys"] == sorted(frozendict.__dict__)
+        # the tp_dict rebuilt for each interpreter is main's, entry by entry, in order:
+        # same names, same kinds of descriptor bound to the same type, same __doc__
+        assert out["dict_layout"] == dict_layout()
         addresses.add(out["info"]["dict_address"])
         addresses.add(out["iset_dict"])
     # every interpreter has its own tp_dict, none is main's

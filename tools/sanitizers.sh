@@ -267,7 +267,9 @@ install_project() { # $1: asan|tsan
     so=$("$py" -P -c 'import importlib.util as u; print(u.find_spec("subsandbox._core").origin)' 2>/dev/null) \
         || die "$kind: subsandbox._core is not importable after install"
     case $kind in asan) sym=__asan_ ;; tsan) sym=__tsan_ ;; esac
-    nm -D --undefined-only "$so" | grep -q "$sym" \
+    # (grep without -q reads all of nm's output: with pipefail, grep -q exiting at the first
+    # match could kill nm with SIGPIPE and fail the check on an instrumented .so.)
+    nm -D --undefined-only "$so" | grep "$sym" >/dev/null \
         || die "$kind: $so has no $sym symbols: not instrumented"
     log "$kind: $so is instrumented ($sym*)"
 }
