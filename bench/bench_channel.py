@@ -175,9 +175,13 @@ def oneway_mp(loops: int) -> float:
 
 # -- the run ----------------------------------------------------------------------------------
 
-def main() -> None:
-    runner = pyperf.Runner()
-    runner.metadata["description"] = "subsandbox.Channel vs interpreters queue vs multiprocessing.Queue"
+def add_benchmarks(runner: pyperf.Runner, quick: bool) -> dict[str, Any]:
+    """The suite's benchmarks, for ``python -m subsandbox bench`` (harness.py) and main().
+
+    ``quick`` changes nothing here: every benchmark is one operation, timed by pyperf's
+    own loop calibration (``--fast`` is what makes a quick run short)."""
+    runner.metadata["description"] = ("subsandbox.Channel vs interpreters queue vs "
+                                      "multiprocessing.Queue")
     queues = _stdlib_queues()
     results: dict[str, Any] = {}
 
@@ -199,7 +203,12 @@ def main() -> None:
     small = subsandbox.share(bytes(1024))
     bench("shared 1 KB via Channel", oneway_sandboxes, Channel, small, "recv", "send")
     bench("shared 100 MB via Channel", oneway_big, Channel)  # made where it is sent
+    return results
 
+
+def main() -> None:
+    runner = pyperf.Runner()
+    results = add_benchmarks(runner, quick=False)
     if not runner.args.worker:
         summary(results)
 

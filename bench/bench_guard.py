@@ -39,10 +39,14 @@ def check_in_sandbox(loops: int) -> float:
     return float(_sandbox[0].call(time_check_inside, loops))
 
 
-def main() -> None:
-    runner = pyperf.Runner()
+def add_benchmarks(runner: pyperf.Runner, quick: bool) -> None:
+    """The suite, for ``python -m subsandbox bench`` (harness.py) and main()."""
     runner.bench_func("guard.check() in the main interpreter", guard.check)
     runner.bench_time_func("guard.check() in a sandbox", check_in_sandbox)
+
+
+def main() -> None:
+    add_benchmarks(pyperf.Runner(), quick=False)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,47 @@ def add_arguments(cmd: Any, args: Any) -> None:
                 "--clock", args.clock))
 
 
+def add_benchmarks(runner: pyperf.Runner, quick: bool) -> None:
+    """The suite, for ``python -m subsandbox bench`` (harness.py): every measure of the
+    table, kind and size; ``quick`` (under two minutes): the 1 MB table, share against
+    pickle, send and read (the 100 MB sets alone take minutes: run main() for them)."""
+    if quick:
+        _register(runner, {"share", "pickle", "send", "read"}, ["1MB"], ["table"])
+    else:
+        _register(runner, set(MEASURES), list(data.SIZES), list(data.KINDS))
+
+
+def _register(runner: pyperf.Runner, measures: set[str], sizes: list[str],
+              kinds: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def add(name: str, func: Any, *fargs: Any) -> None:
+        # pyperf calibrates the loops: a 100 MB value gets one loop per timing.
+        results[name] = runner.bench_time_func(name, func, *fargs)
+
+    if "send" in measures:
+        add("send-none", time_send, None, None)
+        add("cross-none", time_cross, None, None)
+    for size in sizes:
+        for kind in kinds:
+            tag = f"{kind}-{size}"
+            if "share" in measures:
+                add(f"share-{tag}", time_share, kind, size)
+                add(f"share-dflt-{tag}", time_share_default, kind, size)
+            if "pickle" in measures:
+                add(f"pickle-{tag}", time_pickle, kind, size)
+            if "copy" in measures:
+                add(f"copy-{tag}", time_copy, kind, size)
+            if "send" in measures:
+                add(f"send-{tag}", time_send, kind, size)
+                add(f"cross-{tag}", time_cross, kind, size)
+            if "read" in measures:
+                add(f"read-shared-{tag}", time_read, kind, size, "shared")
+                add(f"read-local-{tag}", time_read, kind, size, "local")
+
+    return results
+
+
 def main() -> None:
     runner = pyperf.Runner(add_cmdline_args=add_arguments, processes=6, values=3, warmups=1)
     runner.argparser.add_argument("--sizes", default=",".join(data.SIZES),
@@ -204,32 +245,7 @@ def main() -> None:
         if k not in data.KINDS:
             raise SystemExit(f"unknown kind {k!r}: use {', '.join(data.KINDS)}")
 
-    results: dict[str, Any] = {}
-
-    def add(name: str, func: Any, *fargs: Any) -> None:
-        # pyperf calibrates the loops: a 100 MB value gets one loop per timing.
-        results[name] = runner.bench_time_func(name, func, *fargs)
-
-    if "send" in measures:
-        add("send-none", time_send, None, None)
-        add("cross-none", time_cross, None, None)
-    for size in sizes:
-        for kind in kinds:
-            tag = f"{kind}-{size}"
-            if "share" in measures:
-                add(f"share-{tag}", time_share, kind, size)
-                add(f"share-dflt-{tag}", time_share_default, kind, size)
-            if "pickle" in measures:
-                add(f"pickle-{tag}", time_pickle, kind, size)
-            if "copy" in measures:
-                add(f"copy-{tag}", time_copy, kind, size)
-            if "send" in measures:
-                add(f"send-{tag}", time_send, kind, size)
-                add(f"cross-{tag}", time_cross, kind, size)
-            if "read" in measures:
-                add(f"read-shared-{tag}", time_read, kind, size, "shared")
-                add(f"read-local-{tag}", time_read, kind, size, "local")
-
+    results = _register(runner, measures, sizes, kinds)
     if runner.args.worker or any(r is None for r in results.values()):
         return
     print_table(results, kinds, sizes)

@@ -11,7 +11,7 @@ What is asserted:
     no arena and no reserved byte is left;
   - RSS after warm-up grows no more than in a control run that does the same sandbox
     churn and builds the same rows without sharing them, give or take one arena. Every
-    destroyed interpreter keeps ~3 MiB inside CPython (gh-110411; bench/bench_memory.py
+    destroyed interpreter keeps ~3 MiB inside CPython (gh-110411; bench/memory_figures.py
     measures it), in both runs alike, so RSS itself is not flat while sandboxes are
     created and destroyed;
   - the negative control: when main does receive the table, every arena stays and RSS

@@ -1,9 +1,9 @@
 """Memory figures of sandboxes: churn and idle cost, against CPython's bare interpreters.
 
-    python bench/bench_memory.py churn-sandbox  [N]   # N x (Sandbox(); close())
-    python bench/bench_memory.py churn-bare     [N]   # N x (create isolated; destroy)
-    python bench/bench_memory.py churn-bare-import [N]  # ... that import what a sandbox imports
-    python bench/bench_memory.py idle           [N]   # N idle sandboxes alive at once
+    python bench/memory_figures.py churn-sandbox  [N]   # N x (Sandbox(); close())
+    python bench/memory_figures.py churn-bare     [N]   # N x (create isolated; destroy)
+    python bench/memory_figures.py churn-bare-import [N]  # ... that import what a sandbox imports
+    python bench/memory_figures.py idle           [N]   # N idle sandboxes alive at once
 
 Each prints one JSON line: RSS (MiB, from /proc/self/statm) at the start, every N/10
 cycles and at the end, and seconds. Run each in its own process: RSS is per process.
