@@ -249,7 +249,9 @@ def _suite_command(name: str, quick: bool, out: Path) -> list[str]:
                 "--json", str(out)] + (["--quick"] if quick else [])
     if "\ndef add_benchmarks(" in source:
         return [sys.executable, str(BENCH_DIR / "harness.py"), "--pyperf-suite", name,
-                "--output", str(out), "--quiet"] + (["--fast"] if quick else [])
+                "--output", str(out), "--quiet"] + (
+                    # One worker process per benchmark: a quick run, not a precise one.
+                    ["--quick-suite", "--fast", "--processes", "1"] if quick else [])
     raise TypeError(f"bench/{name}.py has neither run(quick) nor add_benchmarks(runner, "
                     "quick) (see bench/README.md)")
 
@@ -292,13 +294,19 @@ def _run_pyperf_suite(name: str, argv: list[str]) -> None:
     this file again with the same ``--pyperf-suite NAME`` argument."""
     import pyperf
 
-    def keep_suite_argument(cmd: list[str], args: argparse.Namespace) -> None:
+    def keep_suite_arguments(cmd: list[str], args: argparse.Namespace) -> None:
+        # pyperf's workers run "the benchmark number N": they must register the very same
+        # list, so they get the same suite and the same quick flag (pyperf does not pass
+        # --fast on to them).
         cmd.extend(["--pyperf-suite", args.pyperf_suite])
+        if args.quick_suite:
+            cmd.append("--quick-suite")
 
-    runner = pyperf.Runner(add_cmdline_args=keep_suite_argument)
+    runner = pyperf.Runner(add_cmdline_args=keep_suite_arguments)
     runner.argparser.add_argument("--pyperf-suite", required=True)
+    runner.argparser.add_argument("--quick-suite", action="store_true")
     args = runner.parse_args(argv)
-    importlib.import_module(name).add_benchmarks(runner, bool(args.fast))
+    importlib.import_module(name).add_benchmarks(runner, bool(args.quick_suite))
 
 
 # -- writing the results folder --------------------------------------------------------------
