@@ -70,21 +70,11 @@ def tracked(interp_id: int) -> None:
     _interpreter_ids.add(interp_id)
 
 
-# Handing back the dead pages of destroyed interpreters' allocators (_core's
-# _reclaim_interpreter) is opt-in: with it, a rare heap corruption was seen (about 1 run
-# in 25) when Ctrl-C stops a SandboxPoolExecutor on 3.12.1 under -X dev, and none in 80
-# runs without it; until that is understood, memory is not given back by default.
-# docs/lifecycle.md, "Memory of closed sandboxes".
-_RECLAIM = os.environ.get("SUBSANDBOX_RECLAIM") == "1"
-
-
 def untracked(interp_id: int) -> None:
-    """Forget an interpreter once destroyed (call inside ``interpreter_change()``), and,
-    with ``SUBSANDBOX_RECLAIM=1``, give back the memory CPython keeps of it: the empty
-    pools of its object allocator."""
+    """Forget an interpreter once destroyed (call inside ``interpreter_change()``), and
+    give back the memory CPython keeps of it: the empty pools of its object allocator."""
     _interpreter_ids.discard(interp_id)
-    if _RECLAIM:
-        _core._reclaim_interpreter(interp_id)
+    _core._reclaim_interpreter(interp_id)
 
 
 def on_fork_child(callback: Callable[[], None]) -> None:
