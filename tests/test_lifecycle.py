@@ -233,7 +233,14 @@ PROMPT = 5.0
 
 @DEV
 @pytest.mark.parametrize("task", ["spin", "work"])
-def test_ctrl_c_during_executor_map_in_a_with_block(task: str, dev: bool) -> None:
+def test_ctrl_c_during_executor_map_in_a_with_block(task: str, dev: bool,
+                                                    request: pytest.FixtureRequest) -> None:
+    if task == "spin" and dev and sys.version_info < (3, 13):
+        # Open bug (docs/lifecycle.md, "Ctrl-C"): on 3.12.1 the debug allocator finds a
+        # corrupted heap block in about 1 run in 25 of this scenario; cause not found.
+        request.applymarker(pytest.mark.xfail(
+            reason="open bug: heap corruption after Ctrl-C of a busy executor on 3.12.1 "
+                   "under -X dev", strict=False))
     # The standard executors' __exit__ waits for running tasks: with `while True` tasks
     # that is forever. Ours cancels the pending tasks and interrupts the running ones.
     result = run(EXECUTOR_CTRL_C + f"""
