@@ -187,8 +187,7 @@ gate_open(PyObject *module, PyObject *arg)
     leave(outer);
 
     if (g->handler == NULL) {
-        g->previous_thread = 0;
-        /* Nothing was redirected yet: close_gate() must not restore anything. */
+        /* Not close_gate(): no interrupt was redirected to this gate yet. */
         outer = enter(g);
         PyThreadState_Clear(g->inner);
         PyThreadState_DeleteCurrent();

@@ -75,8 +75,9 @@ T = TypeVar("T")
 
 # How many functions each worker keeps by token (and the pool keeps pickled).
 _FUNCTION_CACHE_SIZE = 64
-# How often an interrupt is retried while its task is queued in the worker's channel but
-# not yet started (the C core interrupts only the task that is running).
+# How often an interrupt that found nothing to stop is retried while its task is still
+# registered as running (its answer is on the way, or its worker is being replaced): the
+# C core itself covers a task taken by a driver but not started yet.
 _INTERRUPT_RETRY_S = 0.002
 
 # -- interpreter exit (as thread.py: before threads are joined) ------------------------------
@@ -161,7 +162,7 @@ class _InterruptibleFuture(Future):  # type: ignore[type-arg]
 
 class _WorkItem:
     __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout",
-                 "task_id", "worker", "sandbox_id", "stop_reason")
+                 "task_id", "sandbox_id", "stop_reason")
 
     def __init__(self, future: Future[Any], kind: str, shipped: Shipped, native: bool,
                  a: object, b: object, timeout: float | None) -> None:
@@ -173,7 +174,6 @@ class _WorkItem:
         self.b = b
         self.timeout = timeout
         self.task_id = 0
-        self.worker: _Worker | None = None
         self.sandbox_id = 0
         self.stop_reason: str | None = None  # "timeout" or "cancel" once asked to stop
 
