@@ -31,7 +31,10 @@ import pyperf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import subsandbox  # noqa: E402
+from harness import result_metadata  # noqa: E402
 from subsandbox import Channel, Sandbox  # noqa: E402
 
 MESSAGE = (12345, "a short message")
@@ -185,24 +188,37 @@ def add_benchmarks(runner: pyperf.Runner, quick: bool) -> dict[str, Any]:
     queues = _stdlib_queues()
     results: dict[str, Any] = {}
 
-    def bench(name: str, func: Callable[..., float], *args: Any) -> None:
-        results[name] = runner.bench_time_func(name, func, *args)
+    def bench(name: str, func: Callable[..., float], *args: Any,
+              metadata: dict[str, str]) -> None:
+        results[name] = runner.bench_time_func(name, func, *args, metadata=metadata)
 
-    bench("pingpong Channel (2 sandboxes)", pingpong_sandboxes, Channel, "recv", "send")
+    def compared(group: str, baseline: bool = False) -> dict[str, str]:
+        return result_metadata(f"channel {group}", baseline=baseline)
+
+    bench("pingpong Channel (2 sandboxes)", pingpong_sandboxes, Channel, "recv", "send",
+          metadata=compared("pingpong"))
     if queues is not None:
         bench("pingpong interpreters queue (2 sandboxes)", pingpong_sandboxes, queues.create,
-              "get", "put")
-    bench("pingpong multiprocessing.Queue (2 processes)", pingpong_mp)
+              "get", "put", metadata=compared("pingpong"))
+    bench("pingpong multiprocessing.Queue (2 processes)", pingpong_mp,
+          metadata=compared("pingpong", baseline=True))
 
-    bench("oneway Channel (2 sandboxes)", oneway_sandboxes, Channel, MESSAGE, "recv", "send")
+    bench("oneway Channel (2 sandboxes)", oneway_sandboxes, Channel, MESSAGE, "recv", "send",
+          metadata=compared("oneway"))
     if queues is not None:
         bench("oneway interpreters queue (2 sandboxes)", oneway_sandboxes, queues.create,
-              MESSAGE, "get", "put")
-    bench("oneway multiprocessing.Queue (2 processes)", oneway_mp)
+              MESSAGE, "get", "put", metadata=compared("oneway"))
+    bench("oneway multiprocessing.Queue (2 processes)", oneway_mp,
+          metadata=compared("oneway", baseline=True))
 
+    # The send-cost plot's "shared value via Channel" line: the same cost at any size.
     small = subsandbox.share(bytes(1024))
-    bench("shared 1 KB via Channel", oneway_sandboxes, Channel, small, "recv", "send")
-    bench("shared 100 MB via Channel", oneway_big, Channel)  # made where it is sent
+    bench("shared 1 KB via Channel", oneway_sandboxes, Channel, small, "recv", "send",
+          metadata=result_metadata("channel shared value", baseline=True,
+                                   method="shared value via Channel", payload_bytes=1024))
+    bench("shared 100 MB via Channel", oneway_big, Channel,  # made where it is sent
+          metadata=result_metadata("channel shared value", method="shared value via Channel",
+                                   payload_bytes=100 << 20))
     return results
 
 

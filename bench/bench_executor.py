@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kernels as _kernels  # noqa: E402
+from harness import result_metadata  # noqa: E402
 
 from subsandbox import SandboxPoolExecutor  # noqa: E402
 
@@ -155,7 +156,11 @@ def add_benchmarks(runner: pyperf.Runner, quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     def run(name: str, func: Callable[..., float], *args: Any, inner: int = 1) -> None:
-        bench = runner.bench_time_func(name, func, *args, inner_loops=inner)
+        # Every kind of pool in one group per measure, compared with the thread pool.
+        group, kind = name.split("/")
+        bench = runner.bench_time_func(name, func, *args, inner_loops=inner,
+                                       metadata=result_metadata(
+                                           f"executor {group}", baseline=kind == "thread"))
         if bench is not None:
             results[name] = bench
 

@@ -16,6 +16,10 @@ import pyperf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import result_metadata  # noqa: E402
+
 from subsandbox import Sandbox, guard  # noqa: E402
 
 
@@ -41,8 +45,10 @@ def check_in_sandbox(loops: int) -> float:
 
 def add_benchmarks(runner: pyperf.Runner, quick: bool) -> None:
     """The suite, for ``python -m subsandbox bench`` (harness.py) and main()."""
-    runner.bench_func("guard.check() in the main interpreter", guard.check)
-    runner.bench_time_func("guard.check() in a sandbox", check_in_sandbox)
+    runner.bench_func("guard.check() in the main interpreter", guard.check,
+                      metadata=result_metadata("guard.check()", baseline=True))
+    runner.bench_time_func("guard.check() in a sandbox", check_in_sandbox,
+                           metadata=result_metadata("guard.check()"))
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ import pyperf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _share_data as data  # noqa: E402
+from harness import result_metadata  # noqa: E402
 
 import subsandbox  # noqa: E402
 
@@ -167,6 +168,9 @@ def time_read(loops: int, kind: str, size: str, where: str) -> float:
 
 # -- the runner ----------------------------------------------------------------------------
 
+# The send-cost plot's x axis: each data set is built so that its pickle is about this big.
+PAYLOAD_BYTES = {"1KB": 1 << 10, "1MB": 1 << 20, "100MB": 100 << 20}
+
 # What --measure can select; the table shows the columns whose benchmarks ran.
 MEASURES = ("share", "pickle", "copy", "send", "read")
 
@@ -181,7 +185,7 @@ def add_benchmarks(runner: pyperf.Runner, quick: bool) -> None:
     table, kind and size; ``quick`` (under two minutes): the 1 MB table, share against
     pickle, send and read (the 100 MB sets alone take minutes: run main() for them)."""
     if quick:
-        _register(runner, {"share", "pickle", "send", "read"}, ["1MB"], ["table"])
+        _register(runner, set(MEASURES), ["1KB", "1MB"], ["table"])
     else:
         _register(runner, set(MEASURES), list(data.SIZES), list(data.KINDS))
 
@@ -190,29 +194,46 @@ def _register(runner: pyperf.Runner, measures: set[str], sizes: list[str],
               kinds: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
-    def add(name: str, func: Any, *fargs: Any) -> None:
+    def add(name: str, func: Any, *fargs: Any, metadata: dict[str, str]) -> None:
         # pyperf calibrates the loops: a 100 MB value gets one loop per timing.
-        results[name] = runner.bench_time_func(name, func, *fargs)
+        results[name] = runner.bench_time_func(name, func, *fargs, metadata=metadata)
 
     if "send" in measures:
-        add("send-none", time_send, None, None)
-        add("cross-none", time_cross, None, None)
+        add("send-none", time_send, None, None,
+            metadata=result_metadata("share: a call with None", baseline=True))
+        add("cross-none", time_cross, None, None,
+            metadata=result_metadata("share: a call with None"))
     for size in sizes:
         for kind in kinds:
             tag = f"{kind}-{size}"
+            # The groups the report compares side by side (ratios: baseline / value, so
+            # above 1 is faster than the baseline) and the send-cost plot's lines.
+            made = f"share: making {tag}"       # share() against pickle.dumps()
+            sent = f"share: sending {tag}"      # a shared value against a pickled copy
+            read = f"share: reading {tag}"      # shared against a local copy
+            payload = PAYLOAD_BYTES[size]
             if "share" in measures:
-                add(f"share-{tag}", time_share, kind, size)
-                add(f"share-dflt-{tag}", time_share_default, kind, size)
+                add(f"share-{tag}", time_share, kind, size, metadata=result_metadata(made))
+                add(f"share-dflt-{tag}", time_share_default, kind, size,
+                    metadata=result_metadata(made, note="into the default arena"))
             if "pickle" in measures:
-                add(f"pickle-{tag}", time_pickle, kind, size)
+                add(f"pickle-{tag}", time_pickle, kind, size,
+                    metadata=result_metadata(made, baseline=True))
             if "copy" in measures:
-                add(f"copy-{tag}", time_copy, kind, size)
+                add(f"copy-{tag}", time_copy, kind, size, metadata=result_metadata(
+                    sent, baseline=True, method=f"pickle copy ({kind})",
+                    payload_bytes=payload))
             if "send" in measures:
-                add(f"send-{tag}", time_send, kind, size)
-                add(f"cross-{tag}", time_cross, kind, size)
+                add(f"send-{tag}", time_send, kind, size, metadata=result_metadata(
+                    sent, method=f"Sandbox.call, shared value ({kind})",
+                    payload_bytes=payload))
+                add(f"cross-{tag}", time_cross, kind, size, metadata=result_metadata(
+                    sent, note="the call's crossing without the thread switch"))
             if "read" in measures:
-                add(f"read-shared-{tag}", time_read, kind, size, "shared")
-                add(f"read-local-{tag}", time_read, kind, size, "local")
+                add(f"read-shared-{tag}", time_read, kind, size, "shared",
+                    metadata=result_metadata(read))
+                add(f"read-local-{tag}", time_read, kind, size, "local",
+                    metadata=result_metadata(read, baseline=True))
 
     return results
 

@@ -241,6 +241,14 @@ def run_suite_here(name: str, quick: bool) -> list[Result]:
     return results
 
 
+# A quick run, not a precise one: one worker process per benchmark, two values, and loops
+# calibrated to 20 ms instead of 100 ms. pyperf's own --fast still spends most of a quick
+# run calibrating and starting processes (measured: bench_channel 114 s with --fast
+# --processes 1, 15 s with these, on the loaded 2-core VM).
+QUICK_PYPERF_OPTIONS = ["--quick-suite", "--processes", "1", "--values", "2",
+                        "--warmups", "1", "--min-time", "0.02"]
+
+
 def _suite_command(name: str, quick: bool, out: Path) -> list[str]:
     # Read, not imported: importing a suite here could create interpreters in the parent.
     source = (BENCH_DIR / f"{name}.py").read_text()
@@ -249,11 +257,24 @@ def _suite_command(name: str, quick: bool, out: Path) -> list[str]:
                 "--json", str(out)] + (["--quick"] if quick else [])
     if "\ndef add_benchmarks(" in source:
         return [sys.executable, str(BENCH_DIR / "harness.py"), "--pyperf-suite", name,
-                "--output", str(out), "--quiet"] + (
-                    # One worker process per benchmark: a quick run, not a precise one.
-                    ["--quick-suite", "--fast", "--processes", "1"] if quick else [])
+                "--output", str(out), "--quiet"] + (QUICK_PYPERF_OPTIONS if quick else [])
     raise TypeError(f"bench/{name}.py has neither run(quick) nor add_benchmarks(runner, "
                     "quick) (see bench/README.md)")
+
+
+def _package_root() -> str:
+    """The folder the running ``subsandbox`` was found in, for the suites' processes.
+
+    ``python -m subsandbox bench`` from a checkout finds the package through the current
+    folder, which a suite's process started with PYTHONPATH=bench/ would not see; an
+    installed package is found either way. Found without importing it (no interpreters
+    are made in this process)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("subsandbox")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(next(iter(spec.submodule_search_locations))).resolve().parent)
 
 
 def run_suite_in_subprocess(name: str, quick: bool, scratch: Path,
@@ -262,7 +283,7 @@ def run_suite_in_subprocess(name: str, quick: bool, scratch: Path,
     out = scratch / f"{name}.json"
     command = _suite_command(name, quick, out)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR),
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), _package_root(),
                                                       env.get("PYTHONPATH", "")]))
     try:
         proc = subprocess.run(command, env=env, timeout=timeout, stdout=subprocess.PIPE,
@@ -277,15 +298,32 @@ def run_suite_in_subprocess(name: str, quick: bool, scratch: Path,
     return [Result.from_json(d) for d in data], ""
 
 
+# The pyperf metadata key under which a classic suite tells the report what a benchmark
+# is compared with (see result_metadata).
+RESULT_METADATA_KEY = "subsandbox_result"
+
+
+def result_metadata(group: str, *, baseline: bool = False, note: str = "",
+                    **params: Any) -> dict[str, str]:
+    """``metadata=`` for ``runner.bench_time_func``: what a classic suite's benchmark is
+    compared with in the table (``group``, ``baseline``) and plotted by (``params``), the
+    same fields as a Result's. pyperf keeps it in its JSON; the harness reads it back."""
+    info = {"group": group, "baseline": baseline, "note": note, "params": params}
+    return {RESULT_METADATA_KEY: json.dumps(info, separators=(",", ":"))}
+
+
 def _results_from_pyperf(suite: str, path: Path) -> list[Result]:
     import pyperf
 
     results = []
     for bench in pyperf.BenchmarkSuite.load(str(path)):
         unit = bench.get_unit()
+        info = json.loads(bench.get_metadata().get(RESULT_METADATA_KEY, "{}"))
         results.append(Result(name=bench.get_name(), values=list(bench.get_values()),
                               unit=unit if unit in ("second", "byte") else "second",
-                              group=suite))
+                              group=info.get("group", suite),
+                              baseline=bool(info.get("baseline", False)),
+                              params=info.get("params", {}), note=info.get("note", "")))
     return results
 
 

@@ -124,6 +124,47 @@ def test_a_failing_suite_is_reported_and_the_others_kept(tmp_path: Path) -> None
     assert "| one | 375 ms |" in alone.stdout and "3.00x" in alone.stdout
 
 
+def test_a_pyperf_suite_says_what_its_benchmarks_are_compared_with(tmp_path: Path) -> None:
+    # A classic suite (pyperf's Runner, worker processes of its own) passes result_metadata:
+    # the table compares within its groups and the send-cost plot reads its params. It
+    # imports subsandbox from the folder the command found it in, whatever PYTHONPATH is.
+    bench = _fake_bench_dir(tmp_path, {
+        "bench_sends": """
+            import harness
+            import subsandbox
+
+            def sleeper(seconds):
+                def time_func(loops):
+                    return loops * seconds
+                return time_func
+
+            def add_benchmarks(runner, quick):
+                assert quick is True
+                for size, copy, shared in ((1024, 0.004, 0.001), (1 << 20, 0.064, 0.001)):
+                    runner.bench_time_func(
+                        f"copy/{size}", sleeper(copy), metadata=harness.result_metadata(
+                            f"send {size}", baseline=True, method="copy", payload_bytes=size))
+                    runner.bench_time_func(
+                        f"shared/{size}", sleeper(shared), metadata=harness.result_metadata(
+                            f"send {size}", method="shared", payload_bytes=size,
+                            note=type(subsandbox.share(size)).__name__))
+        """,
+    })
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "subsandbox", "bench", "--quick", "--out",
+                           str(out), "--bench-dir", str(bench)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _by_name(json.loads((out / "results.json").read_text())["results"])
+    assert results["copy/1024"]["group"] == "send 1024" and results["copy/1024"]["baseline"]
+    assert results["shared/1048576"]["params"] == {"method": "shared", "payload_bytes": 1 << 20}
+    assert results["shared/1048576"]["note"] == "int"
+    md = (out / "results.md").read_text()
+    assert "4.00x" in md and "64.00x" in md       # copy / shared, within each size's group
+    assert (out / "send_cost.png").read_bytes().startswith(PNG_MAGIC)
+
+
 def test_unknown_suite_and_missing_bench_dir(tmp_path: Path) -> None:
     proc = _bench("--suite", "nonesuch", "--bench-dir", str(BENCH), "--out", str(tmp_path))
     assert proc.returncode == 2 and "no suite bench_nonesuch" in proc.stderr
