@@ -106,22 +106,7 @@ def make_sandboxes(count: int) -> list[Any]:
 
     global _made_interpreters
     _made_interpreters = True
-    made: list[Any] = [None] * count
-
-    def make(i: int) -> None:
-        made[i] = subsandbox.Sandbox()
-
-    threads = [threading.Thread(target=make, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if any(sb is None for sb in made):
-        for sb in made:
-            if sb is not None:
-                sb.close()
-        raise RuntimeError("a sandbox failed to start (see the thread's traceback above)")
-    return made
+    return subsandbox.Sandbox.start_many(count)
 
 
 def process_pool(method: str, workers: int, initializer: Callable[..., object] | None = None,

@@ -183,32 +183,11 @@ class _SandboxPool:
         self._threads.shutdown()
 
 
-def _start_sandboxes(n: int) -> list[Any]:
-    """n sandboxes, started in parallel."""
-    from .sandbox import Sandbox
-
-    made: list[Any] = [None] * n
-
-    def start(i: int) -> None:
-        made[i] = Sandbox()
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if any(sb is None for sb in made):
-        for sb in made:
-            if sb is not None:
-                sb.close()
-        raise RuntimeError("a sandbox failed to start; see the traceback above")
-    return made
-
-
 def run_demo(workers: int | None = None, size: float = 1.0) -> int:
     import pickle
 
     from .__main__ import _usable_cpus
+    from .sandbox import Sandbox
     from .shared import share
 
     cores = _usable_cpus()
@@ -240,7 +219,7 @@ def run_demo(workers: int | None = None, size: float = 1.0) -> int:
     rss_threads = _rss()
 
     t0 = time.perf_counter()
-    sandboxes = _start_sandboxes(workers)
+    sandboxes = Sandbox.start_many(workers)
     t_start = time.perf_counter() - t0
     rss_sandboxes = _rss()
     try:

@@ -314,6 +314,37 @@ class Sandbox:
         self._closed_why = ("the sandbox belongs to the parent process: sandboxes do not "
                             "cross fork(); make a new Sandbox in this process")
 
+    @classmethod
+    def start_many(cls, count: int, *, policy: Policy | None = None) -> list[Sandbox]:
+        """``count`` sandboxes, started in parallel: each start builds an interpreter under
+        its own GIL, so N of them take about as long as one where there are N cores.
+
+        If any fails to start, the ones that did are closed and its error is raised.
+        """
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"start_many(count): count must be an int >= 0, not {count!r}")
+        made: list[Sandbox | None] = [None] * count
+        errors: list[BaseException] = []
+
+        def start(i: int) -> None:
+            try:
+                made[i] = cls(policy)
+            except BaseException as exc:  # reraised in the caller's thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(i,), name=f"subsandbox-start-{i}")
+                   for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        started = [sandbox for sandbox in made if sandbox is not None]
+        if errors:
+            for sandbox in started:
+                sandbox.close()
+            raise errors[0]
+        return started
+
     def __enter__(self) -> Sandbox:
         return self
 

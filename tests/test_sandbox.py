@@ -365,3 +365,40 @@ def test_a_worker_thread_that_cannot_start_leaves_no_interpreter(
         Sandbox()
     monkeypatch.undo()
     assert set(_lifecycle._interpreter_ids) == before
+
+
+def test_start_many_starts_distinct_working_sandboxes() -> None:
+    sandboxes = Sandbox.start_many(3)
+    try:
+        assert len({sb.id for sb in sandboxes}) == 3
+        assert [sb.call(pow, 2, i) for i, sb in enumerate(sandboxes)] == [1, 2, 4]
+    finally:
+        for sb in sandboxes:
+            sb.close()
+    assert Sandbox.start_many(0) == []
+    with pytest.raises(ValueError, match=r"count must be an int >= 0, not -1"):
+        Sandbox.start_many(-1)
+
+
+def test_start_many_closes_what_started_when_one_start_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from subsandbox import sandbox as sandbox_module
+
+    real_init = Sandbox.__init__
+    attempts: list[int] = []
+    lock = threading.Lock()
+
+    def second_one_fails(self: Sandbox, policy: object = None) -> None:
+        with lock:
+            attempts.append(1)
+            fail = len(attempts) == 2
+        if fail:
+            raise BrokenSandbox("this start fails")
+        real_init(self, policy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Sandbox, "__init__", second_one_fails)
+    with pytest.raises(BrokenSandbox, match="this start fails"):
+        Sandbox.start_many(3)
+    monkeypatch.undo()
+    assert len(attempts) == 3
+    assert sandbox_module._live_sandboxes() == []

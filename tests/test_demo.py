@@ -1,0 +1,24 @@
+"""README's first command, ``python -m subsandbox demo``, on a small job: threads and
+sandboxes must compute the same answer and the summary table must be printed. No time is
+asserted (the figures of a small job on a loaded machine mean nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_gets_the_same_answer_with_threads_and_sandboxes() -> None:
+    proc = subprocess.run([sys.executable, "-m", "subsandbox", "demo", "--size", "0.02",
+                           "--workers", "2"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "same answer from threads and sandboxes: yes" in lines
+    table = [line.split() for line in lines if line.startswith(("threads ",
+                                                                        "sandboxes "))]
+    assert [row[0] for row in table[-2:]] == ["threads", "sandboxes"], proc.stdout
+    assert any("2 sandboxes started in" in line for line in lines), proc.stdout
