@@ -263,18 +263,24 @@ def _suite_command(name: str, quick: bool, out: Path) -> list[str]:
 
 
 def _package_root() -> str:
-    """The folder the running ``subsandbox`` was found in, for the suites' processes.
+    """The folder the running ``subsandbox`` was found in, for the suites' processes, if
+    its C extension is built there.
 
-    ``python -m subsandbox bench`` from a checkout finds the package through the current
-    folder, which a suite's process started with PYTHONPATH=bench/ would not see; an
-    installed package is found either way. Found without importing it (no interpreters
-    are made in this process)."""
+    ``python -m subsandbox bench`` from a checkout built in place finds the package through
+    the current folder, which a suite's process (PYTHONPATH=bench/) would not see. A
+    checkout without the built extension is of no use to a suite: the installed package,
+    found through sys.path as usual, is. Found without importing it (no interpreters are
+    made in this process)."""
+    import importlib.machinery
     import importlib.util
 
     spec = importlib.util.find_spec("subsandbox")
     if spec is None or not spec.submodule_search_locations:
         return ""
-    return str(Path(next(iter(spec.submodule_search_locations))).resolve().parent)
+    package = Path(next(iter(spec.submodule_search_locations))).resolve()
+    built = any((package / f"_core{suffix}").exists()
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    return str(package.parent) if built else ""
 
 
 def run_suite_in_subprocess(name: str, quick: bool, scratch: Path,

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# Not the checkout's root: its source tree would shadow the installed package.
+HERE = Path(__file__).resolve().parent
 
 
 def test_demo_gets_the_same_answer_with_threads_and_sandboxes() -> None:
     proc = subprocess.run([sys.executable, "-m", "subsandbox", "demo", "--size", "0.02",
                            "--workers", "2"], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+                          cwd=HERE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [line.strip() for line in proc.stdout.splitlines()]
     assert "same answer from threads and sandboxes: yes" in lines
