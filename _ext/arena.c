@@ -1,8 +1,10 @@
 /* Arenas: process-wide memory for shared immortal objects, and when it is given back.
  *
- * Memory. An arena is a list of blocks mapped with mmap (never any interpreter's
- * obmalloc). Blocks are aligned to SS_CHUNK (1 MiB) and a multiple of it in size, and grow
- * with the arena (block_new says how); small objects are bump-allocated in the current
+ * Memory. An arena is a list of blocks in memory mapped with mmap (never any
+ * interpreter's obmalloc): slots of 4-64 KiB cut from shared 2 MiB slabs for small arenas
+ * (slot_new), then blocks mapped on their own, aligned to SS_CHUNK (1 MiB) and a multiple
+ * of it in size. Blocks grow with the arena and are sized from what the share() being
+ * filled expects (block_new says how); small objects are bump-allocated in the current
  * block, big ones get a block of their own.
  * Each block starts with a header and an object-start bitmap (one bit per 16-byte grain),
  * so ss_is_shared() is exact: only the address of an object this arena built passes, not
@@ -38,6 +40,16 @@
 #define SS_BIG_OBJECT (SS_CHUNK / 4)      /* bigger allocations get a block of their own */
 #define SS_HUGE ((size_t)2 << 20)          /* a transparent huge page (x86-64, arm64 4K) */
 #define SS_BLOCK_MAX ((size_t)64 << 20)    /* growth stops at blocks of this size */
+/* A small arena's blocks are slots of slab chunks (see slot_new): 4 KiB to 64 KiB. */
+#define SS_SLOT_MIN_SHIFT 12
+#define SS_SLOT_MAX_SHIFT 16
+#define SS_SLOT_CLASSES (SS_SLOT_MAX_SHIFT - SS_SLOT_MIN_SHIFT + 1)
+#define SS_SLOT_MAX ((size_t)1 << SS_SLOT_MAX_SHIFT)
+#define SS_SLOT_WARM_BYTES ((size_t)1 << 20)   /* free slots kept resident, all classes */
+#define SS_SLAB SS_HUGE                         /* a slab chunk */
+#define SS_PAGE 4096
+/* A radix entry of a slab chunk: the chunk's address | slot shift << 1 | this bit. */
+#define RADIX_SLAB_TAG ((uintptr_t)1)
 
 /* The radix table covers 47-bit user addresses: 27 bits of chunk number, split 13 + 14. */
 #define RADIX_ADDR_BITS 47
@@ -47,7 +59,9 @@
 typedef struct ss_block {
     struct ss_block *next;      /* the arena's blocks, newest first */
     ss_arena *arena;
-    size_t size;                /* bytes mapped, a multiple of SS_CHUNK */
+    size_t size;                /* bytes mapped: a multiple of SS_CHUNK, or a slot's size */
+    int slot_class;             /* a slot of a slab chunk (slot_new): 1 + its size class;
+                                 * 0: a mapping of its own */
     char *data;                 /* first allocatable byte */
     char *bump;                 /* next free byte (guarded by the arena's fill lock) */
     char *populated;            /* pages below it are faulted in (guarded by the fill lock) */
@@ -76,6 +90,8 @@ struct ss_arena {
     size_t str_tombs;           /* tombstones (left by aborted calls) */
     ss_arena **deps;            /* arenas whose objects ours reference (one ref each) */
     Py_ssize_t ndeps, capdeps;
+    struct ss_filler *filler;   /* the one filler while the fill lock is held (its memory:
+                                 * filler_mem below; no allocation per share()) */
     /* guarded by g_lock */
     Py_ssize_t refs;
     int closed;
@@ -98,6 +114,7 @@ struct ss_filler {
     Py_hash_t str_hint_hash;
     size_t str_hint_used;
     str_slot *str_hint_table;
+    size_t expect;              /* bytes this share() expects to allocate (a hint) */
 };
 
 #define STR_TOMB ((PyObject *)1)
@@ -109,8 +126,19 @@ static ss_block **g_radix[(size_t)1 << RADIX_TOP_BITS];
 static ss_arena g_live = {.next = &g_live, .prev = &g_live};   /* list head */
 static ss_arena *g_default;
 static uint64_t g_next_id = 1;
-static size_t g_reserved;           /* bytes mapped by all arenas, the default one included */
+static size_t g_reserved;           /* bytes of blocks of all arenas, the default one included */
 static Py_ssize_t g_nblocks;
+/* Slabs (guarded by g_lock): 2 MiB chunks cut into slots of one size class each, never
+ * unmapped. Per class: */
+typedef struct {
+    char *next, *end;           /* slots of the newest chunk never handed out */
+    uintptr_t *free;            /* freed slots, zeroed; low bit set: cold (their pages
+                                 * were given back with MADV_DONTNEED) */
+    size_t nfree, capfree;
+} slot_class;
+static slot_class g_slots[SS_SLOT_CLASSES];
+static size_t g_warm_free_bytes;        /* resident free slots, all classes */
+static size_t g_slab_bytes;             /* bytes mapped for slabs */
 static int g_rt_ready;
 
 /* ---- radix table ---------------------------------------------------------------------- */
@@ -158,13 +186,20 @@ radix_set(char *base, size_t size, ss_block *b)
     return 0;
 }
 
-/* The block holding the object that starts at `op`, or NULL. */
+/* The block holding the object that starts at `op`, or NULL. In a slab chunk the block
+ * is the slot around `op`; a slot that belongs to no arena is all zero (header and
+ * bitmap), so nothing in it passes. */
 static inline ss_block *
 block_of_object(const void *op)
 {
-    ss_block *b = radix_get((uintptr_t)op);
-    if (b == NULL) {
+    uintptr_t e = (uintptr_t)radix_get((uintptr_t)op);
+    if (e == 0) {
         return NULL;
+    }
+    ss_block *b = (ss_block *)e;
+    if (e & RADIX_SLAB_TAG) {
+        uintptr_t slot = (uintptr_t)1 << ((e >> 1) & 31);
+        b = (ss_block *)((uintptr_t)op & ~(slot - 1));
     }
     const char *p = (const char *)op;
     if (p < b->data || p >= b->end || ((uintptr_t)p & (SS_GRAIN - 1))) {
@@ -225,37 +260,220 @@ populate_to(ss_block *b, const char *up_to)
     b->populated = to;
 }
 
+/* What the share() filling `a` still expects to allocate (ss_filler_expect), 0 if unknown.
+ * Under the fill lock. */
+static size_t
+expected_left(ss_arena *a)
+{
+    ss_filler *f = a->filler;
+    size_t done = a->nbytes - f->mark_nbytes;
+    return f->expect > done ? f->expect - done : 0;
+}
+
+/* ---- slots: the blocks of a small arena ---------------------------------------------
+ *
+ * Mapping a block of its own for every arena cost most of a small share(): mmap, the
+ * munmap calls that align it, a page table, and a page fault per page touched (perf: 70%
+ * of Arena().share() of 1 KB, ~7 us). So a small arena's blocks are slots of process-wide
+ * slab chunks: 2 MiB, aligned, advised as one transparent huge page, each cut into slots
+ * of one size (4 KiB to 64 KiB, a power of two). The chunk's radix entries are tagged
+ * (RADIX_SLAB_TAG, with the slot size), so block_of_object() finds the slot around an
+ * address. The first write into a chunk faults it in whole: one fault for up to 512
+ * arenas. Fresh memory still costs its zeroing by the kernel, so an arena's first slot is
+ * sized to what the share() about to fill it expects (ss_filler_expect), and an arena
+ * that outgrows it takes a slot twice as big, up to 64 KiB, then mapped blocks.
+ *
+ * A slot is given back only by arena_free(), when the arena's memory is unreachable by
+ * the lifetime rule. It is zeroed first (header, bitmap and every byte handed out), so
+ * that no address in it passes block_of_object() any more and the next arena gets memory
+ * as fresh as mmap's; then it is kept for reuse. Up to SS_SLOT_WARM_BYTES of free slots
+ * stay resident (reused with no fault); beyond that a freed slot's pages are given back
+ * to the system (MADV_DONTNEED: they read as zero again). Slab chunks are never unmapped:
+ * what stays is address space, page tables and at most SS_SLOT_WARM_BYTES of free slots. */
+
+/* Under g_lock: map a new slab chunk for slots of class k. -1 when out of memory. */
+static int
+slab_chunk_new(int k)
+{
+    char *base = map_aligned(SS_SLAB, SS_HUGE);
+    if (base == NULL) {
+        return -1;
+    }
+    uintptr_t tag = ((uintptr_t)(SS_SLOT_MIN_SHIFT + k) << 1) | RADIX_SLAB_TAG;
+    if (radix_set(base, SS_SLAB, (ss_block *)((uintptr_t)base | tag)) < 0) {
+        radix_set(base, SS_SLAB, NULL);
+        munmap(base, SS_SLAB);
+        return -1;
+    }
+    /* Pages: 4 KiB, faulted in as slots are taken (slot_new). Huge pages were tried: one
+     * fault for the chunk, but the kernel's zeroing of 2 MiB (clear_page_erms, 57% of
+     * Arena().share() of 1 KB in perf on this VM) cost as much as 4 KiB faults, and a
+     * process with one small arena would hold 2 MiB. */
+
+    g_slots[k].next = base;
+    g_slots[k].end = base + SS_SLAB;
+    g_slab_bytes += SS_SLAB;
+    return 0;
+}
+
+/* The size class of the smallest slot with room for `payload` bytes after its header;
+ * -1 when no slot is big enough. */
+static int
+slot_class_for(size_t payload)
+{
+    for (int k = 0; k < SS_SLOT_CLASSES; k++) {
+        size_t size = (size_t)1 << (SS_SLOT_MIN_SHIFT + k);
+        if (block_header_size(size) + payload <= size) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+/* A zeroed slot of class k as a new block of `a`. The caller holds the fill lock. NULL +
+ * MemoryError. */
+static ss_block *
+slot_new(ss_arena *a, int k)
+{
+    size_t size = (size_t)1 << (SS_SLOT_MIN_SHIFT + k);
+    slot_class *c = &g_slots[k];
+    char *base = NULL;
+    pthread_mutex_lock(&g_lock);
+    int fresh = 1;              /* its pages were never touched, or were given back */
+    if (c->nfree > 0) {
+        uintptr_t e = c->free[--c->nfree];
+        if (!(e & 1)) {
+            g_warm_free_bytes -= size;
+            fresh = 0;
+        }
+        base = (char *)(e & ~(uintptr_t)1);
+    }
+    else if (c->next != c->end || slab_chunk_new(k) == 0) {
+        base = c->next;
+        c->next += size;
+    }
+    if (base != NULL) {
+        a->reserved += size;
+        g_reserved += size;
+        g_nblocks++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (base == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+#ifdef MADV_POPULATE_WRITE
+    if (fresh && size > (size_t)SS_PAGE) {
+        /* Fault in what this share() expects to use with one call, not a fault per page
+         * (a 4 KiB page fault costs ~0.9 us on this VM, mostly the memory cgroup's charge
+         * and page-table locks). Failure only loses the speed-up. */
+        size_t want = block_header_size(size) + expected_left(a);
+        want = want < size ? (want + SS_PAGE - 1) & ~(size_t)(SS_PAGE - 1) : size;
+        (void)madvise(base, want, MADV_POPULATE_WRITE);
+    }
+#endif
+    ss_block *b = (ss_block *)base;
+    b->arena = a;
+    b->size = size;
+    b->slot_class = k + 1;
+    b->data = base + block_header_size(size);
+    b->bump = b->data;
+    b->end = base + size;
+    b->fault_step = 0;
+    b->populated = b->end;
+    b->next = a->blocks;
+    a->blocks = b;
+    return b;
+}
+
+/* Give a slot of a dead arena back to its class (see above). No lock held. */
+static void
+slot_free(ss_block *b)
+{
+    ss_arena *a = b->arena;
+    int k = b->slot_class - 1;
+    size_t size = b->size;
+    size_t used = (size_t)(b->bump - (char *)b);
+    slot_class *c = &g_slots[k];
+    int warm;
+    pthread_mutex_lock(&g_lock);
+    a->reserved -= size;
+    g_reserved -= size;
+    g_nblocks--;
+    warm = g_warm_free_bytes + size <= SS_SLOT_WARM_BYTES;
+    if (warm) {
+        g_warm_free_bytes += size;  /* counted now: two frees cannot both pass the bound */
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (!warm && madvise((void *)b, size, MADV_DONTNEED) != 0) {
+        warm = -1;                  /* kept resident after all: zeroed by hand */
+    }
+    if (warm) {
+        memset((void *)b, 0, used);
+    }
+    pthread_mutex_lock(&g_lock);
+    if (warm < 0) {
+        warm = 1;
+        g_warm_free_bytes += size;
+    }
+    if (c->nfree == c->capfree) {
+        size_t cap = c->capfree ? c->capfree * 2 : 64;
+        uintptr_t *t = PyMem_RawRealloc(c->free, cap * sizeof(uintptr_t));
+        if (t == NULL) {
+            /* No room to remember it: the slot stays zeroed and unused (address space
+             * lost, nothing unsound). */
+            if (warm) {
+                g_warm_free_bytes -= size;
+            }
+            pthread_mutex_unlock(&g_lock);
+            return;
+        }
+        c->free = t;
+        c->capfree = cap;
+    }
+    c->free[c->nfree++] = (uintptr_t)b | (warm ? 0 : 1);
+    pthread_mutex_unlock(&g_lock);
+}
+
 /* A new block with room for `payload` bytes, registered in the radix table. The caller
  * holds the fill lock. NULL + MemoryError.
  *
- * Sizes: an arena's first block is 1 MiB and faults in lazily, page by page, so that a
- * small arena stays small and cheap (a 1 KB share() touches a few pages). The next ones
- * grow with the arena (each as big as all of its blocks so far, 2 MiB to 64 MiB), so that
- * a big share() maps few blocks; they are aligned to 2 MiB, advised as transparent huge
- * pages, and faulted in 2 MiB at a time as the bump pointer reaches them (populate_to):
- * one fault per 2 MiB instead of 512 (share() of a 1 MB table: -15%), and RSS follows
- * what is used, never a whole 64 MiB block at once. An object of SS_BIG_OBJECT bytes or
- * more gets a block of its own, faulted in whole. */
+ * Sizes: a block is as big as the share() being filled still expects (ss_filler_expect)
+ * and as all of the arena's blocks so far (so that blocks grow geometrically), and at
+ * least `payload`. Up to 64 KiB it is a slot (see slot_new above). Bigger ones are mapped:
+ * a multiple of 2 MiB up to 64 MiB, aligned to 2 MiB, advised as transparent huge pages,
+ * and faulted in 2 MiB at a time as the bump pointer reaches them (populate_to): one
+ * fault per 2 MiB instead of 512 (share() of a 1 MB table: -15%), and RSS follows what is
+ * used, never a whole 64 MiB block at once. An object of SS_BIG_OBJECT bytes or more gets
+ * a mapped block of its own, faulted in whole. */
 static ss_block *
 block_new(ss_arena *a, size_t payload)
 {
-    size_t size, align = SS_CHUNK, step = 0;
+    size_t want = expected_left(a);
+    if (want < a->reserved) {
+        want = a->reserved;
+    }
+    if (want < payload) {
+        want = payload;
+    }
+    if (payload < SS_BIG_OBJECT) {
+        int k = slot_class_for(want);
+        if (k >= 0) {
+            return slot_new(a, k);
+        }
+    }
+    size_t size, align = SS_HUGE, step = SS_HUGE;
     if (payload >= SS_BIG_OBJECT) {
         size = SS_CHUNK;
+        align = SS_CHUNK;
         while (block_header_size(size) + payload > size) {
             size += SS_CHUNK;
         }
         step = size;
     }
-    else if (a->blocks == NULL) {
-        size = SS_CHUNK;
-    }
     else {
-        /* Only the fill lock's owner changes a->reserved of a live arena. */
-        size_t grown = a->reserved < SS_BLOCK_MAX ? a->reserved : SS_BLOCK_MAX;
+        size_t grown = want < SS_BLOCK_MAX ? want : SS_BLOCK_MAX;
         size = (grown + SS_HUGE - 1) & ~(SS_HUGE - 1);
-        align = SS_HUGE;
-        step = SS_HUGE;
     }
     char *base = map_aligned(size, align);
     if (base == NULL) {
@@ -305,6 +523,10 @@ block_new(ss_arena *a, size_t payload)
 static void
 block_free(ss_block *b)
 {
+    if (b->slot_class) {
+        slot_free(b);
+        return;
+    }
     ss_arena *a = b->arena;
     size_t size = b->size;
     pthread_mutex_lock(&g_lock);
@@ -321,11 +543,12 @@ block_free(ss_block *b)
 static ss_arena *
 arena_new(int is_default)
 {
-    ss_arena *a = PyMem_RawCalloc(1, sizeof(ss_arena));
+    ss_arena *a = PyMem_RawCalloc(1, sizeof(ss_arena) + sizeof(ss_filler));
     if (a == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
+    a->filler = (ss_filler *)(a + 1);
     if (pthread_mutex_init(&a->fill_lock, NULL) != 0) {
         PyMem_RawFree(a);
         PyErr_SetString(PyExc_RuntimeError, "cannot create an arena lock");
@@ -539,11 +762,6 @@ ss_filler_begin(ss_arena *a)
                         "share() re-entered while this thread is filling the same arena");
         return NULL;
     }
-    ss_filler *f = PyMem_RawCalloc(1, sizeof(ss_filler));
-    if (f == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
     if (pthread_mutex_trylock(&a->fill_lock) != 0) {
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&a->fill_lock);
@@ -557,11 +775,13 @@ ss_filler_begin(ss_arena *a)
     pthread_mutex_unlock(&g_lock);
     if (closed) {
         pthread_mutex_unlock(&a->fill_lock);
-        PyMem_RawFree(f);
         PyErr_SetString(PyExc_ValueError, "share() on a closed Arena");
         return NULL;
     }
     __atomic_store_n(&a->fill_owner, me, __ATOMIC_RELAXED);
+    /* The filler lives in the arena: one at a time, under the fill lock. */
+    ss_filler *f = a->filler;
+    memset(f, 0, sizeof(*f));
     f->a = a;
     f->mark_blocks = a->blocks;
     f->mark_cur = a->cur;
@@ -577,7 +797,6 @@ filler_end(ss_filler *f)
     ss_arena *a = f->a;
     __atomic_store_n(&a->fill_owner, 0UL, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->fill_lock);
-    PyMem_RawFree(f);
     ss_arena_decref(a);             /* the filler's reference (no-op for the default) */
 }
 
@@ -622,6 +841,28 @@ ss_filler_abort(ss_filler *f)
         ss_arena_decref(a->deps[i]);
     }
     filler_end(f);
+}
+
+static int str_table_resize(ss_arena *a, size_t room);
+
+int
+ss_filler_expect(ss_filler *f, size_t nbytes, size_t nstrings)
+{
+    ss_arena *a = f->a;
+    f->expect = nbytes;
+    /* The memo would grow past this anyway: build it at its final size at once, not by
+     * doublings that rehash it each time (str_table_grow was 4% of a 1 MB corpus). Capped
+     * to what the bytes expected can hold, in case the estimate is off. */
+    size_t cap_by_bytes = nbytes / sizeof(PyASCIIObject);
+    if (nstrings > cap_by_bytes) {
+        nstrings = cap_by_bytes;
+    }
+    size_t live = a->str_used - a->str_tombs;
+    size_t cap = a->str_table ? a->str_mask + 1 : 0;
+    if (nstrings > 64 && (live + nstrings + 1) * 2 > cap) {
+        return str_table_resize(a, nstrings);
+    }
+    return 0;
 }
 
 ss_arena *
@@ -837,10 +1078,17 @@ str_table_put(str_slot *table, size_t mask, PyObject *s, Py_hash_t h)
 static int
 str_table_grow(ss_arena *a)
 {
+    return str_table_resize(a, 0);
+}
+
+/* The same, with room for `room` more strings before the next rebuild. */
+static int
+str_table_resize(ss_arena *a, size_t room)
+{
     size_t cap = a->str_table ? a->str_mask + 1 : 0;
     size_t live = a->str_used - a->str_tombs;
     size_t ncap = 64;                   /* small: a 1 KB share() touches few pages */
-    while ((live + 1) * 3 > ncap) {
+    while ((live + 1) * 3 > ncap || (live + room + 1) * 2 > ncap) {
         ncap <<= 1;
     }
     str_slot *t = str_table_alloc(ncap);
@@ -1227,6 +1475,7 @@ arena_stats(PyObject *module, PyObject *unused)
     snap *snaps = NULL;
     Py_ssize_t n = 0, cap = 0;
     size_t reserved, default_reserved = 0, default_nbytes = 0;
+    size_t slab_bytes = 0, slots_free = 0, slots_free_resident = 0;
     Py_ssize_t nblocks;
     for (;;) {
         pthread_mutex_lock(&g_lock);
@@ -1260,6 +1509,11 @@ arena_stats(PyObject *module, PyObject *unused)
         }
         reserved = g_reserved;
         nblocks = g_nblocks;
+        slab_bytes = g_slab_bytes;
+        slots_free_resident = g_warm_free_bytes;
+        for (int k = 0; k < SS_SLOT_CLASSES; k++) {
+            slots_free += g_slots[k].nfree;
+        }
         if (g_default != NULL) {
             default_reserved = g_default->reserved;
             default_nbytes = __atomic_load_n(&g_default->nbytes, __ATOMIC_RELAXED);
@@ -1296,7 +1550,10 @@ arena_stats(PyObject *module, PyObject *unused)
         Py_DECREF(key);
     }
     PyMem_RawFree(snaps);
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:N}",
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:N}",
+                         "slab_bytes", (Py_ssize_t)slab_bytes,
+                         "slots_free", (Py_ssize_t)slots_free,
+                         "slots_free_resident_bytes", (Py_ssize_t)slots_free_resident,
                          "live_arenas", n,
                          "bytes_reserved", (Py_ssize_t)reserved,
                          "blocks", nblocks,

@@ -90,6 +90,7 @@ ss_rt_empty_tuple(void)
 static PyObject **st_table;     /* open addressing, NULL = empty; immutable once published */
 static size_t st_mask;
 static Py_ssize_t st_count;
+static Py_ssize_t st_maxlen;    /* the longest static string's length */
 static int st_ready;            /* 0 not built, 1 built, -1 failed (layout not recognised) */
 static PyObject *st_empty;      /* _Py_STR(empty) */
 
@@ -170,6 +171,9 @@ ss_rt_init(void)
         if (!dup) {
             table[i] = (PyObject *)a;
             count++;
+            if (a->length > st_maxlen) {
+                st_maxlen = a->length;
+            }
         }
     }
     st_table = table;
@@ -193,7 +197,8 @@ ss_rt_empty_str(void)
 PyObject *
 ss_rt_static_str(const void *data, int kind, Py_ssize_t len, Py_hash_t hash)
 {
-    if (st_ready != 1 || kind != PyUnicode_1BYTE_KIND || len > 256) {
+    /* Most strings are longer than every static one: no probe for them. */
+    if (st_ready != 1 || kind != PyUnicode_1BYTE_KIND || len > st_maxlen) {
         return NULL;
     }
     /* `hash` is str's hash of the same characters, as cached in the static strings. */

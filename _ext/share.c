@@ -45,11 +45,14 @@ typedef struct {
 
 enum { E_NONE, E_PYERR, E_TYPE, E_CYCLE };
 
+#define INLINE_FRAMES 8
+
 typedef struct {
     ss_state *st;
     ss_filler *f;
-    frame *stack;
+    frame *stack;           /* inline_stack until deeper than INLINE_FRAMES */
     Py_ssize_t depth, cap;
+    frame inline_stack[INLINE_FRAMES];
     memo_entry *memo;
     size_t memo_mask, memo_used;
     int err;
@@ -102,7 +105,7 @@ memo_set(ctx *c, PyObject *key, PyObject *val)
     }
     size_t cap = c->memo ? c->memo_mask + 1 : 0;
     if ((c->memo_used + 1) * 2 > cap) {
-        size_t ncap = cap ? cap * 2 : 256;
+        size_t ncap = cap ? cap * 2 : 16;   /* small: ctx_clear walks all of it */
         memo_entry *t = PyMem_RawCalloc(ncap, sizeof(memo_entry));
         if (t == NULL) {
             PyErr_NoMemory();
@@ -393,8 +396,17 @@ static frame *
 push(ctx *c)
 {
     if (c->depth == c->cap) {
-        Py_ssize_t cap = c->cap ? c->cap * 2 : 32;
-        frame *s = PyMem_RawRealloc(c->stack, (size_t)cap * sizeof(frame));
+        Py_ssize_t cap = c->cap * 2;
+        frame *s;
+        if (c->stack == c->inline_stack) {
+            s = PyMem_RawMalloc((size_t)cap * sizeof(frame));
+            if (s != NULL) {
+                memcpy(s, c->stack, (size_t)c->depth * sizeof(frame));
+            }
+        }
+        else {
+            s = PyMem_RawRealloc(c->stack, (size_t)cap * sizeof(frame));
+        }
         if (s == NULL) {
             PyErr_NoMemory();
             return NULL;
@@ -873,6 +885,87 @@ raise_not_shareable(ctx *c, const char *fname)
     Py_DECREF(path);
 }
 
+/* ---- the size a share() expects ------------------------------------------------------- */
+
+#define ESTIMATE_DEPTH 4
+#define ROUND16(n) (((n) + 15) & ~(size_t)15)
+
+/* About how many arena bytes the copy of `o` takes: from types and sizes and, for tuples
+ * and dicts, a sample of three children (first, middle, last; a dict's first entry)
+ * scaled to all of them, ESTIMATE_DEPTH levels deep: a few dozen reads whatever the
+ * size. Only a hint, that sizes the arena's first block (arena.c: fresh memory costs its
+ * zeroing, so a 1 KB value should not get 64 KiB, nor a 1 MB value grow through many
+ * blocks). Repeats, static objects and strings the arena already holds are counted as
+ * new, so it errs on the big side for such values. */
+typedef struct {
+    size_t bytes;           /* arena bytes */
+    size_t strings;         /* strings copied (each a probe and an entry in the memo) */
+} estimate_t;
+
+static estimate_t
+estimate(PyObject *o, int depth)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyUnicode_Type) {
+        size_t len = (size_t)PyUnicode_GET_LENGTH(o);
+        if (PyUnicode_IS_ASCII(o)) {
+            return (estimate_t){ROUND16(sizeof(PyASCIIObject) + len + 1), 1};
+        }
+        /* characters, and a UTF-8 form of about twice the length */
+        size_t kind = (size_t)PyUnicode_KIND(o);
+        return (estimate_t){
+            ROUND16(sizeof(PyCompactUnicodeObject) + (len + 1) * kind + 2 * len + 1), 1};
+    }
+    if (t == &PyBytes_Type) {
+        return (estimate_t){
+            ROUND16(offsetof(PyBytesObject, ob_sval) + (size_t)PyBytes_GET_SIZE(o) + 1), 0};
+    }
+    size_t n, own;
+    PyObject *sample[3];
+    int k = 0;
+    if (t == &PyTuple_Type) {
+        n = (size_t)PyTuple_GET_SIZE(o);
+        own = ROUND16(SS_GC_HEAD_SIZE + sizeof(PyTupleObject) + 8 * n);
+        if (n > 0 && depth > 0) {
+            sample[k++] = PyTuple_GET_ITEM(o, 0);
+            if (n > 2) {
+                sample[k++] = PyTuple_GET_ITEM(o, (Py_ssize_t)n / 2);
+            }
+            if (n > 1) {
+                sample[k++] = PyTuple_GET_ITEM(o, (Py_ssize_t)n - 1);
+            }
+        }
+    }
+    else if (t == &PyDict_Type) {
+        n = (size_t)PyDict_GET_SIZE(o);
+        own = 64 + 40 * n;                  /* ss_table: entries and index */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        if (n > 0 && depth > 0 && PyDict_Next(o, &pos, &key, &value)) {
+            estimate_t ek = estimate(key, depth - 1), ev = estimate(value, depth - 1);
+            return (estimate_t){own + n * (ek.bytes + ev.bytes),
+                                n * (ek.strings + ev.strings)};
+        }
+    }
+    else if (PyAnySet_CheckExact(o)) {
+        n = (size_t)PySet_GET_SIZE(o);
+        own = 64 + 24 * n;
+    }
+    else {
+        return (estimate_t){32, 0};  /* int, float, complex; containers of ours likewise */
+    }
+    if (k == 0) {
+        return (estimate_t){own + 32 * n, 0};
+    }
+    estimate_t sum = {0, 0};
+    for (int i = 0; i < k; i++) {
+        estimate_t e = estimate(sample[i], depth - 1);
+        sum.bytes += e.bytes;
+        sum.strings += e.strings;
+    }
+    return (estimate_t){own + n * sum.bytes / (size_t)k, n * sum.strings / (size_t)k};
+}
+
 /* ---- entry points --------------------------------------------------------------------- */
 
 static void
@@ -882,7 +975,9 @@ ctx_clear(ctx *c)
         frame_clear(&c->stack[d]);
     }
     c->depth = 0;
-    PyMem_RawFree(c->stack);
+    if (c->stack != c->inline_stack) {
+        PyMem_RawFree(c->stack);
+    }
     c->stack = NULL;
     if (c->memo != NULL) {
         for (size_t k = 0; k <= c->memo_mask; k++) {
@@ -898,9 +993,15 @@ ctx_clear(ctx *c)
 static PyObject *
 share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
 {
-    ctx c = {.st = st};
+    ctx c = {.st = st, .cap = INLINE_FRAMES};
+    c.stack = c.inline_stack;
     c.f = ss_filler_begin(a);
     if (c.f == NULL) {
+        return NULL;
+    }
+    estimate_t e = estimate(obj, ESTIMATE_DEPTH);
+    if (ss_filler_expect(c.f, e.bytes, e.strings) < 0) {
+        ss_filler_abort(c.f);
         return NULL;
     }
     PyObject *result = NULL;

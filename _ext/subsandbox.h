@@ -112,6 +112,10 @@ uint64_t ss_arena_id(ss_arena *a);
  * closed arena (ValueError) and a re-entrant fill from the same thread (RuntimeError).
  * NULL + error. Exactly one of commit/abort must follow, in the same thread. */
 ss_filler *ss_filler_begin(ss_arena *a);
+/* A hint: this share() will allocate about `nbytes` and add about `nstrings` strings
+ * (sizes the blocks it adds, and the string memo once instead of growing it step by
+ * step). -1 + MemoryError. */
+int ss_filler_expect(ss_filler *f, size_t nbytes, size_t nstrings);
 /* Keep what was allocated; release the lock. */
 void ss_filler_commit(ss_filler *f);
 /* Forget everything allocated since begin (the objects were never published): blocks
