@@ -11,6 +11,10 @@ becomes a frozendict of up to 1M entries) it measures, in one run:
   share        Arena().share(data), in the main interpreter: a fresh arena each time, so
                its fixed cost (mapping its first block) is counted and no string is in its
                memo yet
+  share-freed  Arena().share_detached(data), then the handle dropped and the arena closed,
+               so the arena is given back at once and the next one reuses its memory:
+               what a program pays per value in the steady state of sharing values and
+               letting them go (share's figure pays for memory no one used before)
   share-dflt   share(data) into the process's default arena, already in use, of a variant
                of the data whose strings it does not hold yet (bench/_share_data.py): what
                a program that shares values one after another pays per value
@@ -90,6 +94,19 @@ def time_share(loops: int, kind: str, size: str) -> float:
         t0 = _clock[0]()
         arena.share(value)
         total += _clock[0]() - t0
+        arena.close()
+    return total
+
+
+def time_share_freed(loops: int, kind: str, size: str) -> float:
+    value = plain(kind, size)
+    total = 0.0
+    for _ in range(loops):
+        arena = subsandbox.Arena()
+        t0 = _clock[0]()
+        handle = arena.share_detached(value)
+        total += _clock[0]() - t0
+        del handle          # no holder, no handle: closing gives the arena back
         arena.close()
     return total
 
@@ -214,6 +231,8 @@ def _register(runner: pyperf.Runner, measures: set[str], sizes: list[str],
             payload = PAYLOAD_BYTES[size]
             if "share" in measures:
                 add(f"share-{tag}", time_share, kind, size, metadata=result_metadata(made))
+                add(f"share-freed-{tag}", time_share_freed, kind, size,
+                    metadata=result_metadata(made, note="arenas given back and reused"))
                 add(f"share-dflt-{tag}", time_share_default, kind, size,
                     metadata=result_metadata(made, note="into the default arena"))
             if "pickle" in measures:
@@ -246,7 +265,7 @@ def main() -> None:
                                   help="comma-separated kinds among " + ", ".join(data.KINDS))
     runner.argparser.add_argument("--measure", default=",".join(MEASURES),
                                   help="comma-separated, among " + ", ".join(MEASURES)
-                                  + " (send includes cross; share includes share-dflt)")
+                                  + " (send includes cross; share includes share-freed and share-dflt)")
     runner.argparser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                                   help="cpu: time share/pickle/copy/read with the timing "
                                   "thread's CPU time (send is always wall-clock)")
@@ -301,7 +320,8 @@ def print_table(results: dict[str, Any], kinds: list[str], sizes: list[str]) -> 
     print(f"Python {sys.version.split()[0]}; clock: {_clock_name[0]}; "
           f"Sandbox.call(noop, None) = {_fmt(none)}; "
           f"its argument path without the thread switch = {_fmt(cross_none)}")
-    header = (f"{'data':16} {'share':>9} {'pickle':>9} {'share/pk':>8} {'dflt/pk':>7} "
+    header = (f"{'data':16} {'share':>9} {'pickle':>9} {'share/pk':>8} {'freed/pk':>8} "
+              f"{'dflt/pk':>7} "
               f"{'send+':>8} {'cross+':>8} "
               f"{'copy':>9} {'read-sh':>9} {'read-loc':>9} {'sh/loc':>7}")
     print(header)
@@ -311,15 +331,17 @@ def print_table(results: dict[str, Any], kinds: list[str], sizes: list[str]) -> 
             tag = f"{kind}-{size}"
             share_t, pickle_t = _median(results, f"share-{tag}"), _median(results, f"pickle-{tag}")
             dflt_t = _median(results, f"share-dflt-{tag}")
+            freed_t = _median(results, f"share-freed-{tag}")
             rs = _median(results, f"read-shared-{tag}")
             rl = _median(results, f"read-local-{tag}")
             print(f"{tag:16} {_fmt(share_t):>9} {_fmt(pickle_t):>9} "
-                  f"{_ratio(share_t, pickle_t, 8)} {_ratio(dflt_t, pickle_t, 7)} "
+                  f"{_ratio(share_t, pickle_t, 8)} {_ratio(freed_t, pickle_t, 8)} "
+                  f"{_ratio(dflt_t, pickle_t, 7)} "
                   f"{_extra_us(_median(results, f'send-{tag}'), none)} "
                   f"{_extra_us(_median(results, f'cross-{tag}'), cross_none)} "
                   f"{_fmt(_median(results, f'copy-{tag}')):>9} {_fmt(rs):>9} {_fmt(rl):>9} "
                   f"{_ratio(rs, rl, 7, 3)}")
-    print("targets: share/pk (and dflt/pk) <= 1.00; send+ (and cross+) <= 2 us; "
+    print("targets: share/pk (and freed/pk, dflt/pk) <= 1.00; send+ (and cross+) <= 2 us; "
           "sh/loc <= 1.05")
 
 
