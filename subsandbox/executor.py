@@ -161,7 +161,7 @@ class _InterruptibleFuture(Future):  # type: ignore[type-arg]
 
 
 class _WorkItem:
-    __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout",
+    __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout", "fast",
                  "task_id", "sandbox_id", "stop_reason")
 
     def __init__(self, future: Future[Any], kind: str, shipped: Shipped, native: bool,
@@ -173,6 +173,9 @@ class _WorkItem:
         self.a = a
         self.b = b
         self.timeout = timeout
+        # A cached function on positional channel values: the gate's fast path
+        # (_core._gate_run) runs it once the worker holds the function.
+        self.fast = native and not b and shipped.token != 0 and kind == "call"
         self.task_id = 0
         self.sandbox_id = 0
         self.stop_reason: str | None = None  # "timeout" or "cancel" once asked to stop
@@ -182,10 +185,11 @@ class _Worker:
     """One worker sandbox, from its start to its close. (A recycled or broken worker is
     replaced by a new _Worker on the same driver thread.)"""
 
-    __slots__ = ("sandbox", "gate", "known", "done")
+    __slots__ = ("sandbox", "sandbox_id", "gate", "known", "done")
 
     def __init__(self) -> None:
         self.sandbox: Sandbox | None = None
+        self.sandbox_id = 0
         self.gate: object = None                # _core gate into the sandbox (gate.c)
         self.known: OrderedDict[int, None] = OrderedDict()  # tokens this sandbox holds
         self.done = 0
@@ -236,9 +240,14 @@ class _Pool:
         if not callable(fn):
             raise TypeError(f"a task needs a callable, not {type(fn).__name__}")
         shipped = self.functions.ship(fn)
-        pairs = tuple(kwargs.items()) if kwargs else ()
-        if _is_channel_value(args) and _is_channel_value(pairs):
-            return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
+        if not kwargs:
+            pairs: tuple[tuple[str, Any], ...] = ()
+            if _is_channel_value(args):
+                return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
+        else:
+            pairs = tuple(kwargs.items())
+            if _is_channel_value(args) and _is_channel_value(pairs):
+                return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}")
         return _WorkItem(future, kind, shipped, False, payload, refs, timeout)
@@ -276,14 +285,15 @@ class _Pool:
                 return None
             if item.future.set_running_or_notify_cancel():
                 break
-        with self.lock:
-            item.task_id = next(_task_ids)
-            assert worker.sandbox is not None
-            item.sandbox_id = worker.sandbox.id
-            self.running[item.task_id] = item
-            if isinstance(item.future, _InterruptibleFuture):
-                item.future._on_cancel_running = (
-                    lambda item=item: self.stop_task(item, "cancel"))
+        # Published without the pool's lock: the dict's own operations are atomic, and
+        # whoever stops tasks (stop_task, shutdown, the watchdog) takes the lock to decide
+        # and then asks the C core, which interrupts only a task that still runs.
+        item.task_id = task_id = next(_task_ids)
+        item.sandbox_id = worker.sandbox_id
+        self.running[task_id] = item
+        if isinstance(item.future, _InterruptibleFuture):
+            item.future._on_cancel_running = (
+                lambda item=item: self.stop_task(item, "cancel"))
         if item.timeout is not None:
             self._watchdog().watch(item, time.monotonic() + item.timeout)
         return item
@@ -301,11 +311,28 @@ class _Pool:
             if len(worker.known) > _FUNCTION_CACHE_SIZE:
                 drop = worker.known.popitem(last=False)[0]
             token, fn_payload, fn_refs = shipped.token, shipped.payload, shipped.refs
-        message = (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
-                   item.native, item.a, item.b)
-        item.shipped = None  # type: ignore[assignment]  # no longer needed
-        item.a = item.b = None
-        return message
+        return (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
+                item.native, item.a, item.b)
+
+    def _run_in(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
+        """Run ``item`` through ``worker``'s gate; its answer (_pool_inside)."""
+        token = item.shipped.token
+        known = worker.known
+        if item.fast and token in known:
+            known.move_to_end(token)
+            answer = _core._gate_run(worker.gate, item.task_id, token, item.a)
+        else:
+            answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+        if not answer:
+            # The worker does not hold the function we thought it held (its first
+            # unpickling there failed): send it again, with its pickle.
+            known.pop(token, None)
+            answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+        if item.timeout is not None:
+            # The watchdog keeps the item until its deadline: let its data go now.
+            item.shipped = None  # type: ignore[assignment]
+            item.a = item.b = None
+        return answer
 
     # -- stopping a task ---------------------------------------------------------------
 
@@ -328,6 +355,9 @@ class _Pool:
         future = item.future
         if isinstance(future, _InterruptibleFuture):
             future._on_cancel_running = None
+        if len(answer) == 1:            # _core._gate_run's bare result
+            _settle(future, result=answer[0])
+            return
         kind = answer[1]
         if kind == "ok":
             if answer[2]:
@@ -377,6 +407,7 @@ class _Pool:
             # workers that run finish the pending tasks.
             return False
         worker.sandbox = sandbox
+        worker.sandbox_id = sandbox.id
         with self.lock:
             self.serving += 1
         try:
@@ -408,24 +439,22 @@ class _Pool:
     def _serve(self, worker: _Worker) -> bool:
         """Run tasks through ``worker``'s gate until the pool is done (False) or the
         worker must be replaced (True: recycled, or broken)."""
-        gate_call = _core._gate_call
+        running = self.running
         while True:
             item = self._next_task(worker)
             if item is None:
                 return False
             try:
-                answer = gate_call(worker.gate, self._task_message(worker, item))
+                answer = self._run_in(worker, item)
             except BaseException as exc:  # noqa: BLE001
-                with self.lock:
-                    self.running.pop(item.task_id, None)
+                running.pop(item.task_id, None)
                 error = BrokenSandbox(
                     f"worker sandbox {item.sandbox_id} stopped working while it ran this "
                     f"task; the pool replaced it")
                 error.__cause__ = exc
                 _settle(item.future, exc=error)
                 return True
-            with self.lock:
-                self.running.pop(item.task_id, None)
+            running.pop(item.task_id, None)
             self._complete(item, answer)
             del item, answer
             worker.done += 1
@@ -471,7 +500,8 @@ class _Pool:
 
     def _mark_running_stopped_locked(self) -> list[_WorkItem]:
         """The running tasks not yet asked to stop, now marked as asked (under lock)."""
-        stopping = [item for item in self.running.values() if item.stop_reason is None]
+        # list(): drivers add and remove their tasks without the lock.
+        stopping = [item for item in list(self.running.values()) if item.stop_reason is None]
         for item in stopping:
             item.stop_reason = "shutdown"   # its future fails with TaskInterrupted
         return stopping
