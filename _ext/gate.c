@@ -35,7 +35,8 @@ typedef struct {
     PyObject *fallback;             /* pickled(task_id, result) -> answer */
     PyObject *functions;            /* {token: function}, shared with handle() */
     PyObject *failed;               /* failed(task_id, exc) -> answer */
-    PyObject *inner_module;         /* the sandbox's subsandbox._core: keeps inner_state */
+    /* The sandbox's _core state: its module is held by the interpreter's own dict
+     * (module.c) until the interpreter is destroyed, after every gate into it closed. */
     ss_state *inner_state;
 } ss_gate;
 
@@ -107,7 +108,6 @@ clear_handlers(ss_gate *g)
     Py_CLEAR(g->fallback);
     Py_CLEAR(g->functions);
     Py_CLEAR(g->failed);
-    Py_CLEAR(g->inner_module);
     g->inner_state = NULL;
 }
 
@@ -116,11 +116,6 @@ clear_handlers(ss_gate *g)
 static int
 take_handlers(ss_gate *g)
 {
-    g->inner_module = PyImport_ImportModule("subsandbox._core");
-    if (g->inner_module == NULL) {
-        return -1;
-    }
-    g->inner_state = ss_get_state(g->inner_module);
     PyObject *inside = PyImport_ImportModule("subsandbox._inside");
     if (inside == NULL) {
         return -1;
@@ -143,7 +138,8 @@ take_handlers(ss_gate *g)
     g->functions = Py_NewRef(PyTuple_GET_ITEM(four, 2));
     g->failed = Py_NewRef(PyTuple_GET_ITEM(four, 3));
     Py_DECREF(four);
-    return 0;
+    g->inner_state = ss_current_state();   /* _inside imported _core */
+    return g->inner_state == NULL ? -1 : 0;
 }
 
 /* Release what the gate holds in the sandbox and delete its thread state. Runs on the
@@ -376,23 +372,16 @@ run_fast_inside(ss_gate *g, uint64_t task, long long token, ss_xvalue *args_valu
         PyErr_Clear();
     }
     /* The slow answers: a result to pickle, or the task's exception. */
+    PyObject *exc = result == NULL ? PyErr_GetRaisedException() : NULL;
     task_id = PyLong_FromUnsignedLongLong(task);
     PyObject *answer = NULL;
     if (task_id != NULL) {
-        if (result != NULL) {
-            answer = PyObject_CallFunctionObjArgs(g->fallback, task_id, result, NULL);
-        }
-        else {
-            PyObject *exc = PyErr_GetRaisedException();
-            answer = PyObject_CallFunctionObjArgs(g->failed, task_id, exc, NULL);
-            Py_XDECREF(exc);
-        }
+        answer = result != NULL
+            ? PyObject_CallFunctionObjArgs(g->fallback, task_id, result, NULL)
+            : PyObject_CallFunctionObjArgs(g->failed, task_id, exc, NULL);
         Py_DECREF(task_id);
     }
-    else if (result == NULL) {
-        PyErr_Clear();      /* the task's exception; MemoryError is reported instead */
-        PyErr_NoMemory();
-    }
+    Py_XDECREF(exc);
     Py_XDECREF(result);
     if (answer != NULL) {
         out = ss_xvalue_encode(st, answer, "the answer");

@@ -20,6 +20,11 @@ Cost of a crossing, and how it is kept small:
   the functions it calls) is immutable and still the very same object. Otherwise it is
   pickled for every task, as ``Sandbox.call`` does, so its globals are always current.
 - ``map(..., chunksize=n)`` sends n calls per crossing.
+- The common task, a function the worker already holds called with positional channel
+  values, takes the gate's fast path (``_core._gate_run``): the arguments cross as they
+  are, the sandbox calls the function it cached itself, and a channel-value result comes
+  back bare; no pickle and no Python code of ours runs inside the sandbox. With a policy
+  the cached function is the one its loader built, so the fast path changes nothing there.
 
 Stopping tasks: ``schedule(fn, args, kwargs, timeout=...)`` returns a future whose task is
 interrupted when it has run longer than ``timeout`` seconds (the future fails with
@@ -42,6 +47,7 @@ pools of its own.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import os
@@ -118,22 +124,12 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 
 # -- what crosses -------------------------------------------------------------------------
 
-_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+# Whether a value crosses a channel as it is (exact builtin scalars, tuples of them,
+# shared objects, channels: xvalue.c), without pickle.
+_is_channel_value: Callable[[object], bool] = _core._crosses_as_is
 
 
-def _is_channel_value(value: object, depth: int = 0) -> bool:
-    """Whether ``value`` crosses a channel as it is (exact builtin types, as xvalue.c)."""
-    kind = type(value)
-    if kind in _PLAIN_TYPES:
-        return True
-    if kind is tuple:
-        if depth > 32:
-            return False
-        for item in value:  # type: ignore[attr-defined]
-            if type(item) not in _PLAIN_TYPES and not _is_channel_value(item, depth + 1):
-                return False
-        return True
-    return bool(_core._is_reference(value))
+_NO_ITEM: Any = object()   # what a driver found in an empty queue
 
 
 # -- futures and work items ---------------------------------------------------------------
@@ -217,7 +213,10 @@ class _Pool:
         # Pending tasks, and None once the pool ends (each driver that takes it puts it
         # back for the next): thread.py's design, whose queue wakes a thread cheaply.
         self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        self.idle = threading.Semaphore(0)      # drivers waiting for work
+        # One token per driver waiting for work, taken by submit() under the lock (so
+        # a token seen is a token popped): thread.py's idle semaphore, without the
+        # Python-level Condition that a Semaphore costs on every task each way.
+        self.idle: collections.deque[None] = collections.deque()
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
         self.no_driver = threading.Event()      # set while alive == 0 (see join())
@@ -261,7 +260,9 @@ class _Pool:
             if _global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self.queue.put(item)
-            if not self.idle.acquire(timeout=0) and len(self.threads) < self.max_workers:
+            if self.idle:
+                self.idle.pop()
+            elif len(self.threads) < self.max_workers:
                 self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
@@ -275,11 +276,16 @@ class _Pool:
     def _next_task(self, worker: _Worker) -> _WorkItem | None:
         """The next task for ``worker``, marked running; None when the pool is done."""
         while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                self.idle.release()
-                item = self.queue.get()
+            tasks = self.queue
+            item = _NO_ITEM
+            if not tasks.empty():       # no exception raised and caught when it is
+                try:
+                    item = tasks.get_nowait()
+                except queue.Empty:
+                    pass
+            if item is _NO_ITEM:
+                self.idle.append(None)
+                item = tasks.get()
             if item is None:
                 self.queue.put(None)  # for the next driver
                 return None
@@ -314,25 +320,16 @@ class _Pool:
         return (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
                 item.native, item.a, item.b)
 
-    def _run_in(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
-        """Run ``item`` through ``worker``'s gate; its answer (_pool_inside)."""
-        token = item.shipped.token
-        known = worker.known
-        if item.fast and token in known:
-            known.move_to_end(token)
-            answer = _core._gate_run(worker.gate, item.task_id, token, item.a)
-        else:
-            answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+    def _run_slow(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
+        """Run ``item`` through ``worker``'s gate with its whole message (_pool_inside):
+        the function's pickle when the worker lacks it, pickled arguments, chunks."""
+        answer = _core._gate_call(worker.gate, self._task_message(worker, item))
         if not answer:
             # The worker does not hold the function we thought it held (its first
             # unpickling there failed): send it again, with its pickle.
-            known.pop(token, None)
+            worker.known.pop(item.shipped.token, None)
             answer = _core._gate_call(worker.gate, self._task_message(worker, item))
-        if item.timeout is not None:
-            # The watchdog keeps the item until its deadline: let its data go now.
-            item.shipped = None  # type: ignore[assignment]
-            item.a = item.b = None
-        return answer
+        return answer  # type: ignore[no-any-return]
 
     # -- stopping a task ---------------------------------------------------------------
 
@@ -439,23 +436,44 @@ class _Pool:
     def _serve(self, worker: _Worker) -> bool:
         """Run tasks through ``worker``'s gate until the pool is done (False) or the
         worker must be replaced (True: recycled, or broken)."""
-        running = self.running
+        running, gate, known = self.running, worker.gate, worker.known
+        gate_run = _core._gate_run
         while True:
             item = self._next_task(worker)
             if item is None:
                 return False
+            task_id = item.task_id
             try:
-                answer = self._run_in(worker, item)
+                token = item.shipped.token
+                if item.fast and token in known:
+                    # The common task: no pickle, no Python handler (gate.c's fast path).
+                    known.move_to_end(token)
+                    answer = gate_run(gate, task_id, token, item.a)
+                    if not answer:
+                        answer = self._run_slow(worker, item)
+                else:
+                    answer = self._run_slow(worker, item)
             except BaseException as exc:  # noqa: BLE001
-                running.pop(item.task_id, None)
+                running.pop(task_id, None)
                 error = BrokenSandbox(
                     f"worker sandbox {item.sandbox_id} stopped working while it ran this "
                     f"task; the pool replaced it")
                 error.__cause__ = exc
                 _settle(item.future, exc=error)
                 return True
-            running.pop(item.task_id, None)
-            self._complete(item, answer)
+            running.pop(task_id, None)
+            if item.timeout is not None:
+                # The watchdog keeps the item until its deadline: let its data go now.
+                item.shipped = None  # type: ignore[assignment]
+                item.a = item.b = None
+            if len(answer) == 1 and type(item.future) is Future:
+                # The common answer: a channel value that a submit() task returned.
+                try:
+                    item.future.set_result(answer[0])
+                except InvalidStateError:
+                    pass
+            else:
+                self._complete(item, answer)
             del item, answer
             worker.done += 1
             if self.max_tasks and worker.done >= self.max_tasks:
@@ -546,7 +564,7 @@ class _Pool:
         orphans = self._drain_locked() + list(self.running.values())
         self.queue = queue.SimpleQueue()
         self.queue.put(None)
-        self.idle = threading.Semaphore(0)
+        self.idle = collections.deque()
         self.running.clear()
         # Nothing left to stop or join: shutdown() and join() do nothing.
         self.threads = []
