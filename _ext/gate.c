@@ -30,8 +30,14 @@ typedef struct {
     PyThreadState *inner;           /* in the sandbox; attached only by `owner` */
     unsigned long owner;            /* PyThread_get_thread_ident() of the opener */
     unsigned long previous_thread;  /* what ss_worker_set_thread() returned */
-    PyObject *handler;              /* objects of the sandbox: touched under its GIL */
-    PyObject *fallback;
+    /* Objects of the sandbox, touched only under its GIL (from _pool_inside): */
+    PyObject *handler;              /* handle(task) -> answer */
+    PyObject *fallback;             /* pickled(task_id, result) -> answer */
+    PyObject *functions;            /* {token: function}, shared with handle() */
+    PyObject *failed;               /* failed(task_id, exc) -> answer */
+    /* The sandbox's _core state: its module is held by the interpreter's own dict
+     * (module.c) until the interpreter is destroyed, after every gate into it closed. */
+    ss_state *inner_state;
 } ss_gate;
 
 /* Enter the sandbox from the main interpreter, and come back. */
@@ -94,6 +100,48 @@ get_gate(PyObject *capsule)
     return g;
 }
 
+/* Under the sandbox's GIL. */
+static void
+clear_handlers(ss_gate *g)
+{
+    Py_CLEAR(g->handler);
+    Py_CLEAR(g->fallback);
+    Py_CLEAR(g->functions);
+    Py_CLEAR(g->failed);
+    g->inner_state = NULL;
+}
+
+/* Take the handlers from subsandbox._inside.gate_handlers(), under the sandbox's GIL.
+ * -1 with an exception of the sandbox set. */
+static int
+take_handlers(ss_gate *g)
+{
+    PyObject *inside = PyImport_ImportModule("subsandbox._inside");
+    if (inside == NULL) {
+        return -1;
+    }
+    PyObject *four = PyObject_CallMethod(inside, "gate_handlers", NULL);
+    Py_DECREF(inside);
+    if (four == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(four) || PyTuple_GET_SIZE(four) != 4
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(four, 2)))
+    {
+        Py_DECREF(four);
+        PyErr_SetString(PyExc_TypeError, "gate_handlers() must return (handle, pickled, "
+                        "functions: dict, failed)");
+        return -1;
+    }
+    g->handler = Py_NewRef(PyTuple_GET_ITEM(four, 0));
+    g->fallback = Py_NewRef(PyTuple_GET_ITEM(four, 1));
+    g->functions = Py_NewRef(PyTuple_GET_ITEM(four, 2));
+    g->failed = Py_NewRef(PyTuple_GET_ITEM(four, 3));
+    Py_DECREF(four);
+    g->inner_state = ss_current_state();   /* _inside imported _core */
+    return g->inner_state == NULL ? -1 : 0;
+}
+
 /* Release what the gate holds in the sandbox and delete its thread state. Runs on the
  * owner thread, holding the main GIL. */
 static void
@@ -105,8 +153,7 @@ close_gate(ss_gate *g)
     ss_worker_set_thread(g->interp_id, g->previous_thread);
     PyThreadState *outer = PyEval_SaveThread();
     PyEval_RestoreThread(g->inner);
-    Py_CLEAR(g->handler);
-    Py_CLEAR(g->fallback);
+    clear_handlers(g);
     PyThreadState_Clear(g->inner);
     PyThreadState_DeleteCurrent();          /* releases the sandbox's GIL */
     g->inner = NULL;
@@ -167,22 +214,9 @@ gate_open(PyObject *module, PyObject *arg)
 
     char *failure = NULL;
     PyThreadState *outer = enter(g);
-    PyObject *pair = NULL;
-    PyObject *inside = PyImport_ImportModule("subsandbox._inside");
-    if (inside != NULL) {
-        pair = PyObject_CallMethod(inside, "gate_handlers", NULL);
-        Py_DECREF(inside);
-    }
-    if (pair != NULL && PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
-        g->handler = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
-        g->fallback = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
-    }
-    else if (pair != NULL) {
-        PyErr_SetString(PyExc_TypeError, "gate_handlers() must return two callables");
-    }
-    Py_XDECREF(pair);
-    if (g->handler == NULL) {
+    if (take_handlers(g) < 0) {
         failure = take_error_text();
+        clear_handlers(g);
     }
     leave(outer);
 
@@ -212,12 +246,8 @@ gate_open(PyObject *module, PyObject *arg)
 static ss_xvalue *
 run_inside(ss_gate *g, ss_xvalue *task_value, char **failure)
 {
-    ss_state *st = ss_current_state();
+    ss_state *st = g->inner_state;
     ss_xvalue *out = NULL;
-    if (st == NULL) {
-        *failure = take_error_text();
-        return NULL;
-    }
     PyObject *task = ss_xvalue_decode(st, task_value);
     if (task == NULL) {
         *failure = take_error_text();
@@ -227,9 +257,13 @@ run_inside(ss_gate *g, ss_xvalue *task_value, char **failure)
     Py_DECREF(task);
     if (answer != NULL) {
         out = ss_xvalue_encode(st, answer, "the answer");
-        if (out == NULL && PyErr_ExceptionMatches(st->not_shareable_error)) {
+        if (out == NULL && PyErr_ExceptionMatches(st->not_shareable_error)
+            && PyTuple_Check(answer) && PyTuple_GET_SIZE(answer) == 4)
+        {
+            /* (task_id, "ok", True, result) whose result is not a channel value */
             PyErr_Clear();
-            PyObject *pickled = PyObject_CallOneArg(g->fallback, answer);
+            PyObject *pickled = PyObject_CallFunctionObjArgs(
+                g->fallback, PyTuple_GET_ITEM(answer, 0), PyTuple_GET_ITEM(answer, 3), NULL);
             if (pickled != NULL) {
                 out = ss_xvalue_encode(st, pickled, "the answer");
                 Py_DECREF(pickled);
@@ -276,6 +310,146 @@ gate_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return answer;
 }
 
+/* ---- the fast path: a cached function on plain arguments --------------------------------
+ * The common task, a function the worker already holds called with positional arguments
+ * that are channel values, runs without the Python handler: the arguments cross as one
+ * xvalue, the function is taken from the handler's own cache, called through
+ * ss_run_task() (interruptible exactly as _core._run_task), and a result that is a
+ * channel value crosses back bare. Only what the fast path cannot answer itself (an
+ * exception, a result to pickle) goes through _pool_inside. */
+
+typedef enum {
+    FAST_RESULT,    /* out: the result, bare */
+    FAST_ANSWER,    /* out: a whole answer tuple, as handle() makes them */
+    FAST_MISSING,   /* the worker does not hold the function: out is NULL, no failure */
+} fast_status;
+
+static ss_xvalue *
+run_fast_inside(ss_gate *g, uint64_t task, long long token, ss_xvalue *args_value,
+                fast_status *status, char **failure)
+{
+    ss_state *st = g->inner_state;
+    ss_xvalue *out = NULL;
+    PyObject *key = PyLong_FromLongLong(token);
+    if (key == NULL) {
+        *failure = take_error_text();
+        return NULL;
+    }
+    PyObject *fn = PyDict_GetItemWithError(g->functions, key);   /* borrowed */
+    Py_DECREF(key);
+    if (fn == NULL) {
+        if (PyErr_Occurred()) {
+            *failure = take_error_text();
+        }
+        else {
+            *status = FAST_MISSING;
+        }
+        return NULL;
+    }
+    Py_INCREF(fn);      /* the task may drop it from the cache */
+    PyObject *fn_args = ss_xvalue_decode(st, args_value);
+    if (fn_args == NULL) {
+        Py_DECREF(fn);
+        *failure = take_error_text();
+        return NULL;
+    }
+    PyObject *result = ss_run_task(task, fn, fn_args, NULL);
+    Py_DECREF(fn_args);
+    Py_DECREF(fn);
+    PyObject *task_id = NULL;
+    if (result != NULL) {
+        out = ss_xvalue_encode(st, result, "the result");
+        if (out != NULL) {
+            *status = FAST_RESULT;
+            Py_DECREF(result);
+            return out;
+        }
+        if (!PyErr_ExceptionMatches(st->not_shareable_error)) {
+            Py_DECREF(result);
+            *failure = take_error_text();
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    /* The slow answers: a result to pickle, or the task's exception. */
+    PyObject *exc = result == NULL ? PyErr_GetRaisedException() : NULL;
+    task_id = PyLong_FromUnsignedLongLong(task);
+    PyObject *answer = NULL;
+    if (task_id != NULL) {
+        answer = result != NULL
+            ? PyObject_CallFunctionObjArgs(g->fallback, task_id, result, NULL)
+            : PyObject_CallFunctionObjArgs(g->failed, task_id, exc, NULL);
+        Py_DECREF(task_id);
+    }
+    Py_XDECREF(exc);
+    Py_XDECREF(result);
+    if (answer != NULL) {
+        out = ss_xvalue_encode(st, answer, "the answer");
+        Py_DECREF(answer);
+    }
+    if (out == NULL) {
+        *failure = take_error_text();
+        return NULL;
+    }
+    *status = FAST_ANSWER;
+    return out;
+}
+
+/* _gate_run(gate, task_id, token, args) -> answer: call the function the worker holds as
+ * `token` on `args` (a tuple of channel values), on this thread. Answers:
+ *   (result,)   the task returned `result`, a channel value
+ *   ()          the worker does not hold `token` (send the function again)
+ *   otherwise   an answer tuple as _pool_inside.handle() makes them. */
+static PyObject *
+gate_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_gate_run(gate, task_id: int, token: int, args: tuple)");
+        return NULL;
+    }
+    ss_gate *g = get_gate(args[0]);
+    if (g == NULL) {
+        return NULL;
+    }
+    unsigned long long task = PyLong_AsUnsignedLongLong(args[1]);
+    if (task == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long token = PyLong_AsLongLong(args[2]);
+    if (token == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    ss_state *st = ss_get_state(module);
+    ss_xvalue *in = ss_xvalue_encode(st, args[3], "the arguments");
+    if (in == NULL) {
+        return NULL;
+    }
+    char *failure = NULL;
+    fast_status status = FAST_ANSWER;
+    PyThreadState *outer = enter(g);
+    ss_xvalue *out = run_fast_inside(g, (uint64_t)task, token, in, &status, &failure);
+    leave(outer);
+    ss_xvalue_free(in);
+    if (out == NULL) {
+        if (status == FAST_MISSING) {
+            return PyTuple_New(0);
+        }
+        PyErr_Format(PyExc_RuntimeError, "the sandbox failed to run the task: %s",
+                     failure != NULL ? failure : "out of memory");
+        PyMem_RawFree(failure);
+        return NULL;
+    }
+    PyObject *value = ss_xvalue_decode(st, out);
+    ss_xvalue_free(out);
+    if (value == NULL || status != FAST_RESULT) {
+        return value;
+    }
+    PyObject *answer = PyTuple_Pack(1, value);
+    Py_DECREF(value);
+    return answer;
+}
+
 /* _gate_close(gate): leave the sandbox for good. Idempotent. */
 static PyObject *
 gate_close(PyObject *module, PyObject *capsule)
@@ -298,6 +472,7 @@ gate_close(PyObject *module, PyObject *capsule)
 static PyMethodDef gate_methods[] = {
     {"_gate_open", gate_open, METH_O, NULL},
     {"_gate_call", (PyCFunction)(void (*)(void))gate_call, METH_FASTCALL, NULL},
+    {"_gate_run", (PyCFunction)(void (*)(void))gate_run, METH_FASTCALL, NULL},
     {"_gate_close", gate_close, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -34,9 +34,13 @@ static worker *workers = NULL;  /* guarded by registry_lock */
  * interpreter's GIL while holding the lock (interrupt()) can get it. */
 #define REGISTRY_LOCK()                                                                 \
     do {                                                                                \
-        Py_BEGIN_ALLOW_THREADS                                                          \
-        pthread_mutex_lock(&registry_lock);                                             \
-        Py_END_ALLOW_THREADS                                                            \
+        /* Uncontended (nearly always): no GIL round trip, which costs two switches of \
+         * this interpreter's GIL for each task. */                                     \
+        if (pthread_mutex_trylock(&registry_lock) != 0) {                               \
+            Py_BEGIN_ALLOW_THREADS                                                      \
+            pthread_mutex_lock(&registry_lock);                                         \
+            Py_END_ALLOW_THREADS                                                        \
+        }                                                                               \
     } while (0)
 #define REGISTRY_UNLOCK() pthread_mutex_unlock(&registry_lock)
 
@@ -126,21 +130,11 @@ worker_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* run_task(task_id, fn, args, kwargs) -> fn(*args, **kwargs), interruptible by
- * interrupt(interp_id, task_id) while it runs. */
-static PyObject *
-run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* fn(*args, **kwargs) as task `task` of this worker, interruptible by
+ * interrupt(interp_id, task) while it runs. kwargs may be NULL. */
+PyObject *
+ss_run_task(uint64_t task, PyObject *fn, PyObject *args, PyObject *kwargs)
 {
-    if (nargs != 4 || !PyTuple_Check(args[2])
-        || (args[3] != Py_None && !PyDict_Check(args[3])))
-    {
-        PyErr_SetString(PyExc_TypeError, "run_task(task_id, fn, args: tuple, kwargs: dict)");
-        return NULL;
-    }
-    unsigned long long task = PyLong_AsUnsignedLongLong(args[0]);
-    if (task == (unsigned long long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
     if (task == 0) {
         PyErr_SetString(PyExc_ValueError, "task ids start at 1");
         return NULL;
@@ -172,7 +166,7 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
-    PyObject *result = PyObject_Call(args[1], args[2], args[3] == Py_None ? NULL : args[3]);
+    PyObject *result = PyObject_Call(fn, args, kwargs);
 
     /* `w` stays valid: only this thread removes it (worker_exit). */
     REGISTRY_LOCK();
@@ -187,6 +181,25 @@ run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetRaisedException(exc);
     }
     return result;
+}
+
+/* run_task(task_id, fn, args, kwargs) -> fn(*args, **kwargs), interruptible by
+ * interrupt(interp_id, task_id) while it runs. */
+static PyObject *
+run_task(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_Check(args[2])
+        || (args[3] != Py_None && !PyDict_Check(args[3])))
+    {
+        PyErr_SetString(PyExc_TypeError, "run_task(task_id, fn, args: tuple, kwargs: dict)");
+        return NULL;
+    }
+    unsigned long long task = PyLong_AsUnsignedLongLong(args[0]);
+    if (task == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return ss_run_task((uint64_t)task, args[1], args[2],
+                       args[3] == Py_None ? NULL : args[3]);
 }
 
 /* Whether the last task run by this worker was interrupted (and forget it). */

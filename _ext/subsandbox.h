@@ -190,6 +190,10 @@ PyInterpreterState *ss_worker_interp(int64_t interp_id);
 /* From now on the sandbox's tasks run on the thread state with this thread id: interrupts
  * target it. Returns the previous id (0: no such worker). Needs the caller's GIL. */
 unsigned long ss_worker_set_thread(int64_t interp_id, unsigned long thread_id);
+/* fn(*args, **kwargs) (kwargs may be NULL) as task `task` (>= 1) of the current
+ * interpreter's worker: interruptible by interrupt(interp_id, task) while it runs, as
+ * _core._run_task(). Needs the sandbox's GIL. */
+PyObject *ss_run_task(uint64_t task, PyObject *fn, PyObject *args, PyObject *kwargs);
 
 /* ---- fork support (lifecycle.c) ------------------------------------------------------
  * Each part with process-wide locks takes them before fork() and releases them after it,

@@ -715,8 +715,41 @@ is_reference(PyObject *module, PyObject *obj)
                            || (st->arena_type != NULL && Py_TYPE(obj) == st->arena_type));
 }
 
+/* Whether encode() takes `obj` as it is, without writing anything: exact builtin
+ * scalars, and tuples of them nested at most `levels` deep, and references. */
+static int
+crosses_as_is(ss_state *st, PyObject *obj, int levels)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    if (obj == Py_None || tp == &PyBool_Type || tp == &PyLong_Type || tp == &PyFloat_Type
+        || tp == &PyUnicode_Type || tp == &PyBytes_Type || tp == &PyComplex_Type)
+    {
+        return 1;
+    }
+    if (tp == &PyTuple_Type && levels > 0) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(obj); i++) {
+            if (!crosses_as_is(st, PyTuple_GET_ITEM(obj, i), levels - 1)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return ss_arena_of(obj) != NULL || tp == st->channel_type
+           || (st->sharedref_type != NULL && tp == st->sharedref_type)
+           || (st->arena_type != NULL && tp == st->arena_type);
+}
+
+/* _crosses_as_is(obj) -> bool: whether obj is a channel value (crosses without pickle);
+ * tuples nested deeper than 33 levels count as not (the executor pickles those). */
+static PyObject *
+crosses_as_is_py(PyObject *module, PyObject *obj)
+{
+    return PyBool_FromLong(crosses_as_is(ss_get_state(module), obj, 33));
+}
+
 static PyMethodDef xvalue_methods[] = {
     {"_is_reference", is_reference, METH_O, NULL},
+    {"_crosses_as_is", crosses_as_is_py, METH_O, NULL},
     {"_testing_fail_decode", testing_fail_decode, METH_O,
      "_testing_fail_decode(node): make this thread's next channel decode fail with "
      "MemoryError at node number `node` (tests only)."},

@@ -75,8 +75,8 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
 _loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads
 
 
-def gate_handlers() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """The task handler and its fallback for a gate that a pool's driver opened (gate.c).
+def gate_handlers() -> tuple[Any, ...]:
+    """The task handlers for a gate that a pool's driver opened (gate.c).
 
     The handlers unpickle through the sandbox's policy, as requests are.
     """

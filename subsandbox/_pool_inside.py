@@ -15,9 +15,17 @@ between the thread that submits a task and the one that runs it.
             (task_id, "ok", False, payload, refs)      the result, pickled
             (task_id, "raised", payload, refs)         as _inside._raised makes it
             (task_id, "interrupted")                   the executor interrupted it
+            ()                                         fn_payload is None and this worker
+                                                       does not hold ``token``: the
+                                                       executor sends the function again
 
 The gate tries the first form of an answer and, when the result is not a channel value
-(a list, an instance...), asks ``pickled(answer)`` for the second.
+(a list, an instance...), asks ``pickled(task_id, result)`` for the second.
+
+The common task, a function this worker holds called with channel values as positional
+arguments, does not come here at all: ``_core._gate_run`` takes the function from
+``functions`` (the cache ``handle`` fills) and calls it itself, and asks ``failed`` or
+``pickled`` only for an exception or a result that is not a channel value.
 
 Each task runs through ``_core._run_task(task_id, ...)``, so the executor can interrupt
 exactly that task (``_core._interrupt(interpreter_id, task_id)``) and nothing else.
@@ -43,7 +51,9 @@ def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...],
         functions.pop(drop, None)
     try:
         if fn_payload is None:
-            fn = functions[token]
+            fn = functions.get(token)
+            if fn is None:
+                return ()
         else:
             fn = loads(fn_payload, fn_refs)
             if token:
@@ -57,14 +67,18 @@ def _answer(functions: dict[int, Callable[..., Any]], task: tuple[Any, ...],
         else:
             result = _core._run_task(task_id, fn, args, kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the task only
-        if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
-            return (task_id, "interrupted")
-        return (task_id, *_inside._raised(exc))
+        return _failed(task_id, exc)
     return (task_id, "ok", True, result)
 
 
-def _pickled(answer: tuple[Any, ...]) -> tuple[Any, ...]:
-    task_id, _, _, result = answer
+def _failed(task_id: int, exc: BaseException) -> tuple[Any, ...]:
+    """The answer of a task that raised ``exc`` (or that the executor interrupted)."""
+    if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
+        return (task_id, "interrupted")
+    return (task_id, *_inside._raised(exc))
+
+
+def _pickled(task_id: int, result: object) -> tuple[Any, ...]:
     try:
         payload, refs = _crossing.dumps(result, "the result")
     except BaseException as exc:  # noqa: BLE001
@@ -72,12 +86,17 @@ def _pickled(answer: tuple[Any, ...]) -> tuple[Any, ...]:
     return (task_id, "ok", False, payload, refs)
 
 
-def gate_handlers(loads: Loads) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """``(handle, pickled)`` for one gate; ``loads`` unpickles functions and arguments
-    (the sandbox policy's loader, if any). The function cache lives as long as the gate."""
+Handlers = tuple[Callable[[Any], Any], Callable[[int, object], Any],
+                 dict[int, Callable[..., Any]], Callable[[int, BaseException], Any]]
+
+
+def gate_handlers(loads: Loads) -> Handlers:
+    """``(handle, pickled, functions, failed)`` for one gate; ``loads`` unpickles
+    functions and arguments (the sandbox policy's loader, if any): every function in
+    ``functions`` came through it. The function cache lives as long as the gate."""
     functions: dict[int, Callable[..., Any]] = {}
 
     def handle(task: tuple[Any, ...]) -> tuple[Any, ...]:
         return _answer(functions, task, loads)
 
-    return handle, _pickled
+    return handle, _pickled, functions, _failed

@@ -20,6 +20,11 @@ Cost of a crossing, and how it is kept small:
   the functions it calls) is immutable and still the very same object. Otherwise it is
   pickled for every task, as ``Sandbox.call`` does, so its globals are always current.
 - ``map(..., chunksize=n)`` sends n calls per crossing.
+- The common task, a function the worker already holds called with positional channel
+  values, takes the gate's fast path (``_core._gate_run``): the arguments cross as they
+  are, the sandbox calls the function it cached itself, and a channel-value result comes
+  back bare; no pickle and no Python code of ours runs inside the sandbox. With a policy
+  the cached function is the one its loader built, so the fast path changes nothing there.
 
 Stopping tasks: ``schedule(fn, args, kwargs, timeout=...)`` returns a future whose task is
 interrupted when it has run longer than ``timeout`` seconds (the future fails with
@@ -42,6 +47,7 @@ pools of its own.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import os
@@ -118,22 +124,12 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 
 # -- what crosses -------------------------------------------------------------------------
 
-_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+# Whether a value crosses a channel as it is (exact builtin scalars, tuples of them,
+# shared objects, channels: xvalue.c), without pickle.
+_is_channel_value: Callable[[object], bool] = _core._crosses_as_is
 
 
-def _is_channel_value(value: object, depth: int = 0) -> bool:
-    """Whether ``value`` crosses a channel as it is (exact builtin types, as xvalue.c)."""
-    kind = type(value)
-    if kind in _PLAIN_TYPES:
-        return True
-    if kind is tuple:
-        if depth > 32:
-            return False
-        for item in value:  # type: ignore[attr-defined]
-            if type(item) not in _PLAIN_TYPES and not _is_channel_value(item, depth + 1):
-                return False
-        return True
-    return bool(_core._is_reference(value))
+_NO_ITEM: Any = object()   # what a driver found in an empty queue
 
 
 # -- futures and work items ---------------------------------------------------------------
@@ -161,7 +157,7 @@ class _InterruptibleFuture(Future):  # type: ignore[type-arg]
 
 
 class _WorkItem:
-    __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout",
+    __slots__ = ("future", "kind", "shipped", "native", "a", "b", "timeout", "fast",
                  "task_id", "sandbox_id", "stop_reason")
 
     def __init__(self, future: Future[Any], kind: str, shipped: Shipped, native: bool,
@@ -173,6 +169,9 @@ class _WorkItem:
         self.a = a
         self.b = b
         self.timeout = timeout
+        # A cached function on positional channel values: the gate's fast path
+        # (_core._gate_run) runs it once the worker holds the function.
+        self.fast = native and not b and shipped.token != 0 and kind == "call"
         self.task_id = 0
         self.sandbox_id = 0
         self.stop_reason: str | None = None  # "timeout" or "cancel" once asked to stop
@@ -182,10 +181,11 @@ class _Worker:
     """One worker sandbox, from its start to its close. (A recycled or broken worker is
     replaced by a new _Worker on the same driver thread.)"""
 
-    __slots__ = ("sandbox", "gate", "known", "done")
+    __slots__ = ("sandbox", "sandbox_id", "gate", "known", "done")
 
     def __init__(self) -> None:
         self.sandbox: Sandbox | None = None
+        self.sandbox_id = 0
         self.gate: object = None                # _core gate into the sandbox (gate.c)
         self.known: OrderedDict[int, None] = OrderedDict()  # tokens this sandbox holds
         self.done = 0
@@ -213,7 +213,10 @@ class _Pool:
         # Pending tasks, and None once the pool ends (each driver that takes it puts it
         # back for the next): thread.py's design, whose queue wakes a thread cheaply.
         self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        self.idle = threading.Semaphore(0)      # drivers waiting for work
+        # One token per driver waiting for work, taken by submit() under the lock (so
+        # a token seen is a token popped): thread.py's idle semaphore, without the
+        # Python-level Condition that a Semaphore costs on every task each way.
+        self.idle: collections.deque[None] = collections.deque()
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
         self.no_driver = threading.Event()      # set while alive == 0 (see join())
@@ -236,9 +239,14 @@ class _Pool:
         if not callable(fn):
             raise TypeError(f"a task needs a callable, not {type(fn).__name__}")
         shipped = self.functions.ship(fn)
-        pairs = tuple(kwargs.items()) if kwargs else ()
-        if _is_channel_value(args) and _is_channel_value(pairs):
-            return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
+        if not kwargs:
+            pairs: tuple[tuple[str, Any], ...] = ()
+            if _is_channel_value(args):
+                return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
+        else:
+            pairs = tuple(kwargs.items())
+            if _is_channel_value(args) and _is_channel_value(pairs):
+                return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}")
         return _WorkItem(future, kind, shipped, False, payload, refs, timeout)
@@ -252,7 +260,9 @@ class _Pool:
             if _global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self.queue.put(item)
-            if not self.idle.acquire(timeout=0) and len(self.threads) < self.max_workers:
+            if self.idle:
+                self.idle.pop()
+            elif len(self.threads) < self.max_workers:
                 self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
@@ -266,24 +276,30 @@ class _Pool:
     def _next_task(self, worker: _Worker) -> _WorkItem | None:
         """The next task for ``worker``, marked running; None when the pool is done."""
         while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                self.idle.release()
-                item = self.queue.get()
+            tasks = self.queue
+            item = _NO_ITEM
+            if not tasks.empty():       # no exception raised and caught when it is
+                try:
+                    item = tasks.get_nowait()
+                except queue.Empty:
+                    pass
+            if item is _NO_ITEM:
+                self.idle.append(None)
+                item = tasks.get()
             if item is None:
                 self.queue.put(None)  # for the next driver
                 return None
             if item.future.set_running_or_notify_cancel():
                 break
-        with self.lock:
-            item.task_id = next(_task_ids)
-            assert worker.sandbox is not None
-            item.sandbox_id = worker.sandbox.id
-            self.running[item.task_id] = item
-            if isinstance(item.future, _InterruptibleFuture):
-                item.future._on_cancel_running = (
-                    lambda item=item: self.stop_task(item, "cancel"))
+        # Published without the pool's lock: the dict's own operations are atomic, and
+        # whoever stops tasks (stop_task, shutdown, the watchdog) takes the lock to decide
+        # and then asks the C core, which interrupts only a task that still runs.
+        item.task_id = task_id = next(_task_ids)
+        item.sandbox_id = worker.sandbox_id
+        self.running[task_id] = item
+        if isinstance(item.future, _InterruptibleFuture):
+            item.future._on_cancel_running = (
+                lambda item=item: self.stop_task(item, "cancel"))
         if item.timeout is not None:
             self._watchdog().watch(item, time.monotonic() + item.timeout)
         return item
@@ -301,11 +317,19 @@ class _Pool:
             if len(worker.known) > _FUNCTION_CACHE_SIZE:
                 drop = worker.known.popitem(last=False)[0]
             token, fn_payload, fn_refs = shipped.token, shipped.payload, shipped.refs
-        message = (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
-                   item.native, item.a, item.b)
-        item.shipped = None  # type: ignore[assignment]  # no longer needed
-        item.a = item.b = None
-        return message
+        return (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
+                item.native, item.a, item.b)
+
+    def _run_slow(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
+        """Run ``item`` through ``worker``'s gate with its whole message (_pool_inside):
+        the function's pickle when the worker lacks it, pickled arguments, chunks."""
+        answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+        if not answer:
+            # The worker does not hold the function we thought it held (its first
+            # unpickling there failed): send it again, with its pickle.
+            worker.known.pop(item.shipped.token, None)
+            answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+        return answer  # type: ignore[no-any-return]
 
     # -- stopping a task ---------------------------------------------------------------
 
@@ -328,6 +352,9 @@ class _Pool:
         future = item.future
         if isinstance(future, _InterruptibleFuture):
             future._on_cancel_running = None
+        if len(answer) == 1:            # _core._gate_run's bare result
+            _settle(future, result=answer[0])
+            return
         kind = answer[1]
         if kind == "ok":
             if answer[2]:
@@ -377,6 +404,7 @@ class _Pool:
             # workers that run finish the pending tasks.
             return False
         worker.sandbox = sandbox
+        worker.sandbox_id = sandbox.id
         with self.lock:
             self.serving += 1
         try:
@@ -408,25 +436,44 @@ class _Pool:
     def _serve(self, worker: _Worker) -> bool:
         """Run tasks through ``worker``'s gate until the pool is done (False) or the
         worker must be replaced (True: recycled, or broken)."""
-        gate_call = _core._gate_call
+        running, gate, known = self.running, worker.gate, worker.known
+        gate_run = _core._gate_run
         while True:
             item = self._next_task(worker)
             if item is None:
                 return False
+            task_id = item.task_id
             try:
-                answer = gate_call(worker.gate, self._task_message(worker, item))
+                token = item.shipped.token
+                if item.fast and token in known:
+                    # The common task: no pickle, no Python handler (gate.c's fast path).
+                    known.move_to_end(token)
+                    answer = gate_run(gate, task_id, token, item.a)
+                    if not answer:
+                        answer = self._run_slow(worker, item)
+                else:
+                    answer = self._run_slow(worker, item)
             except BaseException as exc:  # noqa: BLE001
-                with self.lock:
-                    self.running.pop(item.task_id, None)
+                running.pop(task_id, None)
                 error = BrokenSandbox(
                     f"worker sandbox {item.sandbox_id} stopped working while it ran this "
                     f"task; the pool replaced it")
                 error.__cause__ = exc
                 _settle(item.future, exc=error)
                 return True
-            with self.lock:
-                self.running.pop(item.task_id, None)
-            self._complete(item, answer)
+            running.pop(task_id, None)
+            if item.timeout is not None:
+                # The watchdog keeps the item until its deadline: let its data go now.
+                item.shipped = None  # type: ignore[assignment]
+                item.a = item.b = None
+            if len(answer) == 1 and type(item.future) is Future:
+                # The common answer: a channel value that a submit() task returned.
+                try:
+                    item.future.set_result(answer[0])
+                except InvalidStateError:
+                    pass
+            else:
+                self._complete(item, answer)
             del item, answer
             worker.done += 1
             if self.max_tasks and worker.done >= self.max_tasks:
@@ -471,7 +518,8 @@ class _Pool:
 
     def _mark_running_stopped_locked(self) -> list[_WorkItem]:
         """The running tasks not yet asked to stop, now marked as asked (under lock)."""
-        stopping = [item for item in self.running.values() if item.stop_reason is None]
+        # list(): drivers add and remove their tasks without the lock.
+        stopping = [item for item in list(self.running.values()) if item.stop_reason is None]
         for item in stopping:
             item.stop_reason = "shutdown"   # its future fails with TaskInterrupted
         return stopping
@@ -516,7 +564,7 @@ class _Pool:
         orphans = self._drain_locked() + list(self.running.values())
         self.queue = queue.SimpleQueue()
         self.queue.put(None)
-        self.idle = threading.Semaphore(0)
+        self.idle = collections.deque()
         self.running.clear()
         # Nothing left to stop or join: shutdown() and join() do nothing.
         self.threads = []

@@ -408,8 +408,9 @@ def test_gate_belongs_to_its_thread_and_closes() -> None:
         gate = _core._gate_open(sb.id)
         try:
             answer = _core._gate_call(gate, ("call", 10**15, 0, None, (), 0, True, (), ()))
-            # No function was shipped with that task: the handler reports the KeyError.
-            assert answer[0] == 10**15 and answer[1] == "raised"
+            # No function was shipped with that task, and the worker holds none by that
+            # token: the handler asks for it.
+            assert answer == ()
             errors: list[BaseException] = []
 
             def other_thread() -> None:
@@ -432,3 +433,112 @@ def test_gate_belongs_to_its_thread_and_closes() -> None:
             _core._gate_call(gate, ())
     with pytest.raises(RuntimeError, match="no running worker"):
         _core._gate_open(sb.id)  # the sandbox is closed
+
+
+# -- the gate's fast path: a function the worker holds, on plain arguments ------------------
+
+def test_fast_path_answers_each_way_a_task_can_end() -> None:
+    from subsandbox import _core
+
+    with subsandbox.Sandbox() as sb:
+        sb._prepare_for_gate()
+        gate = _core._gate_open(sb.id)
+        try:
+            # The worker holds no function 7 yet: the fast path says so, runs nothing.
+            assert _core._gate_run(gate, 1, 7, (3,)) == ()
+            payload, refs = subsandbox._crossing.dumps(square, "f")
+            answer = _core._gate_call(gate, ("call", 2, 7, payload, refs, 0, True, (3,), ()))
+            assert answer == (2, "ok", True, 9)
+            assert _core._gate_run(gate, 3, 7, (4,)) == (16,)
+            # A result that is not a channel value comes back pickled, as the slow path's.
+            payload, refs = subsandbox._crossing.dumps(list, "f")
+            _core._gate_call(gate, ("call", 4, 8, payload, refs, 0, True, ((1, 2),), ()))
+            answer = _core._gate_run(gate, 5, 8, ((5, 6),))
+            assert answer[:3] == (5, "ok", False)
+            assert subsandbox._crossing.loads(answer[3], answer[4]) == [5, 6]
+            # An exception comes back as the slow path's "raised" answer.
+            payload, refs = subsandbox._crossing.dumps(fail, "f")
+            _core._gate_call(gate, ("call", 6, 9, payload, refs, 0, True, ("x",), ()))
+            answer = _core._gate_run(gate, 7, 9, ("boom",))
+            assert answer[:2] == (7, "raised")
+            exc = subsandbox._crossing.loads(answer[2], answer[3])[0]
+            assert isinstance(exc, ValueError) and str(exc) == "boom"
+            # A dropped token is gone from the fast path too.
+            _core._gate_call(gate, ("call", 8, 7, None, (), 9, True, (2,), ()))
+            assert _core._gate_run(gate, 9, 9, ("again",)) == ()
+            with pytest.raises(subsandbox.NotShareableError, match="the arguments"):
+                _core._gate_run(gate, 10, 7, ([1],))
+            with pytest.raises(TypeError, match="_gate_run"):
+                _core._gate_run(gate, 10, 7, [1])
+        finally:
+            _core._gate_close(gate)
+
+
+def test_redefined_or_changed_main_functions_are_not_served_stale() -> None:
+    # Each change to what a __main__ function would take along reaches the worker, though
+    # the unchanged function is run from the worker's cache (the gate's fast path).
+    result = run_script("""
+        from subsandbox import SandboxPoolExecutor
+
+        def f(x):
+            return ("first", x)
+
+        def g(x):
+            return ("code of g", x)
+
+        def counter():
+            n = 0
+            def count(x):
+                return (n, x)
+            def bump():
+                nonlocal n
+                n += 1
+            return count, bump
+
+        count, bump = counter()
+
+        def with_default(x, k=1):
+            return (k, x)
+
+        with SandboxPoolExecutor(1) as ex:
+            print(ex.submit(f, 1).result(), ex.submit(f, 2).result())
+            def f(x):                       # redefined: a new function object
+                return ("second", x)
+            print(ex.submit(f, 3).result())
+            f.__code__ = g.__code__         # same object, new code
+            print(ex.submit(f, 4).result())
+            print(ex.submit(count, 5).result(), ex.submit(count, 6).result())
+            bump()                          # a closure cell rebound
+            print(ex.submit(count, 7).result())
+            print(ex.submit(with_default, 8).result())
+            with_default.__defaults__ = (2,)
+            print(ex.submit(with_default, 9).result())
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[:7] == ["('first', 1) ('first', 2)", "('second', 3)", "('code of g', 4)",
+                         "(0, 5) (0, 6)", "(1, 7)", "(1, 8)", "(2, 9)"]
+
+
+def test_a_function_that_failed_to_load_is_sent_again_each_time() -> None:
+    # Under a policy every function reaches the worker through the policy's loader: one
+    # it refuses is refused every time (not served from the cache, nor a KeyError),
+    # while an allowed one is cached and served by the fast path.
+    from subsandbox import Policy
+
+    with SandboxPoolExecutor(max_workers=1, policy=Policy.compute()) as pool:
+        for _ in range(3):
+            with pytest.raises(ImportError, match="policy"):
+                pool.submit(os.getpid).result(timeout=60)
+        assert [pool.submit(abs, -i).result(timeout=60) for i in range(3)] == [0, 1, 2]
+        with pytest.raises(ImportError, match="policy"):
+            pool.submit(os.getpid).result(timeout=60)
+
+
+def test_fast_path_tasks_are_interrupted_too(executor: SandboxPoolExecutor) -> None:
+    # The second run of `spin` on the same worker goes through the fast path.
+    for _ in range(2):
+        future = executor.schedule(spin, timeout=0.3)
+        with pytest.raises(FuturesTimeoutError, match="timeout"):
+            future.result(timeout=30)
+        assert executor.submit(square, 3).result() == 9
