@@ -36,11 +36,20 @@ channel.send(("queued", 1))
 """
 
 
+# CPython 3.12 swaps the process-wide raw allocator to plain malloc while it creates any
+# subinterpreter (gh-123134; docs/lifecycle.md, "Ctrl-C"): with the debug allocator's hooks
+# on the raw domain, which -X dev turns on, another thread's raw allocation in that window
+# corrupts the heap. So on 3.12 the dev runs keep dev mode (every warning, faulthandler)
+# but use the plain allocators; 3.13 runs them with the debug hooks, and the stress and
+# type-guard tests run PYTHONMALLOC=debug on both.
+DEV_ALLOCATOR = {"PYTHONMALLOC": "malloc"} if sys.version_info < (3, 13) else {}
+
+
 def run(source: str, dev: bool, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """conftest.run_script, optionally under ``-X dev``."""
     if not dev:
         return run_script(source, timeout=timeout)
-    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", **DEV_ALLOCATOR)
     return subprocess.run([sys.executable, "-X", "dev", "-c", textwrap.dedent(source)],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -233,16 +242,7 @@ PROMPT = 5.0
 
 @DEV
 @pytest.mark.parametrize("task", ["spin", "work"])
-def test_ctrl_c_during_executor_map_in_a_with_block(task: str, dev: bool,
-                                                    request: pytest.FixtureRequest) -> None:
-    if task == "spin" and dev and sys.version_info < (3, 13):
-        # Open bug (docs/lifecycle.md, "Ctrl-C"): CPython 3.12 swaps the process-wide raw
-        # allocator while it creates a subinterpreter (gh-123134 / gh-111924); under the
-        # debug hooks another thread's raw allocation in that window corrupts the heap in
-        # about 1 run in 25. Not worked around yet.
-        request.applymarker(pytest.mark.xfail(
-            reason="CPython 3.12 gh-123134: raw allocator swapped during subinterpreter "
-                   "creation corrupts the heap under -X dev", strict=False))
+def test_ctrl_c_during_executor_map_in_a_with_block(task: str, dev: bool) -> None:
     # The standard executors' __exit__ waits for running tasks: with `while True` tasks
     # that is forever. Ours cancels the pending tasks and interrupts the running ones.
     result = run(EXECUTOR_CTRL_C + f"""
