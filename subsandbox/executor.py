@@ -59,7 +59,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, InvalidStateError
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
@@ -134,7 +134,68 @@ _NO_ITEM: Any = object()   # what a driver found in an empty queue
 
 # -- futures and work items ---------------------------------------------------------------
 
-class _InterruptibleFuture(Future):  # type: ignore[type-arg]
+_DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+# How long the main thread sleeps at a time while it waits for a task (see _PoolFuture).
+_SIGNAL_SLICE = 0.1
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class _PoolFuture(Future):  # type: ignore[type-arg]
+    """The executor's futures: ``result()`` and ``exception()`` called in the main thread
+    wait in slices and run pending signal handlers between them.
+
+    A Ctrl-C must reach a main thread asleep in a future's lock: CPython wakes it by
+    interrupting that sleep, or through the main interpreter's eval breaker. With driver
+    threads switching between interpreters, a SIGINT was seen to do neither (CPython
+    3.12.1: the handler's flag set, the eval breaker clear, the main thread asleep for
+    good, about one Ctrl-C in a hundred). _core._run_signal_handlers reads the flag
+    itself, so a Ctrl-C is raised within one slice whatever woke or failed to wake us.
+    """
+
+    def result(self, timeout: float | None = None) -> Any:
+        if _in_main_thread():
+            if _wait_handling_signals(self, timeout):
+                timeout = 0
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if _in_main_thread():
+            if _wait_handling_signals(self, timeout):
+                timeout = 0
+        return super().exception(timeout)
+
+
+def _wait_handling_signals(future: Future[Any], timeout: float | None) -> bool:
+    """Wait until ``future`` is done (True) or ``timeout`` passes (False), in slices,
+    running pending signal handlers between them (see _PoolFuture)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    condition = future._condition  # type: ignore[attr-defined]
+    while True:
+        with condition:
+            if future._state in _DONE_STATES:  # type: ignore[attr-defined]
+                return True
+            wait = _SIGNAL_SLICE if deadline is None else min(
+                _SIGNAL_SLICE, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+            condition.wait(wait)
+        _core._run_signal_handlers()
+
+
+def _wait_event_handling_signals(event: threading.Event) -> None:
+    """``event.wait()``; in the main thread, in slices (see _PoolFuture)."""
+    if not _in_main_thread():
+        event.wait()
+        return
+    while not event.wait(_SIGNAL_SLICE):
+        _core._run_signal_handlers()
+
+
+class _InterruptibleFuture(_PoolFuture):
     """A future from ``schedule()``: ``cancel()`` also stops it while it runs."""
 
     _on_cancel_running: Callable[[], None] | None = None
@@ -223,6 +284,11 @@ class _Pool:
         self.no_driver.set()
         self.serving = 0                        # workers whose sandbox is up
         self.running: dict[int, _WorkItem] = {}
+        self.interrupting = False               # running tasks are being stopped for good
+        # Every future not settled yet, for the child of a fork: a task a driver holds
+        # between the queue and `running` (or between `running` and its result) is in
+        # neither, and no thread of the child will ever settle it.
+        self.unsettled: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self.shutdown_requested = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
@@ -259,6 +325,7 @@ class _Pool:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            self.unsettled.add(item.future)
             self.queue.put(item)
             if self.idle:
                 self.idle.pop()
@@ -297,6 +364,8 @@ class _Pool:
         item.task_id = task_id = next(_task_ids)
         item.sandbox_id = worker.sandbox_id
         self.running[task_id] = item
+        if self.interrupting:
+            self._interrupt_if_unmarked(item)
         if isinstance(item.future, _InterruptibleFuture):
             item.future._on_cancel_running = (
                 lambda item=item: self.stop_task(item, "cancel"))
@@ -466,7 +535,7 @@ class _Pool:
                 # The watchdog keeps the item until its deadline: let its data go now.
                 item.shipped = None  # type: ignore[assignment]
                 item.a = item.b = None
-            if len(answer) == 1 and type(item.future) is Future:
+            if len(answer) == 1 and type(item.future) is _PoolFuture:
                 # The common answer: a channel value that a submit() task returned.
                 try:
                     item.future.set_result(answer[0])
@@ -518,7 +587,9 @@ class _Pool:
 
     def _mark_running_stopped_locked(self) -> list[_WorkItem]:
         """The running tasks not yet asked to stop, now marked as asked (under lock)."""
-        # list(): drivers add and remove their tasks without the lock.
+        # list(): drivers add and remove their tasks without the lock. One that adds its
+        # task after this look sees `interrupting` and interrupts it itself (_next_task).
+        self.interrupting = True
         stopping = [item for item in list(self.running.values()) if item.stop_reason is None]
         for item in stopping:
             item.stop_reason = "shutdown"   # its future fails with TaskInterrupted
@@ -533,6 +604,16 @@ class _Pool:
                 _core._interrupt(item.sandbox_id, item.task_id)
             except RuntimeError:  # its sandbox is going away: nothing left to stop
                 pass
+
+    def _interrupt_if_unmarked(self, item: _WorkItem) -> None:
+        """A task published as shutdown(interrupt_running=True) or a Ctrl-C looked at the
+        running ones: it is one of them. The C core interrupts a task sent but not started
+        as it starts, so it never runs on."""
+        with self.lock:
+            if item.stop_reason is not None:
+                return
+            item.stop_reason = "shutdown"
+        self._interrupt_tasks([item])
 
     def _stop_everything(self) -> None:
         """No new tasks, pending ones cancelled, running ones interrupted; no wait."""
@@ -561,7 +642,11 @@ class _Pool:
         self.shutdown_requested = True
         # Items in a SimpleQueue are taken without its lock (the GIL guards them), so
         # draining the parent's queue is safe here; then a fresh one, ended.
-        orphans = self._drain_locked() + list(self.running.values())
+        self._drain_locked()
+        # Every future not done: queued, running, or held by a driver between the two,
+        # which the queue and `running` do not show.
+        orphans = [future for future in list(self.unsettled) if not future.done()]
+        self.unsettled = weakref.WeakSet()
         self.queue = queue.SimpleQueue()
         self.queue.put(None)
         self.idle = collections.deque()
@@ -572,8 +657,7 @@ class _Pool:
         self.no_driver = threading.Event()
         self.no_driver.set()
         self.watchdog = None
-        for item in orphans:
-            future = item.future
+        for future in orphans:
             # Only this thread exists in the child; the future's lock may have been
             # held by a thread of the parent at the instant of the fork.
             future._condition = threading.Condition()  # type: ignore[attr-defined]
@@ -602,7 +686,7 @@ class _Pool:
             # Wait on an event first, not in Thread.join(): on 3.12, a Ctrl-C that
             # interrupts Thread.join() may mark the running thread stopped (bpo-45274's
             # handler releases the thread's own lock), and no later join() waits for it.
-            self.no_driver.wait()
+            _wait_event_handling_signals(self.no_driver)
         for thread in list(self.threads):
             if thread is not current:
                 thread.join()
@@ -781,7 +865,7 @@ class SandboxPoolExecutor(Executor):
 
         Raises ``TypeError`` at once when the function or the arguments cannot cross.
         """
-        future: Future[T] = Future()
+        future: Future[T] = _PoolFuture()
         self._pool.submit(self._pool.prepare(future, "call", fn, args, kwargs, None))
         return future
 
@@ -821,7 +905,7 @@ class SandboxPoolExecutor(Executor):
             return super().map(fn, *iterables, timeout=timeout)
         futures = []
         for chunk in itertools.batched(zip(*iterables), chunksize):
-            future: Future[tuple[T, ...]] = Future()
+            future: Future[tuple[T, ...]] = _PoolFuture()
             self._pool.submit(self._pool.prepare(future, "chunk", fn, chunk, {}, None))
             futures.append(future)
         return _chained_results(futures, timeout)
