@@ -4,7 +4,9 @@
 
 Not part of the tests. Each client thread owns one long-lived sandbox and loops over:
 calls with arguments and results, a round trip through two channels, a read of an object
-shared in a long-lived Arena, and an interrupted busy task. A churn thread creates a
+shared in a long-lived Arena, and an interrupted busy task. An executor thread drives a
+SandboxPoolExecutor of 2 workers: submit and map over the shared object, a schedule()
+whose timeout interrupts a runaway task, and cancel() of a running task. A churn thread creates a
 sandbox and a fresh Arena, reads a tuple shared into it, and closes both, every
 ``--churn-interval`` seconds. Every minute it prints RSS,
 the process's thread count, open sandboxes and operations done; at the end a verdict on
@@ -100,6 +102,34 @@ def client(stop: threading.Event, counters: Counters) -> None:
             interrupter.join()
 
 
+def executor_client(stop: threading.Event, counters: Counters) -> None:
+    # The executor's paths: submit and map with a shared argument, a schedule() whose
+    # timeout interrupts a runaway task, and cancel() of a running one. Workers are not
+    # recycled here (max_tasks_per_worker): each recycle destroys an interpreter, whose
+    # memory CPython keeps (docs/lifecycle.md), and the churn thread already does that.
+    with subsandbox.SandboxPoolExecutor(2) as ex:
+        while not stop.is_set():
+            futures = [ex.submit(total, LONG_LIVED[0]) for _ in range(50)]
+            assert all(f.result() == 499500 for f in futures)
+            assert list(ex.map(abs, range(-100, 0), chunksize=10)) == list(range(100, 0, -1))
+            counters.add("executor tasks", 60)
+            runaway = ex.schedule(spin, timeout=0.05)
+            try:
+                runaway.result()
+            except TimeoutError:
+                counters.add("executor timeouts")
+            started = subsandbox.Channel()
+            running = ex.schedule(say_then_spin, (started,))
+            started.recv()
+            if running.cancel():
+                counters.add("executor cancels")
+
+
+def say_then_spin(channel: subsandbox.Channel) -> None:
+    channel.send("started")
+    spin()
+
+
 def churn(stop: threading.Event, counters: Counters, interval: float) -> None:
     while not stop.wait(interval):
         # A fresh arena for a fresh sandbox: both are given back after close.
@@ -127,6 +157,8 @@ def main() -> None:
                for i in range(args.sandboxes)]
     threads.append(threading.Thread(target=churn, args=(stop, counters, args.churn_interval),
                                     name="churn"))
+    threads.append(threading.Thread(target=executor_client, args=(stop, counters),
+                                    name="executor"))
     for t in threads:
         t.start()
     start = time.monotonic()
