@@ -441,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {len(results)} results in {time.perf_counter() - t0:.1f} s", flush=True)
         all_results.extend(results)
     meta["wall time"] = f"{time.perf_counter() - started:.0f} s"
+    # Judged at the start only: by the end the 1-minute average counts this run's own
+    # processes. (It decays slowly too: a run started right after another reads high.)
     meta["load average"] = f"{load_at_start:.2f} at start, {os.getloadavg()[0]:.2f} at end " + (
-        "(other work was running: absolute times and scaling are disturbed)"
-        if max(load_at_start, os.getloadavg()[0]) > 0.5 else "(machine quiet)")
+        "(other work was running or had just run: absolute times and scaling may be "
+        "disturbed)" if load_at_start > 0.5 else "(machine quiet at start)")
     meta["mode"] = "quick" if args.quick else "full"
 
     import report
