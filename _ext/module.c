@@ -5,6 +5,7 @@
  * Process-wide state (arenas, queues) lives in raw memory behind locks, in the other files.
  */
 #include "subsandbox.h"
+#include "pyversion.h"
 
 #define STATE_KEY "subsandbox._core.module"
 
@@ -35,9 +36,31 @@ ss_current_state(void)
     return ss_get_state(module);
 }
 
+/* -1 with ImportError unless this is the CPython whose headers built us (pyversion.h). */
+static int
+check_runtime_version(void)
+{
+    unsigned long built = SS_BUILT_FOR_VERSION_HEX, running = SS_RUNNING_VERSION_HEX;
+    if (built == running) {
+        return 0;
+    }
+    PyErr_Format(PyExc_ImportError,
+                 "subsandbox._core was built for CPython %lu.%lu.%lu but this is CPython "
+                 "%lu.%lu.%lu: it reads CPython internals whose layout may change between "
+                 "any two releases, so it must be built by the CPython that runs it "
+                 "(reinstall subsandbox from source with this Python, e.g. pip install "
+                 "--no-binary subsandbox --force-reinstall subsandbox)",
+                 (built >> 24) & 0xFF, (built >> 16) & 0xFF, (built >> 8) & 0xFF,
+                 (running >> 24) & 0xFF, (running >> 16) & 0xFF, (running >> 8) & 0xFF);
+    return -1;
+}
+
 static int
 ss_exec(PyObject *module)
 {
+    if (check_runtime_version() < 0) {
+        return -1;
+    }
     ss_state *st = ss_get_state(module);
     st->interp_id = PyInterpreterState_GetID(PyInterpreterState_Get());
     if (st->interp_id < 0) {
