@@ -158,30 +158,31 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
 
     def result(self, timeout: float | None = None) -> Any:
         if _in_main_thread():
-            if _wait_handling_signals(self, timeout):
-                timeout = 0
+            # Done, or the timeout spent: the base class must not wait a second time.
+            _wait_handling_signals(self, timeout)
+            timeout = 0
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if _in_main_thread():
-            if _wait_handling_signals(self, timeout):
-                timeout = 0
+            _wait_handling_signals(self, timeout)
+            timeout = 0
         return super().exception(timeout)
 
 
-def _wait_handling_signals(future: Future[Any], timeout: float | None) -> bool:
-    """Wait until ``future`` is done (True) or ``timeout`` passes (False), in slices,
-    running pending signal handlers between them (see _PoolFuture)."""
+def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:
+    """Wait until ``future`` is done or ``timeout`` passes, in slices, running pending
+    signal handlers between them (see _PoolFuture)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     condition = future._condition  # type: ignore[attr-defined]
     while True:
         with condition:
             if future._state in _DONE_STATES:  # type: ignore[attr-defined]
-                return True
+                return
             wait = _SIGNAL_SLICE if deadline is None else min(
                 _SIGNAL_SLICE, deadline - time.monotonic())
             if wait <= 0:
-                return False
+                return
             condition.wait(wait)
         _core._run_signal_handlers()
 
