@@ -29,6 +29,7 @@ import pools
 from harness import Result
 
 CORPUS_DOCS = 20_000
+KERNELS = ("nbody", "fannkuch", "text-scoring")
 
 
 def _task_seconds(quick: bool, tasks: int) -> float:
@@ -50,10 +51,10 @@ def _calibrated(target: float) -> dict[str, tuple[Callable[..., Any], int]]:
     return sizes
 
 
-def _jobs(quick: bool, tasks: int, corpus: Any) -> dict[str, dict[str, list[pools.Call]]]:
-    """Per kernel, the job as calls: "direct" (data as arguments) and "installed" (for
-    workers whose initializer built the corpus)."""
-    target = _task_seconds(quick, tasks)
+def jobs_for(target: float, tasks: int,
+             corpus: Any) -> dict[str, dict[str, list[pools.Call]]]:
+    """Per kernel, ``tasks`` calls of about ``target`` seconds each: "direct" (data as
+    arguments) and "installed" (for workers whose initializer built the corpus)."""
     sizes = _calibrated(target)
     jobs: dict[str, dict[str, list[pools.Call]]] = {}
     fn, steps = sizes["nbody"]
@@ -94,7 +95,7 @@ def run(quick: bool) -> list[Result]:
     repeat = 1 if harness.tiny() else 3 if quick else 5
     docs = 500 if harness.tiny() else CORPUS_DOCS
     plain_corpus = kernels.make_corpus(docs)
-    jobs = _jobs(quick, tasks, plain_corpus)
+    jobs = jobs_for(_task_seconds(quick, tasks), tasks, plain_corpus)
     expected = {k: pools.Sequential().map(j["direct"]) for k, j in jobs.items()}
     values: dict[tuple[str, str, int], list[float]] = {}
     python = f"Python {sys.version.split()[0]}"
@@ -121,8 +122,8 @@ def run(quick: bool) -> list[Result]:
                 values.setdefault((kernel, label, 0 if label == "sequential" else w), []).extend(v)
 
     # Phase 2: in-process workers. One set of sandboxes serves every count.
-    corpus = _share(plain_corpus)
-    jobs = _jobs_with_corpus(jobs, corpus)
+    corpus = share_corpus(plain_corpus)
+    jobs = jobs_with_corpus(jobs, corpus)
     sandboxes = pools.make_sandboxes(max(counts))
     try:
         for kernel, job in jobs.items():
@@ -173,7 +174,7 @@ def run(quick: bool) -> list[Result]:
     return results
 
 
-def _share(corpus: tuple[tuple[str, ...], dict[str, float]]) -> Any:
+def share_corpus(corpus: tuple[tuple[str, ...], dict[str, float]]) -> Any:
     import subsandbox
 
     start = time.perf_counter()
@@ -183,7 +184,7 @@ def _share(corpus: tuple[tuple[str, ...], dict[str, float]]) -> Any:
     return shared
 
 
-def _jobs_with_corpus(jobs: dict[str, dict[str, list[pools.Call]]],
+def jobs_with_corpus(jobs: dict[str, dict[str, list[pools.Call]]],
                       corpus: Any) -> dict[str, dict[str, list[pools.Call]]]:
     """The same jobs, with the shared corpus in place of the plain one."""
     scoring = jobs["text-scoring"]

@@ -204,3 +204,37 @@ def test_the_real_suites_run_on_tiny_sizes(tmp_path: Path) -> None:
         assert f"startup/memory/{runner}" in results
     assert (out / "speedup.png").read_bytes().startswith(PNG_MAGIC)
     assert not (out / "send_cost.png").exists()       # no suite here measured sends
+
+
+def test_efficiency_pairs_every_runner_in_every_round(tmp_path: Path) -> None:
+    """bench/efficiency.py end to end on tiny sizes: every runner ran every kernel in every
+    round (each run checked against the sequential answers), and the table's efficiencies
+    are computed per round from that round's own times."""
+    out = tmp_path / "times.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "efficiency.py"), "--rounds", "2",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env={**os.environ, "SUBSANDBOX_BENCH_TINY": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    n = harness.usable_cpus()
+    labels = {"sequential"} | {f"{kind}/{w}" for kind in ("sandbox-pool", "processes-fork",
+                                                          "processes-forkserver")
+                               for w in {1, n}}
+    assert set(result["times"]) == {"nbody", "fannkuch", "text-scoring"}
+    for times in result["times"].values():
+        assert set(times) == labels
+        assert all(len(v) == 2 and min(v) > 0 for v in times.values())
+    import efficiency
+
+    fork = result["times"]["nbody"]
+    expected = [a / (n * b) for a, b in zip(fork["processes-fork/1"],
+                                            fork[f"processes-fork/{n}"])]
+    assert efficiency.efficiencies(result)["nbody"]["processes-fork"]["self"] == expected
+    assert "| text-scoring | sandbox-pool |" in proc.stdout
+
+
+def test_efficiency_refuses_a_senseless_round_count() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "efficiency.py"), "--rounds", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--rounds must be at least 1" in proc.stderr
