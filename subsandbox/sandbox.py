@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _core, _crossing, _inside, _lifecycle, _untrusted
 from ._backend import ExecFailed, backend
+from ._threads import worker_thread
 from .channel import Channel
 from .policy import Policy, resolve
 from .errors import (
@@ -79,12 +80,12 @@ class Sandbox:
         try:
             parcel = _core._parcel_put((self._requests, self._answers, self._policy.spec()))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
-            self._thread = threading.Thread(target=self._serve, args=(source,),
-                                            name="subsandbox-worker",
-                                            # Not joined by threading at exit: the
-                                            # atexit hook closes it after the program's
-                                            # own threads ended (_lifecycle).
-                                            daemon=True)
+            self._thread = worker_thread(self._serve, args=(source,),
+                                         name="subsandbox-worker",
+                                         # Not joined by threading at exit: the atexit
+                                         # hook closes it after the program's own
+                                         # threads ended (_lifecycle).
+                                         daemon=True)
             self._thread.start()
             kind, *rest = self._answers.recv()
             if kind == "refused":  # issue #4: the sandbox's guard.check() failed inside
@@ -332,7 +333,7 @@ class Sandbox:
             except BaseException as exc:  # reraised in the caller's thread below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=start, args=(i,), name=f"subsandbox-start-{i}")
+        threads = [worker_thread(start, args=(i,), name=f"subsandbox-start-{i}", daemon=False)
                    for i in range(count)]
         for thread in threads:
             thread.start()

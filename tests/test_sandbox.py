@@ -403,3 +403,28 @@ def test_start_many_closes_what_started_when_one_start_fails(
     monkeypatch.undo()
     assert len(attempts) == 3
     assert set(sandbox_module._live_sandboxes()) == before
+
+
+def test_threads_of_subsandbox_leave_process_signals_to_the_main_thread() -> None:
+    # A Ctrl-C that the kernel hands to one of our threads does not wake a main thread
+    # asleep in a lock; so every thread we start blocks the process's signals (and the
+    # sandbox threads it starts inherit that), while the main thread's mask is untouched.
+    result = run_script("""
+import signal, threading, subsandbox
+
+def blocked(thread):
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+    return {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGSEGV) if mask >> (s - 1) & 1}
+
+sandboxes = subsandbox.Sandbox.start_many(2)
+ours = [t for t in threading.enumerate() if t.name.startswith("subsandbox-worker-")]
+assert len(ours) == 2, threading.enumerate()
+for thread in ours:
+    assert blocked(thread) == {signal.SIGINT, signal.SIGTERM}, (thread.name, blocked(thread))
+assert blocked(threading.main_thread()) == set()
+for sandbox in sandboxes:
+    sandbox.close()
+print("ok")
+""")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
