@@ -160,6 +160,51 @@ reclaim_interpreter(PyObject *module, PyObject *arg)
     return PyLong_FromSize_t(released);
 }
 
+/* _leak_census(id) -> dict: what the destroyed interpreter `id` left allocated in its
+ * arenas (pyinternal_census.c), before _reclaim_interpreter(id) forgets them. A
+ * diagnostic for bench/leak_census.py and the tests; main interpreter only. */
+static PyObject *
+leak_census(PyObject *module, PyObject *arg)
+{
+    long long id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_RuntimeError, "_leak_census() runs in the main interpreter");
+        return NULL;
+    }
+    if (ss_rt_interpreter_alive(id)) {
+        PyErr_Format(PyExc_ValueError, "interpreter %lld is not destroyed yet: its arenas "
+                     "are still in use; call _leak_census() after destroying it", id);
+        return NULL;
+    }
+    /* A copy of its records: once the interpreter is gone its arenas are never freed
+     * (pyinternal.c), so they stay readable after the lock is let go. */
+    pthread_mutex_lock(&arenas_lock);
+    size_t n = 0;
+    for (size_t i = 0; i < narenas; i++) {
+        n += arenas[i].interp_id == id;
+    }
+    void **addrs = PyMem_RawMalloc((n ? n : 1) * sizeof(void *));
+    size_t *sizes = PyMem_RawMalloc((n ? n : 1) * sizeof(size_t));
+    if (addrs != NULL && sizes != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < narenas; i++) {
+            if (arenas[i].interp_id == id) {
+                addrs[k] = arenas[i].addr;
+                sizes[k++] = arenas[i].size;
+            }
+        }
+    }
+    pthread_mutex_unlock(&arenas_lock);
+    PyObject *result = addrs != NULL && sizes != NULL ? ss_census_run(addrs, sizes, n)
+                                                      : PyErr_NoMemory();
+    PyMem_RawFree(addrs);
+    PyMem_RawFree(sizes);
+    return result;
+}
+
 /* ---- fork ---------------------------------------------------------------------------
  *
  * Two stages, because a lock of ours held across Python code deadlocks (found by
@@ -366,6 +411,7 @@ run_signal_handlers(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
 static PyMethodDef lifecycle_methods[] = {
     {"_run_signal_handlers", run_signal_handlers, METH_NOARGS, NULL},
     {"_reclaim_interpreter", reclaim_interpreter, METH_O, NULL},
+    {"_leak_census", leak_census, METH_O, NULL},
     {"_fork_prepare", fork_prepare, METH_O, NULL},
     {"_fork_parent", fork_parent, METH_NOARGS, NULL},
     {"_fork_child", fork_child, METH_NOARGS, NULL},

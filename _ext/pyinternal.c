@@ -321,18 +321,22 @@ ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n)
 #define SS_PAGE 4096
 #define SS_MAX_BLOCKS (POOL_SIZE / ALIGNMENT)
 
-/* The pages of a pool still in use that hold no allocated block. A block is free when it
- * is on the pool's free list (linked through its first word) or at or past nextoffset
- * (never handed out). A free list that leaves the pool or loops keeps the pool whole. */
+/* Which blocks of a pool still in use are free: on the pool's free list (linked through
+ * their first word) or at or past nextoffset (never handed out). Fills is_free[0..n) and
+ * returns n, or 0 when the header or the free list is not consistent (a list that leaves
+ * the pool or loops): callers then leave the pool alone. */
 static size_t
-release_free_pages(const struct pool_header *pool)
+pool_free_map(const struct pool_header *pool, unsigned char is_free[SS_MAX_BLOCKS],
+              size_t *block_size)
 {
     const uintptr_t base = (uintptr_t)pool;
     const size_t size = INDEX2SIZE(pool->szidx);
-    if (size == 0 || size > POOL_SIZE || pool->nextoffset > POOL_SIZE) {
+    if (pool->szidx >= NB_SMALL_SIZE_CLASSES || size == 0 || size > POOL_SIZE
+        || pool->nextoffset > POOL_SIZE)
+    {
         return 0;
     }
-    unsigned char is_free[SS_MAX_BLOCKS] = {0};
+    memset(is_free, 0, SS_MAX_BLOCKS);
     size_t nblocks = (POOL_SIZE - POOL_OVERHEAD) / size;
     size_t steps = 0;
     for (pymem_block *b = pool->freeblock; b != NULL; b = *(pymem_block **)b) {
@@ -348,6 +352,21 @@ release_free_pages(const struct pool_header *pool)
         if (POOL_OVERHEAD + i * size >= pool->nextoffset) {
             is_free[i] = 1;
         }
+    }
+    *block_size = size;
+    return nblocks;
+}
+
+/* The pages of a pool still in use that hold no allocated block. */
+static size_t
+release_free_pages(const struct pool_header *pool)
+{
+    const uintptr_t base = (uintptr_t)pool;
+    unsigned char is_free[SS_MAX_BLOCKS];
+    size_t size;
+    size_t nblocks = pool_free_map(pool, is_free, &size);
+    if (nblocks == 0) {
+        return 0;
     }
     size_t released = 0;
     /* The first page holds the header: keep it (it is what says the pool is in use). */
@@ -385,4 +404,60 @@ ss_rt_release_empty_pools(void *arena, size_t size)
         }
     }
     return released;
+}
+
+/* ---- the leak census: the blocks a destroyed interpreter left allocated ------------------
+ *
+ * For pyinternal_census.c (the private _core._leak_census()): the same walk as above,
+ * reading only. Safe for the same reason: nobody allocates from or frees these arenas
+ * again once their interpreter is destroyed, and every address read is inside the pool. */
+int
+ss_rt_visit_allocated_blocks(void *arena, size_t size, ss_block_visit visit, void *ctx)
+{
+    uintptr_t start = ((uintptr_t)arena + POOL_SIZE_MASK) & ~(uintptr_t)POOL_SIZE_MASK;
+    uintptr_t end = (uintptr_t)arena + size;
+    unsigned char is_free[SS_MAX_BLOCKS];
+    for (uintptr_t p = start; p + POOL_SIZE <= end; p += POOL_SIZE) {
+        const struct pool_header *pool = (const struct pool_header *)p;
+        size_t block_size;
+        size_t nblocks;
+        if (pool->ref.count == 0
+            || (nblocks = pool_free_map(pool, is_free, &block_size)) == 0)
+        {
+            continue;
+        }
+        for (size_t i = 0; i < nblocks; i++) {
+            if (!is_free[i]
+                && visit(ctx, (const char *)p + POOL_OVERHEAD + i * block_size, block_size,
+                         (const char *)p) < 0)
+            {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+size_t
+ss_rt_pool_size(void)
+{
+    return POOL_SIZE;
+}
+
+/* Whether an interpreter with this id is still in the runtime's list (HEAD_LOCK held for
+ * the walk). Ids are never reused (_PyRuntime.interpreters.next_id only grows). */
+int
+ss_rt_interpreter_alive(int64_t id)
+{
+    _PyRuntimeState *rt = &_PyRuntime;
+    int alive = 0;
+    SS_HEAD_LOCK(rt);
+    for (PyInterpreterState *i = rt->interpreters.head; i != NULL; i = i->next) {
+        if (PyInterpreterState_GetID(i) == id) {
+            alive = 1;
+            break;
+        }
+    }
+    SS_HEAD_UNLOCK(rt);
+    return alive;
 }

@@ -1,5 +1,5 @@
-/* Small functions over CPython internals, implemented in pyinternal.c (the only file built
- * with Py_BUILD_CORE_MODULE). All are safe to call from any interpreter without a lock:
+/* Small functions over CPython internals, implemented in pyinternal.c and
+ * pyinternal_census.c (with internal.c, the only files built with Py_BUILD_CORE_MODULE). All are safe to call from any interpreter without a lock:
  * they read runtime-global data that never changes after runtime start, except
  * ss_rt_init(), called once under the arena module's global lock. */
 #ifndef SUBSANDBOX_PYINTERNAL_H
@@ -40,5 +40,17 @@ void ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n)
  * arena that holds no block. Only for arenas of an interpreter already destroyed. Returns
  * the bytes released. */
 size_t ss_rt_release_empty_pools(void *arena, size_t size);
+
+/* Leak census (pyinternal_census.c): call visit(ctx, block, block_size, pool) for every
+ * allocated block of every pool in use of this obmalloc arena, in address order; stops
+ * and returns -1 when visit does. Only for arenas of an interpreter already destroyed. */
+typedef int (*ss_block_visit)(void *ctx, const char *block, size_t size, const char *pool);
+int ss_rt_visit_allocated_blocks(void *arena, size_t size, ss_block_visit visit, void *ctx);
+size_t ss_rt_pool_size(void);
+/* Whether an interpreter with this id exists (not yet destroyed). */
+int ss_rt_interpreter_alive(int64_t id);
+/* The census of these arenas of a destroyed interpreter, as a dict (pyinternal_census.c
+ * says what it holds); NULL + error. Main interpreter, GIL held. */
+PyObject *ss_census_run(void *const *addrs, const size_t *sizes, size_t n);
 
 #endif

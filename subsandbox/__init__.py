@@ -13,7 +13,12 @@ if sys.implementation.name != "cpython" or sys.version_info < (3, 12):
         f"this is {sys.implementation.name} {sys.version.split()[0]}"
     )
 
-from typing import TYPE_CHECKING, Any
+# Not `import typing`: every sandbox imports this package, and one that imports typing
+# keeps ~1,300 more strings for good once destroyed (docs/lifecycle.md, "Memory of closed
+# sandboxes").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -46,7 +51,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     if name == "guard":  # the submodule, on first use (``subsandbox.guard.check()``)
         import importlib
 

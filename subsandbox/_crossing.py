@@ -20,10 +20,19 @@ import builtins
 import importlib
 import io
 import marshal
-import pickle
 import sys
 import types
-from typing import Any, Callable
+
+# The C pickler itself (pickle.Pickler *is* _pickle.Pickler): pickle.py would also
+# import re, enum and struct into every sandbox, and their strings stay for good once
+# it is destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
+import _pickle
+
+# Not `import typing`: a sandbox that imports it keeps ~1,300 more strings for good
+# once destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 from . import _core
 
@@ -137,9 +146,9 @@ def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
 _CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", _KEY_ATTR})
 
 
-class _Pickler(pickle.Pickler):
+class _Pickler(_pickle.Pickler):
     def __init__(self, file: io.BytesIO, refs: list[object]) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        super().__init__(file, protocol=-1)    # pickle.HIGHEST_PROTOCOL
         self._refs = refs
 
     def persistent_id(self, obj: object) -> int | None:
@@ -198,7 +207,7 @@ def _reduce_class(cls: type) -> Any:
     return _make_class, args, attrs, None, None, _fill_class
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(_pickle.Unpickler):
     def __init__(self, file: io.BytesIO, refs: tuple[object, ...]) -> None:
         super().__init__(file)
         self._refs = refs

@@ -33,11 +33,17 @@ exactly that task (``_core._interrupt(interpreter_id, task_id)``) and nothing el
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from . import _core, _crossing, _inside
 
-Loads = Callable[[bytes, tuple[object, ...]], Any]
+# Not `import typing`: a sandbox that imports it keeps ~1,300 more strings for good
+# once destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Loads = Callable[[bytes, tuple[object, ...]], Any]
+    Handlers = tuple[Callable[[Any], Any], Callable[[int, object], Any],
+                     dict[int, Callable[..., Any]], Callable[[int, BaseException], Any]]
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
@@ -84,10 +90,6 @@ def _pickled(task_id: int, result: object) -> tuple[Any, ...]:
     except BaseException as exc:  # noqa: BLE001
         return (task_id, *_inside._raised(exc))
     return (task_id, "ok", False, payload, refs)
-
-
-Handlers = tuple[Callable[[Any], Any], Callable[[int, object], Any],
-                 dict[int, Callable[..., Any]], Callable[[int, BaseException], Any]]
 
 
 def gate_handlers(loads: Loads) -> Handlers:

@@ -25,7 +25,12 @@ stand for is tested across interpreters in tests/test_guard.py and tests/test_ty
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+# Not `import typing`: a sandbox that imports it keeps ~1,300 more strings for good
+# once destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import _core
 
