@@ -17,45 +17,62 @@
  * concurrent.futures.wait()/as_completed() only acquire and release a future's
  * condition; nothing else in the standard library touches it.
  *
- * A waiter notified is woken only when the notifier lets the lock go (release() at
- * depth 0), not at notify(): Future.set_result() notifies while it holds the lock, and a
- * waiter woken earlier would find the lock taken and sleep a second time.
+ * How threads wait: each sleeps on a semaphore of its own (one futex wait, woken by
+ * one futex wake; pthread condition variables cost more futex calls per hand-off). A
+ * notified waiter joins the queue of threads waiting for the lock; whoever lets the
+ * lock go hands it to the first of that queue (it is the owner before it wakes) and
+ * then posts its semaphore. So a waiter notified by Future.set_result() wakes once, to
+ * a lock that is already its own, instead of waking to a lock still held and sleeping
+ * again.
  *
  * Blocking: acquire() and wait() wait with the GIL released and are not interrupted by
  * signals. Nothing blocks under a future's lock (the executor's futures only ever hold
  * it for a few bytecodes), and the main thread waits for a result in slices that run
  * signal handlers (executor.py's _wait_handling_signals), so Ctrl-C still gets through.
  *
- * Locking: `mutex` guards every field; it is only held for a few instructions, and is
- * never held while waiting for the GIL (a thread that must block releases the GIL first,
- * and reacquires it after unlocking). Fork: the child of a fork may inherit the mutex
- * locked by a thread that no longer exists, or waiters that no longer exist: every call
- * first compares the process's fork generation (a pthread_atfork child handler bumps it)
- * with the object's, and starts the object afresh in a new process, keeping who held
- * the lock (a Python RLock held by a parent thread stays held in the child too).
+ * Locking: `mutex` guards every field; it is only held for a few instructions, never
+ * while sleeping or waiting for the GIL (a thread that must block releases the GIL and
+ * unlocks the mutex first). Semaphores are posted after the mutex is unlocked. A
+ * sleeper's record lives on its own stack: it returns only after it has consumed the
+ * post it was promised (glibc's sem_post touches nothing of the semaphore after the
+ * waiter can see the post but the futex word, which CPython's own locks rely on too).
+ *
+ * Fork: the child of a fork may inherit the mutex locked by a thread that no longer
+ * exists, or sleepers that no longer exist: every call first compares the process's
+ * fork generation (a pthread_atfork child handler bumps it) with the object's, and
+ * starts the object afresh in a new process, keeping who held the lock (a Python RLock
+ * held by a parent thread stays held in the child too).
  */
 #include "subsandbox.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <time.h>
 
 #include "pythread.h"
 
-typedef struct waiter {
-    struct waiter *next;
-    int notified;       /* set by notify(): take it out of the queue, wake at release */
-} waiter;
+/* A thread asleep in acquire() or wait(), on its own stack. */
+typedef struct sleeper {
+    struct sleeper *next;
+    sem_t wake;             /* posted once: the lock was handed to this thread */
+    unsigned long ident;    /* the sleeping thread */
+    unsigned long depth;    /* how deep it holds the lock once handed */
+    int notified;           /* a wait()er that notify() moved to the lock queue */
+} sleeper;
+
+typedef struct {
+    sleeper *head;
+    sleeper *tail;
+} sleeper_queue;
 
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;
-    pthread_cond_t changed;     /* the lock was let go, or a waiter was notified */
     unsigned long owner;        /* PyThread_get_thread_ident() of the holder, 0: free */
     unsigned long depth;        /* how many times the holder took it */
-    int sleepers;               /* threads in pthread_cond_wait on `changed` */
-    waiter *head;               /* wait()ers not notified yet, oldest first */
-    waiter *tail;
+    sleeper_queue lockers;      /* waiting for the lock, oldest first */
+    sleeper_queue waiters;      /* in wait(), not notified yet, oldest first */
     unsigned long generation;   /* fork generation the mutex was made in */
 } FutureCondition;
 
@@ -71,18 +88,13 @@ after_fork_child(void)
 static void
 init_sync(FutureCondition *c)
 {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->changed, &attr);
-    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&c->mutex, NULL);
-    c->sleepers = 0;
-    c->head = c->tail = NULL;
+    c->lockers.head = c->lockers.tail = NULL;
+    c->waiters.head = c->waiters.tail = NULL;
     c->generation = fork_generation;
 }
 
-/* Under the GIL: lock `mutex`, made anew first if this is a new process (its waiters
+/* Under the GIL: lock `mutex`, made anew first if this is a new process (its sleepers
  * were threads of the parent). */
 static void
 lock_mutex(FutureCondition *c)
@@ -91,6 +103,72 @@ lock_mutex(FutureCondition *c)
         init_sync(c);
     }
     pthread_mutex_lock(&c->mutex);
+}
+
+static void
+enqueue(sleeper_queue *q, sleeper *s)
+{
+    s->next = NULL;
+    if (q->tail == NULL) {
+        q->head = s;
+    }
+    else {
+        q->tail->next = s;
+    }
+    q->tail = s;
+}
+
+static sleeper *
+dequeue(sleeper_queue *q)
+{
+    sleeper *s = q->head;
+    if (s != NULL) {
+        q->head = s->next;
+        if (q->head == NULL) {
+            q->tail = NULL;
+        }
+    }
+    return s;
+}
+
+/* Take `s` out of `q`; whether it was there. */
+static int
+unlink_sleeper(sleeper_queue *q, sleeper *s)
+{
+    sleeper *previous = NULL;
+    for (sleeper *p = q->head; p != NULL; previous = p, p = p->next) {
+        if (p == s) {
+            if (previous == NULL) {
+                q->head = s->next;
+            }
+            else {
+                previous->next = s->next;
+            }
+            if (q->tail == s) {
+                q->tail = previous;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Under mutex: let the lock go, to the first thread waiting for it if any (it owns the
+ * lock from now on). Returns that thread, whose semaphore the caller posts once it has
+ * unlocked the mutex, or NULL. */
+static sleeper *
+let_go_locked(FutureCondition *c)
+{
+    sleeper *next = dequeue(&c->lockers);
+    if (next == NULL) {
+        c->owner = 0;
+        c->depth = 0;
+    }
+    else {
+        c->owner = next->ident;
+        c->depth = next->depth;
+    }
+    return next;
 }
 
 /* A deadline `timeout` seconds from now on CLOCK_MONOTONIC. */
@@ -109,48 +187,38 @@ deadline_after(double timeout)
     return ts;
 }
 
-/* Under mutex, GIL released: sleep on `changed` until woken or the deadline (NULL: none).
- * 0, or ETIMEDOUT. */
+/* GIL released, mutex not held: sleep until `s` is posted, or until the deadline (NULL:
+ * none). 0 when posted, else ETIMEDOUT. Signals do not end it. */
 static int
-sleep_locked(FutureCondition *c, const struct timespec *deadline)
+sleep_on(sleeper *s, const struct timespec *deadline)
 {
-    int rc;
-    c->sleepers++;
-    if (deadline == NULL) {
-        rc = pthread_cond_wait(&c->changed, &c->mutex);
-    }
-    else {
-        rc = pthread_cond_timedwait(&c->changed, &c->mutex, deadline);
-    }
-    c->sleepers--;
-    return rc == ETIMEDOUT ? ETIMEDOUT : 0;
-}
-
-/* Under mutex, GIL released: take the lock for `me` at `depth`, waiting until it is
- * free or the deadline passes. Whether it was taken. */
-static int
-take_locked(FutureCondition *c, unsigned long me, unsigned long depth,
-            const struct timespec *deadline)
-{
-    while (c->owner != 0) {
-        if (sleep_locked(c, deadline) == ETIMEDOUT && c->owner != 0) {
+    for (;;) {
+        int rc = deadline == NULL ? sem_wait(&s->wake)
+                                  : sem_clockwait(&s->wake, CLOCK_MONOTONIC, deadline);
+        if (rc == 0) {
             return 0;
         }
+        if (errno == ETIMEDOUT) {
+            return ETIMEDOUT;
+        }
+        /* EINTR: a signal's C handler ran; the Python handlers run between the waiting
+         * slices of executor.py, not here. */
     }
-    c->owner = me;
-    c->depth = depth;
-    return 1;
 }
 
-/* Under mutex: let the lock go, and wake whoever waits for it or was notified. */
-static void
-let_go_locked(FutureCondition *c)
+/* sem_init() for a sleeper; -1 with OSError. */
+static int
+init_sleeper(sleeper *s, unsigned long ident, unsigned long depth)
 {
-    c->owner = 0;
-    c->depth = 0;
-    if (c->sleepers > 0) {
-        pthread_cond_broadcast(&c->changed);
+    if (sem_init(&s->wake, 0, 0) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
+    s->next = NULL;
+    s->ident = ident;
+    s->depth = depth;
+    s->notified = 0;
+    return 0;
 }
 
 static PyObject *
@@ -171,8 +239,7 @@ static void
 fc_dealloc(FutureCondition *c)
 {
     PyTypeObject *type = Py_TYPE(c);
-    /* No thread waits on it: each holds a reference while it does. */
-    pthread_cond_destroy(&c->changed);
+    /* No thread sleeps on it: each holds a reference while it does. */
     pthread_mutex_destroy(&c->mutex);
     type->tp_free((PyObject *)c);
     Py_DECREF(type);
@@ -212,19 +279,35 @@ fc_acquire(FutureCondition *c, PyObject *args, PyObject *kwargs)
         pthread_mutex_unlock(&c->mutex);
         Py_RETURN_TRUE;
     }
-    if (!blocking) {
+    if (!blocking || timeout == 0) {
         pthread_mutex_unlock(&c->mutex);
         Py_RETURN_FALSE;
     }
     struct timespec deadline;
-    if (timeout >= 0) {
+    if (timeout > 0) {
         deadline = deadline_after(timeout);
     }
-    int taken;
+    sleeper s;
+    if (init_sleeper(&s, me, 1) < 0) {
+        pthread_mutex_unlock(&c->mutex);
+        return NULL;
+    }
+    enqueue(&c->lockers, &s);
+    int taken = 1;
     Py_BEGIN_ALLOW_THREADS
-    taken = take_locked(c, me, 1, timeout >= 0 ? &deadline : NULL);
     pthread_mutex_unlock(&c->mutex);
+    if (sleep_on(&s, timeout > 0 ? &deadline : NULL) != 0) {
+        pthread_mutex_lock(&c->mutex);
+        /* Still queued: given up. Otherwise the lock was handed over as the wait timed
+         * out, and its post is on the way: take it before this stack's record goes. */
+        taken = !unlink_sleeper(&c->lockers, &s);
+        pthread_mutex_unlock(&c->mutex);
+        if (taken) {
+            sleep_on(&s, NULL);
+        }
+    }
     Py_END_ALLOW_THREADS
+    sem_destroy(&s.wake);
     return PyBool_FromLong(taken);
 }
 
@@ -244,10 +327,11 @@ fc_release(FutureCondition *c, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
         return NULL;
     }
-    if (--c->depth == 0) {
-        let_go_locked(c);
-    }
+    sleeper *next = --c->depth == 0 ? let_go_locked(c) : NULL;
     pthread_mutex_unlock(&c->mutex);
+    if (next != NULL) {
+        sem_post(&next->wake);
+    }
     Py_RETURN_NONE;
 }
 
@@ -265,27 +349,6 @@ fc_is_owned(FutureCondition *c, PyObject *Py_UNUSED(ignored))
     int owned = c->owner == me;
     pthread_mutex_unlock(&c->mutex);
     return PyBool_FromLong(owned);
-}
-
-/* Under mutex: take `w` out of the queue of waiters, if it is still there. */
-static void
-unlink_locked(FutureCondition *c, waiter *w)
-{
-    waiter *previous = NULL;
-    for (waiter *p = c->head; p != NULL; previous = p, p = p->next) {
-        if (p == w) {
-            if (previous == NULL) {
-                c->head = w->next;
-            }
-            else {
-                previous->next = w->next;
-            }
-            if (c->tail == w) {
-                c->tail = previous;
-            }
-            return;
-        }
-    }
 }
 
 /* wait(timeout=None) -> bool, as Condition.wait(). */
@@ -314,50 +377,69 @@ fc_wait(FutureCondition *c, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
         return NULL;
     }
-    waiter w = {NULL, 0};
-    if (c->tail == NULL) {
-        c->head = &w;
+    if (timeout == 0) {
+        /* Nothing can notify this thread while it holds the lock: not notified. */
+        pthread_mutex_unlock(&c->mutex);
+        Py_RETURN_FALSE;
     }
-    else {
-        c->tail->next = &w;
-    }
-    c->tail = &w;
-    unsigned long depth = c->depth;
-    let_go_locked(c);
-
     struct timespec deadline;
-    if (timeout >= 0) {
+    if (timeout > 0) {
         deadline = deadline_after(timeout);
     }
+    sleeper s;
+    /* Held as deep again once the lock is handed back. */
+    if (init_sleeper(&s, me, c->depth) < 0) {
+        pthread_mutex_unlock(&c->mutex);
+        return NULL;
+    }
+    enqueue(&c->waiters, &s);
+    sleeper *next = let_go_locked(c);
+    int notified;
     Py_BEGIN_ALLOW_THREADS
-    /* Sleepers are woken when the lock is let go (let_go_locked), not at notify(): a
-     * notified waiter wakes to a free lock. */
-    while (!w.notified) {
-        if (timeout == 0
-            || (sleep_locked(c, timeout > 0 ? &deadline : NULL) == ETIMEDOUT
-                && !w.notified))
-        {
-            unlink_locked(c, &w);
-            break;
+    pthread_mutex_unlock(&c->mutex);
+    if (next != NULL) {
+        sem_post(&next->wake);
+    }
+    /* notify() moves us to the lock queue, and the lock is handed to us in turn. */
+    if (sleep_on(&s, timeout > 0 ? &deadline : NULL) != 0) {
+        pthread_mutex_lock(&c->mutex);
+        int handed = 0;
+        if (!s.notified) {
+            /* Timed out, not notified: out of the waiters, and take the lock back. */
+            unlink_sleeper(&c->waiters, &s);
+            if (c->owner == 0) {
+                c->owner = me;
+                c->depth = s.depth;
+                handed = 1;
+            }
+            else {
+                enqueue(&c->lockers, &s);
+            }
+        }
+        pthread_mutex_unlock(&c->mutex);
+        if (!handed) {
+            /* Queued for the lock, or handed it already (its post is on the way). */
+            sleep_on(&s, NULL);
         }
     }
-    take_locked(c, me, depth, NULL);
-    pthread_mutex_unlock(&c->mutex);
+    notified = s.notified;  /* written under the mutex before the lock was handed */
     Py_END_ALLOW_THREADS
-    return PyBool_FromLong(w.notified);
+    sem_destroy(&s.wake);
+    return PyBool_FromLong(notified);
 }
 
-/* Under mutex, held by this thread: notify up to n waiters, oldest first. */
+/* Under mutex, held by this thread: move up to n waiters, oldest first, to the queue of
+ * threads waiting for the lock; each gets the lock in turn as it is let go. */
 static void
 notify_locked(FutureCondition *c, Py_ssize_t n)
 {
-    while (n-- > 0 && c->head != NULL) {
-        waiter *w = c->head;
-        c->head = w->next;
-        if (c->head == NULL) {
-            c->tail = NULL;
+    while (n-- > 0) {
+        sleeper *s = dequeue(&c->waiters);
+        if (s == NULL) {
+            break;
         }
-        w->notified = 1;
+        s->notified = 1;
+        enqueue(&c->lockers, s);
     }
 }
 
@@ -400,7 +482,7 @@ fc_repr(FutureCondition *c)
     lock_mutex(c);
     unsigned long owner = c->owner, depth = c->depth;
     Py_ssize_t waiting = 0;
-    for (waiter *w = c->head; w != NULL; w = w->next) {
+    for (sleeper *w = c->waiters.head; w != NULL; w = w->next) {
         waiting++;
     }
     pthread_mutex_unlock(&c->mutex);

@@ -18,6 +18,9 @@
  * load, a spinning thread takes the core the thread it waits for needs, and a trivial
  * round trip went from ~21 us to 60-250 us.
  *
+ * A sleeping driver waits on its slot's own semaphore, which put() posts: one futex wait
+ * and one futex wake per hand-off (a pthread condition variable cost more).
+ *
  * Locking: `mutex` guards the ring, the slots' writes and the counts. No thread waits
  * for the GIL while holding `mutex` (get() releases the GIL before it locks; put() takes
  * the mutex under the GIL and never waits for the GIL under it), so the two never
@@ -27,18 +30,21 @@
  */
 #include "subsandbox.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;
-    pthread_cond_t nonempty;
     PyObject **ring;            /* owned references: the pending tasks, oldest at head */
     Py_ssize_t capacity;
     Py_ssize_t head;
     Py_ssize_t count;           /* written under mutex; read atomically by len() */
     Py_ssize_t idle;            /* idle tokens (under mutex) */
-    int sleepers;               /* drivers asleep on `nonempty` (under mutex) */
+    Py_ssize_t *sleepers;       /* slots whose driver sleeps, newest last (under mutex) */
+    Py_ssize_t nsleepers;
+    sem_t *wake;                /* per slot: posted to wake its sleeping driver */
     PyObject **slots;           /* owned references: the task each driver holds */
     Py_ssize_t nslots;
 } TaskQueue;
@@ -86,6 +92,30 @@ lock_with_gil(TaskQueue *q)
     }
 }
 
+static void
+free_arrays(TaskQueue *q)
+{
+    PyMem_RawFree(q->ring);
+    PyMem_RawFree(q->slots);
+    PyMem_RawFree(q->sleepers);
+    PyMem_RawFree(q->wake);
+    q->ring = q->slots = NULL;
+    q->sleepers = NULL;
+    q->wake = NULL;
+}
+
+/* The mutex and semaphores, new (also in the child of a fork, where the parent's
+ * drivers do not exist). */
+static void
+init_sync(TaskQueue *q)
+{
+    pthread_mutex_init(&q->mutex, NULL);
+    for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        sem_init(&q->wake[i], 0, 0);
+    }
+    q->nsleepers = 0;
+}
+
 static PyObject *
 tq_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -105,16 +135,15 @@ tq_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     q->capacity = 64;
     q->ring = PyMem_RawCalloc((size_t)q->capacity, sizeof(PyObject *));
     q->slots = PyMem_RawCalloc((size_t)nslots, sizeof(PyObject *));
-    if (q->ring == NULL || q->slots == NULL) {
-        PyMem_RawFree(q->ring);
-        PyMem_RawFree(q->slots);
-        q->ring = q->slots = NULL;
+    q->sleepers = PyMem_RawCalloc((size_t)nslots, sizeof(Py_ssize_t));
+    q->wake = PyMem_RawCalloc((size_t)nslots, sizeof(sem_t));
+    if (q->ring == NULL || q->slots == NULL || q->sleepers == NULL || q->wake == NULL) {
+        free_arrays(q);
         Py_DECREF(q);
         return PyErr_NoMemory();
     }
     q->nslots = nslots;
-    pthread_mutex_init(&q->mutex, NULL);
-    pthread_cond_init(&q->nonempty, NULL);
+    init_sync(q);
     return (PyObject *)q;
 }
 
@@ -140,11 +169,12 @@ tq_dealloc(TaskQueue *q)
         for (Py_ssize_t i = 0; i < q->nslots; i++) {
             Py_XDECREF(q->slots[i]);
         }
-        PyMem_RawFree(q->ring);
-        PyMem_RawFree(q->slots);
-        pthread_cond_destroy(&q->nonempty);
+        for (Py_ssize_t i = 0; i < q->nslots; i++) {
+            sem_destroy(&q->wake[i]);
+        }
         pthread_mutex_destroy(&q->mutex);
     }
+    free_arrays(q);
     type->tp_free((PyObject *)q);
     Py_DECREF(type);
 }
@@ -165,11 +195,12 @@ tq_put(TaskQueue *q, PyObject *item)
     if (took_idle) {
         q->idle--;
     }
-    int wake = q->sleepers > 0;
+    /* The driver that went to sleep last: its caches are the warmest. */
+    Py_ssize_t wake = q->nsleepers > 0 ? q->sleepers[--q->nsleepers] : -1;
     pthread_mutex_unlock(&q->mutex);
-    if (wake) {
+    if (wake >= 0) {
         /* After the unlock: the driver woken does not sleep again on the mutex. */
-        pthread_cond_signal(&q->nonempty);
+        sem_post(&q->wake[wake]);
     }
     return PyBool_FromLong(took_idle);
 }
@@ -198,10 +229,13 @@ tq_get(TaskQueue *q, PyObject *arg)
     if (q->count == 0) {
         q->idle++;
         do {
-            q->sleepers++;
-            pthread_cond_wait(&q->nonempty, &q->mutex);
-            q->sleepers--;
-        } while (q->count == 0);
+            /* put() takes us off the list as it posts: each post is for one sleep. */
+            q->sleepers[q->nsleepers++] = slot;
+            pthread_mutex_unlock(&q->mutex);
+            while (sem_wait(&q->wake[slot]) != 0 && errno == EINTR) {
+            }
+            pthread_mutex_lock(&q->mutex);
+        } while (q->count == 0);    /* another driver took it first: sleep again */
     }
     item = pop_locked(q);
     /* In the slot before the lock is released: a fork finds it in one place or the
@@ -277,9 +311,7 @@ tq_unsettled(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tq_after_fork_child(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    pthread_mutex_init(&q->mutex, NULL);
-    pthread_cond_init(&q->nonempty, NULL);
-    q->sleepers = 0;
+    init_sync(q);
     return snapshot(q);
 }
 
