@@ -480,5 +480,11 @@ static PyMethodDef gate_methods[] = {
 int
 ss_gate_exec(PyObject *module, ss_state *st)
 {
-    return PyModule_AddFunctions(module, gate_methods);
+    if (PyModule_AddFunctions(module, gate_methods) < 0) {
+        return -1;
+    }
+    if (ss_taskqueue_exec(module, st) < 0) {
+        return -1;
+    }
+    return ss_futurecond_exec(module, st);
 }

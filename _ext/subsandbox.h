@@ -10,6 +10,8 @@
  *   xvalue.c    how a value is carried between interpreters inside a queue
  *   interp.c    the running interpreter's own facts (id, config), and interrupting a sandbox
  *   gate.c      a main-interpreter thread running a task inside a sandbox itself
+ *   taskqueue.c SandboxPoolExecutor's pending tasks, waited on without the GIL
+ *   futurecond.c the lock and condition of SandboxPoolExecutor's futures, in C
  *
  * Rules every file keeps:
  *   - No PyObject allocated by one interpreter is ever freed, or written, by another.
@@ -52,6 +54,9 @@ int ss_frozen_exec(PyObject *module, ss_state *st);
 int ss_interp_exec(PyObject *module, ss_state *st);
 int ss_xvalue_exec(PyObject *module, ss_state *st);
 int ss_gate_exec(PyObject *module, ss_state *st);
+/* Called by ss_gate_exec: the executor's C parts are registered together. */
+int ss_taskqueue_exec(PyObject *module, ss_state *st);
+int ss_futurecond_exec(PyObject *module, ss_state *st);
 
 /* ---- interpreter facts (internal.c: the one file that reads CPython internals) ----- */
 

@@ -47,11 +47,9 @@ pools of its own.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
 import os
-import queue
 import sys
 import threading
 import time
@@ -59,7 +57,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, InvalidStateError
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
@@ -129,9 +133,6 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 _is_channel_value: Callable[[object], bool] = _core._crosses_as_is
 
 
-_NO_ITEM: Any = object()   # what a driver found in an empty queue
-
-
 # -- futures and work items ---------------------------------------------------------------
 
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
@@ -154,20 +155,49 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
     3.12.1: the handler's flag set, the eval breaker clear, the main thread asleep for
     good, about one Ctrl-C in a hundred). _core._run_signal_handlers reads the flag
     itself, so a Ctrl-C is raised within one slice whatever woke or failed to wake us.
+
+    Their condition is _core._FutureCondition (futurecond.c): a threading.Condition
+    over an RLock in C, since a trivial task's round trip goes through its future's
+    condition six times. The waiting takes one pass under the condition per wake-up,
+    and a result already there is returned without taking the condition.
     """
 
+    def __init__(self) -> None:
+        # Future.__init__'s fields (test_executor checks they are the same), with the
+        # condition in C.
+        self._condition = _FutureCondition()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
+
     def result(self, timeout: float | None = None) -> Any:
-        if _in_main_thread():
-            # Done, or the timeout spent: the base class must not wait a second time.
-            _wait_handling_signals(self, timeout)
-            timeout = 0
+        # FINISHED is final and set after _result/_exception (Future.set_*), so a future
+        # seen FINISHED can be read without its lock.
+        if self._state != FINISHED:  # type: ignore[attr-defined]
+            timeout = self._wait(timeout)
+        if self._state == FINISHED and self._exception is None:  # type: ignore[attr-defined]
+            return self._result  # type: ignore[attr-defined]
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if _in_main_thread():
-            _wait_handling_signals(self, timeout)
-            timeout = 0
+        if self._state != FINISHED:  # type: ignore[attr-defined]
+            timeout = self._wait(timeout)
         return super().exception(timeout)
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """Wait as result() does before the base class looks; the timeout it has left."""
+        if _get_ident() == _main_thread().ident:
+            # Done, or the timeout spent: the base class must not wait a second time.
+            _wait_handling_signals(self, timeout)
+            return 0
+        return timeout
+
+
+_get_ident = threading.get_ident
+_FutureCondition = _core._FutureCondition
+_main_thread = threading.main_thread
 
 
 def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:
@@ -179,12 +209,18 @@ def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:
         with condition:
             if future._state in _DONE_STATES:  # type: ignore[attr-defined]
                 return
-            wait = _SIGNAL_SLICE if deadline is None else min(
-                _SIGNAL_SLICE, deadline - time.monotonic())
-            if wait <= 0:
-                return
-            condition.wait(wait)
+            if deadline is None:
+                condition.wait(_SIGNAL_SLICE)
+            else:
+                wait = min(_SIGNAL_SLICE, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+                condition.wait(wait)
+            done = future._state in _DONE_STATES  # type: ignore[attr-defined]
+        # Outside the lock: a handler may use the future (cancel it, add a callback).
         _core._run_signal_handlers()
+        if done:
+            return
 
 
 def _wait_event_handling_signals(event: threading.Event) -> None:
@@ -243,9 +279,10 @@ class _Worker:
     """One worker sandbox, from its start to its close. (A recycled or broken worker is
     replaced by a new _Worker on the same driver thread.)"""
 
-    __slots__ = ("sandbox", "sandbox_id", "gate", "known", "done")
+    __slots__ = ("slot", "sandbox", "sandbox_id", "gate", "known", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, slot: int) -> None:
+        self.slot = slot                        # its driver's slot in the task queue
         self.sandbox: Sandbox | None = None
         self.sandbox_id = 0
         self.gate: object = None                # _core gate into the sandbox (gate.c)
@@ -273,12 +310,10 @@ class _Pool:
                       else _untrusted.loader(self.policy))
         self.lock = threading.Lock()
         # Pending tasks, and None once the pool ends (each driver that takes it puts it
-        # back for the next): thread.py's design, whose queue wakes a thread cheaply.
-        self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        # One token per driver waiting for work, taken by submit() under the lock (so
-        # a token seen is a token popped): thread.py's idle semaphore, without the
-        # Python-level Condition that a Semaphore costs on every task each way.
-        self.idle: collections.deque[None] = collections.deque()
+        # back for the next): thread.py's design, in C (taskqueue.c). It keeps thread.py's
+        # idle tokens (put() says whether it took one), and the task each driver holds
+        # (get(slot)), for the child of a fork.
+        self.queue: Any = _core._TaskQueue(max_workers)
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
         self.no_driver = threading.Event()      # set while alive == 0 (see join())
@@ -286,10 +321,6 @@ class _Pool:
         self.serving = 0                        # workers whose sandbox is up
         self.running: dict[int, _WorkItem] = {}
         self.interrupting = False               # running tasks are being stopped for good
-        # Every future not settled yet, for the child of a fork: a task a driver holds
-        # between the queue and `running` (or between `running` and its result) is in
-        # neither, and no thread of the child will ever settle it.
-        self.unsettled: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self.shutdown_requested = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
@@ -326,34 +357,22 @@ class _Pool:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            self.unsettled.add(item.future)
-            self.queue.put(item)
-            if self.idle:
-                self.idle.pop()
-            elif len(self.threads) < self.max_workers:
+            if not self.queue.put(item) and len(self.threads) < self.max_workers:
                 self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
         self.alive += 1
         self.no_driver.clear()
-        thread = threading.Thread(target=self._drive,
+        thread = threading.Thread(target=self._drive, args=(len(self.threads),),
                                   name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
         self.threads.append(thread)
         thread.start()
 
     def _next_task(self, worker: _Worker) -> _WorkItem | None:
         """The next task for ``worker``, marked running; None when the pool is done."""
+        tasks, slot = self.queue, worker.slot
         while True:
-            tasks = self.queue
-            item = _NO_ITEM
-            if not tasks.empty():       # no exception raised and caught when it is
-                try:
-                    item = tasks.get_nowait()
-                except queue.Empty:
-                    pass
-            if item is _NO_ITEM:
-                self.idle.append(None)
-                item = tasks.get()
+            item = tasks.get(slot)
             if item is None:
                 self.queue.put(None)  # for the next driver
                 return None
@@ -447,9 +466,9 @@ class _Pool:
 
     # -- the drivers: one thread per worker slot ----------------------------------------
 
-    def _drive(self) -> None:
+    def _drive(self, slot: int) -> None:
         try:
-            while self._run_one_sandbox(_Worker()):
+            while self._run_one_sandbox(_Worker(slot)):
                 pass
         finally:
             with self.lock:
@@ -641,16 +660,15 @@ class _Pool:
                        "SandboxPoolExecutor in this process")
         self.broken_cause = None
         self.shutdown_requested = True
-        # Items in a SimpleQueue are taken without its lock (the GIL guards them), so
-        # draining the parent's queue is safe here; then a fresh one, ended.
-        self._drain_locked()
-        # Every future not done: queued, running, or held by a driver between the two,
-        # which the queue and `running` do not show.
-        orphans = [future for future in list(self.unsettled) if not future.done()]
-        self.unsettled = weakref.WeakSet()
-        self.queue = queue.SimpleQueue()
+        # Every future not done: queued, or held by a driver (running, or between the
+        # queue and `running`: the queue keeps each driver's task). The parent's queue
+        # is read without its lock, which a parent thread may have held; then a fresh
+        # one, ended.
+        orphans = list({id(item.future): item.future
+                        for item in self.queue._after_fork_child()
+                        if item is not None and not item.future.done()}.values())
+        self.queue = _core._TaskQueue(self.max_workers)
         self.queue.put(None)
-        self.idle = collections.deque()
         self.running.clear()
         # Nothing left to stop or join: shutdown() and join() do nothing.
         self.threads = []
@@ -672,14 +690,7 @@ class _Pool:
                 "this child of fork()"))
 
     def _drain_locked(self) -> list[_WorkItem]:
-        items = []
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                return items
-            if item is not None:
-                items.append(item)
+        return [item for item in self.queue.drain() if item is not None]
 
     def join(self) -> None:
         current = threading.current_thread()
@@ -939,7 +950,7 @@ class SandboxPoolExecutor(Executor):
         state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
                  else "running")
         return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
-                f"workers={pool.alive} pending={pool.queue.qsize()} {state}>")
+                f"workers={pool.alive} pending={len(pool.queue)} {state}>")
 
 
 def _chained_results(futures: list[Future[tuple[T, ...]]],
