@@ -60,7 +60,13 @@ if ! "${pip[@]}" --no-build-isolation --no-deps . ; then
 fi
 (cd /tmp && "$venv/bin/python" -m subsandbox info)
 
-# Startup first (short), then scaling, then every other suite there is.
+# Parallel efficiency at N = cores from paired rounds first (short; issue #5's figure),
+# then startup, scaling, and every other suite there is.
+echo "== efficiency ($(date -u +%H:%M:%S))"
+"$venv/bin/python" bench/efficiency.py --rounds 5 --json "$OUT_DIR/efficiency.json" \
+    > "$OUT_DIR/efficiency.md" || echo "== efficiency failed: $?"
+cat "$OUT_DIR/efficiency.md"
+
 suites=(startup scaling)
 for f in bench/bench_*.py; do
     name=$(basename "$f" .py); name=${name#bench_}

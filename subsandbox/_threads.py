@@ -36,9 +36,10 @@ def block_process_signals() -> None:
 
 
 def worker_thread(target: Callable[..., object], *, name: str, args: tuple[Any, ...] = (),
-                  daemon: bool = True) -> threading.Thread:
+                  daemon: bool | None = None) -> threading.Thread:
     """A ``threading.Thread`` (not started) that blocks process signals before it runs
-    ``target``; threads it starts inherit the mask."""
+    ``target``; threads it starts inherit the mask. ``daemon`` as for ``Thread``: None
+    inherits the creating thread's."""
 
     def run(*call_args: Any) -> None:
         block_process_signals()

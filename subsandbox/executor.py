@@ -69,6 +69,7 @@ from typing import Any, TypeVar
 
 from . import _core, _crossing, _lifecycle, _untrusted
 from ._shipping import FunctionCache, Shipped
+from ._threads import worker_thread
 from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
@@ -363,8 +364,8 @@ class _Pool:
     def _start_worker_locked(self) -> None:
         self.alive += 1
         self.no_driver.clear()
-        thread = threading.Thread(target=self._drive, args=(len(self.threads),),
-                                  name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
+        thread = worker_thread(self._drive, args=(len(self.threads),),
+                               name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
         self.threads.append(thread)
         thread.start()
 
@@ -762,8 +763,8 @@ class _Watchdog:
         self._deadlines: list[tuple[float, int, _WorkItem]] = []
         self._retry: list[_WorkItem] = []
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, daemon=False,
-                                        name=f"SandboxPoolExecutor-{pool.number}-watchdog")
+        self._thread = worker_thread(self._run, daemon=False,
+                                     name=f"SandboxPoolExecutor-{pool.number}-watchdog")
         self._thread.start()
 
     def watch(self, item: _WorkItem, deadline: float) -> None:

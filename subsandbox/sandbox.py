@@ -333,7 +333,7 @@ class Sandbox:
             except BaseException as exc:  # reraised in the caller's thread below
                 errors.append(exc)
 
-        threads = [worker_thread(start, args=(i,), name=f"subsandbox-start-{i}", daemon=False)
+        threads = [worker_thread(start, args=(i,), name=f"subsandbox-start-{i}")
                    for i in range(count)]
         for thread in threads:
             thread.start()

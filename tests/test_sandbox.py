@@ -418,11 +418,19 @@ def blocked(thread):
     return {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGSEGV) if mask >> (s - 1) & 1}
 
 sandboxes = subsandbox.Sandbox.start_many(2)
-ours = [t for t in threading.enumerate() if t.name.startswith("subsandbox-worker-")]
-assert len(ours) == 2, threading.enumerate()
+pool = subsandbox.SandboxPoolExecutor(2)
+list(pool.map(abs, range(8)))                           # both drivers started
+pool.schedule(abs, (1,), timeout=30).result()           # and the watchdog
+ours = [t for t in threading.enumerate() if t is not threading.main_thread()]
+names = sorted(t.name for t in ours)
+# the pool's 2 drivers and its watchdog; 2 sandboxes (+ the pool's, as they start)
+assert names[:3] == ["SandboxPoolExecutor-0-watchdog", "SandboxPoolExecutor-0_0",
+                     "SandboxPoolExecutor-0_1"], names
+assert sum(name.startswith("subsandbox-worker") for name in names) >= 2, names
 for thread in ours:
     assert blocked(thread) == {signal.SIGINT, signal.SIGTERM}, (thread.name, blocked(thread))
 assert blocked(threading.main_thread()) == set()
+pool.shutdown()
 for sandbox in sandboxes:
     sandbox.close()
 print("ok")
