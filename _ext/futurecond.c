@@ -443,14 +443,11 @@ notify_locked(FutureCondition *c, Py_ssize_t n)
     }
 }
 
+/* notify(n) and notify_all(): only the thread that holds the lock may notify, as with
+ * threading.Condition. */
 static PyObject *
-fc_notify(FutureCondition *c, PyObject *args, PyObject *kwargs)
+notify_if_owned(FutureCondition *c, Py_ssize_t n)
 {
-    static char *kwlist[] = {"n", NULL};
-    Py_ssize_t n = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:notify", kwlist, &n)) {
-        return NULL;
-    }
     lock_mutex(c);
     if (c->owner != PyThread_get_thread_ident()) {
         pthread_mutex_unlock(&c->mutex);
@@ -463,17 +460,20 @@ fc_notify(FutureCondition *c, PyObject *args, PyObject *kwargs)
 }
 
 static PyObject *
-fc_notify_all(FutureCondition *c, PyObject *Py_UNUSED(ignored))
+fc_notify(FutureCondition *c, PyObject *args, PyObject *kwargs)
 {
-    lock_mutex(c);
-    if (c->owner != PyThread_get_thread_ident()) {
-        pthread_mutex_unlock(&c->mutex);
-        PyErr_SetString(PyExc_RuntimeError, "cannot notify on un-acquired lock");
+    static char *kwlist[] = {"n", NULL};
+    Py_ssize_t n = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:notify", kwlist, &n)) {
         return NULL;
     }
-    notify_locked(c, PY_SSIZE_T_MAX);
-    pthread_mutex_unlock(&c->mutex);
-    Py_RETURN_NONE;
+    return notify_if_owned(c, n);
+}
+
+static PyObject *
+fc_notify_all(FutureCondition *c, PyObject *Py_UNUSED(ignored))
+{
+    return notify_if_owned(c, PY_SSIZE_T_MAX);
 }
 
 static PyObject *
