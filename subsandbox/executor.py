@@ -143,7 +143,8 @@ _SIGNAL_SLICE = 0.1
 
 
 def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+    # Not current_thread(): this runs on every result() of the main thread.
+    return threading.get_ident() == threading.main_thread().ident
 
 
 class _PoolFuture(Future):  # type: ignore[type-arg]
@@ -189,16 +190,14 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
 
     def _wait(self, timeout: float | None) -> float | None:
         """Wait as result() does before the base class looks; the timeout it has left."""
-        if _get_ident() == _main_thread().ident:
+        if _in_main_thread():
             # Done, or the timeout spent: the base class must not wait a second time.
             _wait_handling_signals(self, timeout)
             return 0
         return timeout
 
 
-_get_ident = threading.get_ident
 _FutureCondition = _core._FutureCondition
-_main_thread = threading.main_thread
 
 
 def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:

@@ -322,7 +322,10 @@ class Sandbox:
 
         If any fails to start, the ones that did are closed and its error is raised.
         """
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise TypeError(f"start_many(count): count must be an int, not "
+                            f"{type(count).__name__} {count!r}")
+        if count < 0:
             raise ValueError(f"start_many(count): count must be an int >= 0, not {count!r}")
         made: list[Sandbox | None] = [None] * count
         errors: list[BaseException] = []

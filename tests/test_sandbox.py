@@ -378,6 +378,9 @@ def test_start_many_starts_distinct_working_sandboxes() -> None:
     assert Sandbox.start_many(0) == []
     with pytest.raises(ValueError, match=r"count must be an int >= 0, not -1"):
         Sandbox.start_many(-1)
+    for wrong in ("2", 2.0, True):
+        with pytest.raises(TypeError, match=r"count must be an int, not "):
+            Sandbox.start_many(wrong)  # type: ignore[arg-type]
 
 
 def test_start_many_closes_what_started_when_one_start_fails(
