@@ -40,12 +40,13 @@
  * Fork: the child of a fork may inherit the mutex locked by a thread that no longer
  * exists, or sleepers that no longer exist: every call first compares the process's
  * fork generation (a pthread_atfork child handler bumps it) with the object's, and
- * starts the object afresh in a new process, keeping who held the lock (a Python RLock
- * held by a parent thread stays held in the child too).
+ * starts the object afresh in a new process, keeping the lock only if the forking thread
+ * held it (lock_mutex).
  */
 #include "subsandbox.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <time.h>
@@ -95,12 +96,18 @@ init_sync(FutureCondition *c)
 }
 
 /* Under the GIL: lock `mutex`, made anew first if this is a new process (its sleepers
- * were threads of the parent). */
+ * were threads of the parent). A lock owned by a thread other than this one is let go
+ * there: in the child only the forking thread exists, and an owner may even be a sleeper
+ * the lock was handed to but that had not woken yet (so a stdlib RLock would be free). */
 static void
 lock_mutex(FutureCondition *c)
 {
     if (c->generation != fork_generation) {
         init_sync(c);
+        if (c->owner != PyThread_get_thread_ident()) {
+            c->owner = 0;
+            c->depth = 0;
+        }
     }
     pthread_mutex_lock(&c->mutex);
 }
@@ -187,6 +194,22 @@ deadline_after(double timeout)
     return ts;
 }
 
+/* As threading's locks: NaN is no timeout, and one past threading.TIMEOUT_MAX (which
+ * would overflow the deadline's time_t) is refused. 0, or -1 with an exception. */
+static int
+check_timeout(double timeout)
+{
+    if (timeout != timeout) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number, not NaN");
+        return -1;
+    }
+    if (timeout > (double)(LLONG_MAX / 1000) / 1e6) {     /* threading.TIMEOUT_MAX */
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    return 0;
+}
+
 /* GIL released, mutex not held: sleep until `s` is posted, or until the deadline (NULL:
  * none). 0 when posted, else ETIMEDOUT. Signals do not end it. */
 static int
@@ -198,7 +221,10 @@ sleep_on(sleeper *s, const struct timespec *deadline)
         if (rc == 0) {
             return 0;
         }
-        if (errno == ETIMEDOUT) {
+        if (errno != EINTR) {
+            /* ETIMEDOUT; any other error (the deadline is range-checked by
+             * check_timeout(), so none is expected) ends the sleep as a timeout would,
+             * rather than spin. */
             return ETIMEDOUT;
         }
         /* EINTR: a signal's C handler ran; the Python handlers run between the waiting
@@ -264,6 +290,9 @@ fc_acquire(FutureCondition *c, PyObject *args, PyObject *kwargs)
     }
     if (timeout < 0 && timeout != -1) {
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    if (check_timeout(timeout) < 0) {
         return NULL;
     }
     unsigned long me = PyThread_get_thread_ident();
@@ -363,7 +392,7 @@ fc_wait(FutureCondition *c, PyObject *args, PyObject *kwargs)
     double timeout = -1;
     if (timeout_obj != Py_None) {
         timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1 && PyErr_Occurred()) {
+        if ((timeout == -1 && PyErr_Occurred()) || check_timeout(timeout) < 0) {
             return NULL;
         }
         if (timeout < 0) {

@@ -54,7 +54,10 @@ static PyObject *
 pop_locked(TaskQueue *q)
 {
     PyObject *item = q->ring[q->head];
-    q->ring[q->head] = NULL;
+    /* Release: a fork may cut a driver's get() anywhere (it pops without the GIL), and
+     * the child reads the ring without the lock: the task must be in its slot before it
+     * leaves the ring (tq_get), and ring entries outside the queue are NULL (snapshot). */
+    __atomic_store_n(&q->ring[q->head], NULL, __ATOMIC_RELEASE);
     q->head = (q->head + 1) % q->capacity;
     __atomic_store_n(&q->count, q->count - 1, __ATOMIC_RELAXED);
     return item;
@@ -237,10 +240,12 @@ tq_get(TaskQueue *q, PyObject *arg)
             pthread_mutex_lock(&q->mutex);
         } while (q->count == 0);    /* another driver took it first: sleep again */
     }
-    item = pop_locked(q);
-    /* In the slot before the lock is released: a fork finds it in one place or the
-     * other (the forking thread holds the GIL, and unsettled() reads under the mutex). */
+    /* In the slot before it leaves the ring: a fork, which may come at any instruction
+     * here (this thread does not hold the GIL), finds it in one place or both, never in
+     * neither; unsettled() reads under the mutex. */
+    item = q->ring[q->head];
     __atomic_store_n(&q->slots[slot], item, __ATOMIC_RELEASE);
+    (void)pop_locked(q);
     pthread_mutex_unlock(&q->mutex);
     Py_END_ALLOW_THREADS
     return Py_NewRef(item);      /* the slot keeps the queue's reference */
@@ -278,8 +283,13 @@ snapshot(TaskQueue *q)
     if (items == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < q->count; i++) {
-        if (PyList_Append(items, q->ring[(q->head + i) % q->capacity]) < 0) {
+    /* The whole ring, not head..head+count: in the child of a fork, a pop cut midway may
+     * have left those inconsistent; entries outside the queue are NULL. A task seen both
+     * here and in a slot is listed twice (the executor dedups by future). */
+    for (Py_ssize_t i = 0; i < q->capacity; i++) {
+        PyObject *queued = __atomic_load_n(&q->ring[(q->head + i) % q->capacity],
+                                           __ATOMIC_ACQUIRE);
+        if (queued != NULL && PyList_Append(items, queued) < 0) {
             Py_DECREF(items);
             return NULL;
         }

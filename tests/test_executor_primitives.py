@@ -150,10 +150,11 @@ def test_condition_works_in_the_child_of_a_fork() -> None:
         if pid == 0:
             code = 1
             try:
-                if cond.acquire(timeout=1.0):   # free, unless the parent thread held it
+                # Free in the child whatever the parent thread was doing with it.
+                if cond.acquire(timeout=1.0):
                     assert cond.wait(0.01) is False
                     cond.release()
-                code = 0
+                    code = 0
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -161,6 +162,53 @@ def test_condition_works_in_the_child_of_a_fork() -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_lock_held_by_another_thread_is_free_in_the_child_of_a_fork() -> None:
+    # Only the forking thread exists in the child: a lock owned by any other thread of
+    # the parent (or handed to one that had not woken yet) could never be let go there.
+    cond = _core._FutureCondition()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cond:
+            held.set()
+            done.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                if cond.acquire(timeout=1.0):
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not cond.acquire(blocking=False)     # still the thread's in the parent
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_condition_refuses_timeouts_it_cannot_keep() -> None:
+    # inf once made the deadline overflow, and the sleeper spun at 100 % CPU for good.
+    cond = _core._FutureCondition()
+    with cond:
+        for wrong, error in ((float("inf"), OverflowError), (1e19, OverflowError),
+                             (float("nan"), ValueError)):
+            with pytest.raises(error):
+                cond.wait(wrong)
+        assert cond.wait(0.001) is False            # the lock is still held and usable
+    for wrong, error in ((float("inf"), OverflowError), (float("nan"), ValueError)):
+        with pytest.raises(error):
+            cond.acquire(timeout=wrong)
+    assert cond.acquire(timeout=threading.TIMEOUT_MAX)
+    cond.release()
 
 
 # -- _PoolFuture ---------------------------------------------------------------------------
