@@ -164,6 +164,7 @@ def test_condition_works_in_the_child_of_a_fork() -> None:
         thread.join()
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_lock_held_by_another_thread_is_free_in_the_child_of_a_fork() -> None:
     # Only the forking thread exists in the child: a lock owned by any other thread of
     # the parent (or handed to one that had not woken yet) could never be let go there.
