@@ -17,6 +17,12 @@ The table gives the median over rounds and the lowest and highest round; ``vs
 sequential`` is the same with the one-thread loop as the numerator (it also counts what
 the pool costs per task). Every answer is checked against the sequential one.
 
+Every task also reports the CPU time of the thread that ran it (kernels.cpu_timed), which
+splits a shortfall in two (``efficiencies``): the *slowdown* of tasks that run side by
+side (the machine's: caches, memory, vCPUs that share a core; no kind of worker escapes
+it) and the *busy* share of the N cores' time the workers computed (the pool's own
+doing, and the scheduler's).
+
 Process pools are made (and their workers forked) before any sandbox exists, as in
 bench_scaling, and stay alive while the sandboxes run; each process worker builds the
 text-scoring corpus in its initializer, so processes are timed computing only.
@@ -78,6 +84,7 @@ def measure(rounds: int, seconds: float) -> dict[str, Any]:
     try:
         jobs = bench_scaling.jobs_with_corpus(jobs, bench_scaling.share_corpus(plain_corpus))
         times: dict[str, dict[str, list[float]]] = {k: {} for k in jobs}
+        cpu: dict[str, dict[str, list[float]]] = {k: {} for k in jobs}
         for r in range(rounds):
             harness.log(f"efficiency: round {r + 1} of {rounds}")
             labels = list(runners)
@@ -85,22 +92,37 @@ def measure(rounds: int, seconds: float) -> dict[str, Any]:
             for kernel, job in jobs.items():
                 for label in labels[shift:] + labels[:shift]:
                     runner = runners[label]
-                    calls = _job_for(label, job)
+                    calls = [(kernels.cpu_timed, (fn, *args))
+                             for fn, args in _job_for(label, job)]
                     got: list[Any] = []
                     elapsed = harness.time_call(lambda: got.extend(runner.map(calls)))
-                    if got != expected[kernel]:
-                        raise AssertionError(f"{kernel} on {label} computed {got[:3]}..., "
+                    answers = [answer for answer, _ in got]
+                    if answers != expected[kernel]:
+                        raise AssertionError(f"{kernel} on {label} computed {answers[:3]}..., "
                                              f"expected {expected[kernel][:3]}...")
                     times[kernel].setdefault(label, []).append(elapsed)
+                    cpu[kernel].setdefault(label, []).append(sum(s for _, s in got))
     finally:
         for runner in runners.values():
             runner.close()
-    return {"workers": workers, "tasks": tasks, "rounds": rounds, "times": times}
+    return {"workers": workers, "tasks": tasks, "rounds": rounds, "times": times, "cpu": cpu}
 
 
 def efficiencies(result: dict[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """Per kernel and kind, the per-round efficiency against the kind's own one-worker
-    time ("self") and against the one-thread loop ("sequential")."""
+    """Per kernel and kind, per round:
+
+    self        the efficiency against the kind's own one-worker time, T1 / (N * TN)
+    sequential  the same against the one-thread loop, T_seq / (N * TN)
+    slowdown    the tasks' CPU time with N workers / with one worker: above 1 when tasks
+                that run side by side slow each other down (shared caches, memory
+                bandwidth, two vCPUs on one physical core); the worker's kind cannot fix it
+    busy        the tasks' CPU time with N workers / (N * TN): the share of the N cores'
+                time the workers spent computing, below 1 when a worker waited (for the
+                machine's scheduler, for its next task, for its result to travel)
+
+    ``self`` is close to ``busy_N / (busy_1 * slowdown)``: on a machine where wall times are
+    noisy, slowdown and busy say whether a kind of worker loses to another by its own
+    doing (busy) or not at all (slowdown: the same for every kind)."""
     n = result["workers"]
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for kernel, t in result["times"].items():
@@ -111,6 +133,11 @@ def efficiencies(result: dict[str, Any]) -> dict[str, dict[str, dict[str, list[f
                 "self": [a / (n * b) for a, b in zip(one, many)],
                 "sequential": [s / (n * b) for s, b in zip(seq, many)],
             }
+            if "cpu" in result:
+                c = result["cpu"][kernel]
+                c1, cn = c[f"{kind}/1"], c[f"{kind}/{n}"]
+                out[kernel][kind]["slowdown"] = [b / a for a, b in zip(c1, cn)]
+                out[kernel][kind]["busy"] = [b / (n * w) for b, w in zip(cn, many)]
     return out
 
 
@@ -118,15 +145,19 @@ def markdown(result: dict[str, Any]) -> str:
     n = result["workers"]
     lines = [f"Parallel efficiency at N = {n} workers ({result['tasks']} equal tasks per "
              f"job, {result['rounds']} rounds; median [lowest, highest round]).", "",
-             "| kernel | runner | efficiency T1/(N·TN) | vs sequential T_seq/(N·TN) |",
-             "|---|---|---:|---:|"]
+             "| kernel | runner | efficiency T1/(N·TN) | vs sequential T_seq/(N·TN) "
+             "| task CPU slowdown at N | cores busy at N |",
+             "|---|---|---:|---:|---:|---:|"]
 
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
 
     for kernel, by_kind in efficiencies(result).items():
         for kind, e in by_kind.items():
-            lines.append(f"| {kernel} | {kind} | {cell(e['self'])} | {cell(e['sequential'])} |")
+            extra = (f" {cell(e['slowdown'])} | {cell(e['busy'])} |" if "busy" in e
+                     else " | |")
+            lines.append(f"| {kernel} | {kind} | {cell(e['self'])} | {cell(e['sequential'])} |"
+                         + extra)
     return "\n".join(lines)
 
 

@@ -197,6 +197,17 @@ def score_installed(lo: int, hi: int) -> tuple[int, float]:
     return score_documents(_installed["corpus"], lo, hi)
 
 
+def cpu_timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` and the CPU seconds of the thread that ran it: lets a suite tell a
+    task that ran slower (contention: caches, memory, a shared core) from a worker that
+    waited (scheduling), whatever kind of worker ran it."""
+    import time
+
+    start = time.thread_time()
+    result = fn(*args)
+    return result, time.thread_time() - start
+
+
 def noop(x: object = 0) -> object:
     """The smallest task: proves a worker is up and answering (returns its argument)."""
     return x

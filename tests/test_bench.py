@@ -229,7 +229,16 @@ def test_efficiency_pairs_every_runner_in_every_round(tmp_path: Path) -> None:
     fork = result["times"]["nbody"]
     expected = [a / (n * b) for a, b in zip(fork["processes-fork/1"],
                                             fork[f"processes-fork/{n}"])]
-    assert efficiency.efficiencies(result)["nbody"]["processes-fork"]["self"] == expected
+    got = efficiency.efficiencies(result)["nbody"]["processes-fork"]
+    assert got["self"] == expected
+    # Every task reported its own thread's CPU time: the slowdown and busy share come
+    # from those sums, round by round.
+    cpu = result["cpu"]["nbody"]
+    assert set(cpu) == labels and all(min(v) > 0 for v in cpu.values())
+    assert got["slowdown"] == [b / a for a, b in zip(cpu["processes-fork/1"],
+                                                     cpu[f"processes-fork/{n}"])]
+    assert got["busy"] == [c / (n * w) for c, w in zip(cpu[f"processes-fork/{n}"],
+                                                       fork[f"processes-fork/{n}"])]
     assert "| text-scoring | sandbox-pool |" in proc.stdout
 
 
