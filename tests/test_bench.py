@@ -247,3 +247,26 @@ def test_efficiency_refuses_a_senseless_round_count() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--rounds must be at least 1" in proc.stderr
+
+
+def test_send_cost_pairs_each_size_with_a_call_of_none(tmp_path: Path) -> None:
+    """bench/send_cost.py end to end on tiny loops: one cost per round for every kind of
+    data, both for the crossing alone and for a whole Sandbox.call."""
+    out = tmp_path / "costs.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "send_cost.py"), "--sizes", "1KB",
+                           "--rounds", "2", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "SUBSANDBOX_BENCH_TINY": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["costs"]) == {"table-1KB", "corpus-1KB", "mapping-1KB"}
+    for costs in result["costs"].values():
+        assert len(costs["cross"]) == 2 and len(costs["call"]) == 2
+    assert "| mapping-1KB |" in proc.stdout
+
+
+def test_send_cost_names_an_unknown_size() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "send_cost.py"), "--sizes", "2GB"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown size '2GB'" in proc.stderr and "1KB,1MB,100MB" in proc.stderr
