@@ -25,6 +25,7 @@
  * to wait for it waits with its GIL released. Order: fill lock, then g_lock.
  */
 #include "subsandbox.h"
+#include "sync.h"
 #include "pyversion.h"
 #include "pyinternal.h"
 
@@ -794,11 +795,7 @@ ss_filler_begin(ss_arena *a)
                         "share() re-entered while this thread is filling the same arena");
         return NULL;
     }
-    if (pthread_mutex_trylock(&a->fill_lock) != 0) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&a->fill_lock);
-        Py_END_ALLOW_THREADS
-    }
+    ss_mutex_lock_with_gil(&a->fill_lock);
     pthread_mutex_lock(&g_lock);
     int closed = a->closed;
     if (!closed && !a->is_default) {

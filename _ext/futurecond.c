@@ -44,6 +44,7 @@
  * held it (lock_mutex).
  */
 #include "subsandbox.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -178,22 +179,6 @@ let_go_locked(FutureCondition *c)
     return next;
 }
 
-/* A deadline `timeout` seconds from now on CLOCK_MONOTONIC. */
-static struct timespec
-deadline_after(double timeout)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double whole = (double)(time_t)timeout;
-    ts.tv_sec += (time_t)timeout;
-    ts.tv_nsec += (long)((timeout - whole) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec += 1;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* As threading's locks: NaN is no timeout, and one past threading.TIMEOUT_MAX (which
  * would overflow the deadline's time_t) is refused. 0, or -1 with an exception. */
 static int
@@ -314,7 +299,7 @@ fc_acquire(FutureCondition *c, PyObject *args, PyObject *kwargs)
     }
     struct timespec deadline;
     if (timeout > 0) {
-        deadline = deadline_after(timeout);
+        deadline = ss_deadline_after(timeout);
     }
     sleeper s;
     if (init_sleeper(&s, me, 1) < 0) {
@@ -413,7 +398,7 @@ fc_wait(FutureCondition *c, PyObject *args, PyObject *kwargs)
     }
     struct timespec deadline;
     if (timeout > 0) {
-        deadline = deadline_after(timeout);
+        deadline = ss_deadline_after(timeout);
     }
     sleeper s;
     /* Held as deep again once the lock is handed back. */

@@ -28,6 +28,7 @@
  * waits for a GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
+#include "sync.h"
 #include "pyversion.h"
 
 #include <errno.h>
@@ -433,19 +434,6 @@ channel_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 enum { WAIT_OK = 0, WAIT_TIMEOUT = 1, WAIT_ERROR = -1 };
 
-static void
-deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    time_t whole = (time_t)seconds;
-    ts->tv_sec += whole;
-    ts->tv_nsec += (long)((seconds - (double)whole) * 1e9);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec += 1;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static int
 before(const struct timespec *a, const struct timespec *b)
 {
@@ -462,7 +450,7 @@ wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
         struct timespec until;
         int sliced = 0;
         if (handles_signals) {
-            deadline_after(&until, WAIT_SLICE_NS / 1e9);
+            until = ss_deadline_after(WAIT_SLICE_NS / 1e9);
             sliced = 1;
             if (deadline != NULL && before(deadline, &until)) {
                 until = *deadline;
@@ -570,7 +558,7 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
     if (t > MAX_TIMEOUT) {
         return 0;       /* beyond any clock's reach: wait without a deadline */
     }
-    deadline_after(deadline, t);
+    *deadline = ss_deadline_after(t);
     *has_deadline = 1;
     return 0;
 }

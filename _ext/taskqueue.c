@@ -29,6 +29,7 @@
  * no reference count.
  */
 #include "subsandbox.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -81,18 +82,6 @@ grow_locked(TaskQueue *q)
     q->capacity = capacity;
     q->head = 0;
     return 0;
-}
-
-/* Lock `mutex` holding the GIL: nearly always free at once; otherwise wait for it with
- * the GIL released, since its holder may be a driver about to ask for the GIL. */
-static void
-lock_with_gil(TaskQueue *q)
-{
-    if (pthread_mutex_trylock(&q->mutex) != 0) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&q->mutex);
-        Py_END_ALLOW_THREADS
-    }
 }
 
 static void
@@ -187,7 +176,7 @@ tq_dealloc(TaskQueue *q)
 static PyObject *
 tq_put(TaskQueue *q, PyObject *item)
 {
-    lock_with_gil(q);
+    ss_mutex_lock_with_gil(&q->mutex);
     if (q->count == q->capacity && grow_locked(q) < 0) {
         pthread_mutex_unlock(&q->mutex);
         return NULL;
@@ -260,7 +249,7 @@ tq_drain(TaskQueue *q, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     for (;;) {
-        lock_with_gil(q);
+        ss_mutex_lock_with_gil(&q->mutex);
         PyObject *item = q->count > 0 ? pop_locked(q) : NULL;
         pthread_mutex_unlock(&q->mutex);
         if (item == NULL) {
@@ -309,7 +298,7 @@ snapshot(TaskQueue *q)
 static PyObject *
 tq_unsettled(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    lock_with_gil(q);
+    ss_mutex_lock_with_gil(&q->mutex);
     PyObject *items = snapshot(q);
     pthread_mutex_unlock(&q->mutex);
     return items;
