@@ -580,9 +580,10 @@ arena_new(int is_default)
         return NULL;
     }
     a->filler = (ss_filler *)(a + 1);
-    if (pthread_mutex_init(&a->fill_lock, NULL) != 0) {
+    int rc = pthread_mutex_init(&a->fill_lock, NULL);
+    if (rc != 0) {
         PyMem_RawFree(a);
-        PyErr_SetString(PyExc_RuntimeError, "cannot create an arena lock");
+        ss_set_os_error(rc, "cannot create the fill lock of an arena");
         return NULL;
     }
     a->is_default = is_default;

@@ -117,27 +117,36 @@ queue_new(Py_ssize_t maxsize)
         PyErr_NoMemory();
         return NULL;
     }
+    /* Each step only if the one before succeeded; on failure, destroy what was made. */
     pthread_condattr_t attr;
-    int ok = pthread_condattr_init(&attr) == 0;
-    if (ok) {
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
-        int mu_ok = ok && pthread_mutex_init(&q->mu, NULL) == 0;
-        int ne_ok = mu_ok && pthread_cond_init(&q->not_empty, &attr) == 0;
-        int nf_ok = ne_ok && pthread_cond_init(&q->not_full, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-        if (!nf_ok) {
-            if (ne_ok) {
-                pthread_cond_destroy(&q->not_empty);
-            }
-            if (mu_ok) {
-                pthread_mutex_destroy(&q->mu);
-            }
-            ok = 0;
-        }
+    int rc = pthread_condattr_init(&attr);
+    int made_attr = rc == 0, made_mu = 0, made_ne = 0;
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     }
-    if (!ok) {
+    if (rc == 0) {
+        rc = pthread_mutex_init(&q->mu, NULL);
+        made_mu = rc == 0;
+    }
+    if (rc == 0) {
+        rc = pthread_cond_init(&q->not_empty, &attr);
+        made_ne = rc == 0;
+    }
+    if (rc == 0) {
+        rc = pthread_cond_init(&q->not_full, &attr);
+    }
+    if (made_attr) {
+        pthread_condattr_destroy(&attr);
+    }
+    if (rc != 0) {
+        if (made_ne) {
+            pthread_cond_destroy(&q->not_empty);
+        }
+        if (made_mu) {
+            pthread_mutex_destroy(&q->mu);
+        }
         PyMem_RawFree(q);
-        PyErr_SetString(PyExc_OSError, "cannot initialise a channel's lock");
+        ss_set_os_error(rc, "cannot create the lock of a channel");
         return NULL;
     }
     q->refcnt = 1;

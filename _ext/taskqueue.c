@@ -48,6 +48,8 @@ typedef struct {
     sem_t *wake;                /* per slot: posted to wake its sleeping driver */
     PyObject **slots;           /* owned references: the task each driver holds */
     Py_ssize_t nslots;
+    int mutex_made;             /* pthread_mutex_init() succeeded: destroy it */
+    Py_ssize_t wake_made;       /* how many of wake[] sem_init() made: destroy those */
 } TaskQueue;
 
 /* Under mutex: the oldest task, moved out of the ring (its reference goes to the caller). */
@@ -97,15 +99,29 @@ free_arrays(TaskQueue *q)
 }
 
 /* The mutex and semaphores, new (also in the child of a fork, where the parent's
- * drivers do not exist). */
-static void
+ * drivers do not exist, and the parent's objects are made anew without being destroyed:
+ * one may be held by a thread that is gone). -1 with OSError; then mutex_made and
+ * wake_made say what was made, for tq_dealloc to destroy. */
+static int
 init_sync(TaskQueue *q)
 {
-    pthread_mutex_init(&q->mutex, NULL);
-    for (Py_ssize_t i = 0; i < q->nslots; i++) {
-        sem_init(&q->wake[i], 0, 0);
-    }
+    q->mutex_made = 0;
+    q->wake_made = 0;
     q->nsleepers = 0;
+    int rc = pthread_mutex_init(&q->mutex, NULL);
+    if (rc != 0) {
+        ss_set_os_error(rc, "cannot create the mutex of a _TaskQueue");
+        return -1;
+    }
+    q->mutex_made = 1;
+    for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        if (sem_init(&q->wake[i], 0, 0) != 0) {
+            ss_set_os_error(errno, "cannot create a semaphore of a _TaskQueue");
+            return -1;
+        }
+        q->wake_made = i + 1;
+    }
+    return 0;
 }
 
 static PyObject *
@@ -135,7 +151,10 @@ tq_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return PyErr_NoMemory();
     }
     q->nslots = nslots;
-    init_sync(q);
+    if (init_sync(q) < 0) {
+        Py_DECREF(q);
+        return NULL;
+    }
     return (PyObject *)q;
 }
 
@@ -161,10 +180,12 @@ tq_dealloc(TaskQueue *q)
         for (Py_ssize_t i = 0; i < q->nslots; i++) {
             Py_XDECREF(q->slots[i]);
         }
-        for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        for (Py_ssize_t i = 0; i < q->wake_made; i++) {
             sem_destroy(&q->wake[i]);
         }
-        pthread_mutex_destroy(&q->mutex);
+        if (q->mutex_made) {
+            pthread_mutex_destroy(&q->mutex);
+        }
     }
     free_arrays(q);
     type->tp_free((PyObject *)q);
@@ -310,7 +331,9 @@ tq_unsettled(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tq_after_fork_child(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    init_sync(q);
+    if (init_sync(q) < 0) {
+        return NULL;
+    }
     return snapshot(q);
 }
 
