@@ -47,6 +47,7 @@ typedef struct {
     Py_ssize_t nsleepers;
     sem_t *wake;                /* per slot: posted to wake its sleeping driver */
     PyObject **slots;           /* owned references: the task each driver holds */
+    int *busy;                  /* per slot: a thread is inside get(slot) (see tq_get) */
     Py_ssize_t nslots;
     int mutex_made;             /* pthread_mutex_init() succeeded: destroy it */
     Py_ssize_t wake_made;       /* how many of wake[] sem_init() made: destroy those */
@@ -93,9 +94,11 @@ free_arrays(TaskQueue *q)
     PyMem_RawFree(q->slots);
     PyMem_RawFree(q->sleepers);
     PyMem_RawFree(q->wake);
+    PyMem_RawFree(q->busy);
     q->ring = q->slots = NULL;
     q->sleepers = NULL;
     q->wake = NULL;
+    q->busy = NULL;
 }
 
 /* The mutex and semaphores, new (also in the child of a fork, where the parent's
@@ -108,6 +111,9 @@ init_sync(TaskQueue *q)
     q->mutex_made = 0;
     q->wake_made = 0;
     q->nsleepers = 0;
+    for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        q->busy[i] = 0;
+    }
     int rc = pthread_mutex_init(&q->mutex, NULL);
     if (rc != 0) {
         ss_set_os_error(rc, "cannot create the mutex of a _TaskQueue");
@@ -145,7 +151,10 @@ tq_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     q->slots = PyMem_RawCalloc((size_t)nslots, sizeof(PyObject *));
     q->sleepers = PyMem_RawCalloc((size_t)nslots, sizeof(Py_ssize_t));
     q->wake = PyMem_RawCalloc((size_t)nslots, sizeof(sem_t));
-    if (q->ring == NULL || q->slots == NULL || q->sleepers == NULL || q->wake == NULL) {
+    q->busy = PyMem_RawCalloc((size_t)nslots, sizeof(int));
+    if (q->ring == NULL || q->slots == NULL || q->sleepers == NULL || q->wake == NULL
+        || q->busy == NULL)
+    {
         free_arrays(q);
         Py_DECREF(q);
         return PyErr_NoMemory();
@@ -219,8 +228,16 @@ tq_put(TaskQueue *q, PyObject *item)
 }
 
 /* get(slot) -> item: let go of the task `slot` held, then wait for the next one (with
- * the GIL released) and hold it in `slot` until the next get(slot). Only one thread may
- * use a slot. */
+ * the GIL released) and hold it in `slot` until the next get(slot).
+ *
+ * Only one thread may use a slot: its driver. A second thread calling get() with a slot
+ * already in a get() would append the slot to `sleepers` a second time (sized for one
+ * entry per slot: an overflow), and could drop the slot's reference to a task the first
+ * is about to return. So the slot is marked busy for the whole call, and the second call
+ * raises RuntimeError. The flag is an atomic set and cleared with the GIL held, not a
+ * field under `mutex`: it must cover the call until the returned reference is taken,
+ * after `mutex` is let go and the GIL taken back, and one more lock round trip per task
+ * to clear it there would cost every hand-off. */
 static PyObject *
 tq_get(TaskQueue *q, PyObject *arg)
 {
@@ -231,6 +248,15 @@ tq_get(TaskQueue *q, PyObject *arg)
     if (slot < 0 || slot >= q->nslots) {
         PyErr_Format(PyExc_IndexError, "slot %zd is not one of this queue's %zd",
                      slot, q->nslots);
+        return NULL;
+    }
+    int free_slot = 0;
+    if (!__atomic_compare_exchange_n(&q->busy[slot], &free_slot, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+    {
+        PyErr_Format(PyExc_RuntimeError,
+                     "slot %zd is already being waited on by another thread; each driver "
+                     "thread needs its own slot", slot);
         return NULL;
     }
     PyObject *previous = __atomic_exchange_n(&q->slots[slot], NULL, __ATOMIC_ACQ_REL);
@@ -258,7 +284,9 @@ tq_get(TaskQueue *q, PyObject *arg)
     (void)pop_locked(q);
     pthread_mutex_unlock(&q->mutex);
     Py_END_ALLOW_THREADS
-    return Py_NewRef(item);      /* the slot keeps the queue's reference */
+    Py_INCREF(item);            /* the slot keeps the queue's reference */
+    __atomic_store_n(&q->busy[slot], 0, __ATOMIC_RELEASE);
+    return item;
 }
 
 /* drain() -> list: every pending task, removed (for shutdown and broken pools). */

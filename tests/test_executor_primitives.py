@@ -284,6 +284,47 @@ def test_task_queue_put_get_and_idle_tokens() -> None:
         _core._TaskQueue(0)
 
 
+def test_task_queue_refuses_a_second_thread_on_a_busy_slot() -> None:
+    # Each driver has its own slot; a second thread in get() on a slot already waited on
+    # once overflowed the queue's list of sleepers (one entry per slot). It is refused.
+    tasks = _core._TaskQueue(1)
+    tasks.put("held")
+    assert tasks.get(0) == "held"
+    got: list[object] = []
+    driver = threading.Thread(target=lambda: got.append(tasks.get(0)))
+    driver.start()
+    # get() marks the slot busy before it lets "held" go: once "held" is gone, the driver
+    # is inside get(0), and only a put() can let it out.
+    while "held" in tasks.unsettled():
+        time.sleep(0.001)
+
+    # Not a timing check: without the refusal, this thread's get(0) would sleep forever;
+    # the rescue lets both gets return, so that the test fails instead of hanging.
+    main_returned = threading.Event()
+
+    def rescue() -> None:
+        if not main_returned.is_set():
+            tasks.put("rescue")
+            tasks.put("rescue")
+
+    watchdog = threading.Timer(60, rescue)
+    watchdog.start()
+    try:
+        with pytest.raises(RuntimeError, match="slot 0 is already being waited on by "
+                           "another thread; each driver thread needs its own slot"):
+            tasks.get(0)
+    finally:
+        main_returned.set()
+        watchdog.cancel()
+    tasks.put("next")                       # the refused call changed nothing
+    driver.join()
+    assert got == ["next"]
+    tasks.put("again")                      # free again once the driver's get() returned
+    assert tasks.get(0) == "again"
+    with pytest.raises(IndexError, match="slot -1"):
+        tasks.get(-1)
+
+
 def test_task_queue_lets_a_task_go_at_the_next_get() -> None:
     # A driver must not keep a finished task (and its future, arguments, result) alive
     # while it waits for the next one.
