@@ -289,27 +289,37 @@ tq_get(TaskQueue *q, PyObject *arg)
     return item;
 }
 
-/* drain() -> list: every pending task, removed (for shutdown and broken pools). */
+/* drain() -> list: every pending task, removed (for shutdown and broken pools).
+ *
+ * Nothing is taken from the ring before there is room for it: the list is made at the
+ * size the queue had, without the mutex (making it may run the garbage collector, whose
+ * finalizers may put(), which locks the mutex), and filled under the mutex. Drivers only
+ * ever take tasks, so fewer may be left by then (the list is cut to those); only a put()
+ * while the list was made, or while ss_mutex_lock_with_gil() let the GIL go, leaves more,
+ * and then the list is made again. On MemoryError the queue is as it was. */
 static PyObject *
 tq_drain(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *items = PyList_New(0);
-    if (items == NULL) {
-        return NULL;
-    }
     for (;;) {
-        ss_mutex_lock_with_gil(&q->mutex);
-        PyObject *item = q->count > 0 ? pop_locked(q) : NULL;
-        pthread_mutex_unlock(&q->mutex);
-        if (item == NULL) {
-            return items;
-        }
-        int failed = PyList_Append(items, item);
-        Py_DECREF(item);
-        if (failed < 0) {
-            Py_DECREF(items);
+        Py_ssize_t room = __atomic_load_n(&q->count, __ATOMIC_ACQUIRE);
+        PyObject *items = PyList_New(room);
+        if (items == NULL) {
             return NULL;
         }
+        ss_mutex_lock_with_gil(&q->mutex);
+        Py_ssize_t n = q->count;
+        if (n <= room) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyList_SET_ITEM(items, i, pop_locked(q));   /* the queue's reference */
+            }
+            pthread_mutex_unlock(&q->mutex);
+            /* The items past n are NULL and were never set: a shorter list is valid with
+             * the room it was made with. */
+            Py_SET_SIZE(items, n);
+            return items;
+        }
+        pthread_mutex_unlock(&q->mutex);
+        Py_DECREF(items);   /* its items are all NULL: nothing else is let go */
     }
 }
 

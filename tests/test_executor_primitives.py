@@ -17,6 +17,8 @@ import pytest
 from subsandbox import _core
 from subsandbox.executor import _PoolFuture
 
+from conftest import run_script
+
 # Long enough that a thread which should block has surely blocked on a loaded machine;
 # no test asserts a duration, only an order of events.
 SETTLE = 0.05
@@ -323,6 +325,36 @@ def test_task_queue_refuses_a_second_thread_on_a_busy_slot() -> None:
     assert tasks.get(0) == "again"
     with pytest.raises(IndexError, match="slot -1"):
         tasks.get(-1)
+
+
+def test_task_queue_drain_loses_nothing_when_out_of_memory() -> None:
+    # drain() used to pop a task, then fail to append it to its list: the task was lost.
+    # Allocations are made to fail with _testcapi's hooks, in a process of its own, where
+    # no other thread can be hit by them.
+    pytest.importorskip("_testcapi")
+    result = run_script("""
+        import _testcapi
+        from subsandbox import _core
+
+        for n in (1, 3, 100):
+            tasks = _core._TaskQueue(1)
+            for item in range(n):
+                tasks.put(item)
+            failed = False
+            _testcapi.set_nomemory(0)       # every allocation from here fails
+            try:
+                tasks.drain()
+            except MemoryError:
+                failed = True
+            finally:
+                _testcapi.remove_mem_hooks()
+            assert failed, "drain() needed no memory"
+            assert len(tasks) == n, (n, len(tasks))
+            assert tasks.drain() == list(range(n))
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_task_queue_lets_a_task_go_at_the_next_get() -> None:
