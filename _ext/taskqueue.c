@@ -26,7 +26,8 @@
  * the mutex under the GIL and never waits for the GIL under it), so the two never
  * deadlock. Objects are only touched (reference counts included) under the main GIL: a
  * driver moves a task's pointer from the ring to its slot without the GIL, which changes
- * no reference count.
+ * no reference count. Each slot has one driver: a busy flag per slot, set and cleared
+ * atomically with the GIL held, refuses a second thread's get() on it (tq_get).
  */
 #include "subsandbox.h"
 #include "sync.h"
