@@ -25,6 +25,7 @@
  * to wait for it waits with its GIL released. Order: fill lock, then g_lock.
  */
 #include "subsandbox.h"
+#include "sync.h"
 #include "pyversion.h"
 #include "pyinternal.h"
 
@@ -579,9 +580,10 @@ arena_new(int is_default)
         return NULL;
     }
     a->filler = (ss_filler *)(a + 1);
-    if (pthread_mutex_init(&a->fill_lock, NULL) != 0) {
+    int rc = pthread_mutex_init(&a->fill_lock, NULL);
+    if (rc != 0) {
         PyMem_RawFree(a);
-        PyErr_SetString(PyExc_RuntimeError, "cannot create an arena lock");
+        ss_set_os_error(rc, "cannot create the fill lock of an arena");
         return NULL;
     }
     a->is_default = is_default;
@@ -794,11 +796,7 @@ ss_filler_begin(ss_arena *a)
                         "share() re-entered while this thread is filling the same arena");
         return NULL;
     }
-    if (pthread_mutex_trylock(&a->fill_lock) != 0) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&a->fill_lock);
-        Py_END_ALLOW_THREADS
-    }
+    ss_mutex_lock_with_gil(&a->fill_lock);
     pthread_mutex_lock(&g_lock);
     int closed = a->closed;
     if (!closed && !a->is_default) {

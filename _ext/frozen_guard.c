@@ -28,6 +28,7 @@
  */
 #define Py_BUILD_CORE_MODULE 1
 #include "subsandbox.h"
+#include "sync.h"
 #include "pyversion.h"
 #include "frozen.h"
 
@@ -37,44 +38,14 @@
 #  include "internal/pycore_runtime.h"
 #endif
 
-#include <stdatomic.h>
 #include <string.h>
 
 /* ---- the process-wide lock ------------------------------------------------------------ */
 
-static _Atomic(void *) guard_lock;
-
-static PyThread_type_lock
-lock_get(void)
-{
-    void *lock = atomic_load(&guard_lock);
-    if (lock != NULL) {
-        return lock;
-    }
-    PyThread_type_lock fresh = PyThread_allocate_lock();
-    if (fresh == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    void *expected = NULL;
-    if (!atomic_compare_exchange_strong(&guard_lock, &expected, fresh)) {
-        PyThread_free_lock(fresh);      /* another interpreter won the race */
-        return expected;
-    }
-    return fresh;
-}
-
-/* Acquire without holding our GIL while blocked (another thread of this interpreter may
- * hold the lock and need the GIL to finish). */
-static void
-lock_acquire(PyThread_type_lock lock)
-{
-    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-}
+/* Serializes the guard's first readying (main interpreter) and every interpreter's slot
+ * filling. Taken with ss_mutex_lock_with_gil: another thread of this interpreter may hold
+ * it and need the GIL to finish. */
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int
 is_main_interpreter(PyInterpreterState *interp)
@@ -650,13 +621,9 @@ ss_guard_ready_types(PyTypeObject *const *types, size_t n)
         PyErr_SetString(PyExc_SystemError, "too many guarded types");
         return -1;
     }
-    PyThread_type_lock lock = lock_get();
-    if (lock == NULL) {
-        return -1;
-    }
-    lock_acquire(lock);
+    ss_mutex_lock_with_gil(&guard_lock);
     int r = ready_locked(PyInterpreterState_Get(), types, n);
-    PyThread_release_lock(lock);
+    pthread_mutex_unlock(&guard_lock);
     return r;
 }
 

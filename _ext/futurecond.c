@@ -44,6 +44,7 @@
  * held it (lock_mutex).
  */
 #include "subsandbox.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -75,6 +76,7 @@ typedef struct {
     sleeper_queue lockers;      /* waiting for the lock, oldest first */
     sleeper_queue waiters;      /* in wait(), not notified yet, oldest first */
     unsigned long generation;   /* fork generation the mutex was made in */
+    int mutex_made;             /* pthread_mutex_init() succeeded: destroy it */
 } FutureCondition;
 
 /* Bumped in the child of every fork (pthread_atfork), read under the GIL. */
@@ -86,30 +88,44 @@ after_fork_child(void)
     fork_generation++;
 }
 
-static void
+/* The mutex, new, with no sleepers (in the child of a fork, the parent's mutex is made
+ * anew without being destroyed: a thread that is gone may hold it). -1 with OSError; the
+ * generation then stays old, so that the next call tries again. */
+static int
 init_sync(FutureCondition *c)
 {
-    pthread_mutex_init(&c->mutex, NULL);
+    c->mutex_made = 0;
+    int rc = pthread_mutex_init(&c->mutex, NULL);
+    if (rc != 0) {
+        ss_set_os_error(rc, "cannot create the mutex of a _FutureCondition");
+        return -1;
+    }
+    c->mutex_made = 1;
     c->lockers.head = c->lockers.tail = NULL;
     c->waiters.head = c->waiters.tail = NULL;
     c->generation = fork_generation;
+    return 0;
 }
 
 /* Under the GIL: lock `mutex`, made anew first if this is a new process (its sleepers
  * were threads of the parent). A lock owned by a thread other than this one is let go
  * there: in the child only the forking thread exists, and an owner may even be a sleeper
- * the lock was handed to but that had not woken yet (so a stdlib RLock would be free). */
-static void
+ * the lock was handed to but that had not woken yet (so a stdlib RLock would be free).
+ * -1 with OSError (only in a new process, when the mutex cannot be made anew). */
+static int
 lock_mutex(FutureCondition *c)
 {
     if (c->generation != fork_generation) {
-        init_sync(c);
+        if (init_sync(c) < 0) {
+            return -1;
+        }
         if (c->owner != PyThread_get_thread_ident()) {
             c->owner = 0;
             c->depth = 0;
         }
     }
     pthread_mutex_lock(&c->mutex);
+    return 0;
 }
 
 static void
@@ -178,22 +194,6 @@ let_go_locked(FutureCondition *c)
     return next;
 }
 
-/* A deadline `timeout` seconds from now on CLOCK_MONOTONIC. */
-static struct timespec
-deadline_after(double timeout)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double whole = (double)(time_t)timeout;
-    ts.tv_sec += (time_t)timeout;
-    ts.tv_nsec += (long)((timeout - whole) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec += 1;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* As threading's locks: NaN is no timeout, and one past threading.TIMEOUT_MAX (which
  * would overflow the deadline's time_t) is refused. 0, or -1 with an exception. */
 static int
@@ -237,7 +237,8 @@ static int
 init_sleeper(sleeper *s, unsigned long ident, unsigned long depth)
 {
     if (sem_init(&s->wake, 0, 0) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+        ss_set_os_error(errno, "cannot create the semaphore of a thread waiting on a "
+                        "_FutureCondition");
         return -1;
     }
     s->next = NULL;
@@ -255,8 +256,9 @@ fc_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     FutureCondition *c = (FutureCondition *)type->tp_alloc(type, 0);
-    if (c != NULL) {
-        init_sync(c);
+    if (c != NULL && init_sync(c) < 0) {
+        Py_DECREF(c);
+        return NULL;
     }
     return (PyObject *)c;
 }
@@ -266,7 +268,9 @@ fc_dealloc(FutureCondition *c)
 {
     PyTypeObject *type = Py_TYPE(c);
     /* No thread sleeps on it: each holds a reference while it does. */
-    pthread_mutex_destroy(&c->mutex);
+    if (c->mutex_made) {
+        pthread_mutex_destroy(&c->mutex);
+    }
     type->tp_free((PyObject *)c);
     Py_DECREF(type);
 }
@@ -296,7 +300,9 @@ fc_acquire(FutureCondition *c, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     unsigned long me = PyThread_get_thread_ident();
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     if (c->owner == me) {
         c->depth++;
         pthread_mutex_unlock(&c->mutex);
@@ -314,7 +320,7 @@ fc_acquire(FutureCondition *c, PyObject *args, PyObject *kwargs)
     }
     struct timespec deadline;
     if (timeout > 0) {
-        deadline = deadline_after(timeout);
+        deadline = ss_deadline_after(timeout);
     }
     sleeper s;
     if (init_sleeper(&s, me, 1) < 0) {
@@ -350,7 +356,9 @@ static PyObject *
 fc_release(FutureCondition *c, PyObject *Py_UNUSED(ignored))
 {
     unsigned long me = PyThread_get_thread_ident();
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     if (c->owner != me) {
         pthread_mutex_unlock(&c->mutex);
         PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
@@ -374,7 +382,9 @@ static PyObject *
 fc_is_owned(FutureCondition *c, PyObject *Py_UNUSED(ignored))
 {
     unsigned long me = PyThread_get_thread_ident();
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     int owned = c->owner == me;
     pthread_mutex_unlock(&c->mutex);
     return PyBool_FromLong(owned);
@@ -400,7 +410,9 @@ fc_wait(FutureCondition *c, PyObject *args, PyObject *kwargs)
         }
     }
     unsigned long me = PyThread_get_thread_ident();
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     if (c->owner != me) {
         pthread_mutex_unlock(&c->mutex);
         PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
@@ -413,7 +425,7 @@ fc_wait(FutureCondition *c, PyObject *args, PyObject *kwargs)
     }
     struct timespec deadline;
     if (timeout > 0) {
-        deadline = deadline_after(timeout);
+        deadline = ss_deadline_after(timeout);
     }
     sleeper s;
     /* Held as deep again once the lock is handed back. */
@@ -477,7 +489,9 @@ notify_locked(FutureCondition *c, Py_ssize_t n)
 static PyObject *
 notify_if_owned(FutureCondition *c, Py_ssize_t n)
 {
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     if (c->owner != PyThread_get_thread_ident()) {
         pthread_mutex_unlock(&c->mutex);
         PyErr_SetString(PyExc_RuntimeError, "cannot notify on un-acquired lock");
@@ -508,7 +522,9 @@ fc_notify_all(FutureCondition *c, PyObject *Py_UNUSED(ignored))
 static PyObject *
 fc_repr(FutureCondition *c)
 {
-    lock_mutex(c);
+    if (lock_mutex(c) < 0) {
+        return NULL;
+    }
     unsigned long owner = c->owner, depth = c->depth;
     Py_ssize_t waiting = 0;
     for (sleeper *w = c->waiters.head; w != NULL; w = w->next) {

@@ -13,6 +13,7 @@
  * while holding its GIL, so the two cannot deadlock.
  */
 #include "subsandbox.h"
+#include "sync.h"
 
 #include <pthread.h>
 
@@ -30,18 +31,9 @@ typedef struct worker {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static worker *workers = NULL;  /* guarded by registry_lock */
 
-/* Take the registry lock without holding the GIL, so that a thread waiting for this
- * interpreter's GIL while holding the lock (interrupt()) can get it. */
-#define REGISTRY_LOCK()                                                                 \
-    do {                                                                                \
-        /* Uncontended (nearly always): no GIL round trip, which costs two switches of \
-         * this interpreter's GIL for each task. */                                     \
-        if (pthread_mutex_trylock(&registry_lock) != 0) {                               \
-            Py_BEGIN_ALLOW_THREADS                                                      \
-            pthread_mutex_lock(&registry_lock);                                         \
-            Py_END_ALLOW_THREADS                                                        \
-        }                                                                               \
-    } while (0)
+/* Take the registry lock holding the GIL, without deadlocking against interrupt(), which
+ * holds the lock while it waits for a sandbox's GIL (see ss_mutex_lock_with_gil). */
+#define REGISTRY_LOCK() ss_mutex_lock_with_gil(&registry_lock)
 #define REGISTRY_UNLOCK() pthread_mutex_unlock(&registry_lock)
 
 static worker *

@@ -28,6 +28,7 @@
  * waits for a GIL while holding either lock, so both may be taken with the GIL held.
  */
 #include "subsandbox.h"
+#include "sync.h"
 #include "pyversion.h"
 
 #include <errno.h>
@@ -116,27 +117,36 @@ queue_new(Py_ssize_t maxsize)
         PyErr_NoMemory();
         return NULL;
     }
+    /* Each step only if the one before succeeded; on failure, destroy what was made. */
     pthread_condattr_t attr;
-    int ok = pthread_condattr_init(&attr) == 0;
-    if (ok) {
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
-        int mu_ok = ok && pthread_mutex_init(&q->mu, NULL) == 0;
-        int ne_ok = mu_ok && pthread_cond_init(&q->not_empty, &attr) == 0;
-        int nf_ok = ne_ok && pthread_cond_init(&q->not_full, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-        if (!nf_ok) {
-            if (ne_ok) {
-                pthread_cond_destroy(&q->not_empty);
-            }
-            if (mu_ok) {
-                pthread_mutex_destroy(&q->mu);
-            }
-            ok = 0;
-        }
+    int rc = pthread_condattr_init(&attr);
+    int made_attr = rc == 0, made_mu = 0, made_ne = 0;
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     }
-    if (!ok) {
+    if (rc == 0) {
+        rc = pthread_mutex_init(&q->mu, NULL);
+        made_mu = rc == 0;
+    }
+    if (rc == 0) {
+        rc = pthread_cond_init(&q->not_empty, &attr);
+        made_ne = rc == 0;
+    }
+    if (rc == 0) {
+        rc = pthread_cond_init(&q->not_full, &attr);
+    }
+    if (made_attr) {
+        pthread_condattr_destroy(&attr);
+    }
+    if (rc != 0) {
+        if (made_ne) {
+            pthread_cond_destroy(&q->not_empty);
+        }
+        if (made_mu) {
+            pthread_mutex_destroy(&q->mu);
+        }
         PyMem_RawFree(q);
-        PyErr_SetString(PyExc_OSError, "cannot initialise a channel's lock");
+        ss_set_os_error(rc, "cannot create the lock of a channel");
         return NULL;
     }
     q->refcnt = 1;
@@ -433,19 +443,6 @@ channel_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 enum { WAIT_OK = 0, WAIT_TIMEOUT = 1, WAIT_ERROR = -1 };
 
-static void
-deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    time_t whole = (time_t)seconds;
-    ts->tv_sec += whole;
-    ts->tv_nsec += (long)((seconds - (double)whole) * 1e9);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec += 1;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static int
 before(const struct timespec *a, const struct timespec *b)
 {
@@ -462,7 +459,7 @@ wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
         struct timespec until;
         int sliced = 0;
         if (handles_signals) {
-            deadline_after(&until, WAIT_SLICE_NS / 1e9);
+            until = ss_deadline_after(WAIT_SLICE_NS / 1e9);
             sliced = 1;
             if (deadline != NULL && before(deadline, &until)) {
                 until = *deadline;
@@ -570,7 +567,7 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
     if (t > MAX_TIMEOUT) {
         return 0;       /* beyond any clock's reach: wait without a deadline */
     }
-    deadline_after(deadline, t);
+    *deadline = ss_deadline_after(t);
     *has_deadline = 1;
     return 0;
 }

@@ -3,6 +3,8 @@
  * One extension module, subsandbox._core, built from:
  *   module.c    module state, multi-phase init, the function table
  *   pyversion.h every place where CPython versions differ (nowhere else has PY_VERSION_HEX)
+ *   sync.h      the helpers of the pthread locks (lock with the GIL held, deadlines,
+ *               OSError for a failed init), one copy for every file
  *   arena.c     block allocator and arena lifetime (who holds an arena, when it is freed)
  *   share.c     the deep copy of a value into an arena, with its memo
  *   frozen.c    frozendict and immutableset: static types safe to share between interpreters

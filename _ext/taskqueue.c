@@ -26,9 +26,11 @@
  * the mutex under the GIL and never waits for the GIL under it), so the two never
  * deadlock. Objects are only touched (reference counts included) under the main GIL: a
  * driver moves a task's pointer from the ring to its slot without the GIL, which changes
- * no reference count.
+ * no reference count. Each slot has one driver: a busy flag per slot, set and cleared
+ * atomically with the GIL held, refuses a second thread's get() on it (tq_get).
  */
 #include "subsandbox.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -46,7 +48,10 @@ typedef struct {
     Py_ssize_t nsleepers;
     sem_t *wake;                /* per slot: posted to wake its sleeping driver */
     PyObject **slots;           /* owned references: the task each driver holds */
+    int *busy;                  /* per slot: a thread is inside get(slot) (see tq_get) */
     Py_ssize_t nslots;
+    int mutex_made;             /* pthread_mutex_init() succeeded: destroy it */
+    Py_ssize_t wake_made;       /* how many of wake[] sem_init() made: destroy those */
 } TaskQueue;
 
 /* Under mutex: the oldest task, moved out of the ring (its reference goes to the caller). */
@@ -83,18 +88,6 @@ grow_locked(TaskQueue *q)
     return 0;
 }
 
-/* Lock `mutex` holding the GIL: nearly always free at once; otherwise wait for it with
- * the GIL released, since its holder may be a driver about to ask for the GIL. */
-static void
-lock_with_gil(TaskQueue *q)
-{
-    if (pthread_mutex_trylock(&q->mutex) != 0) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&q->mutex);
-        Py_END_ALLOW_THREADS
-    }
-}
-
 static void
 free_arrays(TaskQueue *q)
 {
@@ -102,21 +95,40 @@ free_arrays(TaskQueue *q)
     PyMem_RawFree(q->slots);
     PyMem_RawFree(q->sleepers);
     PyMem_RawFree(q->wake);
+    PyMem_RawFree(q->busy);
     q->ring = q->slots = NULL;
     q->sleepers = NULL;
     q->wake = NULL;
+    q->busy = NULL;
 }
 
 /* The mutex and semaphores, new (also in the child of a fork, where the parent's
- * drivers do not exist). */
-static void
+ * drivers do not exist, and the parent's objects are made anew without being destroyed:
+ * one may be held by a thread that is gone). -1 with OSError; then mutex_made and
+ * wake_made say what was made, for tq_dealloc to destroy. */
+static int
 init_sync(TaskQueue *q)
 {
-    pthread_mutex_init(&q->mutex, NULL);
-    for (Py_ssize_t i = 0; i < q->nslots; i++) {
-        sem_init(&q->wake[i], 0, 0);
-    }
+    q->mutex_made = 0;
+    q->wake_made = 0;
     q->nsleepers = 0;
+    for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        q->busy[i] = 0;
+    }
+    int rc = pthread_mutex_init(&q->mutex, NULL);
+    if (rc != 0) {
+        ss_set_os_error(rc, "cannot create the mutex of a _TaskQueue");
+        return -1;
+    }
+    q->mutex_made = 1;
+    for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        if (sem_init(&q->wake[i], 0, 0) != 0) {
+            ss_set_os_error(errno, "cannot create a semaphore of a _TaskQueue");
+            return -1;
+        }
+        q->wake_made = i + 1;
+    }
+    return 0;
 }
 
 static PyObject *
@@ -140,13 +152,19 @@ tq_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     q->slots = PyMem_RawCalloc((size_t)nslots, sizeof(PyObject *));
     q->sleepers = PyMem_RawCalloc((size_t)nslots, sizeof(Py_ssize_t));
     q->wake = PyMem_RawCalloc((size_t)nslots, sizeof(sem_t));
-    if (q->ring == NULL || q->slots == NULL || q->sleepers == NULL || q->wake == NULL) {
+    q->busy = PyMem_RawCalloc((size_t)nslots, sizeof(int));
+    if (q->ring == NULL || q->slots == NULL || q->sleepers == NULL || q->wake == NULL
+        || q->busy == NULL)
+    {
         free_arrays(q);
         Py_DECREF(q);
         return PyErr_NoMemory();
     }
     q->nslots = nslots;
-    init_sync(q);
+    if (init_sync(q) < 0) {
+        Py_DECREF(q);
+        return NULL;
+    }
     return (PyObject *)q;
 }
 
@@ -172,10 +190,12 @@ tq_dealloc(TaskQueue *q)
         for (Py_ssize_t i = 0; i < q->nslots; i++) {
             Py_XDECREF(q->slots[i]);
         }
-        for (Py_ssize_t i = 0; i < q->nslots; i++) {
+        for (Py_ssize_t i = 0; i < q->wake_made; i++) {
             sem_destroy(&q->wake[i]);
         }
-        pthread_mutex_destroy(&q->mutex);
+        if (q->mutex_made) {
+            pthread_mutex_destroy(&q->mutex);
+        }
     }
     free_arrays(q);
     type->tp_free((PyObject *)q);
@@ -187,7 +207,7 @@ tq_dealloc(TaskQueue *q)
 static PyObject *
 tq_put(TaskQueue *q, PyObject *item)
 {
-    lock_with_gil(q);
+    ss_mutex_lock_with_gil(&q->mutex);
     if (q->count == q->capacity && grow_locked(q) < 0) {
         pthread_mutex_unlock(&q->mutex);
         return NULL;
@@ -209,8 +229,16 @@ tq_put(TaskQueue *q, PyObject *item)
 }
 
 /* get(slot) -> item: let go of the task `slot` held, then wait for the next one (with
- * the GIL released) and hold it in `slot` until the next get(slot). Only one thread may
- * use a slot. */
+ * the GIL released) and hold it in `slot` until the next get(slot).
+ *
+ * Only one thread may use a slot: its driver. A second thread calling get() with a slot
+ * already in a get() would append the slot to `sleepers` a second time (sized for one
+ * entry per slot: an overflow), and could drop the slot's reference to a task the first
+ * is about to return. So the slot is marked busy for the whole call, and the second call
+ * raises RuntimeError. The flag is an atomic set and cleared with the GIL held, not a
+ * field under `mutex`: it must cover the call until the returned reference is taken,
+ * after `mutex` is let go and the GIL taken back, and one more lock round trip per task
+ * to clear it there would cost every hand-off. */
 static PyObject *
 tq_get(TaskQueue *q, PyObject *arg)
 {
@@ -221,6 +249,15 @@ tq_get(TaskQueue *q, PyObject *arg)
     if (slot < 0 || slot >= q->nslots) {
         PyErr_Format(PyExc_IndexError, "slot %zd is not one of this queue's %zd",
                      slot, q->nslots);
+        return NULL;
+    }
+    int free_slot = 0;
+    if (!__atomic_compare_exchange_n(&q->busy[slot], &free_slot, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+    {
+        PyErr_Format(PyExc_RuntimeError,
+                     "slot %zd is already being waited on by another thread; each driver "
+                     "thread needs its own slot", slot);
         return NULL;
     }
     PyObject *previous = __atomic_exchange_n(&q->slots[slot], NULL, __ATOMIC_ACQ_REL);
@@ -248,30 +285,42 @@ tq_get(TaskQueue *q, PyObject *arg)
     (void)pop_locked(q);
     pthread_mutex_unlock(&q->mutex);
     Py_END_ALLOW_THREADS
-    return Py_NewRef(item);      /* the slot keeps the queue's reference */
+    Py_INCREF(item);            /* the slot keeps the queue's reference */
+    __atomic_store_n(&q->busy[slot], 0, __ATOMIC_RELEASE);
+    return item;
 }
 
-/* drain() -> list: every pending task, removed (for shutdown and broken pools). */
+/* drain() -> list: every pending task, removed (for shutdown and broken pools).
+ *
+ * Nothing is taken from the ring before there is room for it: the list is made at the
+ * size the queue had, without the mutex (making it may run the garbage collector, whose
+ * finalizers may put(), which locks the mutex), and filled under the mutex. Drivers only
+ * ever take tasks, so fewer may be left by then (the list is cut to those); only a put()
+ * while the list was made, or while ss_mutex_lock_with_gil() let the GIL go, leaves more,
+ * and then the list is made again. On MemoryError the queue is as it was. */
 static PyObject *
 tq_drain(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *items = PyList_New(0);
-    if (items == NULL) {
-        return NULL;
-    }
     for (;;) {
-        lock_with_gil(q);
-        PyObject *item = q->count > 0 ? pop_locked(q) : NULL;
-        pthread_mutex_unlock(&q->mutex);
-        if (item == NULL) {
-            return items;
-        }
-        int failed = PyList_Append(items, item);
-        Py_DECREF(item);
-        if (failed < 0) {
-            Py_DECREF(items);
+        Py_ssize_t room = __atomic_load_n(&q->count, __ATOMIC_ACQUIRE);
+        PyObject *items = PyList_New(room);
+        if (items == NULL) {
             return NULL;
         }
+        ss_mutex_lock_with_gil(&q->mutex);
+        Py_ssize_t n = q->count;
+        if (n <= room) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyList_SET_ITEM(items, i, pop_locked(q));   /* the queue's reference */
+            }
+            pthread_mutex_unlock(&q->mutex);
+            /* The items past n are NULL and were never set: a shorter list is valid with
+             * the room it was made with. */
+            Py_SET_SIZE(items, n);
+            return items;
+        }
+        pthread_mutex_unlock(&q->mutex);
+        Py_DECREF(items);   /* its items are all NULL: nothing else is let go */
     }
 }
 
@@ -309,7 +358,7 @@ snapshot(TaskQueue *q)
 static PyObject *
 tq_unsettled(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    lock_with_gil(q);
+    ss_mutex_lock_with_gil(&q->mutex);
     PyObject *items = snapshot(q);
     pthread_mutex_unlock(&q->mutex);
     return items;
@@ -321,7 +370,9 @@ tq_unsettled(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tq_after_fork_child(TaskQueue *q, PyObject *Py_UNUSED(ignored))
 {
-    init_sync(q);
+    if (init_sync(q) < 0) {
+        return NULL;
+    }
     return snapshot(q);
 }
 

@@ -17,6 +17,8 @@ import pytest
 from subsandbox import _core
 from subsandbox.executor import _PoolFuture
 
+from conftest import run_script
+
 # Long enough that a thread which should block has surely blocked on a loaded machine;
 # no test asserts a duration, only an order of events.
 SETTLE = 0.05
@@ -282,6 +284,77 @@ def test_task_queue_put_get_and_idle_tokens() -> None:
         tasks.get(2)
     with pytest.raises(ValueError):
         _core._TaskQueue(0)
+
+
+def test_task_queue_refuses_a_second_thread_on_a_busy_slot() -> None:
+    # Each driver has its own slot; a second thread in get() on a slot already waited on
+    # once overflowed the queue's list of sleepers (one entry per slot). It is refused.
+    tasks = _core._TaskQueue(1)
+    tasks.put("held")
+    assert tasks.get(0) == "held"
+    got: list[object] = []
+    driver = threading.Thread(target=lambda: got.append(tasks.get(0)))
+    driver.start()
+    # get() marks the slot busy before it lets "held" go: once "held" is gone, the driver
+    # is inside get(0), and only a put() can let it out.
+    while "held" in tasks.unsettled():
+        time.sleep(0.001)
+
+    # Not a timing check: without the refusal, this thread's get(0) would sleep forever;
+    # the rescue lets both gets return, so that the test fails instead of hanging.
+    main_returned = threading.Event()
+
+    def rescue() -> None:
+        if not main_returned.is_set():
+            tasks.put("rescue")
+            tasks.put("rescue")
+
+    watchdog = threading.Timer(60, rescue)
+    watchdog.start()
+    try:
+        with pytest.raises(RuntimeError, match="slot 0 is already being waited on by "
+                           "another thread; each driver thread needs its own slot"):
+            tasks.get(0)
+    finally:
+        main_returned.set()
+        watchdog.cancel()
+    tasks.put("next")                       # the refused call changed nothing
+    driver.join()
+    assert got == ["next"]
+    tasks.put("again")                      # free again once the driver's get() returned
+    assert tasks.get(0) == "again"
+    with pytest.raises(IndexError, match="slot -1"):
+        tasks.get(-1)
+
+
+def test_task_queue_drain_loses_nothing_when_out_of_memory() -> None:
+    # drain() used to pop a task, then fail to append it to its list: the task was lost.
+    # Allocations are made to fail with _testcapi's hooks, in a process of its own, where
+    # no other thread can be hit by them.
+    pytest.importorskip("_testcapi")
+    result = run_script("""
+        import _testcapi
+        from subsandbox import _core
+
+        for n in (1, 3, 100):
+            tasks = _core._TaskQueue(1)
+            for item in range(n):
+                tasks.put(item)
+            failed = False
+            _testcapi.set_nomemory(0)       # every allocation from here fails
+            try:
+                tasks.drain()
+            except MemoryError:
+                failed = True
+            finally:
+                _testcapi.remove_mem_hooks()
+            assert failed, "drain() needed no memory"
+            assert len(tasks) == n, (n, len(tasks))
+            assert tasks.drain() == list(range(n))
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_task_queue_lets_a_task_go_at_the_next_get() -> None:
