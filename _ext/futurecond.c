@@ -39,7 +39,7 @@
  *
  * Fork: the child of a fork may inherit the mutex locked by a thread that no longer
  * exists, or sleepers that no longer exist: every call first compares the process's
- * fork generation (a pthread_atfork child handler bumps it) with the object's, and
+ * fork generation (ss_fork_generation(), lifecycle.c) with the object's, and
  * starts the object afresh in a new process, keeping the lock only if the forking thread
  * held it (lock_mutex).
  */
@@ -75,18 +75,9 @@ typedef struct {
     unsigned long depth;        /* how many times the holder took it */
     sleeper_queue lockers;      /* waiting for the lock, oldest first */
     sleeper_queue waiters;      /* in wait(), not notified yet, oldest first */
-    unsigned long generation;   /* fork generation the mutex was made in */
+    uint64_t generation;        /* ss_fork_generation() when the mutex was made */
     int mutex_made;             /* pthread_mutex_init() succeeded: destroy it */
 } FutureCondition;
-
-/* Bumped in the child of every fork (pthread_atfork), read under the GIL. */
-static unsigned long fork_generation = 0;
-
-static void
-after_fork_child(void)
-{
-    fork_generation++;
-}
 
 /* The mutex, new, with no sleepers (in the child of a fork, the parent's mutex is made
  * anew without being destroyed: a thread that is gone may hold it). -1 with OSError; the
@@ -103,7 +94,7 @@ init_sync(FutureCondition *c)
     c->mutex_made = 1;
     c->lockers.head = c->lockers.tail = NULL;
     c->waiters.head = c->waiters.tail = NULL;
-    c->generation = fork_generation;
+    c->generation = ss_fork_generation();
     return 0;
 }
 
@@ -115,7 +106,7 @@ init_sync(FutureCondition *c)
 static int
 lock_mutex(FutureCondition *c)
 {
-    if (c->generation != fork_generation) {
+    if (c->generation != ss_fork_generation()) {
         if (init_sync(c) < 0) {
             return -1;
         }
@@ -566,25 +557,9 @@ static PyType_Spec fc_spec = {
     .slots = fc_slots,
 };
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static int atfork_rc = 0;
-
-static void
-register_atfork(void)
-{
-    atfork_rc = pthread_atfork(NULL, NULL, after_fork_child);
-}
-
 int
 ss_futurecond_exec(PyObject *module, ss_state *st)
 {
-    /* Once per process: every interpreter that imports _core runs this. */
-    pthread_once(&atfork_once, register_atfork);
-    if (atfork_rc != 0) {
-        errno = atfork_rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
     PyObject *type = PyType_FromModuleAndSpec(module, &fc_spec, NULL);
     if (type == NULL) {
         return -1;

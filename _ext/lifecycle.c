@@ -374,9 +374,44 @@ fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ---- the fork generation ---------------------------------------------------------------
+ * Bumped in the child of every fork(), whoever forks (C code too, unlike the hooks above,
+ * which act only on the main thread's os.fork()). An object whose lock a fork may leave
+ * held, or waited on, by a thread that does not exist in the child (futurecond.c,
+ * queue.c) records the generation it was made in, and knows itself inherited when the
+ * process's differs. Written only in the child, inside fork(), while it has one thread. */
+static uint64_t fork_generation;
+static pthread_once_t generation_once = PTHREAD_ONCE_INIT;
+static int generation_rc;
+
+static void
+bump_fork_generation(void)
+{
+    fork_generation++;
+}
+
+static void
+register_fork_generation(void)
+{
+    generation_rc = pthread_atfork(NULL, NULL, bump_fork_generation);
+}
+
+uint64_t
+ss_fork_generation(void)
+{
+    return fork_generation;
+}
+
 static int
 install_fork_handlers(void)
 {
+    /* Once per process, whichever interpreter imports _core first. */
+    pthread_once(&generation_once, register_fork_generation);
+    if (generation_rc != 0) {
+        errno = generation_rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     static int installed;           /* written once, in the main interpreter */
     if (installed || PyInterpreterState_Get() != PyInterpreterState_Main()) {
         return 0;

@@ -65,7 +65,7 @@ struct ss_queue {
     Py_ssize_t gc_refs;             /* collector's scratch: registry_lock + mu */
     int gc_in;                      /* in the set being collected */
     int gc_reached;
-    uint64_t generation;            /* fork_generation when it was made */
+    uint64_t generation;            /* ss_fork_generation() when it was made */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,15 +78,13 @@ static uint64_t cycles_freed = 0;       /* guarded by registry_lock */
  * A queue made before a fork() is unusable in the child: its mutex may be held and its
  * condition variables waited on by threads that do not exist there (glibc's
  * pthread_cond_destroy() then waits forever), and the interpreters at its other end are
- * the parent's. The child bumps fork_generation; a queue of an older generation raises
- * ChannelClosed on every operation and is never locked or freed there (a small leak of
- * the child, by design). Written only in the child, while it has one thread. */
-static uint64_t fork_generation;
-
+ * the parent's. A queue made in an older fork generation (ss_fork_generation(),
+ * lifecycle.c: every fork() bumps it) raises ChannelClosed on every operation and is
+ * never locked or freed there (a small leak of the child, by design). */
 static inline int
 queue_inherited(const ss_queue *q)
 {
-    return q->generation != fork_generation;
+    return q->generation != ss_fork_generation();
 }
 
 void
@@ -100,7 +98,6 @@ ss_queue_fork_done(int in_child)
 {
     if (in_child) {
         /* Queues live in the parent's interpreters: forget them here (never freed). */
-        fork_generation++;
         registry = NULL;
         live_queues = 0;
     }
@@ -152,7 +149,7 @@ queue_new(Py_ssize_t maxsize)
     q->refcnt = 1;
     q->handles = 1;
     q->maxsize = maxsize;
-    q->generation = fork_generation;
+    q->generation = ss_fork_generation();
     pthread_mutex_lock(&registry_lock);
     q->id = next_queue_id++;
     q->next = registry;

@@ -212,6 +212,9 @@ void ss_arena_fork_prepare(void);
 void ss_arena_fork_done(int in_child);
 void ss_queue_fork_prepare(void);
 void ss_queue_fork_done(int in_child);
+/* How many fork()s made this process from the first that imported _core: an object that
+ * recorded another value was made before a fork, in the parent (lifecycle.c). */
+uint64_t ss_fork_generation(void);
 void ss_parcel_fork_prepare(void);
 void ss_parcel_fork_done(int in_child);
 int ss_lifecycle_exec(PyObject *module, ss_state *st);

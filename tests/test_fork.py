@@ -310,3 +310,43 @@ assert checked and all(checked), checked
 executor.shutdown()
 """), timeout=180)
     _check(result, ROUNDS)
+
+
+def test_a_fork_by_c_code_also_retires_the_parents_channels() -> None:
+    """A fork() that bypasses os.fork() (C code calling fork(): here libc's, through
+    ctypes) runs none of the Python fork hooks, but still moves the process to a new fork
+    generation: a channel (and the executor's lock objects) made in the parent know
+    themselves inherited in the child, and refuse to be used, instead of locking a mutex
+    that a thread of the parent may hold."""
+    result = run_script(r"""
+        import ctypes, os
+        import subsandbox
+        from subsandbox import _core
+        channel = subsandbox.Channel()
+        channel.send("before")
+        cond = _core._FutureCondition()
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = libc.fork()
+        if pid == 0:
+            code = 0
+            try:
+                try:
+                    channel.send(1)
+                except subsandbox.ChannelClosed as exc:
+                    assert "fork" in str(exc), exc
+                else:
+                    raise AssertionError("a parent's channel worked after a C fork()")
+                with cond:               # made anew in the child: usable
+                    cond.notify_all()
+                print("child ok", flush=True)
+            except BaseException:
+                import traceback; traceback.print_exc()
+                code = 1
+            os._exit(code)
+        assert pid > 0, ctypes.get_errno()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert channel.recv() == "before"       # the parent's channel is untouched
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("child ok") == 1, result.stdout + result.stderr
