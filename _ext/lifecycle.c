@@ -443,8 +443,24 @@ run_signal_handlers(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
     Py_RETURN_NONE;
 }
 
+/* _core._raw_allocator_hooked(): whether the process's PYMEM_DOMAIN_RAW allocator is not
+ * CPython's default. The default has no context (obmalloc.c's PYRAW_ALLOC is {NULL,
+ * _PyMem_RawMalloc, ...} in 3.12 and 3.13); the debug hooks (-X dev, PYTHONMALLOC=debug,
+ * a debug build) and tracemalloc wrap the allocator they replace and pass it as their
+ * context. _backend.py asks it before CPython 3.12 creates an interpreter: 3.12 swaps the
+ * raw allocator to the default and back meanwhile, which is harmless only when the two
+ * are the same (docs/lifecycle.md, "A CPython 3.12 bug under the debug allocator"). */
+static PyObject *
+raw_allocator_hooked(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
+{
+    PyMemAllocatorEx current;
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &current);
+    return PyBool_FromLong(current.ctx != NULL);
+}
+
 static PyMethodDef lifecycle_methods[] = {
     {"_run_signal_handlers", run_signal_handlers, METH_NOARGS, NULL},
+    {"_raw_allocator_hooked", raw_allocator_hooked, METH_NOARGS, NULL},
     {"_reclaim_interpreter", reclaim_interpreter, METH_O, NULL},
     {"_leak_census", leak_census, METH_O, NULL},
     {"_fork_prepare", fork_prepare, METH_O, NULL},

@@ -35,6 +35,7 @@ _LAZY = {
     "immutableset": "shared",
     "Policy": "policy",
     "SandboxPoolExecutor": "executor",
+    "AllocatorRaceWarning": "errors",
     "BrokenSandbox": "errors",
     "BrokenSandboxPool": "errors",
     "ChannelClosed": "errors",
@@ -73,6 +74,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .channel import Channel
     from .errors import (
+        AllocatorRaceWarning,
         BrokenSandbox,
         BrokenSandboxPool,
         ChannelClosed,

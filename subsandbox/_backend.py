@@ -17,7 +17,26 @@ version.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Protocol
+
+from . import _core
+from .errors import AllocatorRaceWarning
+
+# CPython 3.12 only (errors.AllocatorRaceWarning says why; docs/lifecycle.md has the
+# evidence). Said before the first interpreter made under a hooked raw allocator: the
+# crash it warns of is CPython's, and would otherwise look like ours.
+_ALLOCATOR_RACE = (
+    "CPython 3.12 swaps the process-wide raw memory allocator to its default and back, "
+    "without a lock, while it creates an interpreter, and this process's raw allocator is "
+    "hooked (-X dev, PYTHONMALLOC=debug or pymalloc_debug, a debug build, or tracemalloc): "
+    "a thread of any interpreter that allocates memory in that moment can corrupt the heap "
+    "and crash the process (CPython gh-111924; 3.13 no longer swaps it there). Use CPython 3.13+, or on "
+    "3.12 run without those hooks (python -X dev with PYTHONMALLOC=malloc keeps dev mode's "
+    "other checks), or create sandboxes while no other thread runs. Under tracemalloc, "
+    "3.12 also crashes at tracemalloc.stop() or at exit once an isolated interpreter has "
+    "existed (CPython gh-110029)."
+)
 
 
 class ExecFailed(Exception):
@@ -71,8 +90,12 @@ class _XXSubinterpretersBackend:
         import _xxsubinterpreters  # type: ignore[import-not-found]
 
         self._xx = _xxsubinterpreters
+        self._warned_allocator_race = False
 
     def create(self) -> Any:
+        if not self._warned_allocator_race and _core._raw_allocator_hooked():
+            warnings.warn(_ALLOCATOR_RACE, AllocatorRaceWarning, stacklevel=2)
+            self._warned_allocator_race = True      # not when -W error made it raise
         return self._xx.create(isolated=True)
 
     def interpreter_id(self, handle: Any) -> int:

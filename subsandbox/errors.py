@@ -12,6 +12,7 @@ from concurrent.futures import BrokenExecutor
 from ._core import ChannelClosed, ChannelEmpty, ChannelFull, NotShareableError
 
 __all__ = [
+    "AllocatorRaceWarning",
     "BrokenSandbox",
     "BrokenSandboxPool",
     "ChannelClosed",
@@ -88,3 +89,17 @@ class RemoteError(Exception):
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.message = message
+
+
+class AllocatorRaceWarning(RuntimeWarning):
+    """CPython 3.12 is about to create an interpreter while the raw allocator is hooked.
+
+    3.12 swaps the process-wide raw memory allocator to its default and back, without a
+    lock, while it creates any interpreter (``_Py_ClearStandardStreamEncoding``; 3.13 no
+    longer does, CPython gh-111924). That is harmless with the default allocators; with
+    the debug hooks (``-X dev``, ``PYTHONMALLOC=debug``, a debug build) or tracemalloc, a
+    thread of any interpreter that allocates in that moment can corrupt the heap and crash
+    the process. Under tracemalloc, 3.12 also crashes at ``tracemalloc.stop()`` or at exit
+    once an isolated interpreter has existed (CPython gh-110029). Issued once per process,
+    by the first sandbox created in those conditions (docs/lifecycle.md).
+    """
