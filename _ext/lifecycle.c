@@ -151,8 +151,11 @@ reclaim_interpreter(PyObject *module, PyObject *arg)
         }
     }
     pthread_mutex_unlock(&arenas_lock);
-    /* Forgotten: these arenas are never freed by anyone now, so nothing races with us. */
+    /* Forgotten: these arenas are never freed by anyone now, so nothing races with us.
+     * A keyword tuple that the interpreter made for a parser stays in them (its block is
+     * in use, so its pool is never released) and is left to them (pyinternal.h). */
     for (size_t i = 0; mine != NULL && i < nmine; i++) {
+        (void)ss_rt_disown_kwtuples_in(mine[i].addr, mine[i].size);
         released += ss_rt_release_empty_pools(mine[i].addr, mine[i].size);
     }
     free(mine);
@@ -371,6 +374,13 @@ fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
     }
     ss_registry_fork_done(1);
     forget_prepared();
+    /* The parent's sandboxes are never destroyed here, so no reclaim disowns the keyword
+     * tuples they made; this process's exit would free them (pyinternal.h). */
+    pthread_mutex_lock(&arenas_lock);
+    for (size_t i = 0; i < narenas; i++) {
+        (void)ss_rt_disown_kwtuples_in(arenas[i].addr, arenas[i].size);
+    }
+    pthread_mutex_unlock(&arenas_lock);
     Py_RETURN_NONE;
 }
 

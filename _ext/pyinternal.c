@@ -386,6 +386,41 @@ release_free_pages(const struct pool_header *pool)
     return released;
 }
 
+/* A sandbox that first calls an extension function with keywords (math.isclose(a, b,
+ * rel_tol=0.1), zlib.compress(data, level=1), hashlib's usedforsecurity=False) leaves the
+ * parser's keyword tuple in its own arena on 3.12.0-3.12.3; the arena outlives the
+ * interpreter (its interned strings keep it), so the tuple stays readable, but at exit
+ * _PyArg_Fini() would Py_CLEAR it with the main interpreter's allocator: "free(): invalid
+ * pointer" and an abort (measured on 3.12.1, one sandbox and one such call). initialized
+ * = -1 is what a parser with a statically allocated tuple has: CPython never frees it.
+ * parser_init() reads `initialized` without the lock only to see it non-zero, which it
+ * stays. */
+size_t
+ss_rt_disown_kwtuples_in(const void *addr, size_t size)
+{
+#if SS_KWTUPLE_MADE_BY_CALLER
+    size_t changed = 0;
+    PyThread_acquire_lock(_PyRuntime.getargs.mutex, WAIT_LOCK);
+    for (struct _PyArg_Parser *p = _PyRuntime.getargs.static_parsers; p != NULL;
+         p = p->next)
+    {
+        if (p->initialized != 1 || p->kwtuple == NULL) {
+            continue;
+        }
+        if ((uintptr_t)p->kwtuple - (uintptr_t)addr < size) {
+            p->initialized = -1;
+            changed++;
+        }
+    }
+    PyThread_release_lock(_PyRuntime.getargs.mutex);
+    return changed;
+#else
+    (void)addr;
+    (void)size;
+    return 0;
+#endif
+}
+
 size_t
 ss_rt_release_empty_pools(void *arena, size_t size)
 {

@@ -41,6 +41,14 @@ void ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n)
  * the bytes released. */
 size_t ss_rt_release_empty_pools(void *arena, size_t size);
 
+/* Exit safety (lifecycle.c): make every Argument Clinic parser whose keyword tuple lies in
+ * this memory range (an obmalloc arena of a sandbox) stop owning it, so that
+ * _PyArg_Fini() at exit leaves the tuple alone instead of freeing another interpreter's
+ * block with the main interpreter's allocator (pyversion.h, SS_KWTUPLE_MADE_BY_CALLER).
+ * Any thread, no GIL needed; returns how many parsers it changed (0 where the running
+ * CPython makes no such tuple). */
+size_t ss_rt_disown_kwtuples_in(const void *addr, size_t size);
+
 /* Leak census (pyinternal_census.c): call visit(ctx, block, block_size, pool) for every
  * allocated block of every pool in use of this obmalloc arena, in address order; stops
  * and returns -1 when visit does. Only for arenas of an interpreter already destroyed. */

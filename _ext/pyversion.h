@@ -244,4 +244,19 @@ PyAPI_FUNC(int) _PyOS_IsMainThread(void);
 #endif
 #define SS_THREAD_HANDLES_SIGNALS() _PyOS_IsMainThread()
 
+/* ---- keyword tuples of Argument Clinic parsers made by a sandbox (pyinternal.c) -------
+ *   3.12.0-3.12.3: _PyArg_Parser.kwtuple is made on the first call with keywords, by
+ *          the interpreter that makes it and with its allocator (Python/getargs.c
+ *          new_kwtuple); _PyArg_Fini() Py_CLEARs the tuples whose parser has
+ *          `initialized == 1` at exit (CPython gh-119213, fixed in 3.12.4 by making the
+ *          tuple in the main interpreter). Layout: `int initialized` first, and
+ *          _PyRuntime.getargs = {PyThread_type_lock mutex, static_parsers} (3.12.1 headers).
+ *   3.12.4+: the tuple is the main interpreter's: a sandbox's arena never holds one.
+ *   3.13+: the fix, and another layout (_PyOnceFlag once, is_kwtuple_owned): nothing to do. */
+#if PY_VERSION_HEX < 0x030D0000
+#  define SS_KWTUPLE_MADE_BY_CALLER 1
+#else
+#  define SS_KWTUPLE_MADE_BY_CALLER 0
+#endif
+
 #endif /* SUBSANDBOX_PYVERSION_H */
