@@ -93,6 +93,11 @@ def gate_handlers() -> tuple[Any, ...]:
 def serve(parcel: int) -> None:
     global _loads
     requests, answers, policy = _core._parcel_take(parcel)
+    # Before anything else imports: CPython 3.12 must never run a single-phase module's
+    # init function in here (subsandbox._single_phase).
+    from . import _single_phase
+
+    _single_phase.install()
     # Refuse to start where the isolation properties do not hold (subsandbox.guard),
     # before the policy is installed: the check itself imports what it needs.
     from . import guard
