@@ -45,7 +45,21 @@ def info() -> int:
     print(f"own GIL         {'yes' if own else 'NO'} (sandbox {config['gil']} GIL, "
           f"{'main' if config['use_main_obmalloc'] else 'own'} object allocator)")
     print(f"sandbox config  {inside}")
+    print(f"CPython bugs    {_cpython_bugs(_core._raw_allocator_hooked())}")
     return 0 if own else 1
+
+
+def _cpython_bugs(raw_allocator_hooked: bool) -> str:
+    """What subsandbox does here about the CPython bugs of docs/cpython-3.12.md."""
+    if sys.version_info >= (3, 13):
+        return "none known that subsandbox must work around on this version"
+    done = ["gh-117953: single-phase stdlib modules refused in sandboxes"]
+    if sys.version_info < (3, 12, 4):
+        done.append("gh-119213: keyword tuples made by sandboxes left to their arenas")
+    if raw_allocator_hooked:
+        done.append("gh-111924: raw allocator hooked here, sandboxes warn "
+                    "(AllocatorRaceWarning)")
+    return "; ".join(done) + " (docs/cpython-3.12.md)"
 
 
 def _version() -> str:
