@@ -159,22 +159,10 @@ def time_send(loops: int, kind: str | None, size: str | None) -> float:
 
 
 def time_cross(loops: int, kind: str | None, size: str | None) -> float:
-    """What Sandbox.call does with its arguments, minus the switch between threads:
-    pickle (fn, args, kwargs) with shared objects set aside, put the request through a
-    channel, take it out, unpickle. Stable enough to show a cost of 1 us."""
-    from subsandbox import _crossing
-
+    """What Sandbox.call does with its arguments, minus the switch between threads
+    (_share_data.time_crossings). Stable enough to show a cost of 1 us."""
     value = None if kind is None else shared(kind, size)  # type: ignore[arg-type]
-    channel = subsandbox.Channel()
-    dumps, loads, noop = _crossing.dumps, _crossing.loads, data.noop
-    send, recv = channel.send, channel.recv
-    t0 = time.perf_counter()
-    for _ in range(loops):
-        payload, refs = dumps((noop, (value,), {}), "bench")
-        send(("call", 1, payload, refs))
-        _, _, payload, refs = recv()
-        loads(payload, refs)
-    return time.perf_counter() - t0
+    return data.time_crossings(value, loops)
 
 
 def time_read(loops: int, kind: str, size: str, where: str) -> float:

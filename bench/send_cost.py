@@ -36,23 +36,13 @@ import _share_data as data  # noqa: E402
 import harness  # noqa: E402
 
 import subsandbox  # noqa: E402
-from subsandbox import _crossing  # noqa: E402
 
 LOOPS = {"cross": 20_000, "call": 2_000}
 
 
 def cross_loop(value: Any, loops: int) -> float:
     """CPU seconds per crossing of ``noop(value)``, in this thread."""
-    channel = subsandbox.Channel()
-    dumps, loads, noop = _crossing.dumps, _crossing.loads, data.noop
-    send, recv = channel.send, channel.recv
-    t0 = time.thread_time()
-    for _ in range(loops):
-        payload, refs = dumps((noop, (value,), {}), "bench")
-        send(("call", 1, payload, refs))
-        _, _, payload, refs = recv()
-        loads(payload, refs)
-    return (time.thread_time() - t0) / loops
+    return data.time_crossings(value, loops, time.thread_time) / loops
 
 
 def _thread_cpu_clock(sandbox: subsandbox.Sandbox) -> int:
