@@ -118,3 +118,50 @@ def test_slots_faulted_in_ahead_build_correct_objects():
         assert not gc.is_tracked(got) and not gc.is_tracked(got[2])
         assert hash(got) == hash(want)
     assert _stats()["slab_bytes"] > 0
+
+
+
+def _strings_that_wrap(count, prefix):
+    """`count` new strings whose hashes make the memo's doubling in place take its rare
+    paths, in every table of 16,384 to 65,536 slots: three in four hash into the last 1/64
+    of the table, so they form one long run that wraps past its last slot into the first
+    ones; the others have their home in those first slots and move to the upper half when
+    the table doubles, leaving holes in the wrapped run unless the rehash mends it."""
+    found = []
+    i = 0
+    while len(found) < count:
+        s = f"{prefix} {i}"
+        low = hash(s) & 0xFFFF
+        if low >= 0xFC00 or (i % 4 == 0 and (low & 0x3C00) == 0 and low >= 0x4000):
+            found.append(s)
+        i += 1
+    return found
+
+
+@pytest.mark.parametrize("hashes", ["spread", "wrapping"])
+def test_every_string_is_found_after_the_memo_doubles_in_place(hashes):
+    # A memo table of 256 KiB or more doubles where it lies (mremap, then a rehash in
+    # place: _ext/arena.c, str_table_double_in_place). Strings added a few per call, as
+    # into the default arena, take it through two such doublings; a failed call in the
+    # middle leaves tombstones to drop. Afterwards every string must still be found: a
+    # lost one would be copied again, a new object, and the arena would grow.
+    n = 20_000
+    if hashes == "spread":
+        names = [f"in place {i} ü" for i in range(n)]
+    else:
+        names = _strings_that_wrap(n, "wrapping")
+    with Arena() as a:
+        kept = []
+        for start in range(0, n, 50):
+            kept.extend(a.share(tuple(fresh(s) for s in names[start:start + 50])))
+            if start == 10_000:
+                with pytest.raises(NotShareableError):
+                    a.share(tuple(fresh(f"dropped {i}") for i in range(300)) + ([],))
+        assert _stats()["arenas"][a.id]["memo_grown_in_place"] == 2
+        before = a.nbytes
+        again = a.share(tuple(fresh(s) for s in names))
+        lost = [names[i] for i, (x, y) in enumerate(zip(again, kept)) if x is not y]
+        assert lost == []
+        # Only the new outer tuple was allocated.
+        assert a.nbytes - before < n * 8 + 4096
+        assert a.share(fresh("dropped 7")) == "dropped 7"
