@@ -32,7 +32,7 @@ SUPPRESSIONS=$ROOT/tools/tsan-suppressions.txt
 PROJECT=${SAN_PROJECT:-$ROOT}   # the tree whose extension is built and installed
 DEFAULT_TESTS=(tests/test_ext_loads.py tests/test_share.py tests/test_share_props.py
                tests/test_frozen.py tests/test_type_guard.py tests/test_stress.py
-               tests/test_memory.py)
+               tests/test_memory.py tests/test_share_memo.py)
 # Sizes of the stress and memory tests under the sanitizers (everything runs ~10x slower
 # under pydebug + TSan); the environment may override them.
 export SUBSANDBOX_STRESS_RECORDS=${SUBSANDBOX_STRESS_RECORDS:-2000}
