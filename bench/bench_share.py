@@ -118,20 +118,26 @@ def time_share_freed(loops: int, kind: str, size: str) -> float:
 _next_variant = [1]
 
 
-def time_share_default(loops: int, kind: str, size: str) -> float:
-    # Each variant is made just before the clock starts (so it is as warm in the caches
-    # as pickle's value), shared once (its strings are new to the default arena), then
-    # dropped: the arena keeps its copy for the life of the process.
-    share = subsandbox.share
-    share(data.make(kind, "1KB", 0))    # the default arena exists and has a block
+def _time_on_new_variants(loops: int, kind: str, size: str, func: Any, *args: Any) -> float:
+    """Seconds of ``func(value, *args)`` summed over ``loops`` new variants of the data,
+    each made just before the clock starts (as warm in the caches as pickle's value) and
+    new to every cache: no string of it has a hash, a UTF-8 form or a copy in the default
+    arena."""
     total = 0.0
     for _ in range(loops):
         value = data.make(kind, size, _next_variant[0])
         _next_variant[0] += 1
         t0 = _clock[0]()
-        share(value)
+        func(value, *args)
         total += _clock[0]() - t0
     return total
+
+
+def time_share_default(loops: int, kind: str, size: str) -> float:
+    # Each variant is shared once, then dropped: the arena keeps its copy for the life of
+    # the process.
+    subsandbox.share(data.make(kind, "1KB", 0))    # the default arena exists, has a block
+    return _time_on_new_variants(loops, kind, size, subsandbox.share)
 
 
 def time_pickle(loops: int, kind: str, size: str) -> float:
@@ -144,17 +150,9 @@ def time_pickle(loops: int, kind: str, size: str) -> float:
 
 
 def time_pickle_fresh(loops: int, kind: str, size: str) -> float:
-    # The counterpart of time_share_default: each variant is new, so no string has its
-    # UTF-8 form cached yet (pickle makes and caches it, as share() makes its own).
-    dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
-    total = 0.0
-    for _ in range(loops):
-        value = data.make(kind, size, _next_variant[0])
-        _next_variant[0] += 1
-        t0 = _clock[0]()
-        dumps(value, protocol)
-        total += _clock[0]() - t0
-    return total
+    # The counterpart of time_share_default: pickle makes (and caches) the UTF-8 form of
+    # each new string, as share() makes its own.
+    return _time_on_new_variants(loops, kind, size, pickle.dumps, pickle.HIGHEST_PROTOCOL)
 
 
 def time_copy(loops: int, kind: str, size: str) -> float:
