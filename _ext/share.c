@@ -682,6 +682,30 @@ prefetch_str_slot(ctx *c, PyObject *o)
 }
 
 static inline void
+prefetch_child_slots(ctx *c, PyObject *o)
+{
+    if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= LOOKAHEAD_ROW_MAX) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(o); k++) {
+            prefetch_str_slot(c, PyTuple_GET_ITEM(o, k));
+        }
+    }
+    else {
+        prefetch_str_slot(c, o);
+    }
+}
+
+/* A frame's first LOOKAHEAD_SLOT children are never LOOKAHEAD_SLOT ahead of anything:
+ * before the first of them is visited, their slots are prefetched all at once. */
+static inline void
+look_ahead_first(ctx *c, frame *fr)
+{
+    Py_ssize_t n = fr->n < LOOKAHEAD_SLOT ? fr->n : LOOKAHEAD_SLOT;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        prefetch_child_slots(c, frame_child(fr, i));
+    }
+}
+
+static inline void
 look_ahead(ctx *c, frame *fr)
 {
     Py_ssize_t i = fr->i;
@@ -697,15 +721,7 @@ look_ahead(ctx *c, frame *fr)
         }
     }
     if (i + LOOKAHEAD_SLOT < fr->n) {
-        PyObject *o = frame_child(fr, i + LOOKAHEAD_SLOT);
-        if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= LOOKAHEAD_ROW_MAX) {
-            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(o); k++) {
-                prefetch_str_slot(c, PyTuple_GET_ITEM(o, k));
-            }
-        }
-        else {
-            prefetch_str_slot(c, o);
-        }
+        prefetch_child_slots(c, frame_child(fr, i + LOOKAHEAD_SLOT));
     }
 }
 
@@ -1042,6 +1058,10 @@ share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
     while (r >= 0 && c.depth > 0) {
         frame *fr = &c.stack[c.depth - 1];
         if (fr->i < fr->n) {
+            /* A row's items were looked into by its parent's look-ahead already. */
+            if (fr->i == 0 && fr->n > LOOKAHEAD_ROW_MAX) {
+                look_ahead_first(&c, fr);
+            }
             look_ahead(&c, fr);
             PyObject *res;
             r = visit(&c, frame_child(fr, fr->i), fr->kind == F_TUPLE ? 1 : 2, &res);
