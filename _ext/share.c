@@ -529,6 +529,63 @@ snapshot_set(frame *fr, PyObject *o)
     return 0;
 }
 
+/* Types whose objects visit() copies (or finds) without pushing a frame. */
+static inline int
+is_leaf_type(PyTypeObject *t)
+{
+    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type
+        || t == &PyBytes_Type || t == &PyComplex_Type || t == &PyBool_Type
+        || t == Py_TYPE(Py_None);
+}
+
+/* A small tuple of leaves (a row): its items, which the parent's look-ahead has
+ * prefetched, are visited right here instead of through a frame of the walk. */
+#define ROW_MAX 8
+
+static inline int
+is_row_of_leaves(PyObject *o, Py_ssize_t n)
+{
+    if (n > ROW_MAX) {
+        return 0;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!is_leaf_type(Py_TYPE(PyTuple_GET_ITEM(o, k)))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A tuple of ours whose items are all set. */
+static void
+tuple_done(PyObject *d)
+{
+    if (SS_TUPLE_CACHES_HASH) {
+        ss_tuple_reset_hash(d);
+        if (PyObject_Hash(d) == -1) {
+            PyErr_Clear();          /* left at -1: computing it again writes nothing */
+        }
+    }
+}
+
+static int visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res);
+
+/* Copy a row of leaves (is_row_of_leaves) into `d`, a new tuple: 0, or -1 with c->err
+ * set. Only the errors of copying a leaf can happen (a leaf is never unshareable and
+ * never in a cycle), so no frame is needed to name a path. */
+static int
+copy_row(ctx *c, PyObject *o, Py_ssize_t n, PyObject *d)
+{
+    PyObject **out = ((PyTupleObject *)d)->ob_item;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (visit(c, PyTuple_GET_ITEM(o, k), 1, &out[k]) < 0) {
+            return -1;
+        }
+    }
+    tuple_done(d);
+    return 0;
+}
+
 /* Visit one value: 0 with *res set (done), 1 when a frame was pushed, -1 on error
  * (c->err says which). `known` is how many references to `o` the walk accounts for:
  * 1 for the root and tuple items (the tuple's), 2 for the entries of maps and sets (the
@@ -536,32 +593,35 @@ snapshot_set(frame *fr, PyObject *o)
 static int
 visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
 {
-    if (ss_rt_is_static(o)) {
-        *res = o;
-        return 0;
-    }
     /* An object referenced only by the container being walked cannot be met again: it
      * needs no memo entry (most rows, fields, keys and values are such). The walk's own
-     * references to `o` are taken after this test. */
+     * references to `o` are taken after this test. Nor can it be a static or shared
+     * object: those are immortal, their reference count is far above `known`. */
     int once = Py_REFCNT(o) <= known;
-    PyObject *m = once ? NULL : memo_get(c, o);
-    if (m != NULL) {
-        if (m == IN_PROGRESS) {
-            c->err = E_CYCLE;
-            c->bad = Py_NewRef(o);
-            return -1;
+    if (!once) {
+        if (ss_rt_is_static(o)) {
+            *res = o;
+            return 0;
         }
-        *res = m;
-        return 0;
-    }
-    ss_arena *other = ss_arena_of(o);
-    if (other != NULL) {
-        if (ss_filler_depend(c->f, other) < 0) {
-            c->err = E_PYERR;
-            return -1;
+        PyObject *m = memo_get(c, o);
+        if (m != NULL) {
+            if (m == IN_PROGRESS) {
+                c->err = E_CYCLE;
+                c->bad = Py_NewRef(o);
+                return -1;
+            }
+            *res = m;
+            return 0;
         }
-        *res = o;
-        return 0;
+        ss_arena *other = ss_arena_of(o);
+        if (other != NULL) {
+            if (ss_filler_depend(c->f, other) < 0) {
+                c->err = E_PYERR;
+                return -1;
+            }
+            *res = o;
+            return 0;
+        }
     }
     PyTypeObject *t = Py_TYPE(o);
     PyObject *r = NULL;
@@ -595,6 +655,14 @@ visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
         }
         Py_SET_SIZE(d, n);
         ss_tuple_reset_hash(d);
+        if (is_row_of_leaves(o, n)) {
+            if (copy_row(c, o, n, d) < 0 || (!once && memo_set(c, o, d) < 0)) {
+                c->err = E_PYERR;
+                return -1;
+            }
+            *res = d;
+            return 0;
+        }
         if (!once && memo_set(c, o, IN_PROGRESS) < 0) {
             c->err = E_PYERR;
             return -1;
@@ -667,7 +735,7 @@ visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
 #define LOOKAHEAD_SLOT 6
 #define LOOKAHEAD_ITEMS 12
 #define LOOKAHEAD_OBJECT 18
-#define LOOKAHEAD_ROW_MAX 8     /* tuples this small are rows whose items are looked into */
+#define LOOKAHEAD_ROW_MAX ROW_MAX     /* rows' items are looked into too */
 
 static inline void
 prefetch_str_slot(ctx *c, PyObject *o)
@@ -730,12 +798,7 @@ static PyObject *
 finish(ctx *c, frame *fr)
 {
     if (fr->kind == F_TUPLE) {
-        if (SS_TUPLE_CACHES_HASH) {
-            ss_tuple_reset_hash(fr->dst);
-            if (PyObject_Hash(fr->dst) == -1) {
-                PyErr_Clear();          /* left at -1: computing it again writes nothing */
-            }
-        }
+        tuple_done(fr->dst);
         return fr->dst;
     }
     if (fr->kind == F_MAP) {

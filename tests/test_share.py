@@ -454,6 +454,24 @@ def test_dependency_between_arenas():
         assert aid not in stats and bid not in stats
 
 
+def test_row_of_leaves_reuses_shared_items_and_depends_on_their_arena():
+    # A small tuple of leaves is copied without a frame of the walk (share.c, copy_row):
+    # its shared items must still be used as they are, and make a dependency.
+    a, b = Arena(), Arena()
+    s = a.share(fresh("a string of arena a"))
+    big = a.share(10**30)
+    mine = fresh("a string of this row")
+    row = b.share((s, big, 1.5, None, True, mine, mine))
+    assert row == (s, 10**30, 1.5, None, True, mine, mine)
+    assert row[0] is s and row[1] is big
+    assert row[5] is row[6] and row[5] is not mine
+    aid = a.id
+    a.close()
+    del a
+    assert _stats()["arenas"][aid]["refs"] == 1      # the reference of b
+    b.close()
+
+
 def test_default_arena_is_never_freed():
     s = share((fresh("default arena string"),))
     st = _stats()
