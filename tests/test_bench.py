@@ -270,3 +270,32 @@ def test_send_cost_names_an_unknown_size() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown size '2GB'" in proc.stderr and "1KB,1MB,100MB" in proc.stderr
+
+
+def test_share_ratio_plot_reads_bench_share_files(tmp_path: Path) -> None:
+    """bench/plot_share_ratio.py: the ratios it draws are bench_share.py's (share ÷ pickle,
+    share-freed ÷ pickle, share-dflt ÷ pickle-fresh), from the medians of a pyperf file."""
+    import plot_share_ratio
+
+    times = {"share-table-1KB": 4e-6, "share-freed-table-1KB": 1e-6,
+             "share-dflt-table-1KB": 6e-6, "pickle-table-1KB": 2e-6,
+             "pickle-fresh-table-1KB": 3e-6, "share-corpus-1MB": 1e-3,
+             "pickle-corpus-1MB": 4e-3}
+    results = [Result(name, [t, t * 1.1, t * 0.9]) for name, t in times.items()]
+    path = tmp_path / "share.json"
+    harness.write_pyperf_json(results, path, {"cpu": "test cpu", "python": "3.99.0"})
+    version, found = plot_share_ratio.medians(str(path))
+    assert version == "3.99.0" and found["pickle-table-1KB"] == 2e-6
+    sets = plot_share_ratio.data_sets(found)
+    assert sets == ["table-1KB", "corpus-1MB"]
+    r = plot_share_ratio.ratios(found, sets)
+    assert r["fresh arena"] == [2.0, 0.25]
+    assert r["memory reused"][0] == 0.5 and r["memory reused"][1] != r["memory reused"][1]
+    assert r["default arena (new data)"][0] == 2.0          # ÷ pickle-fresh, not pickle
+
+    png = tmp_path / "plot.png"
+    proc = subprocess.run([sys.executable, str(BENCH / "plot_share_ratio.py"), str(path),
+                           str(path), "-o", str(png)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert png.read_bytes().startswith(PNG_MAGIC)
