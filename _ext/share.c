@@ -539,7 +539,8 @@ is_leaf_type(PyTypeObject *t)
 }
 
 /* A small tuple of leaves (a row): its items, which the parent's look-ahead has
- * prefetched, are visited right here instead of through a frame of the walk. */
+ * prefetched, are visited right here instead of through a frame of the walk. The
+ * look-ahead looks into the items of tuples up to the same size. */
 #define ROW_MAX 8
 
 static inline int
@@ -735,7 +736,6 @@ visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
 #define LOOKAHEAD_SLOT 6
 #define LOOKAHEAD_ITEMS 12
 #define LOOKAHEAD_OBJECT 18
-#define LOOKAHEAD_ROW_MAX ROW_MAX     /* rows' items are looked into too */
 
 static inline void
 prefetch_str_slot(ctx *c, PyObject *o)
@@ -752,7 +752,7 @@ prefetch_str_slot(ctx *c, PyObject *o)
 static inline void
 prefetch_child_slots(ctx *c, PyObject *o)
 {
-    if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= LOOKAHEAD_ROW_MAX) {
+    if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= ROW_MAX) {
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(o); k++) {
             prefetch_str_slot(c, PyTuple_GET_ITEM(o, k));
         }
@@ -782,7 +782,7 @@ look_ahead(ctx *c, frame *fr)
     }
     if (i + LOOKAHEAD_ITEMS < fr->n) {
         PyObject *o = frame_child(fr, i + LOOKAHEAD_ITEMS);
-        if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= LOOKAHEAD_ROW_MAX) {
+        if (Py_IS_TYPE(o, &PyTuple_Type) && PyTuple_GET_SIZE(o) <= ROW_MAX) {
             for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(o); k++) {
                 __builtin_prefetch(PyTuple_GET_ITEM(o, k));
             }
@@ -1121,8 +1121,10 @@ share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
     while (r >= 0 && c.depth > 0) {
         frame *fr = &c.stack[c.depth - 1];
         if (fr->i < fr->n) {
-            /* A row's items were looked into by its parent's look-ahead already. */
-            if (fr->i == 0 && fr->n > LOOKAHEAD_ROW_MAX) {
+            /* A frame this small is a tuple whose items its parent's look-ahead
+             * looked into already (rows of leaves get no frame at all), or a map or set
+             * of at most ROW_MAX / 2 entries, too few to be worth it. */
+            if (fr->i == 0 && fr->n > ROW_MAX) {
                 look_ahead_first(&c, fr);
             }
             look_ahead(&c, fr);
