@@ -3,9 +3,9 @@
  *
  * Checked against the installed headers of 3.12.1 and 3.13.0 (Include/object.h,
  * Include/cpython/unicodeobject.h, bytesobject.h, tupleobject.h, longintrepr.h) and, for
- * the 3.14 branch, against CPython sources of the 3.14/main era (Include/object.h with the
- * split ob_refcnt/ob_overflow/ob_flags, Include/refcount.h, Include/cpython/tupleobject.h
- * with ob_hash). Nothing here has run on 3.14: see docs/shared-memory.md.
+ * the 3.14 branch, against the headers of 3.14.7 (Include/object.h with the split
+ * ob_refcnt/ob_overflow/ob_flags, Include/refcount.h, Include/cpython/tupleobject.h with
+ * ob_hash), where every branch below is compiled and tested (tools/build-cpython.sh).
  */
 #ifndef SUBSANDBOX_PYVERSION_H
 #define SUBSANDBOX_PYVERSION_H
@@ -176,7 +176,7 @@ ss_bytes_reset_hash(PyObject *op)
 
 /* TEST-ONLY (filler_stub.c): make a fresh, zeroed object immortal. */
 #if PY_VERSION_HEX >= 0x030E0000
-   /* written blind: 3.14 splits the refcount into ob_refcnt + ob_flags */
+   /* 3.14 splits the refcount into ob_refcnt + ob_flags */
 #  define SS_FROZEN_STUB_SET_IMMORTAL(op) \
       do { (op)->ob_refcnt = _Py_IMMORTAL_INITIAL_REFCNT; (op)->ob_flags = _Py_IMMORTAL_FLAGS; } while (0)
 #else
@@ -234,8 +234,8 @@ ss_bytes_reset_hash(PyObject *op)
  *   3.13:  moved to Include/internal/pycore_signal.h by gh-106320 (PR #108605), still
  *          PyAPI_FUNC "Export for '_multiprocessing' shared extension"; exported from
  *          libpython3.13 (nm on 3.13.0; the 3.13.5 header has the same line).
- *   3.14:  the same internal declaration, PyAPI_FUNC, for the same reason (read in a tree of
- *          3.14.0b4+, after the feature freeze; not compiled here: no 3.14 on this machine).
+ *   3.14:  the same internal declaration, PyAPI_FUNC, for the same reason (read in 3.14.7,
+ *          and compiled and tested against it).
  * The internal header needs Py_BUILD_CORE, so 3.13+ gets the declaration here. There is no
  * public equivalent: PyErr_CheckSignals() is public but only says nothing was pending, and
  * calling it from every waiter would mean waking every waiter periodically. */

@@ -439,7 +439,13 @@ print((rss() - start) / 15)
         result = run_script(template.format(off=off))
         assert result.returncode == 0, result.stderr
         grown[off] = float(result.stdout)
-    assert grown[False] < 0.75 * grown[True], grown
+    if sys.version_info >= (3, 14):
+        # 3.14 frees the arenas of a destroyed interpreter itself once no block in them is
+        # still allocated (free_obmalloc_arenas), and a sandbox leaves none: nothing is
+        # left for us to reclaim, and a cycle must not keep what 3.12/3.13 kept (~1.7 MiB).
+        assert grown[False] < 256 * 1024, grown
+    else:
+        assert grown[False] < 0.75 * grown[True], grown
 
 
 # What a destroyed interpreter keeps: every string it interned as immortal (CPython's, see
@@ -491,8 +497,14 @@ def test_a_closed_sandbox_keeps_few_more_blocks_than_a_bare_interpreter() -> Non
     # Deterministic counts (no timing, no RSS): what CPython leaks of any interpreter is in
     # "bare"; the difference is what our side of a sandbox imports.
     extra = found["sandbox"] - found["bare"]
-    assert found["bare"] > 1000, found          # the census sees CPython's own leak
-    assert extra < 1500, (extra, found["sandbox_kinds"], found["bare_kinds"])
+    if sys.version_info >= (3, 14):
+        # 3.14 leaks nothing of a bare interpreter, and frees its arenas when it is
+        # destroyed; a single block a sandbox left allocated would keep all of its arenas
+        # (and the census would find it there).
+        assert (found["bare"], found["sandbox"]) == (0, 0), found
+    else:
+        assert found["bare"] > 1000, found          # the census sees CPython's own leak
+        assert extra < 1500, (extra, found["sandbox_kinds"], found["bare_kinds"])
 
 
 def test_leak_census_refuses_a_live_interpreter(sandbox: subsandbox.Sandbox) -> None:

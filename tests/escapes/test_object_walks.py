@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import subsandbox
@@ -258,7 +260,15 @@ def test_library_evaluates_a_string_annotation(sb: subsandbox.Sandbox) -> None:
         except TypeError as e:
             result = str(e)
     """)
-    assert_refused(outcome)
+    if sys.version_info >= (3, 14) and not isinstance(outcome, Exception):
+        # 3.14's functools evaluates it through annotationlib's FORWARDREF format, which
+        # turns an evaluation that raised (here: the policy's refusal of the walk) into an
+        # unresolved ForwardRef, so the refusal is swallowed. Without a policy the same
+        # code puts the list of every class into this message.
+        assert isinstance(outcome, str) and "unresolved forward reference" in outcome, outcome
+        assert "<class" not in outcome
+    else:
+        assert_refused(outcome)
     assert "FileIO" not in str(outcome)
 
 
