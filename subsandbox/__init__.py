@@ -47,6 +47,7 @@ _LAZY = {
     "RemoteError": "errors",
     "SandboxClosed": "errors",
     "TaskInterrupted": "errors",
+    "TracemallocError": "errors",
 }
 
 __all__ = sorted(_LAZY)
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
         RemoteError,
         SandboxClosed,
         TaskInterrupted,
+        TracemallocError,
     )
     from .executor import SandboxPoolExecutor
     from .policy import Policy

@@ -21,7 +21,7 @@ import warnings
 from typing import Any, Protocol
 
 from . import _core
-from .errors import AllocatorRaceWarning
+from .errors import AllocatorRaceWarning, TracemallocError
 
 # CPython 3.12 only (errors.AllocatorRaceWarning says why; docs/lifecycle.md has the
 # evidence). Said before the first interpreter made under a hooked raw allocator: the
@@ -29,14 +29,39 @@ from .errors import AllocatorRaceWarning
 _ALLOCATOR_RACE = (
     "CPython 3.12 swaps the process-wide raw memory allocator to its default and back, "
     "without a lock, while it creates an interpreter, and this process's raw allocator is "
-    "hooked (-X dev, PYTHONMALLOC=debug or pymalloc_debug, a debug build, or tracemalloc): "
+    "hooked (-X dev, PYTHONMALLOC=debug or pymalloc_debug, a debug build): "
     "a thread of any interpreter that allocates memory in that moment can corrupt the heap "
     "and crash the process (CPython gh-111924; 3.13 no longer swaps it there). Use CPython 3.13+, or on "
     "3.12 run without those hooks (python -X dev with PYTHONMALLOC=malloc keeps dev mode's "
-    "other checks), or create sandboxes while no other thread runs. Under tracemalloc, "
-    "3.12 also crashes at tracemalloc.stop() or at exit once an isolated interpreter has "
-    "existed (CPython gh-110029)."
+    "other checks), or create sandboxes while no other thread runs."
 )
+
+
+_TRACEMALLOC = (
+    "cannot create a sandbox while tracemalloc traces memory allocations: CPython {version} "
+    "crashes {when} once an isolated interpreter made while tracing has been destroyed "
+    "(tracemalloc keeps pointers to that interpreter's objects; CPython {issues}). Stop "
+    "tracing first (tracemalloc.stop()), or run without -X tracemalloc and "
+    "PYTHONTRACEMALLOC; sandboxes made before tracing starts are not protected either."
+)
+
+
+def refuse_under_tracemalloc() -> None:
+    """Raise TracemallocError while tracemalloc traces; called before every creation.
+
+    Every supported CPython crashes the process later (errors.TracemallocError says how);
+    refusing here, before an interpreter exists, loses nothing. _tracemalloc is the
+    builtin C module: always there, and cheap to import, unlike tracemalloc.py."""
+    import _tracemalloc
+
+    if not _tracemalloc.is_tracing():
+        return
+    if sys.version_info >= (3, 14):
+        when, issues = "at the next interpreter creation or at exit", "gh-134604, gh-144172"
+    else:
+        when, issues = "at tracemalloc.stop() or at exit", "gh-110029, gh-144172"
+    version = "%d.%d" % sys.version_info[:2]
+    raise TracemallocError(_TRACEMALLOC.format(version=version, when=when, issues=issues))
 
 
 class ExecFailed(Exception):
@@ -64,6 +89,7 @@ class _PEP734Backend:
         self.name = name
 
     def create(self) -> Any:
+        refuse_under_tracemalloc()
         return self._interpreters.create()
 
     def interpreter_id(self, handle: Any) -> int:
@@ -93,6 +119,7 @@ class _XXSubinterpretersBackend:
         self._warned_allocator_race = False
 
     def create(self) -> Any:
+        refuse_under_tracemalloc()
         if not self._warned_allocator_race and _core._raw_allocator_hooked():
             warnings.warn(_ALLOCATOR_RACE, AllocatorRaceWarning, stacklevel=2)
             self._warned_allocator_race = True      # not when -W error made it raise

@@ -91,15 +91,29 @@ class RemoteError(Exception):
         self.message = message
 
 
+class TracemallocError(RuntimeError):
+    """A sandbox was asked for while tracemalloc traces memory allocations.
+
+    No CPython we support survives an isolated interpreter created while tracemalloc
+    traces: tracemalloc keeps pointers to that interpreter's objects (the file names of
+    its code) after the interpreter is destroyed and reads or frees them later. 3.12 and
+    3.13 abort at ``tracemalloc.stop()`` or at exit (CPython gh-110029, gh-144172), 3.14
+    crashes at the next interpreter creation or at exit (gh-134604). ``Sandbox()`` refuses
+    before any interpreter exists, so nothing is lost; stop tracing
+    (``tracemalloc.stop()``, or run without ``-X tracemalloc`` and ``PYTHONTRACEMALLOC``)
+    to create sandboxes (docs/lifecycle.md).
+    """
+
+
 class AllocatorRaceWarning(RuntimeWarning):
     """CPython 3.12 is about to create an interpreter while the raw allocator is hooked.
 
     3.12 swaps the process-wide raw memory allocator to its default and back, without a
     lock, while it creates any interpreter (``_Py_ClearStandardStreamEncoding``; 3.13 no
     longer does, CPython gh-111924). That is harmless with the default allocators; with
-    the debug hooks (``-X dev``, ``PYTHONMALLOC=debug``, a debug build) or tracemalloc, a
-    thread of any interpreter that allocates in that moment can corrupt the heap and crash
-    the process. Under tracemalloc, 3.12 also crashes at ``tracemalloc.stop()`` or at exit
-    once an isolated interpreter has existed (CPython gh-110029). Issued once per process,
-    by the first sandbox created in those conditions (docs/lifecycle.md).
+    the debug hooks (``-X dev``, ``PYTHONMALLOC=debug``, a debug build), a thread of any
+    interpreter that allocates in that moment can corrupt the heap and crash the process.
+    Issued once per process, by the first sandbox created in those conditions
+    (docs/lifecycle.md). Under tracemalloc, which hooks the allocator too, no sandbox is
+    created at all (``TracemallocError``).
     """

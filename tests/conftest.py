@@ -28,7 +28,7 @@ def run_script(source: str, timeout: float = 60.0) -> subprocess.CompletedProces
 
 
 # CPython 3.12 warns once per process, before its first sandbox under a hooked raw
-# allocator (-X dev, PYTHONMALLOC=debug, tracemalloc): subsandbox.AllocatorRaceWarning.
+# allocator (-X dev, PYTHONMALLOC=debug): subsandbox.AllocatorRaceWarning.
 ALLOCATOR_RACE_WARNED_HERE = sys.version_info < (3, 13)
 
 
