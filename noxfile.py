@@ -1,7 +1,8 @@
 """The test matrix: every supported CPython found on this machine.
 
-Found: pyenv's 3.12+ versions, and any ``python3.N`` (N >= 12) on PATH, so a newer
-CPython installed later is tested too. The ``matrix`` session fails unless the tests
+Found: pyenv's 3.12+ versions, the CPythons tools/build-cpython.sh built into .pythons/
+(3.14: scripts/test builds it when this machine has none), and any ``python3.N`` (N >= 12)
+on PATH, so a newer CPython installed later is tested too. The ``matrix`` session fails unless the tests
 passed on at least two versions: a machine where only one ran has not tested us.
 """
 
@@ -29,6 +30,10 @@ def _interpreters() -> list[str]:
     for exe in sorted(glob.glob(f"{pyenv_root}/versions/3.*/bin/python3.*")):
         m = re.fullmatch(r".*/versions/(3\.(\d+))\.[^/]*/bin/python3\.\d+", exe)
         if m and int(m.group(2)) >= 12 and "t" not in Path(exe).name[len("python3."):]:
+            found.setdefault(m.group(1), exe)
+    for exe in sorted(glob.glob(str(ROOT / ".pythons" / "3.*" / "bin" / "python3.*"))):
+        m = re.fullmatch(r".*/\.pythons/(3\.(\d+))/bin/python3\.\d+", exe)
+        if m and int(m.group(2)) >= 12:
             found.setdefault(m.group(1), exe)
     for minor in range(12, 30):
         exe = shutil.which(f"python3.{minor}")

@@ -74,68 +74,11 @@ for t in "${TESTS[@]}"; do
 done
 case $WHICH in all) KINDS=(asan tsan) ;; *) KINDS=("$WHICH") ;; esac
 
-# ---- 1. host build packages ------------------------------------------------------------
-HOST_PACKAGES=(build-essential pkg-config xz-utils libffi-dev libssl-dev zlib1g-dev
-               libbz2-dev libreadline-dev libsqlite3-dev liblzma-dev libncurses-dev uuid-dev)
-
-ensure_host_packages() {
-    local missing=() p
-    for p in "${HOST_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$p")
-    done
-    if [[ ${#missing[@]} -gt 0 ]]; then
-        log "installing build packages from this machine's Debian: ${missing[*]}"
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    fi
-}
-
-# ---- 2. trixie's python3.13 source package, through a private apt configuration -------
-# Prints "URI KEYRING" of this machine's main Debian archive (not -security / -updates),
-# read from deb822 .sources files or one-line .list files.
-debian_archive() {
-    local codename f
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    [[ -n $codename ]] || die "no VERSION_CODENAME in /etc/os-release"
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -f $f ]] || continue
-        awk -v cn="$codename" '
-            BEGIN { RS = ""; FS = "\n" }
-            {
-                types = ""; uris = ""; suites = ""; key = ""
-                for (i = 1; i <= NF; i++) {
-                    line = $i
-                    if (line ~ /^[ \t]*#/) continue
-                    if (line ~ /^Types:/)     { sub(/^Types:[ \t]*/, "", line); types = line }
-                    if (line ~ /^URIs:/)      { sub(/^URIs:[ \t]*/, "", line); uris = line }
-                    if (line ~ /^Suites:/)    { sub(/^Suites:[ \t]*/, "", line); suites = line }
-                    if (line ~ /^Signed-By:/) { sub(/^Signed-By:[ \t]*/, "", line); key = line }
-                }
-                if ((" " types " ") !~ / deb /) next
-                n = split(suites, s, /[ \t]+/)
-                for (j = 1; j <= n; j++) if (s[j] == cn) {
-                    split(uris, u, /[ \t]+/); print u[1], key; exit
-                }
-            }' "$f" | head -n1 | grep . && return 0
-    done
-    # One-line format: deb [options] URI suite components...
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -f $f ]] || continue
-        sed -E 's/\[[^]]*\]//' "$f" \
-            | awk -v cn="$codename" '$1 == "deb" && $3 == cn { print $2, ""; exit }' \
-            | grep . && return 0
-    done
-    die "no Debian archive for '$codename' found in /etc/apt/sources.list{,.d}"
-}
-
+# ---- 1. host build packages, 2. trixie's python3.13 source package ----------------------
+# (tools/debian-source.sh: through a private apt configuration under .sanitizers/apt/)
+# shellcheck source=tools/debian-source.sh
+. "$ROOT/tools/debian-source.sh"
 APT_DIR=$SAN/apt
-APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list"
-          -o "Dir::Etc::SourceParts=$APT_DIR/sources.list.d"
-          -o "Dir::State::Lists=$APT_DIR/lists"
-          -o "Dir::Cache=$APT_DIR/cache"
-          -o "APT::Sandbox::User=root")  # the private dirs are root's; no _apt download sandbox
 
 fetch_source() {
     local tarball
@@ -143,15 +86,8 @@ fetch_source() {
     tarball=${found[0]}
     [[ -f $tarball ]] || tarball=
     if [[ -z $tarball ]]; then
-        local uri key
-        read -r uri key < <(debian_archive || true)
-        [[ -n ${uri:-} ]] || die "no Debian archive URI found in /etc/apt/sources.list{,.d}"
-        [[ -n $key ]] || key=/usr/share/keyrings/debian-archive-keyring.gpg
-        mkdir -p "$APT_DIR"/{sources.list.d,lists/partial,cache/archives/partial} "$SAN/src"
-        echo "deb-src [signed-by=$key] $uri $SUITE main" > "$APT_DIR/sources.list"
-        log "fetching the $SUITE $SRCPKG source package (download only)"
-        apt-get -q "${APT_OPTS[@]}" update >/dev/null
-        (cd "$SAN/src" && apt-get -q "${APT_OPTS[@]}" source --download-only "$SRCPKG" >/dev/null)
+        debian_source_download "$SRCPKG" "$SAN/src" "$APT_DIR" "$SUITE" \
+            || die "apt-get source of the $SUITE $SRCPKG package failed"
         found=("$SAN"/src/"${SRCPKG}"_*.orig.tar.xz)
         tarball=${found[0]}
         [[ -f $tarball ]] || die "apt-get source did not leave a ${SRCPKG}_*.orig.tar.xz"
