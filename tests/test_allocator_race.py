@@ -99,6 +99,13 @@ for attempt in (1, 2):
         # Refused before any interpreter or worker thread existed.
         assert count() == 1 and threading.active_count() == 1, (count(), threading.enumerate())
         print("refused", flush=True)
+try:
+    with subsandbox.SandboxPoolExecutor(1) as pool:
+        pool.submit(abs, -3).result()
+except subsandbox.BrokenSandboxPool as exc:
+    assert isinstance(exc.__cause__, subsandbox.TracemallocError), repr(exc.__cause__)
+    assert count() == 1, count()
+    print("pool refused", flush=True)
 import tracemalloc
 tracemalloc.stop()
 with subsandbox.Sandbox() as sb:
@@ -117,7 +124,7 @@ def test_no_sandbox_is_made_while_tracemalloc_traces(options, env, start) -> Non
     result = run(options, env, start + textwrap.dedent(TRACEMALLOC_REFUSED))
     # returncode 0: the process also exits cleanly, which it does not when an interpreter
     # was made while tracing (an abort or a segfault at exit, whatever subsandbox does).
-    assert (result.returncode, result.stdout) == (0, "refused\nrefused\n45\n3\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "refused\nrefused\npool refused\n45\n3\n"), result.stderr
 
 
 def test_tracemalloc_started_later_is_seen() -> None:
