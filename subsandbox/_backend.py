@@ -143,8 +143,9 @@ def _choose() -> Backend:
         from concurrent import interpreters  # type: ignore[import-not-found,unused-ignore]
 
         return _PEP734Backend(interpreters, "concurrent.interpreters (stdlib)")
-    if sys.version_info >= (3, 13):
-        from interpreters_backport import interpreters  # type: ignore[import-not-found]
+    elif sys.version_info >= (3, 13):
+        # Installed without type information (import-untyped); not-found if it is not.
+        from interpreters_backport import interpreters  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         return _PEP734Backend(interpreters, "interpreters_backport (interpreters-pep-734)")
     return _XXSubinterpretersBackend()

@@ -53,6 +53,11 @@ import _string  # type: ignore[import-not-found]
 from . import _crossing
 from .errors import PolicyError
 
+# Not `import typing` at run time (see _inside.py): names for annotations only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
 # Loaded now, while loading is free: formatting a sandbox's exception needs them later.
 import linecache  # noqa: F401
 import traceback  # noqa: F401
@@ -310,7 +315,10 @@ class _Enforcer:
             check_code(source, self.name)
             return source
         if isinstance(source, (str, bytes, bytearray)) and mode == "eval":
-            source = source.lstrip(b" \t" if not isinstance(source, str) else " \t")
+            if isinstance(source, str):
+                source = source.lstrip(" \t")
+            else:
+                source = source.lstrip(b" \t")
         return self._compile(source, "<string>", mode)
 
     def _namespace(self, globals_, locals_):
@@ -374,9 +382,11 @@ class _Enforcer:
         def __getattr__(attr: str, _real=real, _full=full, _name=name):  # noqa: N807
             return enforcer._view_attribute(_name, _real, _full, attr)
 
-        v.__getattr__ = __getattr__  # type: ignore[attr-defined]
+        # Module attributes, not methods: a module's __getattr__ and __dir__ are looked up
+        # in its namespace (PEP 562), which is what these assignments fill.
+        v.__getattr__ = __getattr__  # type: ignore[method-assign]
         v.__all__ = public  # type: ignore[attr-defined]
-        v.__dir__ = lambda: list(public)  # type: ignore[attr-defined]
+        v.__dir__ = lambda: list(public)  # type: ignore[method-assign]
         self.views[name] = v
         return v
 
@@ -676,7 +686,7 @@ class _PolicyUnpickler(_crossing._Unpickler):
         return self._enforcer.find_class(module, name)
 
 
-def install(spec: tuple) -> "object":
+def install(spec: tuple) -> "Callable[[bytes, tuple], object]":
     """Install the policy in this interpreter; returns the loader for requests.
 
     Called once, by ``_inside.serve``, before any request is read.

@@ -107,7 +107,7 @@ def serve(parcel: int) -> None:
         answers.send(("refused", refusal))
         _join_threads()
         return
-    loads = _crossing.loads
+    loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads
     if policy is not None:
         # The sandbox's policy (subsandbox.policy), installed before any request is read;
         # requests are then unpickled through it.

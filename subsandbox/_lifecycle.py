@@ -110,7 +110,8 @@ def _after_fork_in_child() -> None:
 
 
 class _Closable(Protocol):
-    closed: bool
+    @property
+    def closed(self) -> bool: ...  # read-only: Sandbox.closed is a property
 
     def interrupt(self) -> bool: ...
     def _close(self, timeout: float | None) -> bool: ...

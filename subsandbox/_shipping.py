@@ -92,7 +92,7 @@ def _snapshot(fn: types.FunctionType, out: list[tuple[Any, ...]], seen: set[int]
         if value is _MISSING:
             continue
         if _by_value(value):
-            if not _snapshot(value, out, seen):  # type: ignore[arg-type]
+            if not _snapshot(value, out, seen):
                 return False
         elif not _is_stable(value):
             return False

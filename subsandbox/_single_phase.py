@@ -56,4 +56,4 @@ class RefuseSinglePhase:
 def install() -> None:
     """Put the finder first in this interpreter's ``sys.meta_path`` (3.12 only)."""
     if sys.version_info < (3, 13) and RefuseSinglePhase not in sys.meta_path:
-        sys.meta_path.insert(0, RefuseSinglePhase)  # type: ignore[arg-type]
+        sys.meta_path.insert(0, RefuseSinglePhase)

@@ -87,7 +87,7 @@ _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
     ("copyreg", "__newobj__"): copyreg.__newobj__,        # type: ignore[attr-defined]
     ("copyreg", "__newobj_ex__"): copyreg.__newobj_ex__,  # type: ignore[attr-defined]
 }

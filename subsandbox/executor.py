@@ -166,8 +166,8 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         # Future.__init__'s fields (test_executor checks they are the same), with the
-        # condition in C.
-        self._condition = _FutureCondition()
+        # condition in C: not the threading.Condition typeshed declares, but its methods.
+        self._condition = _FutureCondition()  # type: ignore[assignment]
         self._state = PENDING
         self._result = None
         self._exception = None
@@ -177,14 +177,14 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
     def result(self, timeout: float | None = None) -> Any:
         # FINISHED is final and set after _result/_exception (Future.set_*), so a future
         # seen FINISHED can be read without its lock.
-        if self._state != FINISHED:  # type: ignore[attr-defined]
+        if self._state != FINISHED:
             timeout = self._wait(timeout)
-        if self._state == FINISHED and self._exception is None:  # type: ignore[attr-defined]
-            return self._result  # type: ignore[attr-defined]
+        if self._state == FINISHED and self._exception is None:
+            return self._result
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state != FINISHED:  # type: ignore[attr-defined]
+        if self._state != FINISHED:
             timeout = self._wait(timeout)
         return super().exception(timeout)
 
@@ -204,10 +204,10 @@ def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:
     """Wait until ``future`` is done or ``timeout`` passes, in slices, running pending
     signal handlers between them (see _PoolFuture)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    condition = future._condition  # type: ignore[attr-defined]
+    condition = future._condition
     while True:
         with condition:
-            if future._state in _DONE_STATES:  # type: ignore[attr-defined]
+            if future._state in _DONE_STATES:
                 return
             if deadline is None:
                 condition.wait(_SIGNAL_SLICE)
@@ -216,7 +216,7 @@ def _wait_handling_signals(future: Future[Any], timeout: float | None) -> None:
                 if wait <= 0:
                     return
                 condition.wait(wait)
-            done = future._state in _DONE_STATES  # type: ignore[attr-defined]
+            done = future._state in _DONE_STATES
         # Outside the lock: a handler may use the future (cancel it, add a callback).
         _core._run_signal_handlers()
         if done:
@@ -238,15 +238,15 @@ class _InterruptibleFuture(_PoolFuture):
     _on_cancel_running: Callable[[], None] | None = None
 
     def cancel(self) -> bool:
-        with self._condition:  # type: ignore[attr-defined]
-            if self._state != RUNNING or self._on_cancel_running is None:  # type: ignore[attr-defined]
+        with self._condition:
+            if self._state != RUNNING or self._on_cancel_running is None:
                 return super().cancel()
             # Cancelled now, as a pending future is; the worker is freed when the
             # interrupt lands. Waiters (wait, as_completed) learn it at once.
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:  # type: ignore[attr-defined]
+            for waiter in self._waiters:
                 waiter.add_cancelled(self)
-            self._condition.notify_all()  # type: ignore[attr-defined]
+            self._condition.notify_all()
             stop = self._on_cancel_running
             self._on_cancel_running = None
         self._invoke_callbacks()  # type: ignore[attr-defined]
@@ -285,7 +285,7 @@ class _Worker:
         self.slot = slot                        # its driver's slot in the task queue
         self.sandbox: Sandbox | None = None
         self.sandbox_id = 0
-        self.gate: object = None                # _core gate into the sandbox (gate.c)
+        self.gate: _core._Gate | None = None    # _core gate into the sandbox (gate.c)
         self.known: OrderedDict[int, None] = OrderedDict()  # tokens this sandbox holds
         self.done = 0
 
@@ -313,7 +313,7 @@ class _Pool:
         # back for the next): thread.py's design, in C (taskqueue.c). It keeps thread.py's
         # idle tokens (put() says whether it took one), and the task each driver holds
         # (get(slot)), for the child of a fork.
-        self.queue: Any = _core._TaskQueue(max_workers)
+        self.queue = _core._TaskQueue(max_workers)
         self.threads: list[threading.Thread] = []  # a driver thread per worker slot
         self.alive = 0                          # driver threads not yet finished
         self.no_driver = threading.Event()      # set while alive == 0 (see join())
@@ -372,7 +372,7 @@ class _Pool:
         """The next task for ``worker``, marked running; None when the pool is done."""
         tasks, slot = self.queue, worker.slot
         while True:
-            item = tasks.get(slot)
+            item: _WorkItem | None = tasks.get(slot)
             if item is None:
                 self.queue.put(None)  # for the next driver
                 return None
@@ -409,16 +409,17 @@ class _Pool:
         return (item.kind, item.task_id, token, fn_payload, fn_refs, drop,
                 item.native, item.a, item.b)
 
-    def _run_slow(self, worker: _Worker, item: _WorkItem) -> tuple[Any, ...]:
+    def _run_slow(self, worker: _Worker, gate: _core._Gate,
+                  item: _WorkItem) -> tuple[Any, ...]:
         """Run ``item`` through ``worker``'s gate with its whole message (_pool_inside):
         the function's pickle when the worker lacks it, pickled arguments, chunks."""
-        answer = _core._gate_call(worker.gate, self._task_message(worker, item))
+        answer = _core._gate_call(gate, self._task_message(worker, item))
         if not answer:
             # The worker does not hold the function we thought it held (its first
             # unpickling there failed): send it again, with its pickle.
             worker.known.pop(item.shipped.token, None)
-            answer = _core._gate_call(worker.gate, self._task_message(worker, item))
-        return answer  # type: ignore[no-any-return]
+            answer = _core._gate_call(gate, self._task_message(worker, item))
+        return answer
 
     # -- stopping a task ---------------------------------------------------------------
 
@@ -506,11 +507,11 @@ class _Pool:
                     return False
             try:
                 sandbox._prepare_for_gate()
-                worker.gate = _core._gate_open(sandbox.id)
+                worker.gate = gate = _core._gate_open(sandbox.id)
             except BaseException as exc:  # noqa: BLE001
                 self._fail_pool("a worker sandbox could not be entered", exc)
                 return False
-            return self._serve(worker)
+            return self._serve(worker, gate)
         finally:
             with self.lock:
                 self.serving -= 1
@@ -522,10 +523,10 @@ class _Pool:
             except BaseException:  # noqa: BLE001 - a broken sandbox may fail to close
                 pass
 
-    def _serve(self, worker: _Worker) -> bool:
+    def _serve(self, worker: _Worker, gate: _core._Gate) -> bool:
         """Run tasks through ``worker``'s gate until the pool is done (False) or the
         worker must be replaced (True: recycled, or broken)."""
-        running, gate, known = self.running, worker.gate, worker.known
+        running, known = self.running, worker.known
         gate_run = _core._gate_run
         while True:
             item = self._next_task(worker)
@@ -537,11 +538,12 @@ class _Pool:
                 if item.fast and token in known:
                     # The common task: no pickle, no Python handler (gate.c's fast path).
                     known.move_to_end(token)
-                    answer = gate_run(gate, task_id, token, item.a)
+                    # item.fast: `a` is the arguments tuple, not a pickle's bytes.
+                    answer = gate_run(gate, task_id, token, item.a)  # type: ignore[arg-type]
                     if not answer:
-                        answer = self._run_slow(worker, item)
+                        answer = self._run_slow(worker, gate, item)
                 else:
-                    answer = self._run_slow(worker, item)
+                    answer = self._run_slow(worker, gate, item)
             except BaseException as exc:  # noqa: BLE001
                 running.pop(task_id, None)
                 error = BrokenSandbox(
@@ -679,7 +681,7 @@ class _Pool:
         for future in orphans:
             # Only this thread exists in the child; the future's lock may have been
             # held by a thread of the parent at the instant of the fork.
-            future._condition = threading.Condition()  # type: ignore[attr-defined]
+            future._condition = threading.Condition()
             if isinstance(future, _InterruptibleFuture):
                 future._on_cancel_running = None
             if future.done() or not (future.running()
@@ -908,7 +910,9 @@ class SandboxPoolExecutor(Executor):
                                              timeout))
         return future
 
-    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+    # CPython 3.14's Executor.map also takes buffersize, which this one does not: an
+    # incompatible override there (only there, hence unused-ignore).
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],  # type: ignore[override,unused-ignore]
             timeout: float | None = None, chunksize: int = 1) -> Iterator[T]:
         """Like ``Executor.map``; ``chunksize`` calls cross into a worker at once."""
         if chunksize < 1:

@@ -74,6 +74,15 @@ class Policy:
 
     __slots__ = ("_name", "_modules", "_builtins", "_effects", "_read_dirs", "_write_dirs",
                  "_unrestricted")
+    # The slots' types (set once, by _make()): annotations only, so no class attribute
+    # conflicts with the slots.
+    _name: str
+    _modules: tuple[str, ...]
+    _builtins: tuple[str, ...]
+    _effects: tuple[str, ...]
+    _read_dirs: tuple[str, ...]
+    _write_dirs: tuple[str, ...]
+    _unrestricted: bool
 
     def __init__(self) -> None:
         raise TypeError("make a Policy from a preset: Policy.nothing(), Policy.compute() "
