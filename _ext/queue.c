@@ -976,20 +976,20 @@ channel_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, METH_VARARGS | METH_KEYWORDS,
-     "send(obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
+     "send($self, /, obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
      "when the channel is full. Only immutable values cross: None, bool, int, float, "
      "complex, str, bytes, tuples of them, shared objects and channels."},
     {"send_nowait", channel_send_nowait, METH_O,
-     "send_nowait(obj)\n--\n\nLike send(), but raise ChannelFull instead of waiting."},
+     "send_nowait($self, obj, /)\n--\n\nLike send(), but raise ChannelFull instead of waiting."},
     {"recv", (PyCFunction)(void (*)(void))channel_recv, METH_VARARGS | METH_KEYWORDS,
-     "recv(timeout=None)\n--\n\nTake the next item, waiting for one. Raises ChannelClosed "
+     "recv($self, /, timeout=None)\n--\n\nTake the next item, waiting for one. Raises ChannelClosed "
      "once the channel is closed and drained, TimeoutError when the timeout passes."},
     {"recv_nowait", channel_recv_nowait, METH_NOARGS,
-     "recv_nowait()\n--\n\nLike recv(), but raise ChannelEmpty instead of waiting."},
+     "recv_nowait($self, /)\n--\n\nLike recv(), but raise ChannelEmpty instead of waiting."},
     {"close", channel_close, METH_NOARGS,
-     "close()\n--\n\nClose the channel for every holder: sends fail, receivers drain what "
+     "close($self, /)\n--\n\nClose the channel for every holder: sends fail, receivers drain what "
      "is left, then get ChannelClosed; blocked waiters wake."},
-    {"qsize", channel_qsize, METH_NOARGS, "qsize()\n--\n\nNumber of items waiting."},
+    {"qsize", channel_qsize, METH_NOARGS, "qsize($self, /)\n--\n\nNumber of items waiting."},
     {"__reduce__", channel_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -22,3 +22,15 @@ def test_mypy_passes() -> None:
                             text=True, timeout=600)
     assert result.returncode == 0, (
         f"mypy exited with status {result.returncode}:\n{result.stdout}{result.stderr}")
+
+
+def test_the_stub_matches_the_c_extension(tmp_path: Path) -> None:
+    """mypy's stubtest imports the built _core and compares every name, signature and
+    class of subsandbox/_core.pyi with it: a function added, removed or changed in
+    _ext/*.c without its stub fails here. Run from an empty directory, so that the
+    package found is the one under test (installed, or on PYTHONPATH), with its .so."""
+    pytest.importorskip("mypy")
+    result = subprocess.run([sys.executable, "-m", "mypy.stubtest", "subsandbox._core"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (
+        f"stubtest exited with status {result.returncode}:\n{result.stdout}{result.stderr}")
