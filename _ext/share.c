@@ -53,6 +53,11 @@ typedef struct {
     frame *stack;           /* inline_stack until deeper than INLINE_FRAMES */
     Py_ssize_t depth, cap;
     frame inline_stack[INLINE_FRAMES];
+    /* The first object the memo records (nearly always the root: the caller holds it)
+     * is kept here, and the table is made only for a second one: most values have no
+     * other, and a table per call cost a calloc, a free and a walk over it. */
+    PyObject *memo_first_key;   /* strong */
+    PyObject *memo_first_val;
     memo_entry *memo;
     size_t memo_mask, memo_used;
     int err;
@@ -74,6 +79,9 @@ ptr_hash(const void *p)
 static PyObject *
 memo_get(ctx *c, PyObject *key)
 {
+    if (key == c->memo_first_key) {
+        return c->memo_first_val;
+    }
     if (c->memo == NULL) {
         return NULL;
     }
@@ -92,6 +100,16 @@ memo_get(ctx *c, PyObject *key)
 static int
 memo_set(ctx *c, PyObject *key, PyObject *val)
 {
+    if (key == c->memo_first_key) {
+        c->memo_first_val = val;
+        return 0;
+    }
+    if (c->memo_first_key == NULL) {
+        /* The memo keeps its key alive: an address must not be reused during the walk. */
+        c->memo_first_key = Py_NewRef(key);
+        c->memo_first_val = val;
+        return 0;
+    }
     if (c->memo != NULL) {
         size_t i = ptr_hash(key) & c->memo_mask;
         memo_entry *e;
@@ -1098,6 +1116,7 @@ ctx_clear(ctx *c)
         PyMem_RawFree(c->memo);
         c->memo = NULL;
     }
+    Py_CLEAR(c->memo_first_key);
     Py_CLEAR(c->bad);
 }
 

@@ -69,6 +69,30 @@ def test_nested_tuples_and_identity_of_repeats():
     assert s[3] is tuple()                           # the runtime's empty tuple
 
 
+def test_identity_memo_when_its_first_entry_is_not_the_root():
+    # The walk keeps its first memo entry apart from its table (share.c): check identity
+    # and cycles whatever that first entry is. Here the root is referenced only by the
+    # call (no name holds it), so the first entry is a repeated child, then many more.
+    def make():
+        leaf = ("first repeated", 10**21)
+        others = [(f"repeat {i}", float(i)) for i in range(40)]
+        same = tuple(others)
+        return (leaf, leaf, tuple(others), tuple(others), (leaf,), same, same)
+    s = share(make())
+    assert s == make()
+    assert s[0] is s[1] is s[4][0]
+    # Two equal tuples stay two, but the 40 rows they share are copied once each.
+    assert s[2] is not s[3] and all(a is b for a, b in zip(s[2], s[3]))
+    assert s[5] is s[6] and s[5][0] is s[2][0]
+
+    def cyclic():
+        inner = {"x": None}
+        inner["x"] = (1, inner)         # a cycle that does not go through the root
+        return ({"inner": inner},)
+    with pytest.raises(NotShareableError, match=r"refers back to value\[0\]\['inner'\]"):
+        share(cyclic())
+
+
 def test_repeats_inside_maps_and_sets_are_copied_once():
     # Only the containers refer to these objects (no name holds them): the walk must still
     # see that each is met twice, through the entries of a dict and of a set.
