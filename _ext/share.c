@@ -575,12 +575,12 @@ is_row_of_leaves(PyObject *o, Py_ssize_t n)
     return 1;
 }
 
-/* A tuple of ours whose items are all set. */
+/* A tuple of ours whose items are all set: fill its hash cache (3.14), which visit()
+ * set to "not computed" when it allocated the tuple. */
 static void
 tuple_done(PyObject *d)
 {
     if (SS_TUPLE_CACHES_HASH) {
-        ss_tuple_reset_hash(d);
         if (PyObject_Hash(d) == -1) {
             PyErr_Clear();          /* left at -1: computing it again writes nothing */
         }

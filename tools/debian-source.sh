@@ -7,8 +7,9 @@
 # configuration (its own sources list, lists and cache) in a directory the caller names.
 
 # What configure needs for the modules our tests and pip use (ssl for PyPI, zlib for wheels,
-# ctypes, sqlite3, bz2/lzma, readline), from the machine's own Debian.
-HOST_PACKAGES=(build-essential pkg-config xz-utils libffi-dev libssl-dev zlib1g-dev
+# ctypes, sqlite3, bz2/lzma, readline), from the machine's own Debian; and curl, which
+# debian_pool_download uses (a minimal Debian has none).
+HOST_PACKAGES=(build-essential pkg-config xz-utils curl libffi-dev libssl-dev zlib1g-dev
                libbz2-dev libreadline-dev libsqlite3-dev liblzma-dev libncurses-dev uuid-dev)
 
 ensure_host_packages() {
