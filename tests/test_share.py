@@ -633,3 +633,20 @@ def test_concurrent_share_into_one_arena_from_threads():
         t.join()
     assert not errors
     a.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="3.12/3.13 tuples have no hash cache")
+def test_tuple_hash_cache_is_filled_before_publication():
+    # 3.14 caches a tuple's hash in PyTupleObject.ob_hash (after ob_size), filled lazily by
+    # the first hash(): a shared tuple must have it filled already, or any interpreter's
+    # first hash() would write into it. Both ways a tuple is copied: a row of leaves
+    # (copy_row) and a tuple with a frame of its own (finish).
+    import ctypes
+
+    def cached_hash(t: tuple) -> int:
+        return ctypes.c_ssize_t.from_address(id(t) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+
+    s = share(tuple((f"name-{i}", i * 1000, i * 0.5) for i in range(20)) + ((("x",),),))
+    for t in (s, s[0], s[19], s[20], s[20][0]):
+        assert cached_hash(t) != -1, t
+        assert cached_hash(t) == hash(t)
