@@ -1,9 +1,10 @@
 """The test matrix: every supported CPython found on this machine.
 
 Found: pyenv's 3.12+ versions, the CPythons tools/build-cpython.sh built into .pythons/
-(3.14: scripts/test builds it when this machine has none), and any ``python3.N`` (N >= 12)
-on PATH, so a newer CPython installed later is tested too. The ``matrix`` session fails unless the tests
-passed on at least two versions: a machine where only one ran has not tested us.
+(3.14: scripts/test builds it when this machine has none), and any ``python3.N``
+(N >= 12) on PATH, so a newer CPython installed later is tested too. The ``matrix``
+session fails unless the tests passed on at least two versions: a machine where only one
+ran has not tested us.
 """
 
 from __future__ import annotations

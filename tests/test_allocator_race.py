@@ -81,14 +81,11 @@ def test_tracemalloc_hooks_the_raw_allocator_too() -> None:
 # tracing is destroyed (subsandbox.TracemallocError): no sandbox is made, nothing is lost,
 # and one made after tracemalloc.stop() works, up to a clean exit.
 TRACEMALLOC_REFUSED = """
-import sys, threading
+import importlib, sys, threading
 import subsandbox
-if sys.version_info >= (3, 13):
-    import _interpreters as xi
-    def count(): return len(xi.list_all())
-else:
-    import _xxsubinterpreters as xi
-    def count(): return len(xi.list_all())
+xi = importlib.import_module("_interpreters" if sys.version_info >= (3, 13)
+                             else "_xxsubinterpreters")
+def count(): return len(xi.list_all())
 for attempt in (1, 2):
     try:
         subsandbox.Sandbox()
