@@ -38,6 +38,11 @@ code (the stdlib, this package) runs normally; it only ever receives objects fro
 sandboxed code, and returns what its public API returns.
 """
 
+# Annotations stay strings, never evaluated: the guards below are sandboxed code's builtins,
+# and it may read their __annotations__ (a safe dunder), which evaluated would hand it
+# classes such as types.CodeType.
+from __future__ import annotations
+
 import builtins as _builtins_module
 import _thread
 import dis
@@ -56,7 +61,15 @@ from .errors import PolicyError
 # Not `import typing` at run time (see _inside.py): names for annotations only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    import ast
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
+
+    from _typeshed import ReadableBuffer
+
+    # Policy.spec(): (format tag, name, modules, builtins, effects, read_dirs, write_dirs).
+    PolicySpec = tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...],
+                       tuple[str, ...], tuple[str, ...]]
 
 # Loaded now, while loading is free: formatting a sandbox's exception needs them later.
 import linecache  # noqa: F401
@@ -208,19 +221,19 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth", ".zip", ".egg")
 
 
-def _under(path: str, dirs: "tuple[str, ...] | list[str]") -> bool:
+def _under(path: str, dirs: tuple[str, ...] | list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
 class _Enforcer:
     """The installed policy: its builtins, its import gate, its audit hook."""
 
-    def __init__(self, spec: tuple) -> None:
+    def __init__(self, spec: PolicySpec) -> None:
         (_, self.name, self.modules, granted, self.effects, read_dirs, write_dirs) = spec
         self.read_dirs = tuple(read_dirs)
         self.write_dirs = tuple(write_dirs)
         self.main_dict = sys.modules["__main__"].__dict__
-        self.views: dict = {}
+        self.views: dict[str, types.ModuleType] = {}
         self._real_import = _builtins_module.__import__
         self._getframe = sys._getframe
         self._modules = sys.modules
@@ -233,8 +246,8 @@ class _Enforcer:
                                             "zipimport") if m in sys.modules)
         self.builtins = self._make_builtins(granted)
         self.replacements = self._make_replacements()
-        self._machinery: dict = {}
-        self._checking: set = set()  # threads looking at their own stack (see hook)
+        self._machinery: dict[tuple[str, str], object] = {}
+        self._checking: set[int] = set()  # threads looking at their own stack (see hook)
 
     # -- policy questions --------------------------------------------------------------------
 
@@ -252,14 +265,17 @@ class _Enforcer:
 
     # -- builtins ----------------------------------------------------------------------------
 
-    def _make_builtins(self, granted: tuple) -> dict:
+    # The guards have the signatures of the builtins they stand for, and still check their
+    # arguments at run time: sandboxed code calls them with whatever it likes.
+
+    def _make_builtins(self, granted: tuple[str, ...]) -> dict[str, object]:
         real = vars(_builtins_module)
         guarded = {
             "getattr": self._getattr, "hasattr": self._hasattr, "setattr": self._setattr,
             "delattr": self._delattr, "vars": self._vars, "exec": self._exec,
             "eval": self._eval, "compile": self._compile,
         }
-        out: dict = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
+        out: dict[str, object] = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
         for name, value in real.items():
             if isinstance(value, type) and issubclass(value, BaseException):
                 out[name] = value
@@ -280,37 +296,40 @@ class _Enforcer:
                               f"attribute {name!r}")
         return name
 
-    def _getattr(self, obj, name, *default):
+    def _getattr(self, obj: object, name: str, *default: object) -> Any:
         return getattr(obj, self._checked_name(name), *default)
 
-    def _hasattr(self, obj, name):
+    def _hasattr(self, obj: object, name: str) -> bool:
         try:
             name = self._checked_name(name)
         except PolicyError:
             return False
         return hasattr(obj, name)
 
-    def _setattr(self, obj, name, value):
+    def _setattr(self, obj: object, name: str, value: object) -> None:
         return setattr(obj, self._checked_name(name, setting=True), value)
 
-    def _delattr(self, obj, name):
+    def _delattr(self, obj: object, name: str) -> None:
         return delattr(obj, self._checked_name(name, setting=True))
 
-    def _vars(self, *obj):
+    def _vars(self, *obj: object) -> dict[str, Any]:
         if not obj:
             raise PolicyError("vars() without an argument is not available in a sandbox "
                             "under a policy: use locals()")
         return {k: v for k, v in vars(*obj).items()
                 if isinstance(k, str) and attribute_allowed(k)}
 
-    def _compile(self, source, filename, mode, flags=0, dont_inherit=False, optimize=-1,
-                 **kwargs):
+    def _compile(self,
+                 source: str | ReadableBuffer | ast.Module | ast.Expression | ast.Interactive,
+                 filename: str | bytes | os.PathLike[Any], mode: str, flags: int = 0,
+                 dont_inherit: bool = False, optimize: int = -1, **kwargs: Any) -> Any:
         code = compile(source, filename, mode, flags, True, optimize, **kwargs)
         if isinstance(code, types.CodeType):
             check_code(code, self.name)
         return code
 
-    def _code_for(self, source, mode: str) -> types.CodeType:
+    def _code_for(self, source: str | ReadableBuffer | types.CodeType,
+                  mode: str) -> types.CodeType:
         if isinstance(source, types.CodeType):
             check_code(source, self.name)
             return source
@@ -319,9 +338,12 @@ class _Enforcer:
                 source = source.lstrip(" \t")
             else:
                 source = source.lstrip(b" \t")
-        return self._compile(source, "<string>", mode)
+        # Without flags (no ast.PyCF_ONLY_AST), compile() makes a code object.
+        code: types.CodeType = self._compile(source, "<string>", mode)
+        return code
 
-    def _namespace(self, globals_, locals_):
+    def _namespace(self, globals_: dict[str, Any] | None, locals_: Mapping[str, object] | None,
+                   ) -> tuple[dict[str, Any], Mapping[str, object]]:
         if globals_ is None:
             globals_ = self.main_dict
         if not isinstance(globals_, dict):
@@ -329,19 +351,25 @@ class _Enforcer:
         dict.setdefault(globals_, "__builtins__", self.builtins)
         return globals_, globals_ if locals_ is None else locals_
 
-    def _exec(self, source, globals=None, locals=None, /, **kwargs):
+    def _exec(self, source: str | ReadableBuffer | types.CodeType,
+              globals: dict[str, Any] | None = None, locals: Mapping[str, object] | None = None,
+              /, **kwargs: Any) -> None:
         code = self._code_for(source, "exec")
         g, loc = self._namespace(globals, locals)
         return exec(code, g, loc, **kwargs)
 
-    def _eval(self, source, globals=None, locals=None, /):
+    def _eval(self, source: str | ReadableBuffer | types.CodeType,
+              globals: dict[str, Any] | None = None, locals: Mapping[str, object] | None = None,
+              /) -> Any:
         code = self._code_for(source, "eval")
         g, loc = self._namespace(globals, locals)
         return eval(code, g, loc)
 
     # -- the import gate and module views ----------------------------------------------------
 
-    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
+    def _import(self, name: str, globals: Mapping[str, object] | None = None,
+                locals: Mapping[str, object] | None = None,
+                fromlist: Sequence[str] | None = (), level: int = 0) -> types.ModuleType:
         if level:
             raise ImportError("relative imports are not available in a sandbox under a "
                               "policy", name=name)
@@ -371,7 +399,7 @@ class _Enforcer:
         real = self._modules[name]
         full = self.allows_import(name)
         v = types.ModuleType(name, getattr(real, "__doc__", None) if full else None)
-        public = []
+        public: list[str] = []
         if full:
             listed = getattr(real, "__all__", None)
             names = listed if isinstance(listed, (list, tuple)) else list(vars(real))
@@ -379,7 +407,8 @@ class _Enforcer:
                              and n not in _DROPPED.get(name, ())})
         enforcer = self
 
-        def __getattr__(attr: str, _real=real, _full=full, _name=name):  # noqa: N807
+        def __getattr__(attr: str, _real: types.ModuleType = real,  # noqa: N807
+                        _full: bool = full, _name: str = name) -> object:
             return enforcer._view_attribute(_name, _real, _full, attr)
 
         # Module attributes, not methods: a module's __getattr__ and __dir__ are looked up
@@ -390,7 +419,7 @@ class _Enforcer:
         self.views[name] = v
         return v
 
-    def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str):
+    def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str) -> object:
         sub = f"{name}.{attr}"
         value = vars(real).get(attr, _MISSING)
         module_name = (value.__name__ if isinstance(value, types.ModuleType)
@@ -411,12 +440,12 @@ class _Enforcer:
         replacement = self.replacements.get((name, attr))
         return value if replacement is None else replacement
 
-    def _make_replacements(self) -> dict:
+    def _make_replacements(self) -> dict[tuple[str, str], Callable[..., object]]:
         import operator
 
         checked = self._checked_name
 
-        def attrgetter(attr, *attrs):
+        def attrgetter(attr: str, *attrs: str) -> operator.attrgetter[Any]:
             for dotted in (attr, *attrs):
                 if not isinstance(dotted, str):
                     raise TypeError("attribute name must be a string")
@@ -424,7 +453,7 @@ class _Enforcer:
                     checked(part)
             return operator.attrgetter(attr, *attrs)
 
-        def methodcaller(name, /, *args, **kwargs):
+        def methodcaller(name: str, /, *args: Any, **kwargs: Any) -> operator.methodcaller:
             return operator.methodcaller(checked(name), *args, **kwargs)
 
         import functools
@@ -432,7 +461,7 @@ class _Enforcer:
         defaults = (frozenset(functools.WRAPPER_ASSIGNMENTS),
                     frozenset(functools.WRAPPER_UPDATES))
 
-        def wrapper_names(assigned, updated):
+        def wrapper_names(assigned: Iterable[str], updated: Iterable[str]) -> None:
             for name in assigned:
                 if name not in defaults[0]:
                     checked(name)
@@ -440,14 +469,18 @@ class _Enforcer:
                 if name not in defaults[1]:
                     checked(name)
 
-        def update_wrapper(wrapper, wrapped, assigned=functools.WRAPPER_ASSIGNMENTS,
-                           updated=functools.WRAPPER_UPDATES):
+        def update_wrapper(wrapper: Callable[..., object], wrapped: Callable[..., object],
+                           assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
+                           updated: Iterable[str] = functools.WRAPPER_UPDATES,
+                           ) -> Callable[..., object]:
             assigned, updated = tuple(assigned), tuple(updated)
             wrapper_names(assigned, updated)
             return functools.update_wrapper(wrapper, wrapped, assigned, updated)
 
-        def wraps(wrapped, assigned=functools.WRAPPER_ASSIGNMENTS,
-                  updated=functools.WRAPPER_UPDATES):
+        def wraps(wrapped: Callable[..., object],
+                  assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
+                  updated: Iterable[str] = functools.WRAPPER_UPDATES,
+                  ) -> Callable[[Callable[..., object]], Callable[..., object]]:
             assigned, updated = tuple(assigned), tuple(updated)
             wrapper_names(assigned, updated)
             return functools.wraps(wrapped, assigned, updated)
@@ -470,7 +503,7 @@ class _Enforcer:
         exec(code, self.main_dict)
 
     def make_function(self, code_bytes: bytes, name: str, qualname: str,
-                      module_name: "str | None", ncells: int) -> types.FunctionType:
+                      module_name: str | None, ncells: int) -> types.FunctionType:
         """A function that crossed by value: checked, with ``__main__``'s globals."""
         code = marshal.loads(code_bytes)
         if not isinstance(code, types.CodeType):
@@ -482,7 +515,7 @@ class _Enforcer:
         fn.__module__ = module_name  # type: ignore[assignment]
         return fn
 
-    def loads(self, data: bytes, refs: tuple) -> object:
+    def loads(self, data: bytes, refs: tuple[object, ...]) -> object:
         return _PolicyUnpickler(self, data, refs).load()
 
     def find_class(self, module: str, name: str) -> object:
@@ -549,7 +582,7 @@ class _Enforcer:
             self._checking.discard(me)
         return any(frame.f_globals is g for g in self.import_system_globals)
 
-    def hook(self, event: str, args: tuple) -> None:
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
             if _thread.get_ident() in self._checking:
                 return
@@ -632,7 +665,7 @@ class _Enforcer:
         raise self.refuse(f"{'writing' if writing else 'reading'} {os.fsdecode(path)!r}",  # type: ignore[arg-type]
                           effect)
 
-    def _check_listing(self, event: str, args: tuple) -> None:
+    def _check_listing(self, event: str, args: tuple[object, ...]) -> None:
         if "read" in self.effects:
             return
         path = args[0] if args else None
@@ -644,7 +677,8 @@ class _Enforcer:
                 return  # the import system listing a directory of sys.path
         raise self.refuse(f"listing {path!r} ({event})", "read")
 
-    def _check_path_effect(self, event: str, args: tuple, effect: str, dirs: tuple) -> None:
+    def _check_path_effect(self, event: str, args: tuple[object, ...], effect: str,
+                           dirs: tuple[str, ...]) -> None:
         if effect in self.effects:
             return
         paths = [a for a in args if isinstance(a, (str, bytes))]
@@ -653,7 +687,7 @@ class _Enforcer:
             return
         raise self.refuse(f"{event}{_short(args)}", effect)
 
-    def _check_import(self, args: tuple) -> None:
+    def _check_import(self, args: tuple[Any, ...]) -> None:
         name = args[0] if args else None
         filename = args[1] if len(args) > 1 else None
         if filename is None or "native" in self.effects:
@@ -670,7 +704,7 @@ _installed = False
 _DROPPED = {"string": ("Formatter",)}
 
 
-def _short(args: tuple) -> str:
+def _short(args: tuple[object, ...]) -> str:
     text = repr(args)
     return text if len(text) < 200 else text[:197] + "...)"
 
@@ -678,7 +712,7 @@ def _short(args: tuple) -> str:
 class _PolicyUnpickler(_crossing._Unpickler):
     """Unpickles requests: names resolve through the policy, never to the real builtins."""
 
-    def __init__(self, enforcer: _Enforcer, data: bytes, refs: tuple) -> None:
+    def __init__(self, enforcer: _Enforcer, data: bytes, refs: tuple[object, ...]) -> None:
         super().__init__(io.BytesIO(data), refs)
         self._enforcer = enforcer
 
@@ -686,7 +720,7 @@ class _PolicyUnpickler(_crossing._Unpickler):
         return self._enforcer.find_class(module, name)
 
 
-def install(spec: tuple) -> "Callable[[bytes, tuple], object]":
+def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
     Called once, by ``_inside.serve``, before any request is read.
@@ -698,7 +732,7 @@ def install(spec: tuple) -> "Callable[[bytes, tuple], object]":
     enforcer = _Enforcer(spec)
     from . import _core, errors
 
-    machinery = {
+    machinery: dict[tuple[str, str], object] = {
         ("subsandbox._crossing", "_make_function"): enforcer.make_function,
         ("subsandbox._crossing", "_fill_function"): _crossing._fill_function,
         ("subsandbox._crossing", "_make_class"): _crossing._make_class,
