@@ -656,14 +656,16 @@ class _Enforcer:
             return
         if isinstance(path, int) or path is None:
             raise self.refuse(f"opening file descriptor {path!r}", effect)
-        real = posixpath.realpath(os.fsdecode(path))  # type: ignore[arg-type]
+        # What open() was given: str, bytes or a path-like object (an int or None was
+        # handled above). The audit event types it as object, hence the ignore.
+        name = os.fsdecode(path)  # type: ignore[arg-type]
+        real = posixpath.realpath(name)
         if _under(real, dirs):
             return
         if (not writing and real.endswith(_IMPORT_SUFFIXES) and _under(real, self.import_roots)
                 and not self._sandboxed_caller(1)):
             return  # the import system (or a traceback) reading a module's file
-        raise self.refuse(f"{'writing' if writing else 'reading'} {os.fsdecode(path)!r}",  # type: ignore[arg-type]
-                          effect)
+        raise self.refuse(f"{'writing' if writing else 'reading'} {name!r}", effect)
 
     def _check_listing(self, event: str, args: tuple[object, ...]) -> None:
         if "read" in self.effects:
