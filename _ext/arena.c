@@ -283,11 +283,12 @@ expected_left(ss_arena *a)
  * Mapping a block of its own for every arena cost most of a small share(): mmap, the
  * munmap calls that align it, a page table, and a page fault per page touched (perf: 70%
  * of Arena().share() of 1 KB, ~7 us). So a small arena's blocks are slots of process-wide
- * slab chunks: 2 MiB, aligned, advised as one transparent huge page, each cut into slots
- * of one size (4 KiB to 64 KiB, a power of two). The chunk's radix entries are tagged
- * (RADIX_SLAB_TAG, with the slot size), so block_of_object() finds the slot around an
- * address. The first write into a chunk faults it in whole: one fault for up to 512
- * arenas. Fresh memory still costs its zeroing by the kernel, so an arena's first slot is
+ * slab chunks: 2 MiB, aligned, each cut into slots of one size (4 KiB to 64 KiB, a power
+ * of two). The chunk's radix entries are tagged (RADIX_SLAB_TAG, with the slot size), so
+ * block_of_object() finds the slot around an address. A chunk's 4 KiB pages are faulted
+ * in SS_SLOT_POPULATE at a time, for the slot taken and the next ones of its size (see
+ * slab_chunk_new for why not a huge page). Fresh memory still costs its zeroing by the
+ * kernel, so an arena's first slot is
  * sized to what the share() about to fill it expects (ss_filler_expect), and an arena
  * that outgrows it takes a slot twice as big, up to 64 KiB, then mapped blocks.
  *
@@ -477,7 +478,17 @@ slot_free(ss_block *b)
  * and faulted in 2 MiB at a time as the bump pointer reaches them (populate_to): one
  * fault per 2 MiB instead of 512 (share() of a 1 MB table: -15%), and RSS follows what is
  * used, never a whole 64 MiB block at once. An object of SS_BIG_OBJECT bytes or more gets
- * a mapped block of its own, faulted in whole. */
+ * a mapped block of its own, faulted in whole.
+ *
+ * Huge pages cost share() dearly on a VM whose host takes back the guest's free memory
+ * (virtio-balloon free page reporting, of free blocks of 2 MiB and more): a new huge
+ * page is then one the host must back again. On the benchmarks' VM, MADV_POPULATE_WRITE
+ * took 2.1-2.4 ms per MiB of huge pages in a new process (0.045 ms when the same pages
+ * were reused at once) against 0.31 ms per MiB of 4 KiB pages, every time. 4 KiB pages
+ * were tried (session 18): share() of new 1 KB tables into the default arena took a
+ * steady 5.5-6 us, against 3.8-4.3 us or 17-20 us with huge pages as the VM had huge
+ * pages at hand or not; but reading a shared 1 MB table got 3-7% slower (TLB misses),
+ * and reading is what sandboxes do again and again. Kept: huge pages. */
 static ss_block *
 block_new(ss_arena *a, size_t payload)
 {
