@@ -300,3 +300,31 @@ def test_share_ratio_plot_reads_bench_share_files(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
+    """bench_share.py times blocks of calls (no clock read around each 1 KB call, which
+    cost more than the call on a VM): every loop is still done exactly once, new variants
+    are new, and share-freed gives every arena back."""
+    import bench_share
+    from subsandbox import _core
+
+    assert bench_share._blocks(130, "1KB") == [64, 64, 2]
+    assert bench_share._blocks(3, "1MB") == [1, 1, 1]
+    assert bench_share._blocks(0, "1KB") == []
+
+    calls: list[object] = []
+    first = bench_share._next_variant[0]
+    seconds = bench_share._time_on_new_variants(130, "corpus", "1KB", calls.append)
+    assert len(calls) == 130 and seconds > 0
+    assert bench_share._next_variant[0] == first + 130
+    assert len({c[0] for c in calls}) == 130    # each a variant of its own (first sentence)
+
+    live = _core._arena_stats()["live_arenas"]
+    assert bench_share.time_share_freed(0, "table", "1KB") == 0.0
+    assert math.isfinite(bench_share.time_share_freed(70, "table", "1KB"))
+    assert _core._arena_stats()["live_arenas"] == live     # every arena given back
+    before = _core._arena_stats()["live_arenas"]
+    assert bench_share.time_share(70, "table", "1KB") > 0
+    # The main interpreter holds each arena it shared into: they stay, closed.
+    assert _core._arena_stats()["live_arenas"] == before + 70
