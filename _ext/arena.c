@@ -480,15 +480,17 @@ slot_free(ss_block *b)
  * used, never a whole 64 MiB block at once. An object of SS_BIG_OBJECT bytes or more gets
  * a mapped block of its own, faulted in whole.
  *
- * Huge pages cost share() dearly on a VM whose host takes back the guest's free memory
- * (virtio-balloon free page reporting, of free blocks of 2 MiB and more): a new huge
- * page is then one the host must back again. On the benchmarks' VM, MADV_POPULATE_WRITE
- * took 2.1-2.4 ms per MiB of huge pages in a new process (0.045 ms when the same pages
- * were reused at once) against 0.31 ms per MiB of 4 KiB pages, every time. 4 KiB pages
- * were tried (session 18): share() of new 1 KB tables into the default arena took a
- * steady 5.5-6 us, against 3.8-4.3 us or 17-20 us with huge pages as the VM had huge
- * pages at hand or not; but reading a shared 1 MB table got 3-7% slower (TLB misses),
- * and reading is what sandboxes do again and again. Kept: huge pages. */
+ * Fresh memory costs share() dearly on a VM whose host takes back the guest's free
+ * memory (virtio-balloon free page reporting): a page the host took back must be backed
+ * again. On the benchmarks' VM, MADV_POPULATE_WRITE took ~0.3 ms per MiB of 4 KiB pages
+ * while the guest had free memory the host still backed (about 1 GiB), 2.2 ms per MiB
+ * beyond; huge pages 1.1-2.4 ms per MiB in a new process (they need 2 MiB free in one
+ * piece, which the host has more often taken back), 0.045 ms when the same pages were
+ * reused at once. 4 KiB pages were tried (session 18): share() of new 1 KB tables into
+ * the default arena took a steady 5.5-6 us, against 3.8-4.3 us or 17-20 us with huge
+ * pages, process by process; 100 MB values took the same time either way (all of their
+ * memory new to the host); and reading a shared 1 MB table got 3-7% slower (TLB
+ * misses), and reading is what sandboxes do again and again. Kept: huge pages. */
 static ss_block *
 block_new(ss_arena *a, size_t payload)
 {
