@@ -1047,6 +1047,29 @@ ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size)
     return op;
 }
 
+size_t
+ss_filler_room(ss_filler *f)
+{
+    ss_block *b = f->a->cur;
+    return b == NULL ? 0 : (size_t)(b->end - b->bump);
+}
+
+void
+ss_filler_shrink_last(ss_filler *f, PyObject *op, size_t size, size_t new_size)
+{
+    ss_arena *a = f->a;
+    ss_block *b = a->cur;
+    size_t pre = (Py_TYPE(op)->tp_flags & Py_TPFLAGS_HAVE_GC) ? SS_GC_HEAD_SIZE : 0;
+    size_t total = (pre + size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    size_t keep = (pre + new_size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    char *start = (char *)op - pre;
+    if (b != NULL && keep < total && start + total == b->bump) {
+        /* The tail is zero (the caller's promise), as memory past the bump must be. */
+        b->bump = start + keep;
+        __atomic_store_n(&a->nbytes, a->nbytes - (total - keep), __ATOMIC_RELAXED);
+    }
+}
+
 void *
 ss_filler_alloc_raw(ss_filler *f, size_t size)
 {

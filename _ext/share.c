@@ -24,6 +24,8 @@
 #include <string.h>
 
 #define IN_PROGRESS ((PyObject *)1)
+/* Sizes as the arena hands them out (its grain: SS_GRAIN in arena.c). */
+#define ROUND16(n) (((n) + 15) & ~(size_t)15)
 
 enum { F_TUPLE, F_MAP, F_SET };
 
@@ -215,11 +217,15 @@ utf8_put(unsigned char *p, Py_UCS4 ch)
     return p;
 }
 
-/* Encode a string that has no surrogate (utf8_size() >= 0); adds the NUL. */
-static void
+/* Encode into `out`, which has room for the worst case (UTF8_MAX_PER_CHAR bytes per
+ * code point, and the NUL), and add the NUL. Returns the UTF-8 length, or -1 when there
+ * is a lone surrogate: the string has no UTF-8 form, and what was written is garbage
+ * the caller must zero again. */
+static Py_ssize_t
 utf8_encode(int kind, const void *data, Py_ssize_t len, char *out)
 {
     unsigned char *p = (unsigned char *)out;
+    int surrogate = 0;
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *s = data;
         Py_ssize_t i = 0;
@@ -252,17 +258,28 @@ utf8_encode(int kind, const void *data, Py_ssize_t len, char *out)
                 i += 4;
                 continue;
             }
+            surrogate |= (s[i] & 0xF800) == 0xD800;
             p = utf8_put(p, s[i++]);
         }
     }
     else {
         const Py_UCS4 *s = data;
         for (Py_ssize_t i = 0; i < len; i++) {
+            surrogate |= (s[i] & 0xFFFFF800) == 0xD800;
             p = utf8_put(p, s[i]);
         }
     }
     *p = '\0';
+    return surrogate ? -1 : (Py_ssize_t)(p - (unsigned char *)out);
 }
+
+/* The most UTF-8 bytes one code point of each kind can take (1: Latin-1, 2: the BMP). */
+#define UTF8_MAX_PER_CHAR(kind) ((kind) == PyUnicode_1BYTE_KIND ? 2 : (kind) + 1)
+
+/* Strings up to this many code points are encoded in one pass, into room for their worst
+ * case, which is then given back (ss_filler_shrink_last); longer ones are measured first
+ * (utf8_size), so that a big string never asks for up to 4x its UTF-8 form. */
+#define UTF8_ONE_PASS_MAX 4096
 
 static PyObject *
 copy_str(ctx *c, PyObject *s)
@@ -300,18 +317,29 @@ copy_str(ctx *c, PyObject *s)
      * surrogate has no UTF-8 form (n8 < 0). */
     const char *src8 = NULL;
     Py_ssize_t n8 = -1;
+    size_t at8 = (size + 7) & ~(size_t)7;
+    int one_pass = 0;           /* n8 is the worst case, to be measured by encoding */
     if (!ascii) {
         if (PyUnicode_IS_COMPACT(s) && ((PyCompactUnicodeObject *)s)->utf8 != NULL) {
             src8 = ((PyCompactUnicodeObject *)s)->utf8;
             n8 = ((PyCompactUnicodeObject *)s)->utf8_length;
         }
+        else if (len <= UTF8_ONE_PASS_MAX
+                 && ss_filler_room(c->f)
+                    >= ROUND16(at8 + (size_t)len * UTF8_MAX_PER_CHAR(kind) + 1))
+        {
+            /* Measuring the UTF-8 form first was a third of the encoding's time (perf,
+             * the 1 KB corpus). Only when the worst case fits where the string goes: a
+             * new block for room given back at once would cost far more. */
+            one_pass = 1;
+            n8 = len * UTF8_MAX_PER_CHAR(kind);
+        }
         else {
             n8 = utf8_size(kind, data, len);
         }
     }
-    size_t at8 = (size + 7) & ~(size_t)7;
-    PyObject *d = ss_filler_alloc_object(c->f, &PyUnicode_Type,
-                                         n8 >= 0 ? at8 + (size_t)n8 + 1 : size);
+    size_t asked = n8 >= 0 ? at8 + (size_t)n8 + 1 : size;
+    PyObject *d = ss_filler_alloc_object(c->f, &PyUnicode_Type, asked);
     if (d == NULL) {
         return NULL;
     }
@@ -328,12 +356,24 @@ copy_str(ctx *c, PyObject *s)
         if (src8 != NULL) {
             memcpy(buf, src8, (size_t)n8 + 1);
         }
-        else {
-            utf8_encode(kind, data, len, buf);
+        else if (one_pass) {
+            Py_ssize_t worst = n8;
+            n8 = utf8_encode(kind, data, len, buf);
+            if (n8 < 0) {
+                /* A lone surrogate: no UTF-8 form. Memory past the bump pointer must be
+                 * zero (arena.c), and the string keeps only its characters. */
+                memset(buf, 0, (size_t)worst + 1);
+            }
+            ss_filler_shrink_last(c->f, d, asked, n8 >= 0 ? at8 + (size_t)n8 + 1 : size);
         }
-        PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)d;
-        cu->utf8 = buf;
-        cu->utf8_length = n8;
+        else {
+            (void)utf8_encode(kind, data, len, buf);
+        }
+        if (n8 >= 0) {
+            PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)d;
+            cu->utf8 = buf;
+            cu->utf8_length = n8;
+        }
     }
     if (ss_filler_str_add(c->f, d) < 0) {
         return NULL;
@@ -1018,7 +1058,6 @@ raise_not_shareable(ctx *c, const char *fname)
 /* ---- the size a share() expects ------------------------------------------------------- */
 
 #define ESTIMATE_DEPTH 4
-#define ROUND16(n) (((n) + 15) & ~(size_t)15)
 
 /* About how many arena bytes the copy of `o` takes: from types and sizes and, for tuples
  * and dicts, a sample of three children (first, middle, last; a dict's first entry)

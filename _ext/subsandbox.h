@@ -106,6 +106,13 @@ typedef struct ss_filler ss_filler;
 PyObject *ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size);
 /* Out-of-line bytes (a UTF-8 buffer, a hash table) in the same arena. NULL + MemoryError. */
 void *ss_filler_alloc_raw(ss_filler *f, size_t size);
+/* Bytes the current block can still hand out: an allocation of at most this much needs
+ * no new block. */
+size_t ss_filler_room(ss_filler *f);
+/* Give back the tail of `op`, the object ss_filler_alloc_object() made last, from `size`
+ * bytes (as asked for) down to `new_size`. Every byte of the tail must be zero again.
+ * Does nothing when `op` is not the current block's last allocation. */
+void ss_filler_shrink_last(ss_filler *f, PyObject *op, size_t size, size_t new_size);
 
 /* ---- additions of core-arena: filling an arena (arena.c), used by share.c ---------- */
 

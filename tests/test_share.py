@@ -203,6 +203,44 @@ def test_str_hash_and_utf8_filled_at_share_time():
         sur.encode()  # still fails: nothing was cached by the failed attempt
 
 
+def test_utf8_form_takes_exactly_its_size_in_the_arena():
+    """A short non-ASCII string is encoded in one pass into room for its worst case (up to
+    4 bytes per code point), and the room it did not use is given back: the arena holds
+    exactly what it holds when the UTF-8 form is copied from the source's cache (sized
+    exactly), for every kind, with a lone surrogate (no UTF-8 form), and past the length
+    where the form is measured first instead."""
+    import ctypes
+    import pickle
+
+    texts = ["naïve café " * 3, "数据 and αβγ " * 4, "emoji \U0001f600 " * 5,
+             "lone \udc80 surrogate", "é" * 5000, "Straße " * 700]
+    # Strings new to both arenas (their memos), and never encoded: no UTF-8 cache.
+    plain = tuple(fresh(t) for t in texts)
+    first = Arena()
+    a = first.share(plain)
+    # Now the same strings with CPython's UTF-8 cache filled (pickle.dumps fills it):
+    # share() copies it, exactly sized.
+    pickle.dumps(plain)
+    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
+    as_utf8.restype = ctypes.c_void_p
+    as_utf8.argtypes = [ctypes.py_object]
+    for t in plain:
+        if "\udc80" not in t:
+            assert as_utf8(t)
+    second = Arena()
+    b = second.share(plain)
+    assert a == b == tuple(texts)
+    assert first.nbytes == second.nbytes
+    for s, t in zip(a, texts):
+        if "\udc80" in t:
+            with pytest.raises(UnicodeEncodeError):
+                s.encode()
+        else:
+            assert s.encode() == t.encode()
+    first.close()
+    second.close()
+
+
 def test_eval_and_compile_of_shared_source():
     assert eval(share(fresh("1+1"))) == 2
     assert eval(share("'é' + 'x'")) == "éx"
