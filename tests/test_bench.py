@@ -324,7 +324,6 @@ def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
     assert bench_share.time_share_freed(0, "table", "1KB") == 0.0
     assert math.isfinite(bench_share.time_share_freed(70, "table", "1KB"))
     assert _core._arena_stats()["live_arenas"] == live     # every arena given back
-    before = _core._arena_stats()["live_arenas"]
     assert bench_share.time_share(70, "table", "1KB") > 0
     # The main interpreter holds each arena it shared into: they stay, closed.
-    assert _core._arena_stats()["live_arenas"] == before + 70
+    assert _core._arena_stats()["live_arenas"] == live + 70
