@@ -19,6 +19,16 @@ becomes a frozendict of up to 1M entries) it measures, in one run:
   share-dflt   share(data) into the process's default arena, already in use, of a variant
                of the data whose strings it does not hold yet (bench/_share_data.py): what
                a program that shares values one after another pays per value
+  share-new    as share-freed, but each time a new variant of the data, as share-dflt
+               gets: share()'s own work on new data, into memory that was used before;
+               compared with pickle-fresh, it sets share()'s work against pickle's on the
+               same new data, with no fresh memory on either side
+  fresh-mem    the new memory under share, alone: populating as many bytes of memory
+               this process never used as a fresh arena allocates for the value, in pages
+               of the kind the arena uses (4 KiB up to 64 KiB, huge pages beyond), in bulk
+               (MADV_POPULATE_WRITE, one call per block of values), and nothing else.
+               share() into new memory pays this besides its work; where it alone exceeds
+               pickle, no code of share() can meet pickle with these objects and pages
   pickle       pickle.dumps(data): the cost of the usual way to hand data over
   pickle-fresh pickle.dumps() of a variant made just before, as share-dflt gets: the
                same value timed again (pickle) has the UTF-8 form of its non-ASCII
@@ -45,6 +55,8 @@ live until that worker process exits: 100 MB values use few loops.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import pickle
 import sys
@@ -125,18 +137,18 @@ def time_share(loops: int, kind: str, size: str) -> float:
     return total
 
 
-def time_share_freed(loops: int, kind: str, size: str) -> float:
+def _time_shared_and_given_back(loops: int, size: str, values_for: Any) -> float:
     """The steady state of sharing values and letting them go: a block of (Arena(),
-    share_detached, drop the handle, close) minus a block of (Arena(), close) timed right
-    after it. So giving the arena back, which zeroes the memory the value used and keeps
-    it for the next arena, is counted with share(); making and closing an empty arena is
-    not (~0.13 us here)."""
-    value = plain(kind, size)
+    share_detached, drop the handle, close) over ``values_for(n)`` (made before the clock)
+    minus a block of (Arena(), close) timed right after it. So giving the arena back,
+    which zeroes the memory the value used and keeps it for the next arena, is counted
+    with share(); making and closing an empty arena is not (~0.13 us here)."""
     clock, new_arena = _clock[0], subsandbox.Arena
     total = 0.0
     for n in _blocks(loops, size):
+        values = values_for(n)
         t0 = clock()
-        for _ in range(n):
+        for value in values:
             arena = new_arena()
             arena.share_detached(value)     # the handle is dropped at once: no holder
             arena.close()                   # given back: the next arena reuses it
@@ -145,10 +157,28 @@ def time_share_freed(loops: int, kind: str, size: str) -> float:
             arena = new_arena()
             arena.close()
         total += (t1 - t0) - (clock() - t1)
+        del values
     return total
 
 
+def time_share_freed(loops: int, kind: str, size: str) -> float:
+    value = plain(kind, size)
+    return _time_shared_and_given_back(loops, size, lambda n: [value] * n)
+
+
+def time_share_new(loops: int, kind: str, size: str) -> float:
+    return _time_shared_and_given_back(loops, size,
+                                       lambda n: _new_variants(kind, size, n))
+
+
 _next_variant = [1]
+
+
+def _new_variants(kind: str, size: str, n: int) -> list[Any]:
+    """``n`` variants of the data that no earlier call made (bench/_share_data.py)."""
+    first = _next_variant[0]
+    _next_variant[0] += n
+    return [data.make(kind, size, variant) for variant in range(first, first + n)]
 
 
 def _time_on_new_variants(loops: int, kind: str, size: str, func: Any, *args: Any) -> float:
@@ -159,9 +189,7 @@ def _time_on_new_variants(loops: int, kind: str, size: str, func: Any, *args: An
     clock = _clock[0]
     total = 0.0
     for n in _blocks(loops, size):
-        first = _next_variant[0]
-        _next_variant[0] += n
-        values = [data.make(kind, size, variant) for variant in range(first, first + n)]
+        values = _new_variants(kind, size, n)
         t0 = clock()
         for value in values:
             func(value, *args)
@@ -175,6 +203,71 @@ def time_share_default(loops: int, kind: str, size: str) -> float:
     # the process.
     subsandbox.share(data.make(kind, "1KB", 0))    # the default arena exists, has a block
     return _time_on_new_variants(loops, kind, size, subsandbox.share)
+
+
+# mmap does not name it: Linux 5.14+ (the arena falls back to page faults without it).
+_MADV_POPULATE_WRITE = 23
+_HUGE = 2 << 20             # the arena's mapped blocks: transparent huge pages, aligned
+_SLOT_MAX = 64 << 10        # up to this an arena takes slots of 4 KiB pages (arena.c)
+_fresh_memory: dict[tuple[str, str], tuple[int, bool]] = {}
+# The memory the fresh-mem benchmark populated stays mapped until the worker exits, as
+# the share benchmark's arenas stay: each timing gets memory this process never used.
+_kept_mappings: list[mmap.mmap] = []
+
+
+def fresh_memory(kind: str, size: str) -> tuple[int, bool]:
+    """What a fresh arena takes from the system for the value: the bytes share()
+    allocates (Arena.nbytes) rounded up to whole pages, and whether its blocks are of
+    huge pages (mapped blocks, past a slot's 64 KiB) rather than 4 KiB ones."""
+    if (kind, size) not in _fresh_memory:
+        arena = subsandbox.Arena()
+        ref = arena.share_detached(plain(kind, size))
+        page = mmap.PAGESIZE
+        nbytes = (arena.nbytes + page - 1) // page * page
+        _fresh_memory[(kind, size)] = (nbytes, nbytes > _SLOT_MAX)
+        del ref
+        arena.close()
+    return _fresh_memory[(kind, size)]
+
+
+def _new_memory(nbytes: int, huge: bool) -> tuple[mmap.mmap, int]:
+    """A private mapping this process never touched, and where in it ``nbytes`` start;
+    for ``huge``, aligned and advised as the arena's blocks are."""
+    if not huge:
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), 0
+    mapping = mmap.mmap(-1, nbytes + _HUGE, flags=mmap.MAP_PRIVATE)
+    view = ctypes.c_char.from_buffer(mapping)
+    start = -ctypes.addressof(view) % _HUGE
+    del view                # the buffer export: the mapping could not be closed with it
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)   # Linux only, as the arena's advice
+    if advice is not None:
+        mapping.madvise(advice, start, nbytes)
+    return mapping, start
+
+
+def _populate(mapping: mmap.mmap, start: int, nbytes: int) -> None:
+    try:
+        mapping.madvise(_MADV_POPULATE_WRITE, start, nbytes)
+    except OSError:             # an older kernel: one write per page faults them in
+        for offset in range(start, start + nbytes, mmap.PAGESIZE):
+            mapping[offset] = 0
+
+
+def time_fresh_mem(loops: int, kind: str, size: str) -> float:
+    """The new memory under share() into a fresh arena, alone: populating
+    fresh_memory() bytes per value, in pages of the kind the arena would use, a block of
+    values at a time in one call (the arena populates 64 KiB or 2 MiB at a time), and
+    doing nothing else."""
+    nbytes, huge = fresh_memory(kind, size)
+    clock = _clock[0]
+    total = 0.0
+    for n in _blocks(loops, size):
+        mapping, start = _new_memory(n * nbytes, huge)
+        _kept_mappings.append(mapping)
+        t0 = clock()
+        _populate(mapping, start, n * nbytes)
+        total += clock() - t0
+    return total
 
 
 def time_pickle(loops: int, kind: str, size: str) -> float:
@@ -276,6 +369,10 @@ def _register(runner: pyperf.Runner, measures: set[str], sizes: list[str],
                     metadata=result_metadata(made, note="arenas given back and reused"))
                 add(f"share-dflt-{tag}", time_share_default, kind, size,
                     metadata=result_metadata(made, note="into the default arena"))
+                add(f"share-new-{tag}", time_share_new, kind, size,
+                    metadata=result_metadata(made, note="new data, memory reused"))
+                add(f"fresh-mem-{tag}", time_fresh_mem, kind, size,
+                    metadata=result_metadata(made, note="its new memory alone"))
             if "pickle" in measures:
                 add(f"pickle-{tag}", time_pickle, kind, size,
                     metadata=result_metadata(made, baseline=True))
@@ -308,7 +405,8 @@ def main() -> None:
                                   help="comma-separated kinds among " + ", ".join(data.KINDS))
     runner.argparser.add_argument("--measure", default=",".join(MEASURES),
                                   help="comma-separated, among " + ", ".join(MEASURES)
-                                  + " (send includes cross; share includes share-freed and share-dflt;"
+                                  + " (send includes cross; share includes share-freed, share-dflt,"
+                                  " share-new and fresh-mem;"
                                   " pickle includes pickle-fresh)")
     runner.argparser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                                   help="cpu: time share/pickle/copy/read with the timing "
@@ -365,7 +463,7 @@ def print_table(results: dict[str, Any], kinds: list[str], sizes: list[str]) -> 
           f"Sandbox.call(noop, None) = {_fmt(none)}; "
           f"its argument path without the thread switch = {_fmt(cross_none)}")
     header = (f"{'data':16} {'share':>9} {'pickle':>9} {'share/pk':>8} {'freed/pk':>8} "
-              f"{'dflt/pk':>7} {'dflt/pkf':>8} "
+              f"{'dflt/pk':>7} {'dflt/pkf':>8} {'new/pkf':>7} {'mem/pk':>6} "
               f"{'send+':>8} {'cross+':>8} "
               f"{'copy':>9} {'read-sh':>9} {'read-loc':>9} {'sh/loc':>7}")
     print(header)
@@ -377,18 +475,23 @@ def print_table(results: dict[str, Any], kinds: list[str], sizes: list[str]) -> 
             dflt_t = _median(results, f"share-dflt-{tag}")
             freed_t = _median(results, f"share-freed-{tag}")
             fresh_t = _median(results, f"pickle-fresh-{tag}")
+            new_t = _median(results, f"share-new-{tag}")
+            mem_t = _median(results, f"fresh-mem-{tag}")
             rs = _median(results, f"read-shared-{tag}")
             rl = _median(results, f"read-local-{tag}")
             print(f"{tag:16} {_fmt(share_t):>9} {_fmt(pickle_t):>9} "
                   f"{_ratio(share_t, pickle_t, 8)} {_ratio(freed_t, pickle_t, 8)} "
                   f"{_ratio(dflt_t, pickle_t, 7)} {_ratio(dflt_t, fresh_t, 8)} "
+                  f"{_ratio(new_t, fresh_t, 7)} {_ratio(mem_t, pickle_t, 6)} "
                   f"{_extra_us(_median(results, f'send-{tag}'), none)} "
                   f"{_extra_us(_median(results, f'cross-{tag}'), cross_none)} "
                   f"{_fmt(_median(results, f'copy-{tag}')):>9} {_fmt(rs):>9} {_fmt(rl):>9} "
                   f"{_ratio(rs, rl, 7, 3)}")
-    print("targets: share/pk (and freed/pk, dflt/pk, dflt/pkf: share() of new data against "
-          "pickle of new data) <= 1.00; send+ (and cross+) <= 2 us; "
+    print("targets: share/pk (and freed/pk, dflt/pk, dflt/pkf and new/pkf: share() of new "
+          "data against pickle of new data) <= 1.00; send+ (and cross+) <= 2 us; "
           "sh/loc <= 1.05")
+    print("mem/pk: the new memory a fresh arena's objects need, populated and nothing "
+          "else, against pickle; above 1, share() into new memory cannot meet pickle here")
 
 
 if __name__ == "__main__":

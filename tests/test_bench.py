@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -275,12 +278,14 @@ def test_send_cost_names_an_unknown_size() -> None:
 
 def test_share_ratio_plot_reads_bench_share_files(tmp_path: Path) -> None:
     """bench/plot_share_ratio.py: the ratios it draws are bench_share.py's (share ÷ pickle,
-    share-freed ÷ pickle, share-dflt ÷ pickle-fresh), from the medians of a pyperf file."""
+    share-freed ÷ pickle, share-dflt and share-new ÷ pickle-fresh, fresh-mem ÷ pickle),
+    from the medians of a pyperf file."""
     import plot_share_ratio
 
     times = {"share-table-1KB": 4e-6, "share-freed-table-1KB": 1e-6,
              "share-dflt-table-1KB": 6e-6, "pickle-table-1KB": 2e-6,
-             "pickle-fresh-table-1KB": 3e-6, "share-corpus-1MB": 1e-3,
+             "pickle-fresh-table-1KB": 3e-6, "share-new-table-1KB": 1.5e-6,
+             "fresh-mem-table-1KB": 5e-6, "share-corpus-1MB": 1e-3,
              "pickle-corpus-1MB": 4e-3}
     results = [Result(name, [t, t * 1.1, t * 0.9]) for name, t in times.items()]
     path = tmp_path / "share.json"
@@ -293,6 +298,8 @@ def test_share_ratio_plot_reads_bench_share_files(tmp_path: Path) -> None:
     assert r["fresh arena"] == [2.0, 0.25]
     assert r["memory reused"][0] == 0.5 and math.isnan(r["memory reused"][1])  # not run
     assert r["default arena (new data)"][0] == 2.0          # ÷ pickle-fresh, not pickle
+    assert r["new data, memory reused"][0] == 0.5           # ÷ pickle-fresh too
+    assert r["its new memory alone"][0] == pytest.approx(2.5)   # ÷ pickle
 
     png = tmp_path / "plot.png"
     proc = subprocess.run([sys.executable, str(BENCH / "plot_share_ratio.py"), str(path),
@@ -307,6 +314,8 @@ def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
     cost more than the call on a VM): every loop is still done exactly once, new variants
     are new, and share-freed gives every arena back."""
     import bench_share
+
+    import subsandbox
     from subsandbox import _core
 
     assert bench_share._blocks(130, "1KB") == [64, 64, 2]
@@ -324,6 +333,35 @@ def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
     assert bench_share.time_share_freed(0, "table", "1KB") == 0.0
     assert math.isfinite(bench_share.time_share_freed(70, "table", "1KB"))
     assert _core._arena_stats()["live_arenas"] == live     # every arena given back
+    first = bench_share._next_variant[0]
+    assert math.isfinite(bench_share.time_share_new(70, "table", "1KB"))
+    assert bench_share._next_variant[0] == first + 70      # new data for every call
+    assert _core._arena_stats()["live_arenas"] == live     # and every arena given back
     assert bench_share.time_share(70, "table", "1KB") > 0
     # The main interpreter holds each arena it shared into: they stay, closed.
     assert _core._arena_stats()["live_arenas"] == live + 70
+
+    # fresh-mem: whole pages that hold what a fresh arena allocates for the value, in new
+    # memory populated for every loop (and kept, so the next timing's is new too); huge
+    # pages where the arena's blocks are mapped ones.
+    for size, loops, blocks in (("1KB", 70, [64, 6]), ("1MB", 2, [1, 1])):
+        arena = subsandbox.Arena()
+        ref = arena.share_detached(bench_share.plain("table", size))
+        nbytes, huge = bench_share.fresh_memory("table", size)
+        assert nbytes % mmap.PAGESIZE == 0
+        assert arena.nbytes <= nbytes < arena.nbytes + mmap.PAGESIZE
+        assert huge == (size == "1MB")
+        del ref
+        arena.close()
+        kept = len(bench_share._kept_mappings)
+        rss_before = _rss_bytes()
+        assert bench_share.time_fresh_mem(loops, "table", size) > 0
+        assert _rss_bytes() - rss_before >= loops * nbytes     # faulted in, not just mapped
+        spare = 2 << 20 if huge else 0                         # room to align huge pages
+        assert [len(m) for m in bench_share._kept_mappings[kept:]] == [
+            n * nbytes + spare for n in blocks]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * mmap.PAGESIZE
