@@ -4,6 +4,7 @@ public can observe the behaviour (stated at each use)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,17 @@ from collections.abc import Iterator
 import pytest
 
 import subsandbox
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The Ctrl-C tests need SIGINT to reach Python, here and in the processes they start.
+    # A shell without job control starts a background command with SIGINT ignored (bash:
+    # "asynchronous commands"), Python then leaves it ignored, and so would every child:
+    # raise_signal() and interrupt_main() do nothing, and a blocked recv() waits forever.
+    # Handled as in a terminal, it is inherited as the default action (exec resets a
+    # handler), which each child Python turns into KeyboardInterrupt again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
