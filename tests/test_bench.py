@@ -210,6 +210,33 @@ def test_the_real_suites_run_on_tiny_sizes(tmp_path: Path) -> None:
     assert not (out / "send_cost.png").exists()       # no suite here measured sends
 
 
+def test_startup_probes_again_with_a_longer_hold_when_workers_were_shared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool whose second worker started after the first finished its held task answers
+    with fewer distinct workers: not a ready pool. The probe runs again in a new process
+    with twice the hold, and gives up (reporting the shortfall) past HOLD_MAX."""
+    import bench_startup
+
+    holds: list[float] = []
+
+    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        assert argv[2:5] == ["--probe", "threads", "2"]
+        hold = float(argv[5])
+        holds.append(hold)
+        distinct = 2 if hold >= answers_from else 1
+        out = json.dumps({"ready": 0.01, "distinct": distinct, "hold": hold})
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(bench_startup.subprocess, "run", fake_run)
+    answers_from = 0.8
+    sample = bench_startup._probe_in_a_new_process("threads", 2)
+    assert holds == [0.2, 0.4, 0.8] and sample["distinct"] == 2 and sample["hold"] == 0.8
+    holds.clear()
+    answers_from = 100.0
+    sample = bench_startup._probe_in_a_new_process("threads", 2)
+    assert holds == [0.2, 0.4, 0.8, 1.6, 3.2] and sample["distinct"] == 1
+
+
 def test_efficiency_pairs_every_runner_in_every_round(tmp_path: Path) -> None:
     """bench/efficiency.py end to end on tiny sizes: every runner ran every kernel in every
     round (each run checked against the sequential answers), and the table's efficiencies
