@@ -241,7 +241,10 @@ def _new_memory(nbytes: int, huge: bool) -> tuple[mmap.mmap, int]:
     del view                # the buffer export: the mapping could not be closed with it
     advice = getattr(mmap, "MADV_HUGEPAGE", None)   # Linux only, as the arena's advice
     if advice is not None:
-        mapping.madvise(advice, start, nbytes)
+        try:
+            mapping.madvise(advice, start, nbytes)
+        except OSError:     # a kernel without transparent huge pages: a hint, as in arena.c
+            pass
     return mapping, start
 
 
