@@ -24,6 +24,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # handler), which each child Python turns into KeyboardInterrupt again.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A blocked signal is inherited across exec too, and stays pending forever.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @pytest.fixture
