@@ -1019,6 +1019,16 @@ bump_alloc(ss_filler *f, size_t total, ss_block **out)
     return p;
 }
 
+/* The bytes an object of `type` and `size` takes in a block, and where it starts in them
+ * (after the GC header of a GC type). ss_filler_shrink_last() must measure the last
+ * object exactly as ss_filler_alloc_object() allocated it. */
+static inline size_t
+object_span(PyTypeObject *type, size_t size, size_t *pre)
+{
+    *pre = (type->tp_flags & Py_TPFLAGS_HAVE_GC) ? SS_GC_HEAD_SIZE : 0;
+    return (*pre + size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+}
+
 PyObject *
 ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size)
 {
@@ -1031,8 +1041,8 @@ ss_filler_alloc_object(ss_filler *f, PyTypeObject *type, size_t size)
                      "weak references)", type->tp_name);
         return NULL;
     }
-    size_t pre = (flags & Py_TPFLAGS_HAVE_GC) ? SS_GC_HEAD_SIZE : 0;
-    size_t total = (pre + size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    size_t pre;
+    size_t total = object_span(type, size, &pre);
     ss_block *b;
     char *p = bump_alloc(f, total, &b);
     if (p == NULL) {
@@ -1059,9 +1069,9 @@ ss_filler_shrink_last(ss_filler *f, PyObject *op, size_t size, size_t new_size)
 {
     ss_arena *a = f->a;
     ss_block *b = a->cur;
-    size_t pre = (Py_TYPE(op)->tp_flags & Py_TPFLAGS_HAVE_GC) ? SS_GC_HEAD_SIZE : 0;
-    size_t total = (pre + size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
-    size_t keep = (pre + new_size + SS_GRAIN - 1) & ~(size_t)(SS_GRAIN - 1);
+    size_t pre;
+    size_t total = object_span(Py_TYPE(op), size, &pre);
+    size_t keep = object_span(Py_TYPE(op), new_size, &pre);
     char *start = (char *)op - pre;
     if (b != NULL && keep < total && start + total == b->bump) {
         /* The tail is zero (the caller's promise), as memory past the bump must be. */
