@@ -61,7 +61,7 @@ import os
 import pickle
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pyperf
 
@@ -137,7 +137,8 @@ def time_share(loops: int, kind: str, size: str) -> float:
     return total
 
 
-def _time_shared_and_given_back(loops: int, size: str, values_for: Any) -> float:
+def _time_shared_and_given_back(loops: int, size: str,
+                                values_for: Callable[[int], list[Any]]) -> float:
     """The steady state of sharing values and letting them go: a block of (Arena(),
     share_detached, drop the handle, close) over ``values_for(n)`` (made before the clock)
     minus a block of (Arena(), close) timed right after it. So giving the arena back,

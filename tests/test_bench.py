@@ -381,14 +381,10 @@ def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
         del ref
         arena.close()
         kept = len(bench_share._kept_mappings)
-        rss_before = _rss_bytes()
+        rss_before = harness.memory_rollup()["rss"]
         assert bench_share.time_fresh_mem(loops, "table", size) > 0
-        assert _rss_bytes() - rss_before >= loops * nbytes     # faulted in, not just mapped
+        # Faulted in, not just mapped.
+        assert harness.memory_rollup()["rss"] - rss_before >= loops * nbytes
         spare = 2 << 20 if huge else 0                         # room to align huge pages
         assert [len(m) for m in bench_share._kept_mappings[kept:]] == [
             n * nbytes + spare for n in blocks]
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * mmap.PAGESIZE
