@@ -138,26 +138,6 @@ table_new_local(PyTypeObject *type, Py_ssize_t n)
     return t;
 }
 
-/* Append an entry whose key is not in the table yet (steals nothing: increfs). */
-static void
-table_append(ss_table *t, PyObject *key, PyObject *value, Py_hash_t hash)
-{
-    Py_ssize_t ix = t->used;
-    ss_entry *e = &t->entries[ix];
-    e->hash = hash;
-    e->key = Py_NewRef(key);
-    e->value = Py_XNewRef(value);
-    size_t mask = ((size_t)1 << t->log2size) - 1;
-    size_t perturb = (size_t)hash;
-    size_t i = (size_t)hash & mask;
-    while (get_ix(t, i) != IX_EMPTY) {
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-    set_ix(t, i, ix);
-    t->used = ix + 1;
-}
-
 static inline Py_hash_t
 key_hash(PyObject *key)
 {
@@ -168,6 +148,52 @@ key_hash(PyObject *key)
         }
     }
     return PyObject_Hash(key);
+}
+
+/* Put entry `ix`, whose key is not indexed yet, into the index under `hash`. */
+static void
+table_index(ss_table *t, Py_ssize_t ix, Py_hash_t hash)
+{
+    size_t mask = ((size_t)1 << t->log2size) - 1;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    while (get_ix(t, i) != IX_EMPTY) {
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+    set_ix(t, i, ix);
+}
+
+/* Append an entry whose key is not in the table yet (steals nothing: increfs). */
+static void
+table_append(ss_table *t, PyObject *key, PyObject *value, Py_hash_t hash)
+{
+    Py_ssize_t ix = t->used;
+    ss_entry *e = &t->entries[ix];
+    e->hash = hash;
+    e->key = Py_NewRef(key);
+    e->value = Py_XNewRef(value);
+    table_index(t, ix, hash);
+    t->used = ix + 1;
+}
+
+/* Hash and index the entries of a local table that were stored without either
+ * (table_from_private_dict, immutableset_from_private_set). The keys' __hash__ may run
+ * any code, so the table already holds a reference to every key and value: nothing that
+ * code does to the container they came from can free one under us or add one twice.
+ * -1 with an exception if a key turned unhashable; the table is still consistent. */
+static int
+table_index_all(ss_table *t)
+{
+    for (Py_ssize_t ix = 0; ix < t->used; ix++) {
+        Py_hash_t h = key_hash(t->entries[ix].key);
+        if (h == -1) {
+            return -1;
+        }
+        t->entries[ix].hash = h;
+        table_index(t, ix, h);
+    }
+    return 0;
 }
 
 static inline int
@@ -259,22 +285,213 @@ frozenset_hash_finish(Py_uhash_t hash, Py_ssize_t n)
 #define XXROTATE(x) ((x << 13) | (x >> 19))
 #endif
 
+/* tuplehash(): one item's hash into the accumulator (which starts at XXPRIME_5), and the
+ * final mixing with the length. */
+static inline Py_uhash_t
+tuple_hash_step(Py_uhash_t acc, Py_uhash_t lane)
+{
+    acc += lane * XXPRIME_2;
+    acc = XXROTATE(acc);
+    return acc * XXPRIME_1;
+}
+
+static inline Py_uhash_t
+tuple_hash_finish(Py_uhash_t acc, Py_ssize_t len)
+{
+    acc += (Py_uhash_t)len ^ (XXPRIME_5 ^ 3527539UL);   /* keeps hash(()) as it was */
+    return acc == (Py_uhash_t)-1 ? 1546275796 : acc;
+}
+
 /* hash((key, value)) given both hashes. */
 static Py_uhash_t
 pair_hash(Py_uhash_t kh, Py_uhash_t vh)
 {
-    Py_uhash_t acc = XXPRIME_5;
-    acc += kh * XXPRIME_2;
-    acc = XXROTATE(acc);
-    acc *= XXPRIME_1;
-    acc += vh * XXPRIME_2;
-    acc = XXROTATE(acc);
-    acc *= XXPRIME_1;
-    acc += 2 ^ (XXPRIME_5 ^ 3527539UL);
-    if (acc == (Py_uhash_t)-1) {
-        return 1546275796;
+    return tuple_hash_finish(tuple_hash_step(tuple_hash_step(XXPRIME_5, kh), vh), 2);
+}
+
+/* ---- hash() of a value of a shared graph, without C recursion ------------------------
+ * A shared frozendict's hash is computed when it is built, so the hashes of its values
+ * are needed even if no one ever asks for one. (Keys and set items need nothing of the
+ * kind: they were hashed by the dict or set they came from, on this same thread.) Where tuples cache no hash (3.12, 3.13),
+ * PyObject_Hash() of a tuple recurses through CPython's tuplehash() once per level of
+ * nesting, and a value nested 100,000 tuples deep (which share() accepts: its walk is
+ * iterative) would overflow the C stack. So tuples holding tuples are hashed here, on a
+ * heap stack, with tuplehash()'s own formula (Objects/tupleobject.c, 3.8-3.15); each such
+ * tuple is hashed once per call (a memo), since a graph that reuses a tuple at every
+ * level would otherwise cost 2^depth. Everything else in a shared graph hashes in O(1)
+ * (str, bytes, frozendict and immutableset: hash cached when built; 3.14+ tuples: cache
+ * filled before publication) or without recursing (int, float, complex). */
+
+#if !SS_TUPLE_CACHES_HASH
+static int
+tuple_has_tuple_item(PyObject *t)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        if (PyTuple_CheckExact(PyTuple_GET_ITEM(t, i))) {
+            return 1;
+        }
     }
-    return acc;
+    return 0;
+}
+
+typedef struct {
+    PyObject *t;
+    Py_ssize_t next;            /* the item to hash next */
+    Py_uhash_t acc;
+} deep_frame;
+
+typedef struct {
+    PyObject *t;                /* NULL: empty slot */
+    Py_hash_t hash;
+} deep_memo_slot;
+
+typedef struct {
+    deep_frame *stack;
+    Py_ssize_t depth, cap;
+    deep_memo_slot *memo;
+    size_t memo_mask, memo_used;
+} deep_hasher;
+
+static inline size_t
+deep_memo_index(const deep_hasher *h, PyObject *t)
+{
+    uintptr_t p = (uintptr_t)t;
+    return (size_t)((p >> 4) ^ (p >> 17)) & h->memo_mask;
+}
+
+static Py_hash_t
+deep_memo_get(const deep_hasher *h, PyObject *t)
+{
+    for (size_t i = deep_memo_index(h, t); h->memo[i].t != NULL; i = (i + 1) & h->memo_mask) {
+        if (h->memo[i].t == t) {
+            return h->memo[i].hash;
+        }
+    }
+    return -1;
+}
+
+static int
+deep_memo_put(deep_hasher *h, PyObject *t, Py_hash_t hash)
+{
+    if (2 * (h->memo_used + 1) > h->memo_mask + 1) {
+        size_t cap = 2 * (h->memo_mask + 1);
+        deep_memo_slot *old = h->memo, *table = PyMem_RawCalloc(cap, sizeof(*table));
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        size_t old_cap = h->memo_mask + 1;
+        h->memo = table;
+        h->memo_mask = cap - 1;
+        for (size_t j = 0; j < old_cap; j++) {
+            if (old[j].t != NULL) {
+                size_t i = deep_memo_index(h, old[j].t);
+                while (table[i].t != NULL) {
+                    i = (i + 1) & h->memo_mask;
+                }
+                table[i] = old[j];
+            }
+        }
+        PyMem_RawFree(old);
+    }
+    size_t i = deep_memo_index(h, t);
+    while (h->memo[i].t != NULL) {
+        i = (i + 1) & h->memo_mask;
+    }
+    h->memo[i].t = t;
+    h->memo[i].hash = hash;
+    h->memo_used++;
+    return 0;
+}
+
+static int
+deep_push(deep_hasher *h, PyObject *t)
+{
+    if (h->depth == h->cap) {
+        Py_ssize_t cap = 2 * h->cap;
+        deep_frame *stack = PyMem_RawRealloc(h->stack, (size_t)cap * sizeof(*stack));
+        if (stack == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        h->stack = stack;
+        h->cap = cap;
+    }
+    h->stack[h->depth++] = (deep_frame){.t = t, .next = 0, .acc = XXPRIME_5};
+    return 0;
+}
+
+/* hash(root), root an exact tuple with a tuple item. -1 with an exception. */
+static Py_hash_t
+deep_tuple_hash(PyObject *root)
+{
+    deep_hasher h = {.cap = 64, .memo_mask = 63};
+    h.stack = PyMem_RawMalloc((size_t)h.cap * sizeof(*h.stack));
+    h.memo = PyMem_RawCalloc(h.memo_mask + 1, sizeof(*h.memo));
+    Py_hash_t result = -1;
+    if (h.stack == NULL || h.memo == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (deep_push(&h, root) < 0) {
+        goto done;
+    }
+    for (;;) {
+        deep_frame *f = &h.stack[h.depth - 1];
+        Py_ssize_t len = PyTuple_GET_SIZE(f->t);
+        if (f->next == len) {
+            Py_hash_t th = (Py_hash_t)tuple_hash_finish(f->acc, len);
+            PyObject *t = f->t;
+            h.depth--;
+            if (h.depth == 0) {
+                result = th;
+                break;
+            }
+            if (deep_memo_put(&h, t, th) < 0) {
+                goto done;
+            }
+            f = &h.stack[h.depth - 1];
+            f->acc = tuple_hash_step(f->acc, (Py_uhash_t)th);
+            f->next++;
+            continue;
+        }
+        PyObject *item = PyTuple_GET_ITEM(f->t, f->next);
+        Py_hash_t lane;
+        if (PyTuple_CheckExact(item) && tuple_has_tuple_item(item)) {
+            lane = deep_memo_get(&h, item);
+            if (lane == -1) {
+                if (deep_push(&h, item) < 0) {
+                    goto done;
+                }
+                continue;
+            }
+        }
+        else {
+            lane = PyObject_Hash(item);     /* no tuple inside: one level at most */
+            if (lane == -1) {
+                goto done;
+            }
+        }
+        f->acc = tuple_hash_step(f->acc, (Py_uhash_t)lane);
+        f->next++;
+    }
+done:
+    PyMem_RawFree(h.stack);
+    PyMem_RawFree(h.memo);
+    return result;
+}
+#endif
+
+/* hash(o) for an object of a shared graph (see above). -1 with an exception. */
+static Py_hash_t
+shared_value_hash(PyObject *o)
+{
+#if !SS_TUPLE_CACHES_HASH
+    if (PyTuple_CheckExact(o) && tuple_has_tuple_item(o)) {
+        return deep_tuple_hash(o);
+    }
+#endif
+    return PyObject_Hash(o);
 }
 
 /* hash(frozenset(self.items())) for a frozendict (PEP 814), hash(frozenset(self)) for an
@@ -287,7 +504,7 @@ table_compute_hash(ss_table *t)
     for (Py_ssize_t i = 0; i < t->used; i++) {
         ss_entry *e = &t->entries[i];
         if (is_dict) {
-            Py_hash_t vh = PyObject_Hash(e->value);
+            Py_hash_t vh = t->shared ? shared_value_hash(e->value) : PyObject_Hash(e->value);
             if (vh == -1) {
                 return -1;
             }
@@ -307,8 +524,17 @@ table_hash(PyObject *op)
     if (t->hash != -1) {
         return t->hash;
     }
+    if (t->shared) {
+        return table_compute_hash(t);   /* unhashable: recomputed, never cached */
+    }
+    /* A local table can nest tables and tuples to any depth: RecursionError, not a
+     * crash of the C stack. */
+    if (Py_EnterRecursiveCall(" while hashing a frozendict or immutableset")) {
+        return -1;
+    }
     Py_hash_t h = table_compute_hash(t);
-    if (h != -1 && !t->shared) {
+    Py_LeaveRecursiveCall();
+    if (h != -1) {
         t->hash = h;        /* local object: only this interpreter can see it */
     }
     return h;
@@ -387,14 +613,17 @@ table_from_private_dict(PyTypeObject *type, PyObject *dict)
     int is_set = (type == &SS_ImmutableSet_Type);
     Py_ssize_t pos = 0;
     PyObject *k, *v;
-    /* The dict is private: nothing the key hashes run can change it. */
+    /* First every item, with references: PyDict_Next runs no Python code. Only then the
+     * hashes, whose code could reach the dict (gc.get_referrers) and change it. */
     while (t->used < n && PyDict_Next(dict, &pos, &k, &v)) {
-        Py_hash_t h = key_hash(k);
-        if (h == -1) {
-            Py_DECREF(t);       /* untracked, entries so far are consistent */
-            return NULL;
-        }
-        table_append(t, k, is_set ? NULL : v, h);
+        ss_entry *e = &t->entries[t->used++];
+        e->hash = -1;
+        e->key = Py_NewRef(k);
+        e->value = is_set ? NULL : Py_NewRef(v);
+    }
+    if (table_index_all(t) < 0) {
+        Py_DECREF(t);           /* untracked; it owns the references it holds */
+        return NULL;
     }
     return table_finish_local(t);
 }
@@ -414,19 +643,16 @@ immutableset_from_private_set(PyObject *set)
         return NULL;
     }
     PyObject *item;
+    /* Items first, hashes after (as in table_from_private_dict): a set iterator runs no
+     * Python code, a key's __hash__ may. */
     while (t->used < n && (item = PyIter_Next(it)) != NULL) {
-        Py_hash_t h = key_hash(item);
-        if (h == -1) {
-            Py_DECREF(item);
-            Py_DECREF(it);
-            Py_DECREF(t);
-            return NULL;
-        }
-        table_append(t, item, NULL, h);
-        Py_DECREF(item);
+        ss_entry *e = &t->entries[t->used++];
+        e->hash = -1;
+        e->key = item;          /* PyIter_Next's reference */
+        e->value = NULL;
     }
     Py_DECREF(it);
-    if (PyErr_Occurred()) {
+    if (PyErr_Occurred() || table_index_all(t) < 0) {
         Py_DECREF(t);
         return NULL;
     }

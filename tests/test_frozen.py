@@ -227,6 +227,54 @@ def test_hash():
     assert hash(a) == hash(a)  # cached path
 
 
+def test_hash_of_deep_nesting_raises_recursion_error_not_a_crash():
+    d = frozendict({0: 0})
+    for _ in range(300_000):
+        d = frozendict({0: d})
+    with pytest.raises(RecursionError):
+        hash(d)
+
+
+class _KeyThatEmptiesItsDict:
+    """Its second __hash__ (the frozendict's, after the private dict's own) reaches the
+    private dict the constructor built and empties or rewrites it."""
+
+    def __init__(self, rewrite):
+        self.calls = 0
+        self.rewrite = rewrite
+
+    def __hash__(self):
+        self.calls += 1
+        if self.calls == 2:
+            for r in gc.get_referrers(self):
+                if type(r) is dict and self in r:
+                    if self.rewrite:    # same size, its keys again in another order
+                        items = list(r.items())
+                        r.clear()
+                        r.update(reversed(items))
+                    else:
+                        r.clear()       # drops the dict's references to key and value
+        return 12345
+
+    def __eq__(self, other):
+        return self is other
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_a_key_hash_that_changes_the_source_cannot_free_or_repeat_an_item(rewrite):
+    key = _KeyThatEmptiesItsDict(rewrite)
+    fd = frozendict((k, v) for k, v in [(key, [1, 2, 3]), ("b", 2)])
+    del key
+    assert len(fd) == 2 and len(set(map(id, fd))) == 2
+    (k, v), b = fd.items()
+    assert type(k) is _KeyThatEmptiesItsDict and v == [1, 2, 3] and b == ("b", 2)
+    assert fd[k] == [1, 2, 3] and fd["b"] == 2
+    key = _KeyThatEmptiesItsDict(rewrite)
+    s = immutableset(x for x in [key, "b"])
+    del key
+    assert len(s) == 2 and {type(x) for x in s} == {_KeyThatEmptiesItsDict, str}
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(keys, values), max_size=40))
 def test_against_dict(pairs):

@@ -118,6 +118,69 @@ def test_deep_nesting_does_not_use_the_c_stack():
     assert s == ()
 
 
+def _tuple_hash(t, memo):
+    """CPython's tuplehash() (Objects/tupleobject.c, 3.8+), iterative, with a memo: the
+    reference for values too deep or too repetitive for hash() itself."""
+    mask = (1 << 64) - 1
+    p1, p2, p5 = 11400714785074694791, 14029467366897019727, 2870177450012600261
+    stack = [(t, 0, p5)]
+    while True:
+        node, i, acc = stack.pop()
+        if i == len(node):
+            acc = (acc + (len(node) ^ (p5 ^ 3527539))) & mask
+            h = 1546275796 if acc == mask else acc - (1 << 64) if acc >= 1 << 63 else acc
+            memo[id(node)] = h
+            if not stack:
+                return h
+            parent, j, pacc = stack.pop()
+            stack.append((parent, j, pacc))
+            continue
+        item = node[i]
+        if type(item) is tuple and id(item) not in memo:
+            stack.append((node, i, acc))
+            stack.append((item, 0, p5))
+            continue
+        lane = (memo[id(item)] if type(item) is tuple else hash(item)) & mask
+        acc = (acc + lane * p2) & mask
+        acc = ((acc << 31) | (acc >> 33)) & mask
+        acc = (acc * p1) & mask
+        stack.append((node, i + 1, acc))
+
+
+class _Unhashed:
+    """Stands in for a value whose hash is known: hash() returns it."""
+    def __init__(self, h):
+        self.h = h
+
+    def __hash__(self):
+        return self.h
+
+
+@pytest.mark.skipif(sys.maxsize < 2**62, reason="the reference tuplehash is the 64-bit one")
+def test_a_frozendict_of_deep_tuples_is_hashed_without_the_c_stack():
+    # 3.12/3.13 tuples cache no hash: hashing a frozendict's values recursed through
+    # CPython's tuplehash() once per level, and share() crashed on a value this deep.
+    deep = ()
+    for i in range(150_000):
+        deep = (i, deep)
+    s = share({"k": deep, "n": 1})
+    h = _tuple_hash(deep, {})
+    assert _tuple_hash(s["k"], {}) == h
+    assert hash(s) == hash(frozenset({("k", _Unhashed(h)), ("n", 1)}))
+
+
+def test_a_frozendict_of_a_tuple_reused_at_every_level_hashes_once_per_tuple():
+    # 2**60 paths through 61 tuples: tuplehash() would never finish; each tuple is hashed
+    # once per share() instead.
+    t = ("leaf",)
+    for _ in range(60):
+        t = (t, t)
+    s = share({"k": t})
+    assert hash(s) == hash(frozenset({("k", _Unhashed(_tuple_hash(t, {})))}))
+    shallow = share({"k": (1, (2, (3, "x")))})
+    assert hash(shallow) == hash(frozenset({("k", (1, (2, (3, "x"))))}))
+
+
 def test_equal_strings_stored_once_per_arena():
     with Arena() as a:
         one = a.share(fresh("a string that is not static"))
