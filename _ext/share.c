@@ -1159,9 +1159,12 @@ ctx_clear(ctx *c)
     Py_CLEAR(c->bad);
 }
 
-/* The copy of ss_share_into / ss_share_detached; `what` names the caller in errors. */
+/* The copy of ss_share_into / ss_share_detached; `what` names the caller in errors.
+ * With `become_holder`, the calling interpreter becomes a holder of the arena once the
+ * copy is complete and before it is published: a call that fails (a closed arena, a value
+ * that cannot be shared) leaves the caller no holder of an arena it never reached. */
 static PyObject *
-share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
+share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what, int become_holder)
 {
     ctx c = {.st = st, .cap = INLINE_FRAMES};
     c.stack = c.inline_stack;
@@ -1225,6 +1228,13 @@ share_walk(ss_state *st, ss_arena *a, PyObject *obj, const char *what)
         ctx_clear(&c);
         return NULL;
     }
+    if (become_holder && ss_arena_add_holder(a, st->interp_id) < 0) {
+        PyObject *exc = PyErr_GetRaisedException();     /* MemoryError */
+        ss_filler_abort(c.f);
+        PyErr_SetRaisedException(exc);
+        ctx_clear(&c);
+        return NULL;
+    }
     ss_filler_commit(c.f);
     ctx_clear(&c);
     return Py_NewRef(result);
@@ -1237,11 +1247,7 @@ ss_share_into(ss_state *st, ss_arena *a, PyObject *obj)
         /* Already shared: the caller can reach it, so it holds its arena already. */
         return Py_NewRef(obj);
     }
-    /* Become a holder first, so nothing can fail once the objects exist. */
-    if (ss_arena_add_holder(a, st->interp_id) < 0) {
-        return NULL;
-    }
-    return share_walk(st, a, obj, a == ss_default_arena() ? "share" : "Arena.share");
+    return share_walk(st, a, obj, a == ss_default_arena() ? "share" : "Arena.share", 1);
 }
 
 /* ---- share_detached (Arena.share_detached, docs/shared-memory.md) ---------------------
@@ -1259,7 +1265,7 @@ ss_share_detached(ss_state *st, ss_arena *a, PyObject *obj)
          * or default-arena memory): the handle names it as it is. */
         return Py_NewRef(obj);
     }
-    return share_walk(st, a, obj, "Arena.share_detached");
+    return share_walk(st, a, obj, "Arena.share_detached", 0);
 }
 
 /* ---- module functions ----------------------------------------------------------------- */

@@ -66,6 +66,27 @@ def test_arena_share_makes_the_caller_a_holder_for_contrast() -> None:
         assert arena_info(arena.id)["holders"] == (main_id(),)  # type: ignore[index]
 
 
+@pytest.mark.parametrize("failure", ["closed", "unshareable", "late"])
+def test_a_failed_share_does_not_make_the_caller_a_holder(failure: str) -> None:
+    # The caller used to become a holder before the walk, so a share() that then failed
+    # pinned a detached arena in this process (main is never destroyed) until exit.
+    arena = Arena()
+    ref = arena.share_detached(VALUE)
+    arena_id = arena.id
+    # "late": the walk copies a thousand strings into the arena before it meets the list.
+    late = tuple(f"string {i}" for i in range(1000)) + ([1],)
+    if failure == "closed":
+        arena.close()
+    with pytest.raises(ValueError if failure == "closed" else NotShareableError):
+        arena.share({"closed": ("x",), "unshareable": ["x"], "late": late}[failure])
+    info = arena_info(arena_id)
+    assert info is not None and info["holders"] == ()
+    with Sandbox() as sb:
+        assert sb.call(checksum, ref) == checksum(subsandbox.share(VALUE)) > 0
+    del arena, ref
+    assert arena_info(arena_id) is None       # freed: no handle, no live holder
+
+
 def test_the_handle_cannot_be_dereferenced(detached: Any) -> None:
     ref, arena_id = detached
     assert isinstance(ref, SharedRef)
