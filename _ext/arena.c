@@ -100,7 +100,10 @@ struct ss_arena {
                                  * filler_mem below; no allocation per share()) */
     /* guarded by g_lock */
     Py_ssize_t refs;
-    int closed;
+    int closed;                 /* set once, never cleared: atomic stores (read unlocked
+                                 * by ss_filler_begin's first check) */
+    int forked_mid_fill;        /* in a forked child: a thread of the parent was filling
+                                 * it at the fork (ss_arena_fork_done) */
     int64_t *holders;
     Py_ssize_t nholders, capholders;
     size_t reserved;            /* bytes mapped */
@@ -652,16 +655,50 @@ arena_free(ss_arena *a)
 }
 
 /* Fork (lifecycle.c): g_lock is held across fork() so the child's copy of the arena
- * tables is consistent. A leaf lock: taken with the GIL held. */
+ * tables is consistent. A leaf lock: taken with the GIL held.
+ *
+ * Fill locks are not taken: a thread holding one may be waiting for the GIL of the thread
+ * that forks. So a thread of the parent may be inside a share() at the fork (or holding
+ * the fill lock on its way in), and the child has a copy of that arena in the middle of
+ * a fill (a bump pointer, a memo being rehashed) and of its fill lock, locked by a thread
+ * the child does not have. The child cannot finish or undo that fill, so it closes such
+ * an arena: share() into it raises instead of waiting for ever, and what was published
+ * before stays readable. The default arena is replaced by a new one in the child (made
+ * at its next use), so that plain share() goes on working; the old one stays mapped,
+ * like every default arena, and its objects stay readable. */
 void
 ss_arena_fork_prepare(void)
 {
     pthread_mutex_lock(&g_lock);
 }
 
+static void
+close_if_mid_fill(ss_arena *a)
+{
+    if (pthread_mutex_trylock(&a->fill_lock) == 0) {
+        pthread_mutex_unlock(&a->fill_lock);
+        return;
+    }
+    /* Locked by a thread of the parent. Its filler's reference (if any) is kept: the
+     * arena is never freed in the child, which never destroys a locked mutex. */
+    a->forked_mid_fill = 1;
+    __atomic_store_n(&a->closed, 1, __ATOMIC_RELAXED);
+}
+
 void
 ss_arena_fork_done(int in_child)
 {
+    if (in_child) {
+        for (ss_arena *a = g_live.next; a != &g_live; a = a->next) {
+            close_if_mid_fill(a);
+        }
+        if (g_default != NULL) {
+            close_if_mid_fill(g_default);
+            if (g_default->forked_mid_fill) {
+                __atomic_store_n(&g_default, NULL, __ATOMIC_RELEASE);
+            }
+        }
+    }
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -729,7 +766,7 @@ ss_arena_decref(ss_arena *a)
     pthread_mutex_lock(&g_lock);
     a->refs--;
     if (a->refs == 0) {
-        a->closed = 1;      /* nothing can make a new handle of it any more */
+        __atomic_store_n(&a->closed, 1, __ATOMIC_RELAXED);  /* no new handle can be made */
     }
     int dead = arena_unlink_if_dead(a);
     pthread_mutex_unlock(&g_lock);
@@ -801,6 +838,20 @@ ss_interpreter_destroyed(int64_t interp_id)
 
 /* ---- filling -------------------------------------------------------------------------- */
 
+static void
+arena_refuse_closed(ss_arena *a)
+{
+    if (a->forked_mid_fill) {
+        PyErr_SetString(PyExc_ValueError,
+                        "share() on an Arena that another thread was filling when this "
+                        "process was forked: the child cannot finish that fill; its shared "
+                        "objects stay readable, share into a new Arena()");
+    }
+    else {
+        PyErr_SetString(PyExc_ValueError, "share() on a closed Arena");
+    }
+}
+
 ss_filler *
 ss_filler_begin(ss_arena *a)
 {
@@ -808,6 +859,12 @@ ss_filler_begin(ss_arena *a)
     if (__atomic_load_n(&a->fill_owner, __ATOMIC_RELAXED) == me) {
         PyErr_SetString(PyExc_RuntimeError,
                         "share() re-entered while this thread is filling the same arena");
+        return NULL;
+    }
+    /* A closed arena stays closed: refuse before waiting for its fill lock, which in a
+     * forked child may be held for ever (ss_arena_fork_done). */
+    if (__atomic_load_n(&a->closed, __ATOMIC_RELAXED)) {
+        arena_refuse_closed(a);
         return NULL;
     }
     ss_mutex_lock_with_gil(&a->fill_lock);
@@ -819,7 +876,7 @@ ss_filler_begin(ss_arena *a)
     pthread_mutex_unlock(&g_lock);
     if (closed) {
         pthread_mutex_unlock(&a->fill_lock);
-        PyErr_SetString(PyExc_ValueError, "share() on a closed Arena");
+        arena_refuse_closed(a);
         return NULL;
     }
     __atomic_store_n(&a->fill_owner, me, __ATOMIC_RELAXED);
@@ -1463,7 +1520,7 @@ Arena_close(PyObject *op, PyObject *unused)
 {
     ss_arena *a = ((ArenaObject *)op)->arena;
     pthread_mutex_lock(&g_lock);
-    a->closed = 1;
+    __atomic_store_n(&a->closed, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g_lock);
     Py_RETURN_NONE;
 }

@@ -350,3 +350,59 @@ def test_a_fork_by_c_code_also_retires_the_parents_channels() -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("child ok") == 1, result.stdout + result.stderr
+
+
+def test_fork_while_sandboxes_share_leaves_share_working_in_the_child() -> None:
+    # A sandbox thread inside share() holds its arena's fill lock at the fork; the child
+    # has that lock locked by a thread it does not have. Before the fix the child's next
+    # share() into that arena waited for ever.
+    result = run_script(_script(f"ROUNDS = {ROUNDS}\n" + r"""
+def keep_sharing(arena, stop_at):
+    import time
+    import subsandbox
+    value = {str(i): (i, str(i) * 3) for i in range(20_000)}
+    n = 0
+    while time.monotonic() < stop_at:
+        if arena is None:
+            subsandbox.share(value)
+        else:
+            arena.share(value)
+        n += 1
+    return n
+
+arena = subsandbox.Arena()
+before = arena.share(("made before the fork", 1))
+shared = subsandbox.share(("shared", 1, 2.5))
+busy = [subsandbox.Sandbox() for _ in range(2)]
+stop_at = time.monotonic() + 60
+calls = [threading.Thread(target=sb.call, args=(keep_sharing, a, stop_at), daemon=True)
+         for sb, a in zip(busy, (None, arena))]
+for t in calls:
+    t.start()
+time.sleep(0.5)
+mid_fill = 0
+for i in range(ROUNDS):
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            assert before == ("made before the fork", 1) and shared == ("shared", 1, 2.5)
+            assert subsandbox.share(("new in the child", i)) == ("new in the child", i)
+            try:
+                arena.share(("child", i))
+            except ValueError as exc:   # the sandbox was filling it at the fork
+                assert "forked" in str(exc), exc
+                print("arena closed", flush=True)
+            print("child ok", flush=True)
+        except BaseException:
+            import traceback; traceback.print_exc()
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    time.sleep(0.01)
+os._exit(0)
+"""), timeout=120)
+    _check(result, ROUNDS)
+    # The sandbox shares into `arena` most of the time: most children found it mid-fill.
+    assert result.stdout.count("arena closed") >= ROUNDS // 4, result.stdout
