@@ -81,6 +81,18 @@ take_error_text(void)
     return copy;
 }
 
+/* The sandbox could not run or answer a task (frees `failure`). Every other exception
+ * of _gate_call/_gate_run is raised in the calling interpreter, before the task entered
+ * the sandbox (its arguments cannot cross) or after it answered (its answer cannot be
+ * rebuilt): the task's error, while the sandbox goes on. */
+static void
+raise_gate_failed(ss_state *st, char *failure)
+{
+    PyErr_Format(st->gate_failed_error, "the sandbox failed to run the task: %s",
+                 failure != NULL ? failure : "out of memory");
+    PyMem_RawFree(failure);
+}
+
 static ss_gate *
 get_gate(PyObject *capsule)
 {
@@ -257,10 +269,11 @@ run_inside(ss_gate *g, ss_xvalue *task_value, char **failure)
     Py_DECREF(task);
     if (answer != NULL) {
         out = ss_xvalue_encode(st, answer, "the answer");
-        if (out == NULL && PyErr_ExceptionMatches(st->not_shareable_error)
-            && PyTuple_Check(answer) && PyTuple_GET_SIZE(answer) == 4)
-        {
-            /* (task_id, "ok", True, result) whose result is not a channel value */
+        if (out == NULL && PyTuple_Check(answer) && PyTuple_GET_SIZE(answer) == 4) {
+            /* (task_id, "ok", True, result) whose result cannot cross as a channel
+             * value: not one, or one nested too deep (RecursionError). The fallback
+             * pickles it, or answers with the error that stops it: the task's error,
+             * not the sandbox's. */
             PyErr_Clear();
             PyObject *pickled = PyObject_CallFunctionObjArgs(
                 g->fallback, PyTuple_GET_ITEM(answer, 0), PyTuple_GET_ITEM(answer, 3), NULL);
@@ -300,9 +313,7 @@ gate_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     leave(outer);
     ss_xvalue_free(in);
     if (out == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "the sandbox failed to run the task: %s",
-                     failure != NULL ? failure : "out of memory");
-        PyMem_RawFree(failure);
+        raise_gate_failed(st, failure);
         return NULL;
     }
     PyObject *answer = ss_xvalue_decode(st, out);
@@ -364,12 +375,7 @@ run_fast_inside(ss_gate *g, uint64_t task, long long token, ss_xvalue *args_valu
             Py_DECREF(result);
             return out;
         }
-        if (!PyErr_ExceptionMatches(st->not_shareable_error)) {
-            Py_DECREF(result);
-            *failure = take_error_text();
-            return NULL;
-        }
-        PyErr_Clear();
+        PyErr_Clear();      /* to the fallback, as in run_inside */
     }
     /* The slow answers: a result to pickle, or the task's exception. */
     PyObject *exc = result == NULL ? PyErr_GetRaisedException() : NULL;
@@ -435,9 +441,7 @@ gate_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (status == FAST_MISSING) {
             return PyTuple_New(0);
         }
-        PyErr_Format(PyExc_RuntimeError, "the sandbox failed to run the task: %s",
-                     failure != NULL ? failure : "out of memory");
-        PyMem_RawFree(failure);
+        raise_gate_failed(st, failure);
         return NULL;
     }
     PyObject *value = ss_xvalue_decode(st, out);
@@ -481,6 +485,15 @@ int
 ss_gate_exec(PyObject *module, ss_state *st)
 {
     if (PyModule_AddFunctions(module, gate_methods) < 0) {
+        return -1;
+    }
+    st->gate_failed_error = PyErr_NewExceptionWithDoc(
+        "subsandbox._core._GateFailed",
+        "A worker sandbox could not run or answer a task through its gate.",
+        PyExc_RuntimeError, NULL);
+    if (st->gate_failed_error == NULL
+        || PyModule_AddObjectRef(module, "_GateFailed", st->gate_failed_error) < 0)
+    {
         return -1;
     }
     if (ss_taskqueue_exec(module, st) < 0) {

@@ -110,6 +110,7 @@ ss_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->channel_empty_error);
     Py_VISIT(st->not_shareable_error);
     Py_VISIT(st->interrupt_exc);
+    Py_VISIT(st->gate_failed_error);
     return 0;
 }
 
@@ -125,6 +126,7 @@ ss_clear(PyObject *module)
     Py_CLEAR(st->channel_empty_error);
     Py_CLEAR(st->not_shareable_error);
     Py_CLEAR(st->interrupt_exc);
+    Py_CLEAR(st->gate_failed_error);
     return 0;
 }
 

@@ -40,6 +40,9 @@ typedef struct {
                                      * made by module.c before the components run */
     PyObject *interrupt_exc;        /* subsandbox._core._Interrupt, a KeyboardInterrupt
                                      * subclass that interrupt() injects (interp.c) */
+    PyObject *gate_failed_error;    /* subsandbox._core._GateFailed (a RuntimeError): the
+                                     * sandbox behind a gate could not run or answer a
+                                     * task (gate.c); other errors are the task's */
     int64_t interp_id;              /* id of the interpreter that owns this state */
 } ss_state;
 

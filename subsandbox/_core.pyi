@@ -391,6 +391,8 @@ def _guard_info(type: type[frozendict[Any, Any]] | type[immutableset[Any]], /) -
 
 # ---- private: gates and the executor's C parts (gate.c, taskqueue.c, futurecond.c) --------
 
+class _GateFailed(RuntimeError): ...
+
 @final
 @type_check_only
 class _Gate:

@@ -40,18 +40,31 @@ def _format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+def _safe_str(exc: BaseException) -> str:
+    """str(exc), or a placeholder when the exception's __str__ itself fails (as
+    traceback does): the task's error must reach its caller whatever its __str__ does."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001
+        return f"<exception str() failed: {type(exc).__qualname__}>"
+
+
 def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
-    formatted = _format_exception(exc)
+    try:
+        formatted = _format_exception(exc)
+    except BaseException:  # noqa: BLE001 - e.g. RecursionError on a very long chain
+        formatted = f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    text = _safe_str(exc)
     try:
         # Drop the traceback: frames cannot cross, and its text is sent instead. An
         # exception that pickles but cannot be rebuilt (its __init__ takes other
         # arguments than .args) is caught here, where it is cheap to check.
-        payload, refs = _crossing.dumps((exc.with_traceback(None), kind, str(exc), formatted),
+        payload, refs = _crossing.dumps((exc.with_traceback(None), kind, text, formatted),
                                         "the exception")
         _crossing.loads(payload, refs)
     except Exception:
-        payload, refs = _crossing.dumps((None, kind, str(exc), formatted), "the exception")
+        payload, refs = _crossing.dumps((None, kind, text, formatted), "the exception")
     return "raised", payload, refs
 
 

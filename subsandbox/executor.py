@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import sys
 import threading
@@ -116,7 +117,12 @@ def _exiting_by_ctrl_c() -> bool:
     """Whether the interpreter exits because of an unhandled KeyboardInterrupt.
 
     CPython's top level (PyErr_Print) stores the exception that ends the program in
-    ``sys.last_exc`` (3.12+) before finalization runs the exit hooks."""
+    ``sys.last_exc`` (3.12+) before finalization runs the exit hooks. An interactive
+    session stores there every error it printed, and goes on: a Ctrl-C that stopped one
+    statement long ago does not end the session, so there ``sys.last_exc`` says nothing
+    about how it ends (it ends by EOF or exit(), and its tasks are awaited)."""
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return False
     last = getattr(sys, "last_exc", None)
     return isinstance(last, KeyboardInterrupt)
 
@@ -458,6 +464,8 @@ class _Pool:
                 _settle(future, result=result)
         elif kind == "raised":
             _settle(future, exc=_remote_exception(self.loads, answer[2], answer[3]))
+        elif kind == "failed here":
+            _settle(future, exc=answer[2])
         elif item.stop_reason == "timeout":
             _settle(future, exc=FuturesTimeoutError(
                 f"the task ran longer than its timeout ({item.timeout} s) and was "
@@ -544,7 +552,7 @@ class _Pool:
                         answer = self._run_slow(worker, gate, item)
                 else:
                     answer = self._run_slow(worker, gate, item)
-            except BaseException as exc:  # noqa: BLE001
+            except _core._GateFailed as exc:
                 running.pop(task_id, None)
                 error = BrokenSandbox(
                     f"worker sandbox {item.sandbox_id} stopped working while it ran this "
@@ -552,6 +560,11 @@ class _Pool:
                 error.__cause__ = exc
                 _settle(item.future, exc=error)
                 return True
+            except BaseException as exc:  # noqa: BLE001
+                # Raised here, in the main interpreter: the task's arguments could not
+                # cross into the sandbox, or its answer could not be rebuilt. The task
+                # fails with that error; the sandbox is untouched and serves on.
+                answer = (task_id, "failed here", exc)
             running.pop(task_id, None)
             if item.timeout is not None:
                 # The watchdog keeps the item until its deadline: let its data go now.
@@ -799,7 +812,10 @@ class _Watchdog:
                     if due or self._retry:
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else None
-                    self._cond.wait(wait)
+                    # A deadline is at most TIMEOUT_MAX ahead (schedule() checks), but
+                    # an OverflowError here would kill the watchdog and every timeout
+                    # and cancel() of the pool with it: clamp.
+                    self._cond.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
                 retry, self._retry = self._retry, []
             for item in due:
                 with pool.lock:
@@ -901,6 +917,12 @@ class SandboxPoolExecutor(Executor):
                                 f"not {type(timeout).__name__}")
             if not timeout >= 0:
                 raise ValueError("timeout must be a non-negative number of seconds")
+            if timeout == math.inf:
+                timeout = None          # no limit, as the caller says
+            elif timeout > threading.TIMEOUT_MAX:
+                raise ValueError(f"timeout must be at most threading.TIMEOUT_MAX "
+                                 f"({threading.TIMEOUT_MAX:.0f} s), or None (or inf) "
+                                 f"for no limit")
         if kwargs is None:
             kwargs = {}
         elif not isinstance(kwargs, dict):

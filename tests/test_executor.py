@@ -542,3 +542,89 @@ def test_fast_path_tasks_are_interrupted_too(executor: SandboxPoolExecutor) -> N
         with pytest.raises(FuturesTimeoutError, match="timeout"):
             future.result(timeout=30)
         assert executor.submit(square, 3).result() == 9
+
+
+# -- errors that are the task's, not the worker's -----------------------------------------
+
+class StrFails(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for this one")
+
+
+def raise_str_fails() -> None:
+    raise StrFails("x")
+
+
+def nested_tuple(depth: int) -> tuple[Any, ...]:
+    value: tuple[Any, ...] = ()
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+def test_an_exception_whose_str_fails_fails_the_task_not_the_worker(
+        executor: SandboxPoolExecutor) -> None:
+    # Its __str__ used to fail the handler that turns it into an answer, and the pool
+    # took that for a dead sandbox: BrokenSandbox, and a new sandbox (initializer again).
+    before = executor.submit(interpreter_id).result()
+    for _ in range(2):      # the first call ships the function, the second is the fast path
+        with pytest.raises(StrFails) as caught:
+            executor.submit(raise_str_fails).result()
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        with pytest.raises(StrFails):
+            executor.schedule(raise_str_fails).result()
+    with subsandbox.Sandbox() as sb:
+        with pytest.raises(StrFails):
+            sb.call(raise_str_fails)
+    assert executor.submit(interpreter_id).result() == before
+
+
+def test_values_too_deep_to_cross_fail_the_task_not_the_worker(
+        executor: SandboxPoolExecutor) -> None:
+    before = executor.submit(interpreter_id).result()
+    deep = nested_tuple(100_000)
+    for _ in range(2):
+        with pytest.raises(TypeError, match="the result cannot cross"):
+            executor.submit(nested_tuple, 100_000).result()
+        with pytest.raises(TypeError, match="the arguments of len cannot cross"):
+            executor.submit(len, deep).result()
+    assert executor.submit(interpreter_id).result() == before
+    assert executor.submit(len, nested_tuple(50)).result() == 1
+
+
+def test_an_infinite_timeout_means_none_and_a_huge_one_is_refused(
+        executor: SandboxPoolExecutor) -> None:
+    # inf used to reach the watchdog's Condition.wait(), whose OverflowError killed the
+    # watchdog: later timeouts never fired and cancel() stopped nothing.
+    assert executor.schedule(square, (3,), timeout=float("inf")).result() == 9
+    with pytest.raises(ValueError, match="TIMEOUT_MAX"):
+        executor.schedule(square, (3,), timeout=threading.TIMEOUT_MAX * 2)
+    time.sleep(0.1)
+    with pytest.raises(FuturesTimeoutError, match="timeout"):
+        executor.schedule(spin, timeout=0.3).result(timeout=30)
+    assert executor._pool.watchdog is not None and executor._pool.watchdog._thread.is_alive()
+
+
+def test_a_ctrl_c_shown_earlier_in_an_interactive_session_does_not_cancel_at_exit(
+        tmp_path: Any) -> None:
+    # An interactive session keeps its last printed error in sys.last_exc; the exit hook
+    # took an old KeyboardInterrupt there for a Ctrl-C that ends the program and
+    # cancelled the pending tasks of a session that ended normally (EOF).
+    import subprocess
+    import sys
+
+    out = tmp_path / "ran.txt"
+    session = (
+        "import subsandbox, time\n"
+        "raise KeyboardInterrupt\n"
+        "def write(i):\n"
+        f"    with open({str(out)!r}, 'a') as fh: fh.write(f'ran {{i}}\\n')\n"
+        "\n"
+        "p = subsandbox.SandboxPoolExecutor(1)\n"
+        "fs = [p.submit(time.sleep, 0.3)] + [p.submit(write, i) for i in range(3)]\n")
+    result = subprocess.run([sys.executable, "-i"], input=session, capture_output=True,
+                            text=True, timeout=120,
+                            env=dict(os.environ, PYTHON_BASIC_REPL="1"))
+    # (3.14's REPL exits with status 130 after a KeyboardInterrupt it showed.)
+    assert "KeyboardInterrupt" in result.stderr and "Error" not in result.stderr
+    assert out.read_text().splitlines() == ["ran 0", "ran 1", "ran 2"]
