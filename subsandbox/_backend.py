@@ -74,6 +74,9 @@ class ExecFailed(Exception):
 
 class Backend(Protocol):
     name: str
+    # Whether threads can still be started once the interpreter's exit has begun
+    # (threading's exit hooks run): not on 3.12 (subsandbox._threads.SpareThread).
+    threads_start_at_exit: bool
 
     def create(self) -> Any: ...
     def interpreter_id(self, handle: Any) -> int: ...
@@ -83,6 +86,8 @@ class Backend(Protocol):
 
 class _PEP734Backend:
     """Python 3.13 (backport) and 3.14+ (stdlib): ``create()`` is PEP 684's isolated config."""
+
+    threads_start_at_exit = True
 
     def __init__(self, module: Any, name: str) -> None:
         self._interpreters = module
@@ -111,6 +116,7 @@ class _XXSubinterpretersBackend:
     """Python 3.12: ``_xxsubinterpreters.create(isolated=True)``."""
 
     name = "_xxsubinterpreters (CPython 3.12)"
+    threads_start_at_exit = False
 
     def __init__(self) -> None:
         import _xxsubinterpreters  # type: ignore[import-not-found]

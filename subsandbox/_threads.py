@@ -17,6 +17,7 @@ them in whichever thread is running.
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from typing import Any, Callable
@@ -46,3 +47,40 @@ def worker_thread(target: Callable[..., object], *, name: str, args: tuple[Any, 
         target(*call_args)
 
     return threading.Thread(target=run, args=args, name=name, daemon=daemon)
+
+
+class SpareThread:
+    """A thread started now that runs one function given later, or ends unused.
+
+    CPython 3.12 starts no thread once its exit has begun (``interp->finalizing`` is set
+    before ``threading`` joins the program's threads), while 3.13+ still can then. A pool
+    that must start a sandbox (and so the sandbox's thread) to run tasks submitted just
+    before the program ended starts the thread beforehand, at submit(), and hands it its
+    work when the time comes."""
+
+    def __init__(self, *, name: str, daemon: bool | None = None) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
+        self._work = queue.SimpleQueue()
+        self._used = False
+        self.thread = worker_thread(self._wait, name=name, daemon=daemon)
+        self.thread.start()
+
+    def _wait(self) -> None:
+        work = self._work.get()
+        if work is not None:
+            target, args = work
+            target(*args)
+
+    def run(self, target: Callable[..., object], *args: Any) -> threading.Thread:
+        """Run ``target(*args)`` on the thread (once); returns the thread."""
+        self._used = True
+        self._work.put((target, args))
+        return self.thread
+
+    def release(self) -> None:
+        """End the thread, unused, and wait for it (no-op after run(): the thread is its
+        target's then)."""
+        if not self._used:
+            self._used = True
+            self._work.put(None)
+            self.thread.join()

@@ -70,7 +70,8 @@ from typing import Any, TypeVar
 
 from . import _core, _crossing, _lifecycle, _untrusted
 from ._shipping import FunctionCache, Shipped
-from ._threads import worker_thread
+from ._backend import backend
+from ._threads import SpareThread, worker_thread
 from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
@@ -365,14 +366,25 @@ class _Pool:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             if not self.queue.put(item) and len(self.threads) < self.max_workers:
                 self._start_worker_locked()
+            if isinstance(item.future, _InterruptibleFuture) and self.watchdog is None:
+                # Started now, by the submitting thread: the first running task that
+                # needs it may start during exit, when 3.12 starts no thread.
+                self.watchdog = _Watchdog(self)
 
     def _start_worker_locked(self) -> None:
+        slot = len(self.threads)
+        spare = self._spare_thread(slot)
+        thread = worker_thread(self._drive, args=(slot, spare),
+                               name=f"SandboxPoolExecutor-{self.number}_{slot}")
+        try:
+            thread.start()
+        except BaseException:
+            if spare is not None:
+                spare.release()
+            raise
         self.alive += 1
         self.no_driver.clear()
-        thread = worker_thread(self._drive, args=(len(self.threads),),
-                               name=f"SandboxPoolExecutor-{self.number}_{len(self.threads)}")
         self.threads.append(thread)
-        thread.start()
 
     def _next_task(self, worker: _Worker) -> _WorkItem | None:
         """The next task for ``worker``, marked running; None when the pool is done."""
@@ -475,11 +487,27 @@ class _Pool:
 
     # -- the drivers: one thread per worker slot ----------------------------------------
 
-    def _drive(self, slot: int) -> None:
+    def _spare_thread(self, slot: int) -> SpareThread | None:
+        """On 3.12, a started thread for this driver's next sandbox (SpareThread): a
+        sandbox started during exit, for tasks submitted just before the program ended or
+        to replace a recycled worker then, needs its thread started beforehand. None where
+        threads start at exit anyway, or when none can start now."""
+        if backend.threads_start_at_exit:
+            return None
         try:
-            while self._run_one_sandbox(_Worker(slot)):
+            return SpareThread(name=f"SandboxPoolExecutor-{self.number}_{slot}-spare",
+                               daemon=True)
+        except RuntimeError:        # exiting already: the sandbox start will say so
+            return None
+
+    def _drive(self, slot: int, spare: SpareThread | None) -> None:
+        spares = [spare]            # this driver's spare thread, if any (a cell)
+        try:
+            while self._run_one_sandbox(_Worker(slot), spares):
                 pass
         finally:
+            if spares[0] is not None:
+                spares[0].release()
             with self.lock:
                 self.alive -= 1
                 last = self.alive == 0 and (self.shutdown_requested or self.broken is not None)
@@ -489,11 +517,15 @@ class _Pool:
             if last and watchdog is not None:
                 watchdog.stop(join=False)
 
-    def _run_one_sandbox(self, worker: _Worker) -> bool:
-        """Start a sandbox in ``worker``, run tasks in it, close it. Whether to go on."""
+    def _run_one_sandbox(self, worker: _Worker, spares: list[SpareThread | None]) -> bool:
+        """Start a sandbox in ``worker``, run tasks in it, close it. Whether to go on.
+        ``spares[0]``: a started thread for the sandbox (3.12), replaced once used."""
+        spare, spares[0] = spares[0], None
         try:
-            sandbox = Sandbox(policy=self.policy)
+            sandbox = Sandbox(policy=self.policy, _thread=spare)
         except BaseException as exc:  # noqa: BLE001
+            if spare is not None:
+                spare.release()     # unused if the sandbox failed before it needed it
             with self.lock:
                 others_serve = self.serving > 0
             if not (_global_shutdown and others_serve):
@@ -501,6 +533,8 @@ class _Pool:
             # else: CPython 3.12 starts no thread during exit, so no sandbox either; the
             # workers that run finish the pending tasks.
             return False
+        if spare is not None:
+            spares[0] = self._spare_thread(worker.slot)     # for the next sandbox
         worker.sandbox = sandbox
         worker.sandbox_id = sandbox.id
         with self.lock:
@@ -580,7 +614,10 @@ class _Pool:
                 self._complete(item, answer)
             del item, answer
             worker.done += 1
-            if self.max_tasks and worker.done >= self.max_tasks:
+            if (self.max_tasks and worker.done >= self.max_tasks
+                    and (backend.threads_start_at_exit or not _global_shutdown)):
+                # (Not during a 3.12 exit: the new sandbox's thread could not start, and
+                # the tasks left would fail; memory no longer matters then.)
                 return True
 
     def _fail_pool(self, message: str, cause: BaseException) -> None:

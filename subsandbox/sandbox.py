@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _core, _crossing, _inside, _lifecycle, _untrusted
 from ._backend import ExecFailed, backend
-from ._threads import worker_thread
+from ._threads import SpareThread, worker_thread
 from .channel import Channel
 from .policy import Policy, resolve
 from .errors import (
@@ -59,7 +59,10 @@ class Sandbox:
     default, None, is ``Policy.unrestricted()``. See docs/security.md.
     """
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, *,
+                 _thread: SpareThread | None = None) -> None:
+        # _thread: a started thread to serve this sandbox on (the executor's, on 3.12,
+        # where no thread starts during exit); the caller releases it if this fails.
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
         # without running code that the sandbox chose (subsandbox._untrusted).
@@ -80,13 +83,16 @@ class Sandbox:
         try:
             parcel = _core._parcel_put((self._requests, self._answers, self._policy.spec()))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
-            self._thread = worker_thread(self._serve, args=(source,),
-                                         name="subsandbox-worker",
-                                         # Not joined by threading at exit: the atexit
-                                         # hook closes it after the program's own
-                                         # threads ended (_lifecycle).
-                                         daemon=True)
-            self._thread.start()
+            if _thread is not None:
+                self._thread = _thread.run(self._serve, source)
+            else:
+                self._thread = worker_thread(self._serve, args=(source,),
+                                             name="subsandbox-worker",
+                                             # Not joined by threading at exit: the
+                                             # atexit hook closes it after the program's
+                                             # own threads ended (_lifecycle).
+                                             daemon=True)
+                self._thread.start()
             kind, *rest = self._answers.recv()
             if kind == "refused":  # issue #4: the sandbox's guard.check() failed inside
                 raise IsolationError(rest[0])

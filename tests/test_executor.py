@@ -314,8 +314,8 @@ def test_exit_waits_for_pending_tasks_and_closes_workers() -> None:
             return x
 
         ex = SandboxPoolExecutor(2)
-        # Both workers up first (two tasks that wait for each other): CPython 3.12
-        # cannot start a sandbox during exit.
+        # Both workers up first (two tasks that wait for each other); the test below
+        # submits with no worker up.
         a, b = Channel(), Channel()
         list(ex.map(lambda mine, other: mine.send(None) or other.recv(), [a, b], [b, a]))
         futures = [ex.submit(slow, i) for i in range(6)]
@@ -323,6 +323,29 @@ def test_exit_waits_for_pending_tasks_and_closes_workers() -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "last 5\n"
+
+
+@pytest.mark.parametrize("max_tasks", [None, 1])
+def test_tasks_submitted_just_before_exit_run_though_no_worker_was_up(
+        max_tasks: int | None) -> None:
+    # CPython 3.12 starts no thread once its exit began: a worker sandbox (its thread),
+    # a recycled worker's replacement and the watchdog were started too late, and these
+    # tasks failed with BrokenSandboxPool (or, for schedule(), stayed running for ever).
+    result = run_script(f"""
+        from subsandbox import SandboxPoolExecutor
+
+        def report(f):
+            print("done", f.result() if not f.exception() else repr(f.exception()),
+                  flush=True)
+
+        ex = SandboxPoolExecutor(2, max_tasks_per_worker={max_tasks})
+        for i in range(4):
+            ex.submit(pow, 2, i).add_done_callback(report)
+        ex.schedule(pow, (3, 2), timeout=30).add_done_callback(report)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")) == ["", "done 1", "done 2", "done 4", "done 8",
+                                                 "done 9"], result.stdout
 
 
 # -- asyncio ----------------------------------------------------------------------------

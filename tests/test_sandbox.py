@@ -428,8 +428,9 @@ pool = subsandbox.SandboxPoolExecutor(2)
 list(pool.map(abs, range(8)))                           # both drivers started
 pool.schedule(abs, (1,), timeout=30).result()           # and the watchdog
 ours = [t for t in threading.enumerate() if t is not threading.main_thread()]
-names = sorted(t.name for t in ours)
-# the pool's 2 drivers and its watchdog; 2 sandboxes (+ the pool's, as they start)
+names = sorted(t.name for t in ours if not t.name.endswith("-spare"))
+# the pool's 2 drivers and its watchdog; 2 sandboxes (+ the pool's, as they start);
+# on 3.12 also each driver's spare thread for its next sandbox (checked below with ours)
 assert names[:3] == ["SandboxPoolExecutor-0-watchdog", "SandboxPoolExecutor-0_0",
                      "SandboxPoolExecutor-0_1"], names
 assert sum(name.startswith("subsandbox-worker") for name in names) >= 2, names
