@@ -47,6 +47,7 @@ pools of its own.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import math
@@ -356,14 +357,23 @@ class _Pool:
         payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}")
         return _WorkItem(future, kind, shipped, False, payload, refs, timeout)
 
+    def _refuse_if_closed_locked(self) -> None:
+        if self.broken is not None:
+            raise BrokenSandboxPool(self.broken) from self.broken_cause
+        if self.shutdown_requested:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _global_shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def refuse_if_closed(self) -> None:
+        """The error submit() would raise now, before prepare() pickles anything: a pool
+        that is shut down says so, whatever the arguments."""
+        with self.lock, _global_shutdown_lock:
+            self._refuse_if_closed_locked()
+
     def submit(self, item: _WorkItem) -> None:
         with self.lock, _global_shutdown_lock:
-            if self.broken is not None:
-                raise BrokenSandboxPool(self.broken) from self.broken_cause
-            if self.shutdown_requested:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _global_shutdown:
-                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            self._refuse_if_closed_locked()
             if not self.queue.put(item) and len(self.threads) < self.max_workers:
                 self._start_worker_locked()
             if isinstance(item.future, _InterruptibleFuture) and self.watchdog is None:
@@ -874,6 +884,11 @@ class _Watchdog:
                     self._cond.wait(_INTERRUPT_RETRY_S)
 
 
+# More workers than any machine can hold sandboxes for (each is an interpreter with its
+# own thread and a few MiB); the task queue makes a slot for each up front.
+MAX_WORKERS = 1 << 16
+
+
 def _usable_cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0)) or 1
@@ -909,8 +924,20 @@ class SandboxPoolExecutor(Executor):
             raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        if max_workers > MAX_WORKERS:
+            # The task queue has a slot per possible worker, made up front (a
+            # ThreadPoolExecutor(len(items)) idiom asked for 10**8: 7 s and 3.4 GB).
+            raise ValueError(f"max_workers={max_workers} is more than a "
+                             f"SandboxPoolExecutor takes ({MAX_WORKERS}): each worker is a "
+                             f"sandbox, an interpreter with its own thread and memory; "
+                             f"pass None for one worker per CPU")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        try:
+            initargs = tuple(initargs)
+        except TypeError:
+            raise TypeError(f"initargs must be a tuple of arguments for the initializer, "
+                            f"not {type(initargs).__name__}") from None
         if max_tasks_per_worker is not None:
             if not isinstance(max_tasks_per_worker, int) or isinstance(max_tasks_per_worker,
                                                                        bool):
@@ -919,7 +946,7 @@ class SandboxPoolExecutor(Executor):
             if max_tasks_per_worker <= 0:
                 raise ValueError("max_tasks_per_worker must be >= 1")
         self._max_workers = max_workers
-        self._pool = _Pool(max_workers, initializer, tuple(initargs), max_tasks_per_worker,
+        self._pool = _Pool(max_workers, initializer, initargs, max_tasks_per_worker,
                            policy)
         with _global_shutdown_lock:
             _pools.add(self._pool)
@@ -932,6 +959,7 @@ class SandboxPoolExecutor(Executor):
 
         Raises ``TypeError`` at once when the function or the arguments cannot cross.
         """
+        self._pool.refuse_if_closed()
         future: Future[T] = _PoolFuture()
         self._pool.submit(self._pool.prepare(future, "call", fn, args, kwargs, None))
         return future
@@ -964,26 +992,61 @@ class SandboxPoolExecutor(Executor):
             kwargs = {}
         elif not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict or None, not {type(kwargs).__name__}")
+        if isinstance(args, (str, bytes, bytearray)):
+            # tuple("abc") would call fn('a', 'b', 'c')
+            raise TypeError(f"args must be a tuple of arguments, not "
+                            f"{type(args).__name__}: for one argument, pass (value,)")
+        try:
+            args = tuple(args)
+        except TypeError:
+            raise TypeError(f"args must be a tuple (or another iterable) of arguments, not "
+                            f"{type(args).__name__}: for one argument, pass (value,)") from None
+        self._pool.refuse_if_closed()
         future: Future[T] = _InterruptibleFuture()
-        self._pool.submit(self._pool.prepare(future, "call", fn, tuple(args), kwargs,
-                                             timeout))
+        self._pool.submit(self._pool.prepare(future, "call", fn, args, kwargs, timeout))
         return future
 
-    # CPython 3.14's Executor.map also takes buffersize, which this one does not: an
-    # incompatible override there (only there, hence unused-ignore).
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],  # type: ignore[override,unused-ignore]
-            timeout: float | None = None, chunksize: int = 1) -> Iterator[T]:
-        """Like ``Executor.map``; ``chunksize`` calls cross into a worker at once."""
+            timeout: float | None = None, chunksize: int = 1,
+            buffersize: int | None = None) -> Iterator[T]:
+        """Like ``Executor.map`` (3.14's, on every version): ``chunksize`` calls cross
+        into a worker at once; with ``buffersize``, at most that many tasks (chunks)
+        are submitted and not yet yielded, and the iterables are read as results are
+        consumed."""
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        futures = []
-        for chunk in itertools.batched(zip(*iterables), chunksize):
-            future: Future[tuple[T, ...]] = _PoolFuture()
-            self._pool.submit(self._pool.prepare(future, "chunk", fn, chunk, {}, None))
-            futures.append(future)
-        return _chained_results(futures, timeout)
+        if buffersize is not None and (isinstance(buffersize, bool)
+                                       or not isinstance(buffersize, int)):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        # The clock starts before anything is submitted, as in Executor.map.
+        end_time = None if timeout is None else timeout + time.monotonic()
+        self._pool.refuse_if_closed()
+        work: Iterator[tuple[Any, ...]] = zip(*iterables)
+        if chunksize > 1:
+            work = itertools.batched(work, chunksize)
+        pool = self._pool
+
+        kind = "chunk" if chunksize > 1 else "call"
+
+        def submit(args: tuple[Any, ...]) -> Future[Any]:
+            # As submit() does, through the pool: the executor itself is held weakly.
+            future: Future[Any] = _PoolFuture()
+            pool.submit(pool.prepare(future, kind, fn, args, {}, None))
+            return future
+
+        if buffersize:
+            futures: collections.deque[Future[Any]] = collections.deque(
+                submit(args) for args in itertools.islice(work, buffersize))
+        else:
+            futures = collections.deque(submit(args) for args in work)
+        # The result iterator holds the executor weakly, as Executor.map's does, so
+        # that an executor dropped while its results are read is collected.
+        return _results(weakref.ref(self), futures, work if buffersize else None,
+                        submit, end_time, chunked=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
                  interrupt_running: bool = False) -> None:
@@ -1012,27 +1075,44 @@ class SandboxPoolExecutor(Executor):
         pool = self._pool
         state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
                  else "running")
+        # After a shutdown or a failure the queue also holds the drivers' stop mark.
+        pending = len(pool.queue) - (state != "running")
         return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
-                f"workers={pool.alive} pending={len(pool.queue)} {state}>")
+                f"workers={pool.alive} pending={max(pending, 0)} {state}>")
 
 
-def _chained_results(futures: list[Future[tuple[T, ...]]],
-                     timeout: float | None) -> Iterator[T]:
-    """Executor.map's result iterator (cancel the rest on error or close), flattened."""
-    end_time = None if timeout is None else timeout + time.monotonic()
-
-    def results() -> Iterator[T]:
+def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
+    """concurrent.futures._base._result_or_cancel: the result, the future cancelled."""
+    try:
         try:
-            futures.reverse()
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future      # the exception it raised would keep it in a cycle
+
+
+def _results(executor: weakref.ref[SandboxPoolExecutor], futures: collections.deque[Future[Any]],
+             more: Iterator[tuple[Any, ...]] | None, submit: Callable[[tuple[Any, ...]], Future[Any]],
+             end_time: float | None, chunked: bool) -> Iterator[Any]:
+    """Executor.map's result iterator (3.14's, buffersize included): results in order,
+    each future cancelled once read or when the iterator is closed; ``more`` (with a
+    buffer) gives the arguments of the next task to submit as each result is read;
+    chunks' results are flattened."""
+
+    def results() -> Iterator[Any]:
+        try:
             while futures:
-                future = futures.pop()
-                try:
-                    remaining = None if end_time is None else end_time - time.monotonic()
-                    chunk = future.result(remaining)
-                finally:
-                    future.cancel()
-                    del future
-                yield from chunk
+                if more is not None and executor() is not None:
+                    args = next(more, None)
+                    if args is not None:
+                        futures.append(submit(args))
+                remaining = None if end_time is None else end_time - time.monotonic()
+                # Never bound to a name here: a result yielded is the caller's alone.
+                if chunked:
+                    yield from _result_or_cancel(futures.popleft(), remaining)
+                else:
+                    yield _result_or_cancel(futures.popleft(), remaining)
         finally:
             for future in futures:
                 future.cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import threading
 import time
@@ -651,3 +652,60 @@ def test_a_ctrl_c_shown_earlier_in_an_interactive_session_does_not_cancel_at_exi
     # (3.14's REPL exits with status 130 after a KeyboardInterrupt it showed.)
     assert "KeyboardInterrupt" in result.stderr and "Error" not in result.stderr
     assert out.read_text().splitlines() == ["ran 0", "ran 1", "ran 2"]
+
+
+# -- map(buffersize=...) and argument checks -----------------------------------------------
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_map_with_a_buffer_reads_the_input_as_results_are_read(
+        executor: SandboxPoolExecutor, chunksize: int) -> None:
+    # 3.14's Executor.map(buffersize=...), on every version: an endless input works, and
+    # at most buffersize tasks (chunks) are ahead of the results read.
+    read = []
+
+    def numbers() -> Any:
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    results = executor.map(abs, numbers(), buffersize=2, chunksize=chunksize)
+    assert len(read) == 2 * chunksize               # two tasks (chunks) submitted
+    assert list(itertools.islice(results, 5)) == [0, 1, 2, 3, 4]
+    assert len(read) <= 2 * chunksize + 5 + chunksize
+    results.close()
+    assert list(executor.map(square, range(7), buffersize=3, chunksize=chunksize)) == \
+        [x * x for x in range(7)]
+
+
+def test_map_and_schedule_name_their_bad_arguments(executor: SandboxPoolExecutor) -> None:
+    with pytest.raises(ValueError, match="buffersize"):
+        executor.map(abs, [1], buffersize=0)
+    with pytest.raises(TypeError, match="buffersize"):
+        executor.map(abs, [1], buffersize=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="chunksize"):
+        executor.map(abs, [1], chunksize=2.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"args must be a tuple.*\(value,\)"):
+        executor.schedule(len, "abc")
+    with pytest.raises(TypeError, match=r"args must be a tuple.*int"):
+        executor.schedule(pow, 5)  # type: ignore[arg-type]
+    assert executor.schedule(len, ("abc",)).result() == 3
+
+
+def test_pool_arguments_out_of_range_are_named() -> None:
+    with pytest.raises(ValueError, match="max_workers=100000000 is more than"):
+        SandboxPoolExecutor(10**8)
+    with pytest.raises(TypeError, match="initargs must be a tuple"):
+        SandboxPoolExecutor(1, initializer=print, initargs=5)  # type: ignore[arg-type]
+
+
+def test_a_shut_down_pool_says_so_before_it_pickles_anything() -> None:
+    ex = SandboxPoolExecutor(1)
+    assert ex.submit(square, 2).result() == 4
+    ex.shutdown()
+    unpicklable = threading.Lock()
+    for call in (lambda: ex.submit(id, unpicklable),
+                 lambda: ex.schedule(id, (unpicklable,)),
+                 lambda: ex.map(id, [unpicklable])):
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            call()
+    assert "pending=0 shut down" in repr(ex)
