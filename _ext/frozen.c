@@ -1371,12 +1371,9 @@ fd_richcompare(PyObject *self, PyObject *other, int op)
     }
     ss_table *t = (ss_table *)self;
     Py_ssize_t n2 = FD_Check(other) ? ((ss_table *)other)->used : PyDict_GET_SIZE(other);
+    /* No shortcut on unequal cached hashes (PEP 814's frozendict has none): values whose
+     * __eq__ disagrees with their __hash__ would make equal frozendicts compare unequal. */
     int equal = (t->used == n2);
-    if (equal && FD_Check(other) && t->hash != -1 && ((ss_table *)other)->hash != -1
-        && t->hash != ((ss_table *)other)->hash)
-    {
-        equal = 0;
-    }
     for (Py_ssize_t i = 0; equal && i < t->used; i++) {
         ss_entry *e = &t->entries[i];
         PyObject *ov;

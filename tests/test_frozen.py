@@ -215,6 +215,18 @@ def test_equality():
         a < b
 
 
+def test_equality_does_not_trust_unequal_hashes():
+    # PEP 814's frozendict compares items, never hashes: equal values of an __eq__ that
+    # disagrees with __hash__ keep two frozendicts equal after both were hashed.
+    class AlwaysEqual:
+        __eq__ = lambda self, other: True  # noqa: E731
+        __hash__ = object.__hash__
+
+    a, b = frozendict(k=AlwaysEqual()), frozendict(k=AlwaysEqual())
+    assert hash(a) != hash(b)
+    assert a == b and not a != b
+
+
 def test_hash():
     a = frozendict(x=1, y=2)
     assert hash(a) == hash(frozenset(a.items())) == hash(frozendict(y=2, x=1))
