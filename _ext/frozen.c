@@ -1350,7 +1350,8 @@ fd_repr(PyObject *op)
     }
     int r = Py_ReprEnter(op);
     if (r != 0) {
-        return r > 0 ? PyUnicode_FromString("frozendict(...)") : NULL;
+        /* CPython 3.15's frozendict: its dict repr's "{...}", in the type's parentheses */
+        return r > 0 ? PyUnicode_FromString("frozendict({...})") : NULL;
     }
     PyObject *res = NULL;
     PyObject *d = fd_to_dict(t);

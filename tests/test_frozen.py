@@ -333,15 +333,19 @@ def test_copy_fromkeys_repr_pickle_generic():
     assert type(frozendict.fromkeys("ab")) is frozendict
     assert repr(frozendict(x=1, y="z")) == "frozendict({'x': 1, 'y': 'z'})"
     assert repr(frozendict()) == "frozendict()"
-    lst = []
-    rec = frozendict(x=lst)
-    lst.append(rec)
-    assert repr(rec) == "frozendict({'x': [frozendict(...)]})"
     for proto in range(pickle.HIGHEST_PROTOCOL + 1):
         b = pickle.loads(pickle.dumps(a, proto))
         assert b == a and type(b) is frozendict
     ga = frozendict[str, int]
     assert ga.__origin__ is frozendict and ga.__args__ == (str, int)
+
+
+def test_recursive_repr_like_pep_814():
+    lst = []
+    rec = frozendict(x=lst)
+    lst.append(rec)
+    assert repr(rec) == "frozendict({'x': [frozendict({...})]})"  # as CPython 3.15 prints it
+    assert repr(lst) == "[frozendict({'x': [...]})]"
 
 
 def test_no_mutation():
