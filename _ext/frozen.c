@@ -1127,12 +1127,12 @@ view_isdisjoint(PyObject *self, PyObject *other)
 static PyObject *
 view_mapping(PyObject *self, void *Py_UNUSED(closure))
 {
-    /* dict views return a read-only proxy of their dict; a frozendict is read-only. */
-    return Py_NewRef((PyObject *)((ss_view *)self)->fd);
+    /* Like dict views (3.15's frozendict's included): a read-only proxy of the mapping. */
+    return PyDictProxy_New((PyObject *)((ss_view *)self)->fd);
 }
 
 static PyGetSetDef view_getset[] = {
-    {"mapping", view_mapping, NULL, "the frozendict this view refers to", NULL},
+    {"mapping", view_mapping, NULL, "frozendict that this view refers to", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

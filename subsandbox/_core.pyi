@@ -13,7 +13,7 @@
 from _typeshed import SupportsKeysAndGetItem
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from collections.abc import Set as AbstractSet
-from types import EllipsisType, GenericAlias
+from types import EllipsisType, GenericAlias, MappingProxyType
 from typing import (
     Any,
     Generic,
@@ -53,21 +53,21 @@ class ChannelFull(Exception): ...
 class frozendict_keys(KeysView[_KT_co], Generic[_KT_co, _VT_co]):
     def __reversed__(self) -> Iterator[_KT_co]: ...
     @property
-    def mapping(self) -> frozendict[_KT_co, _VT_co]: ...
+    def mapping(self) -> MappingProxyType[_KT_co, _VT_co]: ...
 
 @final
 @type_check_only
 class frozendict_values(ValuesView[_VT_co], Generic[_KT_co, _VT_co]):
     def __reversed__(self) -> Iterator[_VT_co]: ...
     @property
-    def mapping(self) -> frozendict[_KT_co, _VT_co]: ...
+    def mapping(self) -> MappingProxyType[_KT_co, _VT_co]: ...
 
 @final
 @type_check_only
 class frozendict_items(ItemsView[_KT_co, _VT_co]):
     def __reversed__(self) -> Iterator[tuple[_KT_co, _VT_co]]: ...
     @property
-    def mapping(self) -> frozendict[_KT_co, _VT_co]: ...
+    def mapping(self) -> MappingProxyType[_KT_co, _VT_co]: ...
 
 @final
 class frozendict(Mapping[_KT, _VT_co]):

@@ -183,7 +183,6 @@ def test_views():
     assert (["a", "x"] & k) == {"a"}
     assert (it & {("a", 1)}) == {("a", 1)}
     assert k.isdisjoint(["x"]) and not k.isdisjoint(["a"])
-    assert k.mapping is fd and v.mapping is fd
     assert repr(k) == "frozendict_keys(['a', 'b', 'c'])"
     assert repr(v) == "frozendict_values([1, 2, 3])"
     assert repr(it) == "frozendict_items([('a', 1), ('b', 2), ('c', 3)])"
@@ -197,6 +196,18 @@ def test_views():
     next(it2)
     assert it2.__length_hint__() == 2
     assert list(it2) == ["b", "c"] and list(it2) == []
+
+
+def test_view_mapping_is_a_read_only_proxy_like_dict_views():
+    import types
+    fd = frozendict(a=1)
+    for view in (fd.keys(), fd.values(), fd.items()):
+        proxy = view.mapping
+        assert type(proxy) is types.MappingProxyType
+        assert proxy == fd and proxy["a"] == 1 and list(proxy.items()) == [("a", 1)]
+        assert proxy.copy() is fd  # the proxy's copy() is the frozendict's own
+        with pytest.raises(TypeError):
+            proxy["b"] = 2
 
 
 # ---- equality, hashing ---------------------------------------------------------------------
