@@ -794,6 +794,20 @@ iter_traverse(PyObject *op, visitproc visit, void *arg)
     return 0;
 }
 
+/* What an iterator of `kind` yields for entry `e`: a new reference. */
+static PyObject *
+iter_item(int kind, ss_entry *e)
+{
+    switch (kind) {
+    case KIND_KEYS:
+        return Py_NewRef(e->key);
+    case KIND_VALUES:
+        return Py_NewRef(e->value);
+    default:
+        return PyTuple_Pack(2, e->key, e->value);
+    }
+}
+
 static PyObject *
 iter_next(PyObject *op)
 {
@@ -809,20 +823,13 @@ iter_next(PyObject *op)
     }
     ss_entry *e = &t->entries[it->pos];
     it->pos += it->reverse ? -1 : 1;
-    switch (it->kind) {
-    case KIND_KEYS:
-        return Py_NewRef(e->key);
-    case KIND_VALUES:
-        return Py_NewRef(e->value);
-    default:
-        return PyTuple_Pack(2, e->key, e->value);
-    }
+    return iter_item(it->kind, e);
 }
 
-static PyObject *
-iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
+/* The number of items still to come. */
+static Py_ssize_t
+iter_remaining(ss_iter *it)
 {
-    ss_iter *it = (ss_iter *)op;
     Py_ssize_t n = 0;
     if (it->t != NULL) {
         n = it->reverse ? it->pos + 1 : it->t->used - it->pos;
@@ -830,11 +837,52 @@ iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
             n = 0;
         }
     }
-    return PyLong_FromSsize_t(n);
+    return n;
+}
+
+static PyObject *
+iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(iter_remaining((ss_iter *)op));
+}
+
+/* Like dict iterators: (iter, (a list of the items still to come,)); this iterator does
+ * not move. */
+static PyObject *
+iter_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ss_iter *it = (ss_iter *)op;
+    Py_ssize_t n = iter_remaining(it);
+    PyObject *list = PyList_New(n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t pos = it->reverse ? it->pos - i : it->pos + i;
+        PyObject *item = iter_item(it->kind, &it->t->entries[pos]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    if (builtins == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    PyObject *iter = PyObject_GetAttrString(builtins, "iter");
+    Py_DECREF(builtins);
+    if (iter == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return Py_BuildValue("N(N)", iter, list);
 }
 
 static PyMethodDef iter_methods[] = {
     {"__length_hint__", iter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", iter_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1131,6 +1179,16 @@ view_mapping(PyObject *self, void *Py_UNUSED(closure))
     return PyDictProxy_New((PyObject *)((ss_view *)self)->fd);
 }
 
+/* Views cannot be copied or pickled, as dict views cannot: the same TypeError at every
+ * protocol (copyreg's protocols 0 and 1 would otherwise fail to find the heap type by name
+ * in the module, with a PicklingError). */
+static PyObject *
+view_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_Format(PyExc_TypeError, "cannot pickle '%.200s' object", Py_TYPE(self)->tp_name);
+    return NULL;
+}
+
 static PyGetSetDef view_getset[] = {
     {"mapping", view_mapping, NULL, "frozendict that this view refers to", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1139,17 +1197,20 @@ static PyGetSetDef view_getset[] = {
 static PyMethodDef keys_methods[] = {
     {"isdisjoint", view_isdisjoint, METH_O, NULL},
     {"__reversed__", keys_reversed, METH_NOARGS, NULL},
+    {"__reduce__", view_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef items_methods[] = {
     {"isdisjoint", view_isdisjoint, METH_O, NULL},
     {"__reversed__", items_reversed, METH_NOARGS, NULL},
+    {"__reduce__", view_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef values_methods[] = {
     {"__reversed__", values_reversed, METH_NOARGS, NULL},
+    {"__reduce__", view_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -210,6 +210,40 @@ def test_view_mapping_is_a_read_only_proxy_like_dict_views():
             proxy["b"] = 2
 
 
+def test_iterators_reduce_and_pickle_like_dict_iterators():
+    fd = frozendict(a=1, b=[2], c=3)
+    makers = {
+        "keys": (lambda: iter(fd), ["a", "b", "c"]),
+        "values": (lambda: iter(fd.values()), [1, [2], 3]),
+        "items": (lambda: iter(fd.items()), [("a", 1), ("b", [2]), ("c", 3)]),
+        "reversed keys": (lambda: reversed(fd), ["c", "b", "a"]),
+        "reversed values": (lambda: reversed(fd.values()), [3, [2], 1]),
+        "reversed items": (lambda: reversed(fd.items()), [("c", 3), ("b", [2]), ("a", 1)]),
+    }
+    for name, (make, expected) in makers.items():
+        it = make()
+        assert next(it) == expected[0], name
+        assert it.__reduce__() == (iter, (expected[1:],)), name
+        assert list(it) == expected[1:], name  # reducing did not move it
+        assert it.__reduce__() == (iter, ([],)), name  # exhausted
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            it = make()
+            next(it)
+            assert list(pickle.loads(pickle.dumps(it, proto))) == expected[1:], (name, proto)
+            assert list(copy.copy(it)) == expected[1:] == list(it), (name, proto)
+
+
+def test_views_refuse_copy_and_pickle_like_dict_views():
+    fd = frozendict(a=1)
+    for view in (fd.keys(), fd.values(), fd.items()):
+        name = type(view).__name__
+        for attempt in (copy.copy, copy.deepcopy,
+                        *(lambda v, p=p: pickle.dumps(v, p)
+                          for p in range(pickle.HIGHEST_PROTOCOL + 1))):
+            with pytest.raises(TypeError, match=f"cannot pickle '.*{name}' object"):
+                attempt(view)
+
+
 # ---- equality, hashing ---------------------------------------------------------------------
 
 def test_equality():
