@@ -1529,6 +1529,87 @@ fd_fromkeys(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+/* copy.deepcopy(self, memo), with copy._deepcopy_tuple's logic: deep-copy every key and
+ * value with the memo; a copy of self made meanwhile (a cycle through a mutable value)
+ * is the answer; with every copy identical to its original the answer is self; else a new
+ * frozendict, recorded in the memo. copy.deepcopy is imported when first needed. */
+static PyObject *
+fd_deepcopy(PyObject *op, PyObject *memo)
+{
+    ss_table *t = (ss_table *)op;
+    Py_ssize_t ncopies = 2 * t->used;
+    PyObject **copies = NULL, *deepcopy = NULL, *id = NULL, *d = NULL, *res = NULL;
+    int all_same = 1;
+    PyObject *copy_module = PyImport_ImportModule("copy");
+    if (copy_module == NULL) {
+        return NULL;
+    }
+    deepcopy = PyObject_GetAttrString(copy_module, "deepcopy");
+    Py_DECREF(copy_module);
+    if (deepcopy == NULL) {
+        return NULL;
+    }
+    memo = memo == Py_None ? PyDict_New() : Py_NewRef(memo);   /* as deepcopy(x, None) */
+    if (memo == NULL) {
+        goto done;
+    }
+    /* The copies of key i and value i at 2i and 2i + 1 (the table holds the originals),
+     * in C memory: the copying runs Python code, which must not reach (gc.get_objects())
+     * and change them. */
+    copies = PyMem_Calloc((size_t)ncopies + 1, sizeof(PyObject *));
+    if (copies == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < ncopies; i++) {
+        ss_entry *e = &t->entries[i / 2];
+        PyObject *orig = i % 2 == 0 ? e->key : e->value;
+        copies[i] = PyObject_CallFunctionObjArgs(deepcopy, orig, memo, NULL);
+        if (copies[i] == NULL) {
+            goto done;
+        }
+        all_same &= copies[i] == orig;
+    }
+    id = PyLong_FromVoidPtr(op);
+    if (id == NULL) {
+        goto done;
+    }
+    res = PyObject_GetItem(memo, id);
+    if (res != NULL || !PyErr_ExceptionMatches(PyExc_KeyError)) {
+        goto done;
+    }
+    PyErr_Clear();
+    if (all_same) {
+        res = Py_NewRef(op);
+        goto done;
+    }
+    d = PyDict_New();
+    if (d == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < t->used; i++) {
+        if (PyDict_SetItem(d, copies[2 * i], copies[2 * i + 1]) < 0) {
+            goto done;
+        }
+    }
+    res = table_from_private_dict(&SS_FrozenDict_Type, d);
+    if (res != NULL && PyObject_SetItem(memo, id, res) < 0) {
+        Py_CLEAR(res);
+    }
+done:
+    if (copies != NULL) {
+        for (Py_ssize_t i = 0; i < ncopies; i++) {
+            Py_XDECREF(copies[i]);
+        }
+        PyMem_Free(copies);
+    }
+    Py_DECREF(deepcopy);
+    Py_XDECREF(memo);
+    Py_XDECREF(id);
+    Py_XDECREF(d);
+    return res;
+}
+
 static PyObject *
 fd_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -1548,6 +1629,7 @@ static PyMethodDef fd_methods[] = {
     {"items", fd_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
     {"copy", table_copy, METH_NOARGS, "Return the frozendict itself (it is immutable)."},
     {"__copy__", table_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", fd_deepcopy, METH_O, NULL},
     {"__reversed__", fd_reversed, METH_NOARGS, "Iterate over the keys in reverse order."},
     {"fromkeys", (PyCFunction)(void (*)(void))fd_fromkeys, METH_FASTCALL | METH_CLASS,
      "Create a frozendict with keys from iterable and values set to value."},

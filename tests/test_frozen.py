@@ -393,6 +393,39 @@ def test_recursive_repr_like_pep_814():
     assert repr(lst) == "[frozendict({'x': [...]})]"
 
 
+def test_deepcopy_keeps_identities_like_a_tuple():
+    lst = []
+    rec = frozendict(x=lst)
+    lst.append(rec)
+    c = copy.deepcopy(rec)
+    assert c is not rec and c["x"] is not lst and c["x"][0] is c  # the cycle, copied
+    shared = [1]
+    fd = frozendict(a=shared, b=shared)
+    c = copy.deepcopy(fd)
+    assert c == fd and c["a"] is c["b"] is not shared
+    memo = {}
+    assert copy.deepcopy(fd, memo) is memo[id(fd)]  # recorded, as deepcopy would
+
+    class Key:
+        def __init__(self, v):
+            self.v = v
+
+        def __eq__(self, other):
+            return isinstance(other, Key) and other.v == self.v
+
+        def __hash__(self):
+            return hash(self.v)
+
+    k = Key(1)
+    c = copy.deepcopy(frozendict({k: "v"}))
+    assert list(c) == [k] and next(iter(c)) is not k  # keys are deep-copied too
+    # Nothing to copy: the object itself, as copy.deepcopy gives for a tuple (CPython
+    # 3.15's own frozendict builds an equal new one).
+    atomic = frozendict(a=1, b=("x", 2.0))
+    assert copy.deepcopy(atomic) is atomic and atomic.__deepcopy__({}) is atomic
+    assert frozendict().__deepcopy__({}) == frozendict()
+
+
 def test_no_mutation():
     fd = frozendict(a=1)
     with pytest.raises(TypeError):
