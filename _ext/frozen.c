@@ -1470,8 +1470,55 @@ fd_richcompare(PyObject *self, PyObject *other, int op)
     return PyBool_FromLong(op == Py_EQ ? equal : !equal);
 }
 
+/* `left` | fd for an OrderedDict or a defaultdict (or a subclass of one) on the left, as
+ * CPython 3.15's own __or__ of those two types does it with a frozendict: a new object of
+ * left's type made the way their copy() makes one (without calling an overridden copy()),
+ * then fd's items stored into it. NULL without an exception: `left` is neither. */
+static PyObject *
+fd_ror_own_type(PyObject *left, ss_table *fd)
+{
+    PyObject *res;
+    if (PyODict_Check(left)) {
+        /* odict_or: type(left)(left), then res[k] = v for each item */
+        res = PyObject_CallOneArg((PyObject *)Py_TYPE(left), left);
+        for (Py_ssize_t i = 0; res != NULL && i < fd->used; i++) {
+            if (PyObject_SetItem(res, fd->entries[i].key, fd->entries[i].value) < 0) {
+                Py_CLEAR(res);
+            }
+        }
+        return res;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return NULL;
+    }
+    PyObject *defaultdict = PyObject_GetAttrString(collections, "defaultdict");
+    Py_DECREF(collections);
+    if (defaultdict == NULL) {
+        return NULL;
+    }
+    int is_dd = PyType_Check(defaultdict)
+                && PyObject_TypeCheck(left, (PyTypeObject *)defaultdict);
+    Py_DECREF(defaultdict);
+    if (!is_dd) {
+        return NULL;
+    }
+    /* defdict_or: type(left)(left.default_factory, left), then dict.update(res, fd) */
+    PyObject *factory = PyObject_GetAttrString(left, "default_factory");
+    if (factory == NULL) {
+        return NULL;
+    }
+    res = PyObject_CallFunctionObjArgs((PyObject *)Py_TYPE(left), factory, left, NULL);
+    Py_DECREF(factory);
+    if (res != NULL && merge_arg(res, (PyObject *)fd) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
 /* frozendict | frozendict-or-dict -> frozendict; dict | frozendict -> dict (PEP 584's
- * "type of the left operand", as CPython 3.15's dict does). */
+ * "type of the left operand", as CPython 3.15's dict does), but an OrderedDict or a
+ * defaultdict on the left keeps its type (fd_ror_own_type). */
 static PyObject *
 fd_or(PyObject *a, PyObject *b)
 {
@@ -1499,6 +1546,12 @@ fd_or(PyObject *a, PyObject *b)
         return res;
     }
     if (PyDict_Check(a) && FD_Check(b)) {
+        if (!PyDict_CheckExact(a)) {
+            PyObject *res = fd_ror_own_type(a, (ss_table *)b);
+            if (res != NULL || PyErr_Occurred()) {
+                return res;
+            }
+        }
         PyObject *d = PyDict_Copy(a);
         if (d == NULL) {
             return NULL;

@@ -11,6 +11,7 @@
 # functions build with Py_BuildValue.
 
 from _typeshed import SupportsKeysAndGetItem
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from collections.abc import Set as AbstractSet
 from types import EllipsisType, GenericAlias, MappingProxyType
@@ -131,10 +132,20 @@ class frozendict(Mapping[_KT, _VT_co]):
     def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...  # TypeError when a value is unhashable
     # fd_or (nb_or): frozendict | dict-or-frozendict -> frozendict (the left operand's type);
-    # dict | frozendict -> dict. Other operands: NotImplemented.
+    # dict | frozendict -> dict, but an OrderedDict or defaultdict (or a subclass of one) on
+    # the left gives its own type (fd_ror_own_type). Other operands: NotImplemented.
     def __or__(
         self, value: dict[_T1, _T2] | frozendict[_T1, _T2], /
     ) -> frozendict[_KT | _T1, _VT_co | _T2]: ...
+    @overload
+    def __ror__(
+        self, value: OrderedDict[_T1, _T2], /
+    ) -> OrderedDict[_KT | _T1, _VT_co | _T2]: ...
+    @overload
+    def __ror__(
+        self, value: defaultdict[_T1, _T2], /
+    ) -> defaultdict[_KT | _T1, _VT_co | _T2]: ...
+    @overload
     def __ror__(self, value: dict[_T1, _T2], /) -> dict[_KT | _T1, _VT_co | _T2]: ...
 
 # ---- immutableset (frozen.c) --------------------------------------------------------------

@@ -368,6 +368,43 @@ def test_union():
         [("z", 1)] | a
 
 
+def test_reflected_union_keeps_ordereddict_and_defaultdict():
+    # As in CPython 3.15, where OrderedDict and defaultdict take a frozendict on the right
+    # of |: their own type, built as their copy() builds it (no overridden copy() or
+    # update() is called); any other dict subclass gives a dict, like dict's own |.
+    from collections import Counter, OrderedDict, defaultdict
+    fd = frozendict(a=1, b=2)
+    r = OrderedDict(c=3, a=0) | fd
+    assert type(r) is OrderedDict and list(r.items()) == [("c", 3), ("a", 1), ("b", 2)]
+    r = defaultdict(list, c=3) | fd
+    assert type(r) is defaultdict and r.default_factory is list
+    assert r == {"c": 3, "a": 1, "b": 2} and r["new"] == []
+
+    class MyOrdered(OrderedDict):
+        def copy(self):
+            raise AssertionError("not called")
+
+        def update(self, *args, **kwds):
+            raise AssertionError("not called")
+
+    class MyDefault(defaultdict):
+        def copy(self):
+            raise AssertionError("not called")
+
+    r = MyOrdered(c=3) | fd
+    assert type(r) is MyOrdered and r == {"c": 3, "a": 1, "b": 2}
+    r = MyDefault(int, c=3) | fd
+    assert type(r) is MyDefault and r.default_factory is int and r == {"c": 3, "a": 1, "b": 2}
+    r = Counter(a=5, z=1) | fd
+    assert type(r) is dict and r == {"a": 1, "z": 1, "b": 2}  # replaced, not counted
+
+    class Plain(dict):
+        pass
+
+    assert type(Plain(z=1) | fd) is dict and type({} | fd) is dict
+    assert type(fd | OrderedDict(z=1)) is frozendict
+
+
 def test_copy_fromkeys_repr_pickle_generic():
     a = frozendict(x=[1], y=2)
     assert a.copy() is a and copy.copy(a) is a
