@@ -881,8 +881,10 @@ iter_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef iter_methods[] = {
-    {"__length_hint__", iter_length_hint, METH_NOARGS, NULL},
-    {"__reduce__", iter_reduce, METH_NOARGS, NULL},
+    {"__length_hint__", iter_length_hint, METH_NOARGS,
+     "__length_hint__($self, /)\n--\n\nPrivate method returning an estimate of len(list(it))."},
+    {"__reduce__", iter_reduce, METH_NOARGS,
+     "__reduce__($self, /)\n--\n\nReturn state information for pickling."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1195,22 +1197,24 @@ static PyGetSetDef view_getset[] = {
 };
 
 static PyMethodDef keys_methods[] = {
-    {"isdisjoint", view_isdisjoint, METH_O, NULL},
-    {"__reversed__", keys_reversed, METH_NOARGS, NULL},
-    {"__reduce__", view_reduce, METH_NOARGS, NULL},
+    {"isdisjoint", view_isdisjoint, METH_O, "isdisjoint($self, object, /)\n--\n\n"
+     "Return True if the view and the given iterable have a null intersection."},
+    {"__reversed__", keys_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef items_methods[] = {
-    {"isdisjoint", view_isdisjoint, METH_O, NULL},
-    {"__reversed__", items_reversed, METH_NOARGS, NULL},
-    {"__reduce__", view_reduce, METH_NOARGS, NULL},
+    {"isdisjoint", view_isdisjoint, METH_O, "isdisjoint($self, object, /)\n--\n\n"
+     "Return True if the view and the given iterable have a null intersection."},
+    {"__reversed__", items_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef values_methods[] = {
-    {"__reversed__", values_reversed, METH_NOARGS, NULL},
-    {"__reduce__", view_reduce, METH_NOARGS, NULL},
+    {"__reversed__", values_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1362,11 +1366,28 @@ fd_contains(PyObject *op, PyObject *key)
     return ix == -2 ? -1 : ix >= 0;
 }
 
+/* 1 if min <= nargs <= max, else 0 with CPython's TypeError for `name` (the message of
+ * _PyArg_CheckPositional, which Argument Clinic's methods give). */
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t max)
+{
+    if (nargs < min) {
+        PyErr_Format(PyExc_TypeError, "%s expected %s%zd argument%s, got %zd", name,
+                     min == max ? "" : "at least ", min, min == 1 ? "" : "s", nargs);
+        return 0;
+    }
+    if (nargs > max) {
+        PyErr_Format(PyExc_TypeError, "%s expected %s%zd argument%s, got %zd", name,
+                     min == max ? "" : "at most ", max, max == 1 ? "" : "s", nargs);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 fd_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    if (!check_nargs("get", nargs, 1, 2)) {
         return NULL;
     }
     PyObject *key = args[0];
@@ -1568,8 +1589,7 @@ fd_or(PyObject *a, PyObject *b)
 static PyObject *
 fd_fromkeys(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "fromkeys expected 1 or 2 arguments, got %zd", nargs);
+    if (!check_nargs("fromkeys", nargs, 1, 2)) {
         return NULL;
     }
     PyObject *d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO",
@@ -1674,21 +1694,28 @@ fd_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef fd_methods[] = {
-    {"__getitem__", fd_dunder_getitem, METH_O | METH_COEXIST, "x.__getitem__(y) <==> x[y]"},
+    {"__getitem__", fd_dunder_getitem, METH_O | METH_COEXIST,
+     "__getitem__($self, key, /)\n--\n\nReturn self[key]."},
     {"get", (PyCFunction)(void (*)(void))fd_get, METH_FASTCALL,
+     "get($self, key, default=None, /)\n--\n\n"
      "Return the value for key if key is in the frozendict, else default."},
-    {"keys", fd_keys, METH_NOARGS, "A set-like view of the keys."},
-    {"values", fd_values, METH_NOARGS, "A view of the values."},
-    {"items", fd_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
-    {"copy", table_copy, METH_NOARGS, "Return the frozendict itself (it is immutable)."},
-    {"__copy__", table_copy, METH_NOARGS, NULL},
-    {"__deepcopy__", fd_deepcopy, METH_O, NULL},
-    {"__reversed__", fd_reversed, METH_NOARGS, "Iterate over the keys in reverse order."},
+    {"keys", fd_keys, METH_NOARGS, "keys($self, /)\n--\n\nA set-like view of the keys."},
+    {"values", fd_values, METH_NOARGS, "values($self, /)\n--\n\nA view of the values."},
+    {"items", fd_items, METH_NOARGS,
+     "items($self, /)\n--\n\nA set-like view of the (key, value) pairs."},
+    {"copy", table_copy, METH_NOARGS,
+     "copy($self, /)\n--\n\nReturn the frozendict itself (it is immutable)."},
+    {"__copy__", table_copy, METH_NOARGS, "__copy__($self, /)\n--\n\n"},
+    {"__deepcopy__", fd_deepcopy, METH_O, "__deepcopy__($self, memo, /)\n--\n\n"},
+    {"__reversed__", fd_reversed, METH_NOARGS,
+     "__reversed__($self, /)\n--\n\nIterate over the keys in reverse order."},
     {"fromkeys", (PyCFunction)(void (*)(void))fd_fromkeys, METH_FASTCALL | METH_CLASS,
+     "fromkeys($type, iterable, value=None, /)\n--\n\n"
      "Create a frozendict with keys from iterable and values set to value."},
-    {"__reduce__", fd_reduce, METH_NOARGS, NULL},
-    {"__sizeof__", table_sizeof, METH_NOARGS, NULL},
-    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585"},
+    {"__reduce__", fd_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
+    {"__sizeof__", table_sizeof, METH_NOARGS, "__sizeof__($self, /)\n--\n\n"},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "__class_getitem__($type, object, /)\n--\n\nSee PEP 585"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1990,18 +2017,28 @@ is_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef is_methods[] = {
-    {"union", is_union, METH_VARARGS, "Return the union of the set and the iterables."},
-    {"intersection", is_intersection, METH_VARARGS, "Return the intersection."},
-    {"difference", is_difference, METH_VARARGS, "Return the difference."},
-    {"symmetric_difference", is_symmetric_difference, METH_O, "Return the symmetric difference."},
-    {"issubset", is_issubset, METH_O, "Report whether another set contains this set."},
-    {"issuperset", is_issuperset, METH_O, "Report whether this set contains another set."},
-    {"isdisjoint", is_isdisjoint, METH_O, "Return True if two sets have a null intersection."},
-    {"copy", table_copy, METH_NOARGS, "Return the immutableset itself (it is immutable)."},
-    {"__copy__", table_copy, METH_NOARGS, NULL},
-    {"__reduce__", is_reduce, METH_NOARGS, NULL},
-    {"__sizeof__", table_sizeof, METH_NOARGS, NULL},
-    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585"},
+    /* The signatures are frozenset's (3.13+). */
+    {"union", is_union, METH_VARARGS,
+     "union($self, /, *others)\n--\n\nReturn the union of the set and the iterables."},
+    {"intersection", is_intersection, METH_VARARGS,
+     "intersection($self, /, *others)\n--\n\nReturn the intersection."},
+    {"difference", is_difference, METH_VARARGS,
+     "difference($self, /, *others)\n--\n\nReturn the difference."},
+    {"symmetric_difference", is_symmetric_difference, METH_O,
+     "symmetric_difference($self, other, /)\n--\n\nReturn the symmetric difference."},
+    {"issubset", is_issubset, METH_O,
+     "issubset($self, other, /)\n--\n\nReport whether another set contains this set."},
+    {"issuperset", is_issuperset, METH_O,
+     "issuperset($self, other, /)\n--\n\nReport whether this set contains another set."},
+    {"isdisjoint", is_isdisjoint, METH_O,
+     "isdisjoint($self, other, /)\n--\n\nReturn True if two sets have a null intersection."},
+    {"copy", table_copy, METH_NOARGS,
+     "copy($self, /)\n--\n\nReturn the immutableset itself (it is immutable)."},
+    {"__copy__", table_copy, METH_NOARGS, "__copy__($self, /)\n--\n\n"},
+    {"__reduce__", is_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
+    {"__sizeof__", table_sizeof, METH_NOARGS, "__sizeof__($self, /)\n--\n\n"},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "__class_getitem__($type, object, /)\n--\n\nSee PEP 585"},
     {NULL, NULL, 0, NULL},
 };
 

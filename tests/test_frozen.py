@@ -158,6 +158,38 @@ def test_mapping_abc():
             pytest.fail("not matched as a mapping")
 
 
+def test_signatures_and_argument_errors_like_pep_814():
+    import inspect
+    sig = lambda f: str(inspect.signature(f))  # noqa: E731
+    # the signatures CPython 3.15 gives for its frozendict's methods
+    assert sig(frozendict.get) == "(self, key, default=None, /)"
+    assert sig(frozendict.fromkeys) == "(iterable, value=None, /)"
+    assert sig(frozendict.__getitem__) == "(self, key, /)"
+    assert sig(frozendict.__deepcopy__) == "(self, memo, /)"
+    for name in ("keys", "values", "items", "copy", "__reversed__", "__sizeof__"):
+        assert sig(getattr(frozendict, name)) == "(self, /)", name  # 3.12 too
+    assert sig(frozendict.__class_getitem__) == "(object, /)"
+    fd = frozendict(a=1)
+    assert sig(fd.keys().isdisjoint) == sig(fd.items().isdisjoint) == "(object, /)"
+    assert sig(iter(fd).__reduce__) == "()"
+    for name in ("copy", "__reduce__", "__sizeof__"):
+        assert sig(getattr(immutableset, name)) == "(self, /)", name
+    # and frozenset's (3.13+) for immutableset's
+    for name in ("union", "intersection", "difference"):
+        assert sig(getattr(immutableset, name)) == "(self, /, *others)", name
+    for name in ("symmetric_difference", "issubset", "issuperset", "isdisjoint"):
+        assert sig(getattr(immutableset, name)) == "(self, other, /)", name
+    for call, message in [
+        (lambda: fd.get(), "get expected at least 1 argument, got 0"),
+        (lambda: fd.get(1, 2, 3), "get expected at most 2 arguments, got 3"),
+        (lambda: frozendict.fromkeys(), "fromkeys expected at least 1 argument, got 0"),
+        (lambda: frozendict.fromkeys(1, 2, 3), "fromkeys expected at most 2 arguments, got 3"),
+    ]:
+        with pytest.raises(TypeError) as exc:
+            call()
+        assert str(exc.value) == message
+
+
 # ---- views -----------------------------------------------------------------------------------
 
 def test_views():
