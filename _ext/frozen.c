@@ -150,6 +150,37 @@ key_hash(PyObject *key)
     return PyObject_Hash(key);
 }
 
+/* After a failed hash of `key`, with its exception set: CPython 3.15's message for a
+ * frozendict key ("cannot use 'list' as a frozendict key (unhashable type: 'list')",
+ * Objects/dictobject.c dict_unhashable_type) when the exception is exactly a TypeError;
+ * any other exception stays as it is. */
+static void
+fd_unhashable_key(PyObject *key)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    if (!Py_IS_TYPE(exc, (PyTypeObject *)PyExc_TypeError)) {
+        PyErr_SetRaisedException(exc);
+        return;
+    }
+    PyObject *name = ss_type_fully_qualified_name(Py_TYPE(key));
+    if (name != NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot use '%U' as a frozendict key (%S)", name, exc);
+        Py_DECREF(name);
+    }
+    Py_DECREF(exc);
+}
+
+/* key_hash() for a key looked up in a frozendict: 3.15's message when it is unhashable. */
+static inline Py_hash_t
+fd_key_hash(PyObject *key)
+{
+    Py_hash_t h = key_hash(key);
+    if (h == -1) {
+        fd_unhashable_key(key);
+    }
+    return h;
+}
+
 /* Put entry `ix`, whose key is not indexed yet, into the index under `hash`. */
 static void
 table_index(ss_table *t, Py_ssize_t ix, Py_hash_t hash)
@@ -992,7 +1023,7 @@ static int
 keys_contains(PyObject *op, PyObject *key)
 {
     ss_table *t = ((ss_view *)op)->fd;
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -1008,7 +1039,7 @@ items_contains(PyObject *op, PyObject *item)
         return 0;
     }
     PyObject *key = PyTuple_GET_ITEM(item, 0);
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -1280,6 +1311,104 @@ static PyType_Spec items_spec = {
 
 /* ---- frozendict ----------------------------------------------------------------------- */
 
+/* d[key] = value into a constructor's private dict, with 3.15's message for a key that
+ * cannot be hashed. The dict hashes the key itself; only after a TypeError is it hashed
+ * again, to tell a failed hash (the message is then about the key) from a TypeError of
+ * an __eq__ (left as it is). */
+static int
+private_setitem(PyObject *d, PyObject *key, PyObject *value)
+{
+    if (PyDict_SetItem(d, key, value) == 0) {
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    if (PyObject_Hash(key) != -1) {
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    Py_DECREF(exc);
+    fd_unhashable_key(key);
+    return -1;
+}
+
+/* The items of a mapping that is not a dict, as dict.update(mapping) takes them
+ * (PyDict_Merge's generic path): for key in list(mapping.keys()): d[key] = mapping[key]. */
+static int
+merge_mapping(PyObject *d, PyObject *mapping)
+{
+    PyObject *keys = PyMapping_Keys(mapping);
+    if (keys == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
+        PyObject *value = PyObject_GetItem(mapping, key);
+        rc = value == NULL ? -1 : private_setitem(d, key, value);
+        Py_XDECREF(value);
+        Py_DECREF(key);
+    }
+    Py_DECREF(keys);
+    return rc;
+}
+
+/* The (key, value) pairs of an iterable, as CPython 3.15's frozendict takes them
+ * (Objects/dictobject.c PyDict_MergeFromSeq2, whose messages these are). */
+static int
+merge_pairs(PyObject *d, PyObject *pairs)
+{
+    PyObject *it = PyObject_GetIter(pairs);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    Py_ssize_t i = 0;
+    int rc = 0;
+    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+        PyObject *fast = PySequence_Fast(item, "object is not iterable");
+        Py_DECREF(item);
+        if (fast == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyObject *exc = PyErr_GetRaisedException();
+                PyObject *r = PyObject_CallMethod(
+                    exc, "add_note", "N", PyUnicode_FromFormat(
+                        "Cannot convert dictionary update sequence element #%zd to a sequence",
+                        i));
+                Py_XDECREF(r);
+                if (r == NULL) {
+                    Py_DECREF(exc);         /* the error of add_note instead */
+                }
+                else {
+                    PyErr_SetRaisedException(exc);
+                }
+            }
+            rc = -1;
+            break;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+        if (n != 2) {
+            PyErr_Format(PyExc_ValueError,
+                         "dictionary update sequence element #%zd has length %zd; 2 is required",
+                         i, n);
+            rc = -1;
+        }
+        else {
+            rc = private_setitem(d, PySequence_Fast_GET_ITEM(fast, 0),
+                                 PySequence_Fast_GET_ITEM(fast, 1));
+        }
+        Py_DECREF(fast);
+        i++;
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred()) {
+        rc = -1;
+    }
+    return rc;
+}
+
 /* Merge `arg` into the private dict `d` the way dict(arg) / dict.update(arg) does. */
 static int
 merge_arg(PyObject *d, PyObject *arg)
@@ -1299,13 +1428,15 @@ merge_arg(PyObject *d, PyObject *arg)
     PyObject *keys = PyObject_GetAttrString(arg, "keys");
     if (keys != NULL) {
         Py_DECREF(keys);
-        return PyDict_Merge(d, arg, 1);
+        /* a dict subclass: its keys were hashed by the dict (and PyDict_Merge reads
+         * them the way dict.update reads a dict subclass's) */
+        return PyDict_Check(arg) ? PyDict_Merge(d, arg, 1) : merge_mapping(d, arg);
     }
     if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return -1;
     }
     PyErr_Clear();
-    return PyDict_MergeFromSeq2(d, arg, 1);
+    return merge_pairs(d, arg);
 }
 
 static PyObject *
@@ -1336,7 +1467,7 @@ static PyObject *
 fd_subscript(PyObject *op, PyObject *key)
 {
     ss_table *t = (ss_table *)op;
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return NULL;
     }
@@ -1358,7 +1489,7 @@ fd_subscript(PyObject *op, PyObject *key)
 static int
 fd_contains(PyObject *op, PyObject *key)
 {
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -1391,7 +1522,7 @@ fd_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *key = args[0];
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return NULL;
     }
@@ -1592,10 +1723,35 @@ fd_fromkeys(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     if (!check_nargs("fromkeys", nargs, 1, 2)) {
         return NULL;
     }
-    PyObject *d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO",
-                                      args[0], nargs == 2 ? args[1] : Py_None);
-    if (d == NULL) {
-        return NULL;
+    PyObject *iterable = args[0], *value = nargs == 2 ? args[1] : Py_None;
+    PyObject *d;
+    if (PyDict_CheckExact(iterable) || PyAnySet_CheckExact(iterable)) {
+        /* keys hashed already: dict.fromkeys reuses their hashes */
+        d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO", iterable, value);
+        if (d == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        d = PyDict_New();
+        PyObject *it = d == NULL ? NULL : PyObject_GetIter(iterable);
+        if (it == NULL) {
+            Py_XDECREF(d);
+            return NULL;
+        }
+        PyObject *key;
+        while ((key = PyIter_Next(it)) != NULL) {
+            int rc = private_setitem(d, key, value);
+            Py_DECREF(key);
+            if (rc < 0) {
+                break;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            Py_DECREF(d);
+            return NULL;
+        }
     }
     PyObject *res = table_from_private_dict((PyTypeObject *)cls, d);
     Py_DECREF(d);

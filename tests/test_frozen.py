@@ -98,6 +98,72 @@ def test_lookup():
         fd.get()
 
 
+def test_unhashable_key_errors_say_so_like_pep_814():
+    fd = frozendict(a=1)
+
+    class Keys:
+        def keys(self):
+            return [[]]
+
+        def __getitem__(self, key):
+            return 1
+
+    message = "cannot use 'list' as a frozendict key (unhashable type: 'list')"
+    for attempt in (lambda: fd[[]], lambda: [] in fd, lambda: fd.get([]), lambda: fd.get([], 0),
+                    lambda: [] in fd.keys(), lambda: ([], 1) in fd.items(),
+                    lambda: frozendict([([], 1)]), lambda: frozendict([("a", 1), ([], 1)], b=2),
+                    lambda: frozendict(Keys()), lambda: frozendict.fromkeys([[]]),
+                    lambda: frozendict.fromkeys(iter([[]]), 0)):
+        with pytest.raises(TypeError) as exc:
+            attempt()
+        assert str(exc.value) == message
+
+    class RaisesTypeError:
+        def __hash__(self):
+            raise TypeError("boom")
+
+    name = f"{RaisesTypeError.__module__}.{RaisesTypeError.__qualname__}"
+    for attempt in (lambda: fd[RaisesTypeError()], lambda: frozendict([(RaisesTypeError(), 1)])):
+        with pytest.raises(TypeError) as exc:
+            attempt()
+        assert str(exc.value) == f"cannot use '{name}' as a frozendict key (boom)"
+
+    class SubTypeError(TypeError):
+        pass
+
+    class RaisesOther:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __hash__(self):
+            raise self.exc
+
+    for error in (SubTypeError("sub"), ValueError("value")):  # left as they are
+        for attempt in (lambda: fd[RaisesOther(error)],
+                        lambda: frozendict([(RaisesOther(error), 1)])):
+            with pytest.raises(type(error)) as exc:
+                attempt()
+            assert exc.value is error
+
+    class EqRaises:
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            raise TypeError("from __eq__")
+
+    with pytest.raises(TypeError, match=r"^from __eq__$"):  # hashable: not about the key
+        frozendict([(EqRaises(), 1), (EqRaises(), 2)])
+    # the other errors of the pairs, with 3.15's messages
+    with pytest.raises(TypeError) as exc:
+        frozendict([("a", 1), 2])
+    assert str(exc.value) == "object is not iterable" and exc.value.__notes__ == [
+        "Cannot convert dictionary update sequence element #1 to a sequence"]
+    with pytest.raises(ValueError, match=r"^dictionary update sequence element #0 has length 1; "
+                                         r"2 is required$"):
+        frozendict([(1,)])
+
+
 def test_collisions_and_eq_errors():
     class K:
         def __init__(self, v):
