@@ -2142,23 +2142,27 @@ is_repr(PyObject *op)
     if (t->used == 0) {
         return PyUnicode_FromString("immutableset()");
     }
+    /* A repr that reaches this set again prints "immutableset(...)", as frozenset's does
+     * (Objects/setobject.c set_repr): the list below is new at each level, so its own
+     * guard would never stop the recursion. */
+    int r = Py_ReprEnter(op);
+    if (r != 0) {
+        return r > 0 ? PyUnicode_FromString("immutableset(...)") : NULL;
+    }
+    PyObject *res = NULL;
     PyObject *list = table_keys_list(t);
-    if (list == NULL) {
-        return NULL;
+    PyObject *lr = list == NULL ? NULL : PyObject_Repr(list);
+    Py_XDECREF(list);
+    if (lr != NULL) {
+        /* "[a, b]" -> "immutableset({a, b})" */
+        PyObject *inner = PyUnicode_Substring(lr, 1, PyUnicode_GET_LENGTH(lr) - 1);
+        Py_DECREF(lr);
+        if (inner != NULL) {
+            res = PyUnicode_FromFormat("immutableset({%U})", inner);
+            Py_DECREF(inner);
+        }
     }
-    PyObject *lr = PyObject_Repr(list);
-    Py_DECREF(list);
-    if (lr == NULL) {
-        return NULL;
-    }
-    /* "[a, b]" -> "immutableset({a, b})" */
-    PyObject *inner = PyUnicode_Substring(lr, 1, PyUnicode_GET_LENGTH(lr) - 1);
-    Py_DECREF(lr);
-    if (inner == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyUnicode_FromFormat("immutableset({%U})", inner);
-    Py_DECREF(inner);
+    Py_ReprLeave(op);
     return res;
 }
 

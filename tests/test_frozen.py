@@ -638,6 +638,26 @@ def test_immutableset_basics():
     assert immutableset[int].__origin__ is immutableset
 
 
+def test_immutableset_recursive_repr_like_frozenset():
+    class ReprOf:  # hashable, and its repr is that of what it holds
+        def __init__(self, held):
+            self.held = held
+
+        def __repr__(self):
+            return repr(self.held)
+
+    direct = ReprOf(None)
+    s = immutableset([direct])
+    direct.held = s
+    assert repr(s) == "immutableset({immutableset(...)})"  # frozenset({frozenset(...)})
+    lst = []
+    s = immutableset([ReprOf(lst)])
+    lst.append(s)
+    assert repr(s) == "immutableset({[immutableset(...)]})"  # frozenset({[frozenset(...)]})
+    assert repr(lst) == "[immutableset({[...]})]"
+    assert repr(immutableset()) == "immutableset()"
+
+
 def test_immutableset_algebra_types():
     s = immutableset([1, 2, 3])
     assert type(s | {4}) is immutableset and s | {4} == {1, 2, 3, 4}
