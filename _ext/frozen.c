@@ -2004,14 +2004,28 @@ is_setlike(PyObject *op)
     return PyAnySet_Check(op) || IS_Check(op);
 }
 
+/* The operator a `op` b is b `swapped_op[op]` a (Py_LT... Py_GE are 0... 5). */
+static const int swapped_op[] = {Py_GT, Py_GE, Py_EQ, Py_NE, Py_LT, Py_LE};
+
 static PyObject *
 is_richcompare(PyObject *self, PyObject *other, int op)
 {
+    ss_table *t = (ss_table *)self;
+    if (PyDictKeys_Check(other) || PyDictItems_Check(other)) {
+        /* frozenset leaves these to the view (NotImplemented), whose comparison takes a
+         * set or frozenset; it takes no immutableset, so compare as it would: the view's
+         * comparison, operands swapped (dictview_richcompare: the view's items are looked
+         * up in the set for ==). Our own views do the same when reflected. */
+        Py_ssize_t n2 = PyObject_Size(other);
+        if (n2 < 0) {
+            return NULL;
+        }
+        return setlike_compare(other, n2, self, t->used, swapped_op[op]);
+    }
     if (!is_setlike(other)) {
         Py_RETURN_NOTIMPLEMENTED;
     }
     Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
-    ss_table *t = (ss_table *)self;
     if ((op == Py_EQ || op == Py_NE) && IS_Check(other) && t->hash != -1
         && ((ss_table *)other)->hash != -1 && t->hash != ((ss_table *)other)->hash)
     {

@@ -685,6 +685,27 @@ def test_immutableset_algebra_types():
     assert c == {1, 2, 3, 7} and s == {1, 2, 3}
 
 
+def test_immutableset_compares_with_dict_views_like_frozenset():
+    s = immutableset({2, 5})
+    keys = {2: 0, 5: 0}.keys()
+    assert s == keys and keys == s and not s != keys and not keys != s
+    assert immutableset({(2, 0)}) == {2: 0}.items() == immutableset({(2, 0)})
+    assert immutableset({2}) <= {2: 0}.keys() and immutableset({2}) < {2: 0, 3: 0}.keys()
+    assert not immutableset({2}) < {2: 0}.keys() and not immutableset({2}) <= {3: 0}.keys()
+    assert immutableset({2, 3}) >= {2: 0}.keys() and immutableset({2, 3}) > {2: 0}.keys()
+    assert not immutableset({2}) >= {2: 0}.items() and not immutableset({2}) > {}.keys() is False
+    assert s != {2: 0, 5: 0}.values()  # a values view is not set-like
+    with pytest.raises(TypeError):
+        immutableset() < {}.values()
+    # as the view compares (frozenset leaves it to the view): == looks the view's items
+    # up in the set, and this one cannot be hashed
+    with pytest.raises(TypeError):
+        immutableset({(1, 2)}) == {1: []}.items()
+    with pytest.raises(TypeError):
+        immutableset({(1, 2)}) >= {1: []}.items()
+    assert not immutableset({(1, 2)}) <= {1: []}.items()
+
+
 sets = st.frozensets(st.integers(-20, 20), max_size=12)
 
 
