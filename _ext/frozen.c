@@ -1112,27 +1112,79 @@ all_contained_in(PyObject *a, PyObject *b)
     return ok;
 }
 
-/* The set comparisons of `self` (length n1) with `other` (length n2). */
+/* Is `key`, of hash `hash`, an item of `set`: an immutableset, or a set or frozenset (of
+ * any subclass) read at the C level as frozenset reads one (set_contains_entry), without
+ * calling a __contains__? 1, 0, or -1 with an exception. */
+static int
+set_has_item(PyObject *set, PyObject *key, Py_hash_t hash)
+{
+    if (IS_Check(set)) {
+        Py_ssize_t ix = table_lookup((ss_table *)set, key, hash);
+        return ix == -2 ? -1 : ix >= 0;
+    }
+    return PySet_Contains(set, key);
+}
+
+/* all_contained_in() for two immutablesets, sets or frozensets, as frozenset's
+ * set_issubset reads them: a set subclass's __iter__ and __contains__ are not called. */
+static int
+set_all_in(PyObject *a, PyObject *b)
+{
+    if (IS_Check(a)) {
+        ss_table *t = (ss_table *)a;
+        for (Py_ssize_t i = 0; i < t->used; i++) {
+            int r = set_has_item(b, t->entries[i].key, t->entries[i].hash);
+            if (r <= 0) {
+                return r;
+            }
+        }
+        return 1;
+    }
+    PyObject *it = PySet_Type.tp_iter(a);   /* set's own iterator (frozenset's as well) */
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *key;
+    int ok = 1;
+    while ((key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        int r = h == -1 ? -1 : set_has_item(b, key, h);
+        Py_DECREF(key);
+        if (r <= 0) {
+            ok = r;
+            break;
+        }
+    }
+    Py_DECREF(it);
+    if (ok >= 0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return ok;
+}
+
+/* The set comparisons of `self` (length n1) with `other` (length n2); all_in(a, b) tells
+ * whether every item of a is in b. */
 static PyObject *
-setlike_compare(PyObject *self, Py_ssize_t n1, PyObject *other, Py_ssize_t n2, int op)
+setlike_compare(PyObject *self, Py_ssize_t n1, PyObject *other, Py_ssize_t n2, int op,
+                int (*all_in)(PyObject *, PyObject *))
 {
     int r;
     switch (op) {
     case Py_EQ:
     case Py_NE:
-        r = n1 == n2 ? all_contained_in(self, other) : 0;
+        r = n1 == n2 ? all_in(self, other) : 0;
         break;
     case Py_LE:
-        r = n1 <= n2 ? all_contained_in(self, other) : 0;
+        r = n1 <= n2 ? all_in(self, other) : 0;
         break;
     case Py_LT:
-        r = n1 < n2 ? all_contained_in(self, other) : 0;
+        r = n1 < n2 ? all_in(self, other) : 0;
         break;
     case Py_GE:
-        r = n1 >= n2 ? all_contained_in(other, self) : 0;
+        r = n1 >= n2 ? all_in(other, self) : 0;
         break;
     case Py_GT:
-        r = n1 > n2 ? all_contained_in(other, self) : 0;
+        r = n1 > n2 ? all_in(other, self) : 0;
         break;
     default:
         Py_RETURN_NOTIMPLEMENTED;
@@ -1156,7 +1208,7 @@ view_richcompare(PyObject *self, PyObject *other, int op)
     if (n2 < 0) {
         return NULL;
     }
-    return setlike_compare(self, ((ss_view *)self)->fd->used, other, n2, op);
+    return setlike_compare(self, ((ss_view *)self)->fd->used, other, n2, op, all_contained_in);
 }
 
 /* Like dict views: set(left) updated by `method`(right); a builtin set. */
@@ -2020,7 +2072,7 @@ is_richcompare(PyObject *self, PyObject *other, int op)
         if (n2 < 0) {
             return NULL;
         }
-        return setlike_compare(other, n2, self, t->used, swapped_op[op]);
+        return setlike_compare(other, n2, self, t->used, swapped_op[op], all_contained_in);
     }
     if (!is_setlike(other)) {
         Py_RETURN_NOTIMPLEMENTED;
@@ -2031,7 +2083,7 @@ is_richcompare(PyObject *self, PyObject *other, int op)
     {
         return PyBool_FromLong(op == Py_NE);
     }
-    return setlike_compare(self, t->used, other, n2, op);
+    return setlike_compare(self, t->used, other, n2, op, set_all_in);
 }
 
 /* A builtin frozenset with the items of an immutableset; other set-likes unchanged. */
@@ -2125,7 +2177,7 @@ is_issubset(PyObject *self, PyObject *other)
         return NULL;
     }
     Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_LE);
+    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_LE, set_all_in);
     Py_DECREF(o);
     return r;
 }
@@ -2138,7 +2190,7 @@ is_issuperset(PyObject *self, PyObject *other)
         return NULL;
     }
     Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_GE);
+    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_GE, set_all_in);
     Py_DECREF(o);
     return r;
 }

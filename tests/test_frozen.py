@@ -706,6 +706,29 @@ def test_immutableset_compares_with_dict_views_like_frozenset():
     assert not immutableset({(1, 2)}) <= {1: []}.items()
 
 
+def test_immutableset_reads_set_subclasses_at_the_c_level_like_frozenset():
+    # frozenset compares with a set (subclass) through the set's C structure: neither an
+    # overridden __contains__ nor __iter__ nor __len__ is called.
+    class NoContains(set):
+        def __contains__(self, item):
+            return False
+
+    class OtherItems(set):
+        def __iter__(self):
+            return iter([99])
+
+        def __len__(self):
+            return 0
+
+    one = immutableset({1})
+    for other in (NoContains({1}), OtherItems({1})):
+        assert one == other and other == one and not one != other
+        assert one <= other and one >= other and not one < other and not one > other
+        assert one.issubset(other) and one.issuperset(other)
+        assert immutableset({1, 2}) > other and other < immutableset({1, 2})
+        assert not immutableset({2}) <= other and not immutableset({1, 2}) == other
+
+
 sets = st.frozensets(st.integers(-20, 20), max_size=12)
 
 
