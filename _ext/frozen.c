@@ -2195,10 +2195,41 @@ is_issuperset(PyObject *self, PyObject *other)
     return r;
 }
 
+/* frozenset's isdisjoint (set_isdisjoint): an exact set, frozenset or an immutableset is
+ * read at the C level, the smaller one iterated; anything else is iterated and each item
+ * looked up as it is (a set item is not retried as a frozenset, as `in` does). */
 static PyObject *
 is_isdisjoint(PyObject *self, PyObject *other)
 {
-    return view_isdisjoint(self, other);
+    ss_table *t = (ss_table *)self;
+    if (other == self) {
+        return PyBool_FromLong(t->used == 0);
+    }
+    int r = 0;
+    if (IS_Check(other) || PyAnySet_CheckExact(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        if (n2 > t->used) {
+            for (Py_ssize_t i = 0; r == 0 && i < t->used; i++) {
+                r = set_has_item(other, t->entries[i].key, t->entries[i].hash);
+            }
+            return r < 0 ? NULL : PyBool_FromLong(!r);
+        }
+    }
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
+        return NULL;
+    }
+    PyObject *key;
+    while (r == 0 && (key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        r = h == -1 ? -1 : set_has_item(self, key, h);
+        Py_DECREF(key);
+    }
+    Py_DECREF(it);
+    if (r < 0 || (r == 0 && PyErr_Occurred())) {
+        return NULL;
+    }
+    return PyBool_FromLong(!r);
 }
 
 static PyObject *

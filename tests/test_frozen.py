@@ -729,6 +729,27 @@ def test_immutableset_reads_set_subclasses_at_the_c_level_like_frozenset():
         assert not immutableset({2}) <= other and not immutableset({1, 2}) == other
 
 
+def test_immutableset_isdisjoint_like_frozenset():
+    s = immutableset([frozenset({1})])
+    assert frozenset({1}) in s and {1} in s  # `in` retries a set as a frozenset...
+    for other in ([{1}], [{2}], iter([{1}])):
+        with pytest.raises(TypeError):  # ...isdisjoint() does not
+            s.isdisjoint(other)
+    with pytest.raises(TypeError):
+        immutableset().isdisjoint([[]])
+    assert s.isdisjoint([frozenset({2})]) and not s.isdisjoint([frozenset({1})])
+    assert not s.isdisjoint(s) and immutableset().isdisjoint(immutableset())
+    assert immutableset({1, 2, 3}).isdisjoint({4}) and not immutableset({1, 2, 3}).isdisjoint({3, 9})
+    assert not immutableset({1}).isdisjoint(frozenset({1, 5, 6}))
+    assert not immutableset({1}).isdisjoint(immutableset({0, 1, 5, 6}))
+
+    class OtherItems(set):  # a subclass is iterated, as any iterable
+        def __iter__(self):
+            return iter([99])
+
+    assert immutableset({1}).isdisjoint(OtherItems({1}))
+
+
 sets = st.frozensets(st.integers(-20, 20), max_size=12)
 
 
