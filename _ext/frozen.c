@@ -2168,31 +2168,80 @@ is_symmetric_difference(PyObject *s, PyObject *o)
     return r;
 }
 
-/* issubset / issuperset / isdisjoint accept any iterable, like frozenset's. */
+/* issubset / issuperset / isdisjoint accept any iterable, like frozenset's, and read it as
+ * frozenset's do (Objects/setobject.c, the same in 3.12-3.15): a set operand at the C
+ * level, any other iterable item by item, each hashed as it is (no set retried as a
+ * frozenset), stopping as soon as the answer is known. */
 static PyObject *
 is_issubset(PyObject *self, PyObject *other)
 {
-    PyObject *o = is_setlike(other) ? Py_NewRef(other) : PyFrozenSet_New(other);
-    if (o == NULL) {
+    ss_table *t = (ss_table *)self;
+    if (is_setlike(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        return setlike_compare(self, t->used, other, n2, Py_LE, set_all_in);
+    }
+    /* set_issubset: is the intersection with `other` as large as self? Counted with a
+     * mark per entry; the iteration stops once every entry was seen. */
+    char *seen = PyMem_Calloc((size_t)t->used + 1, 1);
+    if (seen == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
+        PyMem_Free(seen);
         return NULL;
     }
-    Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_LE, set_all_in);
-    Py_DECREF(o);
-    return r;
+    Py_ssize_t found = 0;
+    PyObject *key;
+    int err = 0;
+    while ((key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        Py_ssize_t ix = h == -1 ? -2 : table_lookup(t, key, h);
+        Py_DECREF(key);
+        if (ix == -2) {
+            err = 1;
+            break;
+        }
+        if (ix >= 0 && !seen[ix]) {
+            seen[ix] = 1;
+            if (++found >= t->used) {
+                break;
+            }
+        }
+    }
+    Py_DECREF(it);
+    PyMem_Free(seen);
+    if (err || PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(found == t->used);
 }
 
 static PyObject *
 is_issuperset(PyObject *self, PyObject *other)
 {
-    PyObject *o = is_setlike(other) ? Py_NewRef(other) : PyFrozenSet_New(other);
-    if (o == NULL) {
+    ss_table *t = (ss_table *)self;
+    if (is_setlike(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        return setlike_compare(self, t->used, other, n2, Py_GE, set_all_in);
+    }
+    /* set_issuperset: every item of `other` is in self; stops at the first one missing */
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
         return NULL;
     }
-    Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_GE, set_all_in);
-    Py_DECREF(o);
-    return r;
+    PyObject *key;
+    int r = 1;
+    while (r == 1 && (key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        r = h == -1 ? -1 : set_has_item(self, key, h);
+        Py_DECREF(key);
+    }
+    Py_DECREF(it);
+    if (r < 0 || (r == 1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
 }
 
 /* frozenset's isdisjoint (set_isdisjoint): an exact set, frozenset or an immutableset is

@@ -750,6 +750,29 @@ def test_immutableset_isdisjoint_like_frozenset():
     assert immutableset({1}).isdisjoint(OtherItems({1}))
 
 
+def test_immutableset_issubset_issuperset_of_iterables_like_frozenset():
+    one = immutableset({1})
+    assert one.issubset([1, [2]])  # frozenset stops once it saw every item of the set...
+    items = iter([1, 5, 6])
+    assert one.issubset(items) and list(items) == [5, 6]
+    for other in ([[2], 1], [2, [2]]):
+        with pytest.raises(TypeError):  # ...and hashes every item before that
+            one.issubset(other)
+    with pytest.raises(TypeError):
+        immutableset().issubset([[2]])
+    assert immutableset().issubset([]) and immutableset().issubset(iter([3]))
+    assert immutableset({1, 2}).issubset([2, 2, 1]) and not immutableset({1, 2}).issubset([1, 1, 3])
+    assert not one.issuperset([2, [2]])  # stops at the first item missing
+    with pytest.raises(TypeError):
+        one.issuperset([1, [2]])
+    s = immutableset([frozenset({1})])
+    for method in (s.issubset, s.issuperset):
+        with pytest.raises(TypeError):  # a set item is not retried as a frozenset
+            method([{1}])
+        assert method([frozenset({1})])
+    assert one.issubset({1: 0}) and one.issuperset({1: 0}) and not one.issuperset({2: 0})
+
+
 sets = st.frozensets(st.integers(-20, 20), max_size=12)
 
 
