@@ -150,6 +150,37 @@ key_hash(PyObject *key)
     return PyObject_Hash(key);
 }
 
+/* After a failed hash of `key`, with its exception set: CPython 3.15's message for a
+ * frozendict key ("cannot use 'list' as a frozendict key (unhashable type: 'list')",
+ * Objects/dictobject.c dict_unhashable_type) when the exception is exactly a TypeError;
+ * any other exception stays as it is. */
+static void
+fd_unhashable_key(PyObject *key)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    if (!Py_IS_TYPE(exc, (PyTypeObject *)PyExc_TypeError)) {
+        PyErr_SetRaisedException(exc);
+        return;
+    }
+    PyObject *name = ss_type_fully_qualified_name(Py_TYPE(key));
+    if (name != NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot use '%U' as a frozendict key (%S)", name, exc);
+        Py_DECREF(name);
+    }
+    Py_DECREF(exc);
+}
+
+/* key_hash() for a key looked up in a frozendict: 3.15's message when it is unhashable. */
+static inline Py_hash_t
+fd_key_hash(PyObject *key)
+{
+    Py_hash_t h = key_hash(key);
+    if (h == -1) {
+        fd_unhashable_key(key);
+    }
+    return h;
+}
+
 /* Put entry `ix`, whose key is not indexed yet, into the index under `hash`. */
 static void
 table_index(ss_table *t, Py_ssize_t ix, Py_hash_t hash)
@@ -794,6 +825,20 @@ iter_traverse(PyObject *op, visitproc visit, void *arg)
     return 0;
 }
 
+/* What an iterator of `kind` yields for entry `e`: a new reference. */
+static PyObject *
+iter_item(int kind, ss_entry *e)
+{
+    switch (kind) {
+    case KIND_KEYS:
+        return Py_NewRef(e->key);
+    case KIND_VALUES:
+        return Py_NewRef(e->value);
+    default:
+        return PyTuple_Pack(2, e->key, e->value);
+    }
+}
+
 static PyObject *
 iter_next(PyObject *op)
 {
@@ -809,20 +854,13 @@ iter_next(PyObject *op)
     }
     ss_entry *e = &t->entries[it->pos];
     it->pos += it->reverse ? -1 : 1;
-    switch (it->kind) {
-    case KIND_KEYS:
-        return Py_NewRef(e->key);
-    case KIND_VALUES:
-        return Py_NewRef(e->value);
-    default:
-        return PyTuple_Pack(2, e->key, e->value);
-    }
+    return iter_item(it->kind, e);
 }
 
-static PyObject *
-iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
+/* The number of items still to come. */
+static Py_ssize_t
+iter_remaining(ss_iter *it)
 {
-    ss_iter *it = (ss_iter *)op;
     Py_ssize_t n = 0;
     if (it->t != NULL) {
         n = it->reverse ? it->pos + 1 : it->t->used - it->pos;
@@ -830,11 +868,54 @@ iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
             n = 0;
         }
     }
-    return PyLong_FromSsize_t(n);
+    return n;
+}
+
+static PyObject *
+iter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(iter_remaining((ss_iter *)op));
+}
+
+/* Like dict iterators: (iter, (a list of the items still to come,)); this iterator does
+ * not move. */
+static PyObject *
+iter_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ss_iter *it = (ss_iter *)op;
+    Py_ssize_t n = iter_remaining(it);
+    PyObject *list = PyList_New(n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t pos = it->reverse ? it->pos - i : it->pos + i;
+        PyObject *item = iter_item(it->kind, &it->t->entries[pos]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    if (builtins == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    PyObject *iter = PyObject_GetAttrString(builtins, "iter");
+    Py_DECREF(builtins);
+    if (iter == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return Py_BuildValue("N(N)", iter, list);
 }
 
 static PyMethodDef iter_methods[] = {
-    {"__length_hint__", iter_length_hint, METH_NOARGS, NULL},
+    {"__length_hint__", iter_length_hint, METH_NOARGS,
+     "__length_hint__($self, /)\n--\n\nPrivate method returning an estimate of len(list(it))."},
+    {"__reduce__", iter_reduce, METH_NOARGS,
+     "__reduce__($self, /)\n--\n\nReturn state information for pickling."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -942,7 +1023,7 @@ static int
 keys_contains(PyObject *op, PyObject *key)
 {
     ss_table *t = ((ss_view *)op)->fd;
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -958,7 +1039,7 @@ items_contains(PyObject *op, PyObject *item)
         return 0;
     }
     PyObject *key = PyTuple_GET_ITEM(item, 0);
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -1031,27 +1112,79 @@ all_contained_in(PyObject *a, PyObject *b)
     return ok;
 }
 
-/* The set comparisons of `self` (length n1) with `other` (length n2). */
+/* Is `key`, of hash `hash`, an item of `set`: an immutableset, or a set or frozenset (of
+ * any subclass) read at the C level as frozenset reads one (set_contains_entry), without
+ * calling a __contains__? 1, 0, or -1 with an exception. */
+static int
+set_has_item(PyObject *set, PyObject *key, Py_hash_t hash)
+{
+    if (IS_Check(set)) {
+        Py_ssize_t ix = table_lookup((ss_table *)set, key, hash);
+        return ix == -2 ? -1 : ix >= 0;
+    }
+    return PySet_Contains(set, key);
+}
+
+/* all_contained_in() for two immutablesets, sets or frozensets, as frozenset's
+ * set_issubset reads them: a set subclass's __iter__ and __contains__ are not called. */
+static int
+set_all_in(PyObject *a, PyObject *b)
+{
+    if (IS_Check(a)) {
+        ss_table *t = (ss_table *)a;
+        for (Py_ssize_t i = 0; i < t->used; i++) {
+            int r = set_has_item(b, t->entries[i].key, t->entries[i].hash);
+            if (r <= 0) {
+                return r;
+            }
+        }
+        return 1;
+    }
+    PyObject *it = PySet_Type.tp_iter(a);   /* set's own iterator (frozenset's as well) */
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *key;
+    int ok = 1;
+    while ((key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        int r = h == -1 ? -1 : set_has_item(b, key, h);
+        Py_DECREF(key);
+        if (r <= 0) {
+            ok = r;
+            break;
+        }
+    }
+    Py_DECREF(it);
+    if (ok >= 0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return ok;
+}
+
+/* The set comparisons of `self` (length n1) with `other` (length n2); all_in(a, b) tells
+ * whether every item of a is in b. */
 static PyObject *
-setlike_compare(PyObject *self, Py_ssize_t n1, PyObject *other, Py_ssize_t n2, int op)
+setlike_compare(PyObject *self, Py_ssize_t n1, PyObject *other, Py_ssize_t n2, int op,
+                int (*all_in)(PyObject *, PyObject *))
 {
     int r;
     switch (op) {
     case Py_EQ:
     case Py_NE:
-        r = n1 == n2 ? all_contained_in(self, other) : 0;
+        r = n1 == n2 ? all_in(self, other) : 0;
         break;
     case Py_LE:
-        r = n1 <= n2 ? all_contained_in(self, other) : 0;
+        r = n1 <= n2 ? all_in(self, other) : 0;
         break;
     case Py_LT:
-        r = n1 < n2 ? all_contained_in(self, other) : 0;
+        r = n1 < n2 ? all_in(self, other) : 0;
         break;
     case Py_GE:
-        r = n1 >= n2 ? all_contained_in(other, self) : 0;
+        r = n1 >= n2 ? all_in(other, self) : 0;
         break;
     case Py_GT:
-        r = n1 > n2 ? all_contained_in(other, self) : 0;
+        r = n1 > n2 ? all_in(other, self) : 0;
         break;
     default:
         Py_RETURN_NOTIMPLEMENTED;
@@ -1075,7 +1208,7 @@ view_richcompare(PyObject *self, PyObject *other, int op)
     if (n2 < 0) {
         return NULL;
     }
-    return setlike_compare(self, ((ss_view *)self)->fd->used, other, n2, op);
+    return setlike_compare(self, ((ss_view *)self)->fd->used, other, n2, op, all_contained_in);
 }
 
 /* Like dict views: set(left) updated by `method`(right); a builtin set. */
@@ -1127,29 +1260,44 @@ view_isdisjoint(PyObject *self, PyObject *other)
 static PyObject *
 view_mapping(PyObject *self, void *Py_UNUSED(closure))
 {
-    /* dict views return a read-only proxy of their dict; a frozendict is read-only. */
-    return Py_NewRef((PyObject *)((ss_view *)self)->fd);
+    /* Like dict views (3.15's frozendict's included): a read-only proxy of the mapping. */
+    return PyDictProxy_New((PyObject *)((ss_view *)self)->fd);
+}
+
+/* Views cannot be copied or pickled, as dict views cannot: the same TypeError at every
+ * protocol (copyreg's protocols 0 and 1 would otherwise fail to find the heap type by name
+ * in the module, with a PicklingError). */
+static PyObject *
+view_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_Format(PyExc_TypeError, "cannot pickle '%.200s' object", Py_TYPE(self)->tp_name);
+    return NULL;
 }
 
 static PyGetSetDef view_getset[] = {
-    {"mapping", view_mapping, NULL, "the frozendict this view refers to", NULL},
+    {"mapping", view_mapping, NULL, "frozendict that this view refers to", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef keys_methods[] = {
-    {"isdisjoint", view_isdisjoint, METH_O, NULL},
-    {"__reversed__", keys_reversed, METH_NOARGS, NULL},
+    {"isdisjoint", view_isdisjoint, METH_O, "isdisjoint($self, object, /)\n--\n\n"
+     "Return True if the view and the given iterable have a null intersection."},
+    {"__reversed__", keys_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef items_methods[] = {
-    {"isdisjoint", view_isdisjoint, METH_O, NULL},
-    {"__reversed__", items_reversed, METH_NOARGS, NULL},
+    {"isdisjoint", view_isdisjoint, METH_O, "isdisjoint($self, object, /)\n--\n\n"
+     "Return True if the view and the given iterable have a null intersection."},
+    {"__reversed__", items_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef values_methods[] = {
-    {"__reversed__", values_reversed, METH_NOARGS, NULL},
+    {"__reversed__", values_reversed, METH_NOARGS, "__reversed__($self, /)\n--\n\n"},
+    {"__reduce__", view_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1215,6 +1363,104 @@ static PyType_Spec items_spec = {
 
 /* ---- frozendict ----------------------------------------------------------------------- */
 
+/* d[key] = value into a constructor's private dict, with 3.15's message for a key that
+ * cannot be hashed. The dict hashes the key itself; only after a TypeError is it hashed
+ * again, to tell a failed hash (the message is then about the key) from a TypeError of
+ * an __eq__ (left as it is). */
+static int
+private_setitem(PyObject *d, PyObject *key, PyObject *value)
+{
+    if (PyDict_SetItem(d, key, value) == 0) {
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    if (PyObject_Hash(key) != -1) {
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    Py_DECREF(exc);
+    fd_unhashable_key(key);
+    return -1;
+}
+
+/* The items of a mapping that is not a dict, as dict.update(mapping) takes them
+ * (PyDict_Merge's generic path): for key in list(mapping.keys()): d[key] = mapping[key]. */
+static int
+merge_mapping(PyObject *d, PyObject *mapping)
+{
+    PyObject *keys = PyMapping_Keys(mapping);
+    if (keys == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
+        PyObject *value = PyObject_GetItem(mapping, key);
+        rc = value == NULL ? -1 : private_setitem(d, key, value);
+        Py_XDECREF(value);
+        Py_DECREF(key);
+    }
+    Py_DECREF(keys);
+    return rc;
+}
+
+/* The (key, value) pairs of an iterable, as CPython 3.15's frozendict takes them
+ * (Objects/dictobject.c PyDict_MergeFromSeq2, whose messages these are). */
+static int
+merge_pairs(PyObject *d, PyObject *pairs)
+{
+    PyObject *it = PyObject_GetIter(pairs);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    Py_ssize_t i = 0;
+    int rc = 0;
+    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+        PyObject *fast = PySequence_Fast(item, "object is not iterable");
+        Py_DECREF(item);
+        if (fast == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyObject *exc = PyErr_GetRaisedException();
+                PyObject *r = PyObject_CallMethod(
+                    exc, "add_note", "N", PyUnicode_FromFormat(
+                        "Cannot convert dictionary update sequence element #%zd to a sequence",
+                        i));
+                Py_XDECREF(r);
+                if (r == NULL) {
+                    Py_DECREF(exc);         /* the error of add_note instead */
+                }
+                else {
+                    PyErr_SetRaisedException(exc);
+                }
+            }
+            rc = -1;
+            break;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+        if (n != 2) {
+            PyErr_Format(PyExc_ValueError,
+                         "dictionary update sequence element #%zd has length %zd; 2 is required",
+                         i, n);
+            rc = -1;
+        }
+        else {
+            rc = private_setitem(d, PySequence_Fast_GET_ITEM(fast, 0),
+                                 PySequence_Fast_GET_ITEM(fast, 1));
+        }
+        Py_DECREF(fast);
+        i++;
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred()) {
+        rc = -1;
+    }
+    return rc;
+}
+
 /* Merge `arg` into the private dict `d` the way dict(arg) / dict.update(arg) does. */
 static int
 merge_arg(PyObject *d, PyObject *arg)
@@ -1234,13 +1480,15 @@ merge_arg(PyObject *d, PyObject *arg)
     PyObject *keys = PyObject_GetAttrString(arg, "keys");
     if (keys != NULL) {
         Py_DECREF(keys);
-        return PyDict_Merge(d, arg, 1);
+        /* a dict subclass: its keys were hashed by the dict (and PyDict_Merge reads
+         * them the way dict.update reads a dict subclass's) */
+        return PyDict_Check(arg) ? PyDict_Merge(d, arg, 1) : merge_mapping(d, arg);
     }
     if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return -1;
     }
     PyErr_Clear();
-    return PyDict_MergeFromSeq2(d, arg, 1);
+    return merge_pairs(d, arg);
 }
 
 static PyObject *
@@ -1271,7 +1519,7 @@ static PyObject *
 fd_subscript(PyObject *op, PyObject *key)
 {
     ss_table *t = (ss_table *)op;
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return NULL;
     }
@@ -1293,7 +1541,7 @@ fd_subscript(PyObject *op, PyObject *key)
 static int
 fd_contains(PyObject *op, PyObject *key)
 {
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return -1;
     }
@@ -1301,15 +1549,32 @@ fd_contains(PyObject *op, PyObject *key)
     return ix == -2 ? -1 : ix >= 0;
 }
 
+/* 1 if min <= nargs <= max, else 0 with CPython's TypeError for `name` (the message of
+ * _PyArg_CheckPositional, which Argument Clinic's methods give). */
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t max)
+{
+    if (nargs < min) {
+        PyErr_Format(PyExc_TypeError, "%s expected %s%zd argument%s, got %zd", name,
+                     min == max ? "" : "at least ", min, min == 1 ? "" : "s", nargs);
+        return 0;
+    }
+    if (nargs > max) {
+        PyErr_Format(PyExc_TypeError, "%s expected %s%zd argument%s, got %zd", name,
+                     min == max ? "" : "at most ", max, max == 1 ? "" : "s", nargs);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 fd_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    if (!check_nargs("get", nargs, 1, 2)) {
         return NULL;
     }
     PyObject *key = args[0];
-    Py_hash_t h = key_hash(key);
+    Py_hash_t h = fd_key_hash(key);
     if (h == -1) {
         return NULL;
     }
@@ -1350,7 +1615,8 @@ fd_repr(PyObject *op)
     }
     int r = Py_ReprEnter(op);
     if (r != 0) {
-        return r > 0 ? PyUnicode_FromString("frozendict(...)") : NULL;
+        /* CPython 3.15's frozendict: its dict repr's "{...}", in the type's parentheses */
+        return r > 0 ? PyUnicode_FromString("frozendict({...})") : NULL;
     }
     PyObject *res = NULL;
     PyObject *d = fd_to_dict(t);
@@ -1371,12 +1637,9 @@ fd_richcompare(PyObject *self, PyObject *other, int op)
     }
     ss_table *t = (ss_table *)self;
     Py_ssize_t n2 = FD_Check(other) ? ((ss_table *)other)->used : PyDict_GET_SIZE(other);
+    /* No shortcut on unequal cached hashes (PEP 814's frozendict has none): values whose
+     * __eq__ disagrees with their __hash__ would make equal frozendicts compare unequal. */
     int equal = (t->used == n2);
-    if (equal && FD_Check(other) && t->hash != -1 && ((ss_table *)other)->hash != -1
-        && t->hash != ((ss_table *)other)->hash)
-    {
-        equal = 0;
-    }
     for (Py_ssize_t i = 0; equal && i < t->used; i++) {
         ss_entry *e = &t->entries[i];
         PyObject *ov;
@@ -1411,8 +1674,55 @@ fd_richcompare(PyObject *self, PyObject *other, int op)
     return PyBool_FromLong(op == Py_EQ ? equal : !equal);
 }
 
+/* `left` | fd for an OrderedDict or a defaultdict (or a subclass of one) on the left, as
+ * CPython 3.15's own __or__ of those two types does it with a frozendict: a new object of
+ * left's type made the way their copy() makes one (without calling an overridden copy()),
+ * then fd's items stored into it. NULL without an exception: `left` is neither. */
+static PyObject *
+fd_ror_own_type(PyObject *left, ss_table *fd)
+{
+    PyObject *res;
+    if (PyODict_Check(left)) {
+        /* odict_or: type(left)(left), then res[k] = v for each item */
+        res = PyObject_CallOneArg((PyObject *)Py_TYPE(left), left);
+        for (Py_ssize_t i = 0; res != NULL && i < fd->used; i++) {
+            if (PyObject_SetItem(res, fd->entries[i].key, fd->entries[i].value) < 0) {
+                Py_CLEAR(res);
+            }
+        }
+        return res;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return NULL;
+    }
+    PyObject *defaultdict = PyObject_GetAttrString(collections, "defaultdict");
+    Py_DECREF(collections);
+    if (defaultdict == NULL) {
+        return NULL;
+    }
+    int is_dd = PyType_Check(defaultdict)
+                && PyObject_TypeCheck(left, (PyTypeObject *)defaultdict);
+    Py_DECREF(defaultdict);
+    if (!is_dd) {
+        return NULL;
+    }
+    /* defdict_or: type(left)(left.default_factory, left), then dict.update(res, fd) */
+    PyObject *factory = PyObject_GetAttrString(left, "default_factory");
+    if (factory == NULL) {
+        return NULL;
+    }
+    res = PyObject_CallFunctionObjArgs((PyObject *)Py_TYPE(left), factory, left, NULL);
+    Py_DECREF(factory);
+    if (res != NULL && merge_arg(res, (PyObject *)fd) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
 /* frozendict | frozendict-or-dict -> frozendict; dict | frozendict -> dict (PEP 584's
- * "type of the left operand", as CPython 3.15's dict does). */
+ * "type of the left operand", as CPython 3.15's dict does), but an OrderedDict or a
+ * defaultdict on the left keeps its type (fd_ror_own_type). */
 static PyObject *
 fd_or(PyObject *a, PyObject *b)
 {
@@ -1440,6 +1750,12 @@ fd_or(PyObject *a, PyObject *b)
         return res;
     }
     if (PyDict_Check(a) && FD_Check(b)) {
+        if (!PyDict_CheckExact(a)) {
+            PyObject *res = fd_ror_own_type(a, (ss_table *)b);
+            if (res != NULL || PyErr_Occurred()) {
+                return res;
+            }
+        }
         PyObject *d = PyDict_Copy(a);
         if (d == NULL) {
             return NULL;
@@ -1456,17 +1772,122 @@ fd_or(PyObject *a, PyObject *b)
 static PyObject *
 fd_fromkeys(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "fromkeys expected 1 or 2 arguments, got %zd", nargs);
+    if (!check_nargs("fromkeys", nargs, 1, 2)) {
         return NULL;
     }
-    PyObject *d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO",
-                                      args[0], nargs == 2 ? args[1] : Py_None);
-    if (d == NULL) {
-        return NULL;
+    PyObject *iterable = args[0], *value = nargs == 2 ? args[1] : Py_None;
+    PyObject *d;
+    if (PyDict_CheckExact(iterable) || PyAnySet_CheckExact(iterable)) {
+        /* keys hashed already: dict.fromkeys reuses their hashes */
+        d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO", iterable, value);
+        if (d == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        d = PyDict_New();
+        PyObject *it = d == NULL ? NULL : PyObject_GetIter(iterable);
+        if (it == NULL) {
+            Py_XDECREF(d);
+            return NULL;
+        }
+        PyObject *key;
+        while ((key = PyIter_Next(it)) != NULL) {
+            int rc = private_setitem(d, key, value);
+            Py_DECREF(key);
+            if (rc < 0) {
+                break;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            Py_DECREF(d);
+            return NULL;
+        }
     }
     PyObject *res = table_from_private_dict((PyTypeObject *)cls, d);
     Py_DECREF(d);
+    return res;
+}
+
+/* copy.deepcopy(self, memo), with copy._deepcopy_tuple's logic: deep-copy every key and
+ * value with the memo; a copy of self made meanwhile (a cycle through a mutable value)
+ * is the answer; with every copy identical to its original the answer is self; else a new
+ * frozendict, recorded in the memo. copy.deepcopy is imported when first needed. */
+static PyObject *
+fd_deepcopy(PyObject *op, PyObject *memo)
+{
+    ss_table *t = (ss_table *)op;
+    Py_ssize_t ncopies = 2 * t->used;
+    PyObject **copies = NULL, *deepcopy = NULL, *id = NULL, *d = NULL, *res = NULL;
+    int all_same = 1;
+    PyObject *copy_module = PyImport_ImportModule("copy");
+    if (copy_module == NULL) {
+        return NULL;
+    }
+    deepcopy = PyObject_GetAttrString(copy_module, "deepcopy");
+    Py_DECREF(copy_module);
+    if (deepcopy == NULL) {
+        return NULL;
+    }
+    memo = memo == Py_None ? PyDict_New() : Py_NewRef(memo);   /* as deepcopy(x, None) */
+    if (memo == NULL) {
+        goto done;
+    }
+    /* The copies of key i and value i at 2i and 2i + 1 (the table holds the originals),
+     * in C memory: the copying runs Python code, which must not reach (gc.get_objects())
+     * and change them. */
+    copies = PyMem_Calloc((size_t)ncopies + 1, sizeof(PyObject *));
+    if (copies == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < ncopies; i++) {
+        ss_entry *e = &t->entries[i / 2];
+        PyObject *orig = i % 2 == 0 ? e->key : e->value;
+        copies[i] = PyObject_CallFunctionObjArgs(deepcopy, orig, memo, NULL);
+        if (copies[i] == NULL) {
+            goto done;
+        }
+        all_same &= copies[i] == orig;
+    }
+    id = PyLong_FromVoidPtr(op);
+    if (id == NULL) {
+        goto done;
+    }
+    res = PyObject_GetItem(memo, id);
+    if (res != NULL || !PyErr_ExceptionMatches(PyExc_KeyError)) {
+        goto done;
+    }
+    PyErr_Clear();
+    if (all_same) {
+        res = Py_NewRef(op);
+        goto done;
+    }
+    d = PyDict_New();
+    if (d == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < t->used; i++) {
+        if (PyDict_SetItem(d, copies[2 * i], copies[2 * i + 1]) < 0) {
+            goto done;
+        }
+    }
+    res = table_from_private_dict(&SS_FrozenDict_Type, d);
+    if (res != NULL && PyObject_SetItem(memo, id, res) < 0) {
+        Py_CLEAR(res);
+    }
+done:
+    if (copies != NULL) {
+        for (Py_ssize_t i = 0; i < ncopies; i++) {
+            Py_XDECREF(copies[i]);
+        }
+        PyMem_Free(copies);
+    }
+    Py_DECREF(deepcopy);
+    Py_XDECREF(memo);
+    Py_XDECREF(id);
+    Py_XDECREF(d);
     return res;
 }
 
@@ -1481,20 +1902,28 @@ fd_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef fd_methods[] = {
-    {"__getitem__", fd_dunder_getitem, METH_O | METH_COEXIST, "x.__getitem__(y) <==> x[y]"},
+    {"__getitem__", fd_dunder_getitem, METH_O | METH_COEXIST,
+     "__getitem__($self, key, /)\n--\n\nReturn self[key]."},
     {"get", (PyCFunction)(void (*)(void))fd_get, METH_FASTCALL,
+     "get($self, key, default=None, /)\n--\n\n"
      "Return the value for key if key is in the frozendict, else default."},
-    {"keys", fd_keys, METH_NOARGS, "A set-like view of the keys."},
-    {"values", fd_values, METH_NOARGS, "A view of the values."},
-    {"items", fd_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
-    {"copy", table_copy, METH_NOARGS, "Return the frozendict itself (it is immutable)."},
-    {"__copy__", table_copy, METH_NOARGS, NULL},
-    {"__reversed__", fd_reversed, METH_NOARGS, "Iterate over the keys in reverse order."},
+    {"keys", fd_keys, METH_NOARGS, "keys($self, /)\n--\n\nA set-like view of the keys."},
+    {"values", fd_values, METH_NOARGS, "values($self, /)\n--\n\nA view of the values."},
+    {"items", fd_items, METH_NOARGS,
+     "items($self, /)\n--\n\nA set-like view of the (key, value) pairs."},
+    {"copy", table_copy, METH_NOARGS,
+     "copy($self, /)\n--\n\nReturn the frozendict itself (it is immutable)."},
+    {"__copy__", table_copy, METH_NOARGS, "__copy__($self, /)\n--\n\n"},
+    {"__deepcopy__", fd_deepcopy, METH_O, "__deepcopy__($self, memo, /)\n--\n\n"},
+    {"__reversed__", fd_reversed, METH_NOARGS,
+     "__reversed__($self, /)\n--\n\nIterate over the keys in reverse order."},
     {"fromkeys", (PyCFunction)(void (*)(void))fd_fromkeys, METH_FASTCALL | METH_CLASS,
+     "fromkeys($type, iterable, value=None, /)\n--\n\n"
      "Create a frozendict with keys from iterable and values set to value."},
-    {"__reduce__", fd_reduce, METH_NOARGS, NULL},
-    {"__sizeof__", table_sizeof, METH_NOARGS, NULL},
-    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585"},
+    {"__reduce__", fd_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
+    {"__sizeof__", table_sizeof, METH_NOARGS, "__sizeof__($self, /)\n--\n\n"},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "__class_getitem__($type, object, /)\n--\n\nSee PEP 585"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1627,20 +2056,34 @@ is_setlike(PyObject *op)
     return PyAnySet_Check(op) || IS_Check(op);
 }
 
+/* The operator a `op` b is b `swapped_op[op]` a (Py_LT... Py_GE are 0... 5). */
+static const int swapped_op[] = {Py_GT, Py_GE, Py_EQ, Py_NE, Py_LT, Py_LE};
+
 static PyObject *
 is_richcompare(PyObject *self, PyObject *other, int op)
 {
+    ss_table *t = (ss_table *)self;
+    if (PyDictKeys_Check(other) || PyDictItems_Check(other)) {
+        /* frozenset leaves these to the view (NotImplemented), whose comparison takes a
+         * set or frozenset; it takes no immutableset, so compare as it would: the view's
+         * comparison, operands swapped (dictview_richcompare: the view's items are looked
+         * up in the set for ==). Our own views do the same when reflected. */
+        Py_ssize_t n2 = PyObject_Size(other);
+        if (n2 < 0) {
+            return NULL;
+        }
+        return setlike_compare(other, n2, self, t->used, swapped_op[op], all_contained_in);
+    }
     if (!is_setlike(other)) {
         Py_RETURN_NOTIMPLEMENTED;
     }
     Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
-    ss_table *t = (ss_table *)self;
     if ((op == Py_EQ || op == Py_NE) && IS_Check(other) && t->hash != -1
         && ((ss_table *)other)->hash != -1 && t->hash != ((ss_table *)other)->hash)
     {
         return PyBool_FromLong(op == Py_NE);
     }
-    return setlike_compare(self, t->used, other, n2, op);
+    return setlike_compare(self, t->used, other, n2, op, set_all_in);
 }
 
 /* A builtin frozenset with the items of an immutableset; other set-likes unchanged. */
@@ -1725,37 +2168,117 @@ is_symmetric_difference(PyObject *s, PyObject *o)
     return r;
 }
 
-/* issubset / issuperset / isdisjoint accept any iterable, like frozenset's. */
+/* issubset / issuperset / isdisjoint accept any iterable, like frozenset's, and read it as
+ * frozenset's do (Objects/setobject.c, the same in 3.12-3.15): a set operand at the C
+ * level, any other iterable item by item, each hashed as it is (no set retried as a
+ * frozenset), stopping as soon as the answer is known. */
 static PyObject *
 is_issubset(PyObject *self, PyObject *other)
 {
-    PyObject *o = is_setlike(other) ? Py_NewRef(other) : PyFrozenSet_New(other);
-    if (o == NULL) {
+    ss_table *t = (ss_table *)self;
+    if (is_setlike(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        return setlike_compare(self, t->used, other, n2, Py_LE, set_all_in);
+    }
+    /* set_issubset: is the intersection with `other` as large as self? Counted with a
+     * mark per entry; the iteration stops once every entry was seen. */
+    char *seen = PyMem_Calloc((size_t)t->used + 1, 1);
+    if (seen == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
+        PyMem_Free(seen);
         return NULL;
     }
-    Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_LE);
-    Py_DECREF(o);
-    return r;
+    Py_ssize_t found = 0;
+    PyObject *key;
+    int err = 0;
+    while ((key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        Py_ssize_t ix = h == -1 ? -2 : table_lookup(t, key, h);
+        Py_DECREF(key);
+        if (ix == -2) {
+            err = 1;
+            break;
+        }
+        if (ix >= 0 && !seen[ix]) {
+            seen[ix] = 1;
+            if (++found >= t->used) {
+                break;
+            }
+        }
+    }
+    Py_DECREF(it);
+    PyMem_Free(seen);
+    if (err || PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(found == t->used);
 }
 
 static PyObject *
 is_issuperset(PyObject *self, PyObject *other)
 {
-    PyObject *o = is_setlike(other) ? Py_NewRef(other) : PyFrozenSet_New(other);
-    if (o == NULL) {
+    ss_table *t = (ss_table *)self;
+    if (is_setlike(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        return setlike_compare(self, t->used, other, n2, Py_GE, set_all_in);
+    }
+    /* set_issuperset: every item of `other` is in self; stops at the first one missing */
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
         return NULL;
     }
-    Py_ssize_t n2 = IS_Check(o) ? ((ss_table *)o)->used : PySet_GET_SIZE(o);
-    PyObject *r = setlike_compare(self, ((ss_table *)self)->used, o, n2, Py_GE);
-    Py_DECREF(o);
-    return r;
+    PyObject *key;
+    int r = 1;
+    while (r == 1 && (key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        r = h == -1 ? -1 : set_has_item(self, key, h);
+        Py_DECREF(key);
+    }
+    Py_DECREF(it);
+    if (r < 0 || (r == 1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
 }
 
+/* frozenset's isdisjoint (set_isdisjoint): an exact set, frozenset or an immutableset is
+ * read at the C level, the smaller one iterated; anything else is iterated and each item
+ * looked up as it is (a set item is not retried as a frozenset, as `in` does). */
 static PyObject *
 is_isdisjoint(PyObject *self, PyObject *other)
 {
-    return view_isdisjoint(self, other);
+    ss_table *t = (ss_table *)self;
+    if (other == self) {
+        return PyBool_FromLong(t->used == 0);
+    }
+    int r = 0;
+    if (IS_Check(other) || PyAnySet_CheckExact(other)) {
+        Py_ssize_t n2 = IS_Check(other) ? ((ss_table *)other)->used : PySet_GET_SIZE(other);
+        if (n2 > t->used) {
+            for (Py_ssize_t i = 0; r == 0 && i < t->used; i++) {
+                r = set_has_item(other, t->entries[i].key, t->entries[i].hash);
+            }
+            return r < 0 ? NULL : PyBool_FromLong(!r);
+        }
+    }
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL) {
+        return NULL;
+    }
+    PyObject *key;
+    while (r == 0 && (key = PyIter_Next(it)) != NULL) {
+        Py_hash_t h = key_hash(key);
+        r = h == -1 ? -1 : set_has_item(self, key, h);
+        Py_DECREF(key);
+    }
+    Py_DECREF(it);
+    if (r < 0 || (r == 0 && PyErr_Occurred())) {
+        return NULL;
+    }
+    return PyBool_FromLong(!r);
 }
 
 static PyObject *
@@ -1765,23 +2288,27 @@ is_repr(PyObject *op)
     if (t->used == 0) {
         return PyUnicode_FromString("immutableset()");
     }
+    /* A repr that reaches this set again prints "immutableset(...)", as frozenset's does
+     * (Objects/setobject.c set_repr): the list below is new at each level, so its own
+     * guard would never stop the recursion. */
+    int r = Py_ReprEnter(op);
+    if (r != 0) {
+        return r > 0 ? PyUnicode_FromString("immutableset(...)") : NULL;
+    }
+    PyObject *res = NULL;
     PyObject *list = table_keys_list(t);
-    if (list == NULL) {
-        return NULL;
+    PyObject *lr = list == NULL ? NULL : PyObject_Repr(list);
+    Py_XDECREF(list);
+    if (lr != NULL) {
+        /* "[a, b]" -> "immutableset({a, b})" */
+        PyObject *inner = PyUnicode_Substring(lr, 1, PyUnicode_GET_LENGTH(lr) - 1);
+        Py_DECREF(lr);
+        if (inner != NULL) {
+            res = PyUnicode_FromFormat("immutableset({%U})", inner);
+            Py_DECREF(inner);
+        }
     }
-    PyObject *lr = PyObject_Repr(list);
-    Py_DECREF(list);
-    if (lr == NULL) {
-        return NULL;
-    }
-    /* "[a, b]" -> "immutableset({a, b})" */
-    PyObject *inner = PyUnicode_Substring(lr, 1, PyUnicode_GET_LENGTH(lr) - 1);
-    Py_DECREF(lr);
-    if (inner == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyUnicode_FromFormat("immutableset({%U})", inner);
-    Py_DECREF(inner);
+    Py_ReprLeave(op);
     return res;
 }
 
@@ -1796,18 +2323,28 @@ is_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef is_methods[] = {
-    {"union", is_union, METH_VARARGS, "Return the union of the set and the iterables."},
-    {"intersection", is_intersection, METH_VARARGS, "Return the intersection."},
-    {"difference", is_difference, METH_VARARGS, "Return the difference."},
-    {"symmetric_difference", is_symmetric_difference, METH_O, "Return the symmetric difference."},
-    {"issubset", is_issubset, METH_O, "Report whether another set contains this set."},
-    {"issuperset", is_issuperset, METH_O, "Report whether this set contains another set."},
-    {"isdisjoint", is_isdisjoint, METH_O, "Return True if two sets have a null intersection."},
-    {"copy", table_copy, METH_NOARGS, "Return the immutableset itself (it is immutable)."},
-    {"__copy__", table_copy, METH_NOARGS, NULL},
-    {"__reduce__", is_reduce, METH_NOARGS, NULL},
-    {"__sizeof__", table_sizeof, METH_NOARGS, NULL},
-    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585"},
+    /* The signatures are frozenset's (3.13+). */
+    {"union", is_union, METH_VARARGS,
+     "union($self, /, *others)\n--\n\nReturn the union of the set and the iterables."},
+    {"intersection", is_intersection, METH_VARARGS,
+     "intersection($self, /, *others)\n--\n\nReturn the intersection."},
+    {"difference", is_difference, METH_VARARGS,
+     "difference($self, /, *others)\n--\n\nReturn the difference."},
+    {"symmetric_difference", is_symmetric_difference, METH_O,
+     "symmetric_difference($self, other, /)\n--\n\nReturn the symmetric difference."},
+    {"issubset", is_issubset, METH_O,
+     "issubset($self, other, /)\n--\n\nReport whether another set contains this set."},
+    {"issuperset", is_issuperset, METH_O,
+     "issuperset($self, other, /)\n--\n\nReport whether this set contains another set."},
+    {"isdisjoint", is_isdisjoint, METH_O,
+     "isdisjoint($self, other, /)\n--\n\nReturn True if two sets have a null intersection."},
+    {"copy", table_copy, METH_NOARGS,
+     "copy($self, /)\n--\n\nReturn the immutableset itself (it is immutable)."},
+    {"__copy__", table_copy, METH_NOARGS, "__copy__($self, /)\n--\n\n"},
+    {"__reduce__", is_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
+    {"__sizeof__", table_sizeof, METH_NOARGS, "__sizeof__($self, /)\n--\n\n"},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "__class_getitem__($type, object, /)\n--\n\nSee PEP 585"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -259,4 +259,43 @@ PyAPI_FUNC(int) _PyOS_IsMainThread(void);
 #  define SS_KWTUPLE_MADE_BY_CALLER 0
 #endif
 
+/* ---- a type's name as %T formats it (frozen.c's messages for unhashable keys) -----------
+ *   3.13+: PyType_GetFullyQualifiedName: "module.qualname", without the module when it is
+ *          "builtins" or "__main__"; tp_name for a static type.
+ *   3.12:  neither it nor %T exists: the same, built as 3.13's Objects/typeobject.c
+ *          _PyType_GetFullyQualifiedName builds it. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define ss_type_fully_qualified_name PyType_GetFullyQualifiedName
+#else
+static inline PyObject *
+ss_type_fully_qualified_name(PyTypeObject *type)
+{
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        return PyUnicode_FromString(type->tp_name);
+    }
+    PyObject *qualname = PyType_GetQualName(type);
+    if (qualname == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    if (module == NULL) {
+        Py_DECREF(qualname);
+        return NULL;
+    }
+    PyObject *res;
+    if (PyUnicode_Check(module)
+        && PyUnicode_CompareWithASCIIString(module, "builtins") != 0
+        && PyUnicode_CompareWithASCIIString(module, "__main__") != 0)
+    {
+        res = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    else {
+        res = Py_NewRef(qualname);
+    }
+    Py_DECREF(module);
+    Py_DECREF(qualname);
+    return res;
+}
+#endif
+
 #endif /* SUBSANDBOX_PYVERSION_H */

@@ -98,6 +98,72 @@ def test_lookup():
         fd.get()
 
 
+def test_unhashable_key_errors_say_so_like_pep_814():
+    fd = frozendict(a=1)
+
+    class Keys:
+        def keys(self):
+            return [[]]
+
+        def __getitem__(self, key):
+            return 1
+
+    message = "cannot use 'list' as a frozendict key (unhashable type: 'list')"
+    for attempt in (lambda: fd[[]], lambda: [] in fd, lambda: fd.get([]), lambda: fd.get([], 0),
+                    lambda: [] in fd.keys(), lambda: ([], 1) in fd.items(),
+                    lambda: frozendict([([], 1)]), lambda: frozendict([("a", 1), ([], 1)], b=2),
+                    lambda: frozendict(Keys()), lambda: frozendict.fromkeys([[]]),
+                    lambda: frozendict.fromkeys(iter([[]]), 0)):
+        with pytest.raises(TypeError) as exc:
+            attempt()
+        assert str(exc.value) == message
+
+    class RaisesTypeError:
+        def __hash__(self):
+            raise TypeError("boom")
+
+    name = f"{RaisesTypeError.__module__}.{RaisesTypeError.__qualname__}"
+    for attempt in (lambda: fd[RaisesTypeError()], lambda: frozendict([(RaisesTypeError(), 1)])):
+        with pytest.raises(TypeError) as exc:
+            attempt()
+        assert str(exc.value) == f"cannot use '{name}' as a frozendict key (boom)"
+
+    class SubTypeError(TypeError):
+        pass
+
+    class RaisesOther:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __hash__(self):
+            raise self.exc
+
+    for error in (SubTypeError("sub"), ValueError("value")):  # left as they are
+        for attempt in (lambda: fd[RaisesOther(error)],
+                        lambda: frozendict([(RaisesOther(error), 1)])):
+            with pytest.raises(type(error)) as exc:
+                attempt()
+            assert exc.value is error
+
+    class EqRaises:
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            raise TypeError("from __eq__")
+
+    with pytest.raises(TypeError, match=r"^from __eq__$"):  # hashable: not about the key
+        frozendict([(EqRaises(), 1), (EqRaises(), 2)])
+    # the other errors of the pairs, with 3.15's messages
+    with pytest.raises(TypeError) as exc:
+        frozendict([("a", 1), 2])
+    assert str(exc.value) == "object is not iterable" and exc.value.__notes__ == [
+        "Cannot convert dictionary update sequence element #1 to a sequence"]
+    with pytest.raises(ValueError, match=r"^dictionary update sequence element #0 has length 1; "
+                                         r"2 is required$"):
+        frozendict([(1,)])
+
+
 def test_collisions_and_eq_errors():
     class K:
         def __init__(self, v):
@@ -158,6 +224,38 @@ def test_mapping_abc():
             pytest.fail("not matched as a mapping")
 
 
+def test_signatures_and_argument_errors_like_pep_814():
+    import inspect
+    sig = lambda f: str(inspect.signature(f))  # noqa: E731
+    # the signatures CPython 3.15 gives for its frozendict's methods
+    assert sig(frozendict.get) == "(self, key, default=None, /)"
+    assert sig(frozendict.fromkeys) == "(iterable, value=None, /)"
+    assert sig(frozendict.__getitem__) == "(self, key, /)"
+    assert sig(frozendict.__deepcopy__) == "(self, memo, /)"
+    for name in ("keys", "values", "items", "copy", "__reversed__", "__sizeof__"):
+        assert sig(getattr(frozendict, name)) == "(self, /)", name  # 3.12 too
+    assert sig(frozendict.__class_getitem__) == "(object, /)"
+    fd = frozendict(a=1)
+    assert sig(fd.keys().isdisjoint) == sig(fd.items().isdisjoint) == "(object, /)"
+    assert sig(iter(fd).__reduce__) == "()"
+    for name in ("copy", "__reduce__", "__sizeof__"):
+        assert sig(getattr(immutableset, name)) == "(self, /)", name
+    # and frozenset's (3.13+) for immutableset's
+    for name in ("union", "intersection", "difference"):
+        assert sig(getattr(immutableset, name)) == "(self, /, *others)", name
+    for name in ("symmetric_difference", "issubset", "issuperset", "isdisjoint"):
+        assert sig(getattr(immutableset, name)) == "(self, other, /)", name
+    for call, message in [
+        (lambda: fd.get(), "get expected at least 1 argument, got 0"),
+        (lambda: fd.get(1, 2, 3), "get expected at most 2 arguments, got 3"),
+        (lambda: frozendict.fromkeys(), "fromkeys expected at least 1 argument, got 0"),
+        (lambda: frozendict.fromkeys(1, 2, 3), "fromkeys expected at most 2 arguments, got 3"),
+    ]:
+        with pytest.raises(TypeError) as exc:
+            call()
+        assert str(exc.value) == message
+
+
 # ---- views -----------------------------------------------------------------------------------
 
 def test_views():
@@ -183,7 +281,6 @@ def test_views():
     assert (["a", "x"] & k) == {"a"}
     assert (it & {("a", 1)}) == {("a", 1)}
     assert k.isdisjoint(["x"]) and not k.isdisjoint(["a"])
-    assert k.mapping is fd and v.mapping is fd
     assert repr(k) == "frozendict_keys(['a', 'b', 'c'])"
     assert repr(v) == "frozendict_values([1, 2, 3])"
     assert repr(it) == "frozendict_items([('a', 1), ('b', 2), ('c', 3)])"
@@ -197,6 +294,52 @@ def test_views():
     next(it2)
     assert it2.__length_hint__() == 2
     assert list(it2) == ["b", "c"] and list(it2) == []
+
+
+def test_view_mapping_is_a_read_only_proxy_like_dict_views():
+    import types
+    fd = frozendict(a=1)
+    for view in (fd.keys(), fd.values(), fd.items()):
+        proxy = view.mapping
+        assert type(proxy) is types.MappingProxyType
+        assert proxy == fd and proxy["a"] == 1 and list(proxy.items()) == [("a", 1)]
+        assert proxy.copy() is fd  # the proxy's copy() is the frozendict's own
+        with pytest.raises(TypeError):
+            proxy["b"] = 2
+
+
+def test_iterators_reduce_and_pickle_like_dict_iterators():
+    fd = frozendict(a=1, b=[2], c=3)
+    makers = {
+        "keys": (lambda: iter(fd), ["a", "b", "c"]),
+        "values": (lambda: iter(fd.values()), [1, [2], 3]),
+        "items": (lambda: iter(fd.items()), [("a", 1), ("b", [2]), ("c", 3)]),
+        "reversed keys": (lambda: reversed(fd), ["c", "b", "a"]),
+        "reversed values": (lambda: reversed(fd.values()), [3, [2], 1]),
+        "reversed items": (lambda: reversed(fd.items()), [("c", 3), ("b", [2]), ("a", 1)]),
+    }
+    for name, (make, expected) in makers.items():
+        it = make()
+        assert next(it) == expected[0], name
+        assert it.__reduce__() == (iter, (expected[1:],)), name
+        assert list(it) == expected[1:], name  # reducing did not move it
+        assert it.__reduce__() == (iter, ([],)), name  # exhausted
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            it = make()
+            next(it)
+            assert list(pickle.loads(pickle.dumps(it, proto))) == expected[1:], (name, proto)
+            assert list(copy.copy(it)) == expected[1:] == list(it), (name, proto)
+
+
+def test_views_refuse_copy_and_pickle_like_dict_views():
+    fd = frozendict(a=1)
+    for view in (fd.keys(), fd.values(), fd.items()):
+        name = type(view).__name__
+        for attempt in (copy.copy, copy.deepcopy,
+                        *(lambda v, p=p: pickle.dumps(v, p)
+                          for p in range(pickle.HIGHEST_PROTOCOL + 1))):
+            with pytest.raises(TypeError, match=f"cannot pickle '.*{name}' object"):
+                attempt(view)
 
 
 # ---- equality, hashing ---------------------------------------------------------------------
@@ -213,6 +356,18 @@ def test_equality():
     assert a == OrderedDict(x=1, y=2)
     with pytest.raises(TypeError):
         a < b
+
+
+def test_equality_does_not_trust_unequal_hashes():
+    # PEP 814's frozendict compares items, never hashes: equal values of an __eq__ that
+    # disagrees with __hash__ keep two frozendicts equal after both were hashed.
+    class AlwaysEqual:
+        __eq__ = lambda self, other: True  # noqa: E731
+        __hash__ = object.__hash__
+
+    a, b = frozendict(k=AlwaysEqual()), frozendict(k=AlwaysEqual())
+    assert hash(a) != hash(b)
+    assert a == b and not a != b
 
 
 def test_hash():
@@ -311,6 +466,43 @@ def test_union():
         [("z", 1)] | a
 
 
+def test_reflected_union_keeps_ordereddict_and_defaultdict():
+    # As in CPython 3.15, where OrderedDict and defaultdict take a frozendict on the right
+    # of |: their own type, built as their copy() builds it (no overridden copy() or
+    # update() is called); any other dict subclass gives a dict, like dict's own |.
+    from collections import Counter, OrderedDict, defaultdict
+    fd = frozendict(a=1, b=2)
+    r = OrderedDict(c=3, a=0) | fd
+    assert type(r) is OrderedDict and list(r.items()) == [("c", 3), ("a", 1), ("b", 2)]
+    r = defaultdict(list, c=3) | fd
+    assert type(r) is defaultdict and r.default_factory is list
+    assert r == {"c": 3, "a": 1, "b": 2} and r["new"] == []
+
+    class MyOrdered(OrderedDict):
+        def copy(self):
+            raise AssertionError("not called")
+
+        def update(self, *args, **kwds):
+            raise AssertionError("not called")
+
+    class MyDefault(defaultdict):
+        def copy(self):
+            raise AssertionError("not called")
+
+    r = MyOrdered(c=3) | fd
+    assert type(r) is MyOrdered and r == {"c": 3, "a": 1, "b": 2}
+    r = MyDefault(int, c=3) | fd
+    assert type(r) is MyDefault and r.default_factory is int and r == {"c": 3, "a": 1, "b": 2}
+    r = Counter(a=5, z=1) | fd
+    assert type(r) is dict and r == {"a": 1, "z": 1, "b": 2}  # replaced, not counted
+
+    class Plain(dict):
+        pass
+
+    assert type(Plain(z=1) | fd) is dict and type({} | fd) is dict
+    assert type(fd | OrderedDict(z=1)) is frozendict
+
+
 def test_copy_fromkeys_repr_pickle_generic():
     a = frozendict(x=[1], y=2)
     assert a.copy() is a and copy.copy(a) is a
@@ -321,15 +513,52 @@ def test_copy_fromkeys_repr_pickle_generic():
     assert type(frozendict.fromkeys("ab")) is frozendict
     assert repr(frozendict(x=1, y="z")) == "frozendict({'x': 1, 'y': 'z'})"
     assert repr(frozendict()) == "frozendict()"
-    lst = []
-    rec = frozendict(x=lst)
-    lst.append(rec)
-    assert repr(rec) == "frozendict({'x': [frozendict(...)]})"
     for proto in range(pickle.HIGHEST_PROTOCOL + 1):
         b = pickle.loads(pickle.dumps(a, proto))
         assert b == a and type(b) is frozendict
     ga = frozendict[str, int]
     assert ga.__origin__ is frozendict and ga.__args__ == (str, int)
+
+
+def test_recursive_repr_like_pep_814():
+    lst = []
+    rec = frozendict(x=lst)
+    lst.append(rec)
+    assert repr(rec) == "frozendict({'x': [frozendict({...})]})"  # as CPython 3.15 prints it
+    assert repr(lst) == "[frozendict({'x': [...]})]"
+
+
+def test_deepcopy_keeps_identities_like_a_tuple():
+    lst = []
+    rec = frozendict(x=lst)
+    lst.append(rec)
+    c = copy.deepcopy(rec)
+    assert c is not rec and c["x"] is not lst and c["x"][0] is c  # the cycle, copied
+    shared = [1]
+    fd = frozendict(a=shared, b=shared)
+    c = copy.deepcopy(fd)
+    assert c == fd and c["a"] is c["b"] is not shared
+    memo = {}
+    assert copy.deepcopy(fd, memo) is memo[id(fd)]  # recorded, as deepcopy would
+
+    class Key:
+        def __init__(self, v):
+            self.v = v
+
+        def __eq__(self, other):
+            return isinstance(other, Key) and other.v == self.v
+
+        def __hash__(self):
+            return hash(self.v)
+
+    k = Key(1)
+    c = copy.deepcopy(frozendict({k: "v"}))
+    assert list(c) == [k] and next(iter(c)) is not k  # keys are deep-copied too
+    # Nothing to copy: the object itself, as copy.deepcopy gives for a tuple (CPython
+    # 3.15's own frozendict builds an equal new one).
+    atomic = frozendict(a=1, b=("x", 2.0))
+    assert copy.deepcopy(atomic) is atomic and atomic.__deepcopy__({}) is atomic
+    assert frozendict().__deepcopy__({}) == frozendict()
 
 
 def test_no_mutation():
@@ -409,6 +638,26 @@ def test_immutableset_basics():
     assert immutableset[int].__origin__ is immutableset
 
 
+def test_immutableset_recursive_repr_like_frozenset():
+    class ReprOf:  # hashable, and its repr is that of what it holds
+        def __init__(self, held):
+            self.held = held
+
+        def __repr__(self):
+            return repr(self.held)
+
+    direct = ReprOf(None)
+    s = immutableset([direct])
+    direct.held = s
+    assert repr(s) == "immutableset({immutableset(...)})"  # frozenset({frozenset(...)})
+    lst = []
+    s = immutableset([ReprOf(lst)])
+    lst.append(s)
+    assert repr(s) == "immutableset({[immutableset(...)]})"  # frozenset({[frozenset(...)]})
+    assert repr(lst) == "[immutableset({[...]})]"
+    assert repr(immutableset()) == "immutableset()"
+
+
 def test_immutableset_algebra_types():
     s = immutableset([1, 2, 3])
     assert type(s | {4}) is immutableset and s | {4} == {1, 2, 3, 4}
@@ -434,6 +683,94 @@ def test_immutableset_algebra_types():
     c = s
     c |= {7}
     assert c == {1, 2, 3, 7} and s == {1, 2, 3}
+
+
+def test_immutableset_compares_with_dict_views_like_frozenset():
+    s = immutableset({2, 5})
+    keys = {2: 0, 5: 0}.keys()
+    assert s == keys and keys == s and not s != keys and not keys != s
+    assert immutableset({(2, 0)}) == {2: 0}.items() == immutableset({(2, 0)})
+    assert immutableset({2}) <= {2: 0}.keys() and immutableset({2}) < {2: 0, 3: 0}.keys()
+    assert not immutableset({2}) < {2: 0}.keys() and not immutableset({2}) <= {3: 0}.keys()
+    assert immutableset({2, 3}) >= {2: 0}.keys() and immutableset({2, 3}) > {2: 0}.keys()
+    assert not immutableset({2}) >= {2: 0}.items() and not immutableset({2}) > {}.keys() is False
+    assert s != {2: 0, 5: 0}.values()  # a values view is not set-like
+    with pytest.raises(TypeError):
+        immutableset() < {}.values()
+    # as the view compares (frozenset leaves it to the view): == looks the view's items
+    # up in the set, and this one cannot be hashed
+    with pytest.raises(TypeError):
+        immutableset({(1, 2)}) == {1: []}.items()
+    with pytest.raises(TypeError):
+        immutableset({(1, 2)}) >= {1: []}.items()
+    assert not immutableset({(1, 2)}) <= {1: []}.items()
+
+
+def test_immutableset_reads_set_subclasses_at_the_c_level_like_frozenset():
+    # frozenset compares with a set (subclass) through the set's C structure: neither an
+    # overridden __contains__ nor __iter__ nor __len__ is called.
+    class NoContains(set):
+        def __contains__(self, item):
+            return False
+
+    class OtherItems(set):
+        def __iter__(self):
+            return iter([99])
+
+        def __len__(self):
+            return 0
+
+    one = immutableset({1})
+    for other in (NoContains({1}), OtherItems({1})):
+        assert one == other and other == one and not one != other
+        assert one <= other and one >= other and not one < other and not one > other
+        assert one.issubset(other) and one.issuperset(other)
+        assert immutableset({1, 2}) > other and other < immutableset({1, 2})
+        assert not immutableset({2}) <= other and not immutableset({1, 2}) == other
+
+
+def test_immutableset_isdisjoint_like_frozenset():
+    s = immutableset([frozenset({1})])
+    assert frozenset({1}) in s and {1} in s  # `in` retries a set as a frozenset...
+    for other in ([{1}], [{2}], iter([{1}])):
+        with pytest.raises(TypeError):  # ...isdisjoint() does not
+            s.isdisjoint(other)
+    with pytest.raises(TypeError):
+        immutableset().isdisjoint([[]])
+    assert s.isdisjoint([frozenset({2})]) and not s.isdisjoint([frozenset({1})])
+    assert not s.isdisjoint(s) and immutableset().isdisjoint(immutableset())
+    assert immutableset({1, 2, 3}).isdisjoint({4}) and not immutableset({1, 2, 3}).isdisjoint({3, 9})
+    assert not immutableset({1}).isdisjoint(frozenset({1, 5, 6}))
+    assert not immutableset({1}).isdisjoint(immutableset({0, 1, 5, 6}))
+
+    class OtherItems(set):  # a subclass is iterated, as any iterable
+        def __iter__(self):
+            return iter([99])
+
+    assert immutableset({1}).isdisjoint(OtherItems({1}))
+
+
+def test_immutableset_issubset_issuperset_of_iterables_like_frozenset():
+    one = immutableset({1})
+    assert one.issubset([1, [2]])  # frozenset stops once it saw every item of the set...
+    items = iter([1, 5, 6])
+    assert one.issubset(items) and list(items) == [5, 6]
+    for other in ([[2], 1], [2, [2]]):
+        with pytest.raises(TypeError):  # ...and hashes every item before that
+            one.issubset(other)
+    with pytest.raises(TypeError):
+        immutableset().issubset([[2]])
+    assert immutableset().issubset([]) and immutableset().issubset(iter([3]))
+    assert immutableset({1, 2}).issubset([2, 2, 1]) and not immutableset({1, 2}).issubset([1, 1, 3])
+    assert not one.issuperset([2, [2]])  # stops at the first item missing
+    with pytest.raises(TypeError):
+        one.issuperset([1, [2]])
+    s = immutableset([frozenset({1})])
+    for method in (s.issubset, s.issuperset):
+        with pytest.raises(TypeError):  # a set item is not retried as a frozenset
+            method([{1}])
+        assert method([frozenset({1})])
+    assert one.issubset({1: 0}) and one.issuperset({1: 0}) and not one.issuperset({2: 0})
 
 
 sets = st.frozensets(st.integers(-20, 20), max_size=12)
