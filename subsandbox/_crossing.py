@@ -44,6 +44,11 @@ _is_reference: Callable[[object], bool] = _core._is_reference
 _rebuilt_classes: dict[tuple[int, int], type] = {}
 _KEY_ATTR = "__subsandbox_key__"
 
+# The names of the main script's module: a multiprocessing spawn or forkserver child runs
+# the parent's script as "__mp_main__" (and also calls it __main__), a name no other
+# interpreter can import, so what it defines crosses by value just as __main__'s does.
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+
 def _global_names(code: types.CodeType) -> set[str]:
     """Names a code object (and the code nested in it) may look up as globals.
 
@@ -64,7 +69,7 @@ def _importable(obj: Any) -> bool:
     """True when ``obj`` is reachable by ``module.qualname`` as the very same object."""
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if not module_name or not qualname or module_name == "__main__":
+    if not module_name or not qualname or module_name in _MAIN_MODULES:
         return False
     if "<locals>" in qualname or "<lambda>" in qualname:
         return False
@@ -89,7 +94,7 @@ def _function_globals(module_name: str | None) -> dict[str, Any]:
     A function from the sender's ``__main__`` runs in this interpreter's ``__main__``; one
     nested in an importable module gets that module's namespace here.
     """
-    if module_name in (None, "__main__"):
+    if module_name is None or module_name in _MAIN_MODULES:
         return _main_globals()
     try:
         return importlib.import_module(module_name).__dict__
@@ -160,10 +165,10 @@ class _Pickler(_pickle.Pickler):
     def reducer_override(self, obj: object) -> Any:
         if isinstance(obj, types.FunctionType) and not _importable(obj):
             return _reduce_function(obj)
-        if isinstance(obj, type) and obj.__module__ == "__main__" and not _importable(obj):
+        if isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
             return _reduce_class(obj)
         if isinstance(obj, types.ModuleType):
-            if obj.__name__ == "__main__":
+            if obj.__name__ in _MAIN_MODULES:
                 raise TypeError("the __main__ module itself cannot cross: pass the values "
                                 "you need from it")
             return importlib.import_module, (obj.__name__,)
@@ -174,7 +179,7 @@ def _reduce_function(fn: types.FunctionType) -> Any:
     code = fn.__code__
     module_name = fn.__module__
     shipped: dict[str, Any] = {}
-    if module_name in (None, "__main__") or module_name not in sys.modules:
+    if module_name is None or module_name in _MAIN_MODULES or module_name not in sys.modules:
         fn_globals = fn.__globals__
         for name in _global_names(code):
             if name in fn_globals:
