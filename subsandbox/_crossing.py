@@ -49,6 +49,7 @@ _KEY_ATTR = "__subsandbox_key__"
 # interpreter can import, so what it defines crosses by value just as __main__'s does.
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 
+
 def _global_names(code: types.CodeType) -> set[str]:
     """Names a code object (and the code nested in it) may look up as globals.
 
@@ -133,22 +134,143 @@ class _EmptyCell:
 _EMPTY_CELL = _EmptyCell()
 
 
+# -- classes by value ----------------------------------------------------------------------
+#
+# As cloudpickle does: a class crosses as (1) what ``type()`` needs to make it, its name,
+# bases, metaclass and ``__slots__``, then (2) its attributes, set on it once it exists.
+# Its methods and whatever else may refer back to the class are in (2), so a class that
+# names itself crosses as one graph through pickle's memo. The attributes ``type()`` makes
+# by itself (slot descriptors, ``__dict__``) are left for it to make again, and the
+# objects pickle cannot take (staticmethod, classmethod, property) get reducers of their
+# own, below.
+
+# Never shipped as attributes: made by type() itself (__dict__, __weakref__), sent to
+# _make_class (__module__, __qualname__, and __slots__ in the namespace the class is made
+# with), or handled apart (_abc_impl).
+_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__",
+                         "_abc_impl", _KEY_ATTR})
+
+# A key of a class's state that is no attribute: the classes registered as virtual
+# subclasses of an abc.ABC, registered again on the other side.
+_ABC_REGISTRY = "__subsandbox_abc_registry__"
+
+
+def _class_key(cls: type) -> tuple[int, int]:
+    """The key a class crosses under: where it was defined, and its id() there."""
+    key: tuple[int, int] | None = vars(cls).get(_KEY_ATTR)
+    if key is None:
+        key = (_core.interpreter_id(), id(cls))
+        _rebuilt_classes[key] = cls  # so that it comes back as itself
+    return key
+
+
+def _is_own_slot(cls: type, value: object) -> bool:
+    """True for the member descriptor ``type()`` made for one of ``cls``'s __slots__."""
+    return type(value) is types.MemberDescriptorType and value.__objclass__ is cls
+
+
+def _creation_namespace(cls: type) -> dict[str, Any] | None:
+    """What must already be in the namespace when the class is made.
+
+    Its ``__slots__``, which ``type()`` turns into member descriptors (those cannot be
+    made afterwards).
+    """
+    own = vars(cls)
+    namespace: dict[str, Any] = {}
+    if "__slots__" in own:
+        slots = own["__slots__"]
+        if not isinstance(slots, (str, tuple, list, dict)):
+            # Any iterable will do for class creation; an iterator is used up by now, so
+            # the names come from the descriptors it made. Their names are already mangled,
+            # and a mangled name ("_C__x") is not mangled again.
+            slots = tuple(name for name, value in own.items() if _is_own_slot(cls, value))
+            slots += tuple(name for name in ("__dict__", "__weakref__") if name in own)
+        namespace["__slots__"] = slots
+    return namespace or None
+
+
+def _class_state(cls: type) -> dict[str, Any]:
+    """The attributes set on the class once it exists."""
+    state = {name: value for name, value in vars(cls).items()
+             if name not in _CLASS_SKIP and not _is_own_slot(cls, value)}
+    if "_abc_impl" in vars(cls):
+        # abc's registry is C data that pickle cannot take, and the other side's ABCMeta
+        # makes its own; the classes registered in it travel as a list.
+        refs = sys.modules["_abc"]._get_dump(cls)[0]
+        state[_ABC_REGISTRY] = [sub for sub in (ref() for ref in refs) if sub is not None]
+    return state
+
+
+def _reduce_class(cls: type) -> Any:
+    args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
+            type(cls), _creation_namespace(cls))
+    return _make_class, args, _class_state(cls), None, None, _fill_class
+
+
 def _make_class(key: tuple[int, int], name: str, qualname: str, module_name: str,
-                bases: tuple[type, ...], metaclass: type) -> type:
+                bases: tuple[type, ...], metaclass: type,
+                namespace: dict[str, Any] | None = None) -> type:
     cls = _rebuilt_classes.get(key)
     if cls is None:
-        cls = metaclass(name, bases, {"__module__": module_name, "__qualname__": qualname,
-                                      _KEY_ATTR: key})
+        cls = metaclass(name, bases, {**(namespace or {}), "__module__": module_name,
+                                      "__qualname__": qualname, _KEY_ATTR: key})
         _rebuilt_classes[key] = cls
     return cls
 
 
 def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
     for attr, value in attrs.items():
-        setattr(cls, attr, value)
+        if attr == _ABC_REGISTRY:
+            for subclass in value:
+                cls.register(subclass)  # type: ignore[attr-defined]
+        else:
+            setattr(cls, attr, value)
 
 
-_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", _KEY_ATTR})
+# -- parts of classes that pickle cannot take ----------------------------------------------
+
+# What staticmethod() and classmethod() copy from the function they wrap into their own
+# __dict__: made again by wrapping it again.
+_WRAPPER_COPIED = frozenset({"__module__", "__name__", "__qualname__", "__doc__",
+                             "__annotations__", "__annotate__", "__wrapped__"})
+
+
+def _wrapper_extra(wrapper: object) -> dict[str, Any] | None:
+    extra = {k: v for k, v in vars(wrapper).items() if k not in _WRAPPER_COPIED}
+    return extra or None
+
+
+def _reduce_staticmethod(obj: staticmethod[..., Any]) -> Any:
+    return _make_staticmethod, (obj.__func__,), _wrapper_extra(obj)
+
+
+def _make_staticmethod(fn: Callable[..., Any]) -> staticmethod[..., Any]:
+    return staticmethod(fn)
+
+
+def _reduce_classmethod(obj: classmethod[Any, ..., Any]) -> Any:
+    return _make_classmethod, (obj.__func__,), _wrapper_extra(obj)
+
+
+def _make_classmethod(fn: Callable[..., Any]) -> classmethod[Any, ..., Any]:
+    return classmethod(fn)
+
+
+def _reduce_property(obj: property) -> Any:
+    return _make_property, (obj.fget, obj.fset, obj.fdel, obj.__doc__)
+
+
+def _make_property(fget: Callable[[Any], Any] | None, fset: Callable[[Any, Any], None] | None,
+                   fdel: Callable[[Any], None] | None, doc: str | None) -> property:
+    return property(fget, fset, fdel, doc)
+
+
+# Reducers by exact type, looked up for every object the pickler meets: one dict lookup.
+_REDUCERS: dict[type, Callable[[Any], Any]] = {
+    staticmethod: _reduce_staticmethod,
+    classmethod: _reduce_classmethod,
+    property: _reduce_property,
+}
 
 
 class _Pickler(_pickle.Pickler):
@@ -163,6 +285,9 @@ class _Pickler(_pickle.Pickler):
         return None
 
     def reducer_override(self, obj: object) -> Any:
+        reduce = _REDUCERS.get(type(obj))
+        if reduce is not None:
+            return reduce(obj)
         if isinstance(obj, types.FunctionType) and not _importable(obj):
             return _reduce_function(obj)
         if isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
@@ -200,16 +325,6 @@ def _reduce_function(fn: types.FunctionType) -> Any:
     }
     args = (marshal.dumps(code), fn.__name__, fn.__qualname__, module_name, len(cells))
     return _make_function, args, state, None, None, _fill_function
-
-
-def _reduce_class(cls: type) -> Any:
-    attrs = {k: v for k, v in vars(cls).items() if k not in _CLASS_SKIP}
-    key = vars(cls).get(_KEY_ATTR)
-    if key is None:
-        key = (_core.interpreter_id(), id(cls))
-        _rebuilt_classes[key] = cls  # so that it comes back as itself
-    args = (key, cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__, type(cls))
-    return _make_class, args, attrs, None, None, _fill_class
 
 
 class _Unpickler(_pickle.Unpickler):

@@ -109,11 +109,22 @@ class _ResultUnpickler(_crossing._Unpickler):
             ("subsandbox._crossing", "_make_function"): self._make_function,
             ("subsandbox._crossing", "_fill_function"): self._fill_function,
             ("subsandbox._crossing", "_fill_class"): self._keep_class,
+            # A method wrapper or property holds functions: inert too, and kept only with
+            # the caller's class state that holds it, with the functions inside it.
+            ("subsandbox._crossing", "_make_staticmethod"): self._make_wrapper,
+            ("subsandbox._crossing", "_make_classmethod"): self._make_wrapper,
+            ("subsandbox._crossing", "_make_property"): self._make_wrapper,
         }
 
     def _make_function(self, code: bytes, name: str, qualname: str, *rest: object) -> _Inert:
         inert = _Inert(qualname)
         self._inert[id(inert)] = inert
+        return inert
+
+    def _make_wrapper(self, *functions: object) -> _Inert:
+        inert = _Inert("a method or property")
+        self._inert[id(inert)] = inert
+        self._owned[id(inert)] = [f for f in functions if isinstance(f, _Inert)]
         return inert
 
     def _fill_function(self, fn: object, state: dict[str, Any]) -> None:

@@ -15,8 +15,199 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import run_script
 
-# -- the main script of a multiprocessing child ---------------------------------------------
+# Each script starts with this: cross(make, inside, outside) sends make() into a sandbox
+# (Sandbox.call) and into a pool worker (SandboxPoolExecutor.submit), where inside(value)
+# checks it and returns a value made there, which outside(result) checks here.
+HARNESS = """
+import subsandbox
+
+def cross(make, inside, outside):
+    with subsandbox.Sandbox() as sb:
+        outside(sb.call(inside, make()))
+    with subsandbox.SandboxPoolExecutor(1) as ex:
+        outside(ex.submit(inside, make()).result())
+    print("ok")
+"""
+
+
+def run_kind(source: str) -> None:
+    result = run_script(HARNESS + textwrap.dedent(source))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok", result.stdout
+
+
+# -- kinds of classes ---------------------------------------------------------------------
+
+def test_property_staticmethod_classmethod_and_new() -> None:
+    run_kind("""
+        class Temperature:
+            def __new__(cls, celsius):
+                self = super().__new__(cls)
+                self._celsius = celsius
+                return self
+
+            @property
+            def fahrenheit(self):
+                "In degrees Fahrenheit."
+                return self._celsius * 9 / 5 + 32
+
+            @fahrenheit.setter
+            def fahrenheit(self, value):
+                self._celsius = (value - 32) * 5 / 9
+
+            def __getnewargs__(self):                 # how pickle calls __new__
+                return (self._celsius,)
+
+            @staticmethod
+            def freezing():
+                return 0
+
+            @classmethod
+            def boiling(cls):
+                return cls(100)
+
+        def inside(t):
+            assert type(t) is Temperature and t.fahrenheit == 212
+            assert Temperature.fahrenheit.__doc__ == "In degrees Fahrenheit."
+            t.fahrenheit = 32                                 # the setter crossed too
+            assert t._celsius == 0
+            assert Temperature.freezing() == t.freezing() == 0
+            assert type(Temperature.boiling()) is Temperature
+            assert t.boiling().fahrenheit == 212
+            return Temperature(37)
+
+        def outside(t):
+            assert type(t) is Temperature and round(t.fahrenheit, 1) == 98.6
+
+        cross(lambda: Temperature(100), inside, outside)
+    """)
+
+
+def test_slots() -> None:
+    run_kind("""
+        class Point:
+            __slots__ = ("x", "__y")          # "__y" is mangled to "_Point__y"
+
+            def __init__(self, x, y):
+                self.x, self.__y = x, y
+
+            @property
+            def y(self):
+                return self.__y
+
+        class Point3(Point):
+            __slots__ = {"z": "the height"}
+
+            def __init__(self, x, y, z):
+                super().__init__(x, y)
+                self.z = z
+
+        def inside(p):
+            assert type(p) is Point3 and (p.x, p.y, p.z) == (1, 2, 3)
+            assert not hasattr(p, "__dict__") and Point3.__slots__ == {"z": "the height"}
+            try:
+                p.w = 4
+            except AttributeError:
+                pass
+            else:
+                raise AssertionError("a slotted instance took a new attribute")
+            p.x = 5
+            return p, Point(6, 7)
+
+        def outside(result):
+            p3, p = result
+            assert type(p3) is Point3 and (p3.x, p3.y, p3.z) == (5, 2, 3)
+            assert type(p) is Point and (p.x, p.y) == (6, 7)
+
+        cross(lambda: Point3(1, 2, 3), inside, outside)
+    """)
+
+
+def test_abstract_base_classes() -> None:
+    run_kind("""
+        import abc
+
+        class Shape(abc.ABC):
+            @abc.abstractmethod
+            def area(self):
+                ...
+
+            def describe(self):
+                return f"area {self.area()}"
+
+        class Square(Shape):
+            def __init__(self, side):
+                self.side = side
+
+            def area(self):
+                return self.side ** 2
+
+        Shape.register(int)
+
+        def inside(square):
+            assert isinstance(square, Shape) and square.describe() == "area 4"
+            assert isinstance(3, Shape)                        # the registry crossed
+            try:
+                Shape()
+            except TypeError:
+                pass
+            else:
+                raise AssertionError("an abstract class was instantiated")
+            return Square(3)
+
+        def outside(square):
+            assert type(square) is Square and square.describe() == "area 9"
+
+        cross(lambda: Square(2), inside, outside)
+    """)
+
+
+def test_classes_cross_into_and_out_of_a_sandbox_under_a_policy() -> None:
+    # Under a policy the caller loads results with a restricted unpickler: the script's own
+    # class comes back with its methods and properties (dropped, the class stays as it
+    # is), while a property or method made inside still cannot come out on its own.
+    result = run_script("""
+        import pickle
+        import subsandbox
+
+        class Account:
+            __slots__ = ("cents",)
+
+            def __init__(self, cents):
+                self.cents = cents
+
+            @property
+            def euros(self):
+                return self.cents / 100
+
+            @staticmethod
+            def zero():
+                return Account(0)
+
+            @classmethod
+            def of(cls, euros):
+                return cls(round(euros * 100))
+
+        def deposit(account, euros):
+            assert account.euros == 1.5 and Account.zero().cents == 0
+            return Account.of(account.euros + euros)
+
+        with subsandbox.Sandbox(policy=subsandbox.Policy.compute()) as sb:
+            account = sb.call(deposit, Account(150), 2)
+            assert type(account) is Account and account.euros == 3.5
+            try:
+                sb.call(lambda: property(lambda self: 1))
+            except pickle.UnpicklingError as exc:
+                assert "cannot come out" in str(exc), exc
+            else:
+                raise AssertionError("a property made inside came out")
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok"
+
 
 def test_functions_of_a_spawned_childs_main_script_cross_by_value(tmp_path: Path) -> None:
     # A spawn (or forkserver) child runs the parent's script as the module __mp_main__,
