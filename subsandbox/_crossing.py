@@ -141,14 +141,16 @@ _EMPTY_CELL = _EmptyCell()
 # Its methods and whatever else may refer back to the class are in (2), so a class that
 # names itself crosses as one graph through pickle's memo. The attributes ``type()`` makes
 # by itself (slot descriptors, ``__dict__``) are left for it to make again, and the
-# objects pickle cannot take (staticmethod, classmethod, property) get reducers of their
-# own, below.
+# objects pickle cannot take (staticmethod, classmethod, property, mappingproxy, the
+# dataclasses sentinels) get reducers of their own, below.
 
 # Never shipped as attributes: made by type() itself (__dict__, __weakref__), sent to
 # _make_class (__module__, __qualname__, and __slots__ in the namespace the class is made
-# with), or handled apart (_abc_impl).
+# with), or handled apart (_abc_impl). __classdictcell__ (3.14) is the cell that gives a
+# class's annotate function the class namespace, which typing.NamedTuple copies into its
+# class; that function crosses with the part of the namespace it reads (_cell_values).
 _CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__",
-                         "_abc_impl", _KEY_ATTR})
+                         "__classdictcell__", "_abc_impl", _KEY_ATTR})
 
 # A key of a class's state that is no attribute: the classes registered as virtual
 # subclasses of an abc.ABC, registered again on the other side.
@@ -265,11 +267,55 @@ def _make_property(fget: Callable[[Any], Any] | None, fset: Callable[[Any, Any],
     return property(fget, fset, fdel, doc)
 
 
+def _reduce_mappingproxy(obj: types.MappingProxyType[Any, Any]) -> Any:
+    # A read-only view (a dataclass field's metadata): crosses as a view of a copy.
+    return _make_mappingproxy, (dict(obj),)
+
+
+def _make_mappingproxy(mapping: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
+    return types.MappingProxyType(mapping)
+
+
+# dataclasses tells its fields apart by identity with its own sentinels (a field is a field
+# when its _field_type `is _FIELD`, has no default when its default `is MISSING`): each
+# crosses by name, and is the other side's own.
+_DATACLASS_SENTINELS = ("MISSING", "KW_ONLY", "_FIELD", "_FIELD_CLASSVAR", "_FIELD_INITVAR",
+                        "_HAS_DEFAULT_FACTORY")
+_dataclass_sentinel_names: dict[int, str] = {}
+
+
+def _track_dataclass_sentinels() -> None:
+    """Give the sentinels' types a reducer, once dataclasses is imported here (never
+    imported by this module: nothing can hold a sentinel before)."""
+    dataclasses = sys.modules.get("dataclasses")
+    if dataclasses is None or _dataclass_sentinel_names:
+        return
+    for name in _DATACLASS_SENTINELS:
+        sentinel = getattr(dataclasses, name, None)
+        if sentinel is not None and not isinstance(sentinel, type):
+            _dataclass_sentinel_names[id(sentinel)] = name
+            _REDUCERS[type(sentinel)] = _reduce_dataclass_sentinel
+
+
+def _reduce_dataclass_sentinel(obj: object) -> Any:
+    name = _dataclass_sentinel_names.get(id(obj))
+    if name is None:
+        return NotImplemented  # another instance of the type: pickled as pickle would
+    return _dataclass_sentinel, (name,)
+
+
+def _dataclass_sentinel(name: str) -> object:
+    if name not in _DATACLASS_SENTINELS:
+        raise ValueError(f"{name!r} is not a dataclasses sentinel")
+    return getattr(importlib.import_module("dataclasses"), name)
+
+
 # Reducers by exact type, looked up for every object the pickler meets: one dict lookup.
 _REDUCERS: dict[type, Callable[[Any], Any]] = {
     staticmethod: _reduce_staticmethod,
     classmethod: _reduce_classmethod,
     property: _reduce_property,
+    types.MappingProxyType: _reduce_mappingproxy,
 }
 
 
@@ -277,6 +323,8 @@ class _Pickler(_pickle.Pickler):
     def __init__(self, file: io.BytesIO, refs: list[object]) -> None:
         super().__init__(file, protocol=-1)    # pickle.HIGHEST_PROTOCOL
         self._refs = refs
+        if not _dataclass_sentinel_names:
+            _track_dataclass_sentinels()
 
     def persistent_id(self, obj: object) -> int | None:
         if _is_reference(obj):
@@ -300,6 +348,27 @@ class _Pickler(_pickle.Pickler):
         return NotImplemented
 
 
+def _cell_values(fn: types.FunctionType) -> list[Any]:
+    """What the function's closure cells hold, as they cross.
+
+    The annotation and type-parameter scopes of a class body (3.12+: PEP 695; 3.14: every
+    class's __annotate__) read class attributes through a ``__classdict__`` cell that holds
+    the whole class namespace, slot descriptors and all: only the names the code reads
+    cross, as for globals.
+    """
+    cells: list[Any] = []
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            value = _EMPTY_CELL
+        if name == "__classdict__" and type(value) is dict:
+            names = _global_names(fn.__code__)
+            value = {k: v for k, v in value.items() if k in names}
+        cells.append(value)
+    return cells
+
+
 def _reduce_function(fn: types.FunctionType) -> Any:
     code = fn.__code__
     module_name = fn.__module__
@@ -309,12 +378,7 @@ def _reduce_function(fn: types.FunctionType) -> Any:
         for name in _global_names(code):
             if name in fn_globals:
                 shipped[name] = fn_globals[name]
-    cells = []
-    for cell in fn.__closure__ or ():
-        try:
-            cells.append(cell.cell_contents)
-        except ValueError:
-            cells.append(_EMPTY_CELL)
+    cells = _cell_values(fn)
     state = {
         "globals": shipped,
         "defaults": fn.__defaults__,

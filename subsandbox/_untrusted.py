@@ -87,6 +87,9 @@ _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
+    # Data: a read-only view of a dict, a dataclasses sentinel by its name.
+    ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,
+    ("subsandbox._crossing", "_dataclass_sentinel"): _crossing._dataclass_sentinel,
     ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
     ("copyreg", "__newobj__"): copyreg.__newobj__,        # type: ignore[attr-defined]
     ("copyreg", "__newobj_ex__"): copyreg.__newobj_ex__,  # type: ignore[attr-defined]

@@ -85,6 +85,27 @@ def test_property_staticmethod_classmethod_and_new() -> None:
     """)
 
 
+def test_annotations() -> None:
+    # 3.14 evaluates a class's annotations lazily, with a function that reads the class
+    # namespace through a cell; that cell holds the whole namespace, descriptors and all.
+    run_kind("""
+        class Config:
+            Unit = str
+            retries: int = 3
+            unit: Unit = "s"
+
+        def inside(config):
+            assert Config.__annotations__ == {"retries": int, "unit": str}
+            assert (config.retries, config.unit) == (3, "s")
+            return Config()
+
+        def outside(config):
+            assert type(config) is Config and config.retries == 3
+
+        cross(Config, inside, outside)
+    """)
+
+
 def test_slots() -> None:
     run_kind("""
         class Point:
@@ -122,6 +143,90 @@ def test_slots() -> None:
             assert type(p) is Point and (p.x, p.y) == (6, 7)
 
         cross(lambda: Point3(1, 2, 3), inside, outside)
+    """)
+
+
+def test_dataclasses() -> None:
+    run_kind("""
+        import dataclasses
+
+        @dataclasses.dataclass(order=True)
+        class Item:
+            name: str
+            price: float = 0.0
+            tags: list = dataclasses.field(default_factory=list, compare=False,
+                                           metadata={"unit": "label"})
+            _: dataclasses.KW_ONLY
+            qty: int = 1
+
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class Key:
+            id: int
+
+        def inside(item):
+            fields = dataclasses.fields(item)
+            assert [f.name for f in fields] == ["name", "price", "tags", "qty"]
+            assert fields[0].default is dataclasses.MISSING and fields[1].default == 0.0
+            assert fields[2].default_factory is list and fields[2].metadata["unit"] == "label"
+            assert fields[3].kw_only and Item.__dataclass_params__.order
+            assert item == Item("pen", 1.5, ["a"], qty=2)
+            assert repr(item) == "Item(name='pen', price=1.5, tags=['a'], qty=2)"
+            assert dataclasses.asdict(item) == {"name": "pen", "price": 1.5, "tags": ["a"],
+                                                "qty": 2}
+            assert dataclasses.replace(item, qty=3).qty == 3
+            assert Item("a") < Item("b") and Item("x").tags == []
+            assert Item("x").tags is not Item("x").tags       # default_factory, each time
+            key = Key(1)
+            try:
+                key.id = 2
+            except dataclasses.FrozenInstanceError:
+                pass
+            else:
+                raise AssertionError("a frozen dataclass changed")
+            assert key == Key(1) and hash(key) == hash(Key(1)) and repr(key) == "Key(id=1)"
+            return Item("book", 9.0, ["b"]), key
+
+        def outside(result):
+            item, key = result
+            assert type(item) is Item and item == Item("book", 9.0, ["b"])
+            assert dataclasses.asdict(item)["tags"] == ["b"]
+            assert type(key) is Key and key == Key(1) and hash(key) == hash(Key(1))
+
+        cross(lambda: Item("pen", 1.5, ["a"], qty=2), inside, outside)
+    """)
+
+
+def test_namedtuples() -> None:
+    run_kind("""
+        import collections
+        import typing
+
+        Pair = collections.namedtuple("Pair", "left right", defaults=[0])
+
+        class Row(typing.NamedTuple):
+            id: int
+            label: str = "?"
+
+            def describe(self):
+                return f"{self.id}:{self.label}"
+
+        def inside(value):
+            pair, row = value
+            assert type(pair) is Pair and isinstance(pair, tuple) and pair == (1, 2)
+            assert (pair.left, pair.right) == (1, 2) and Pair._fields == ("left", "right")
+            assert Pair(5) == (5, 0) and Pair._make([7, 8]) == Pair(7, 8)
+            assert pair._replace(right=3) == (1, 3) and pair._asdict() == {"left": 1, "right": 2}
+            assert type(row) is Row and isinstance(row, tuple) and tuple(row) == (3, "x")
+            assert row.describe() == "3:x" and Row(4).label == "?"
+            assert Row._fields == ("id", "label") and Row._field_defaults == {"label": "?"}
+            return Pair(9, 10), Row(5, "y")
+
+        def outside(value):
+            pair, row = value
+            assert type(pair) is Pair and pair == (9, 10) and pair.right == 10
+            assert type(row) is Row and row.describe() == "5:y"
+
+        cross(lambda: (Pair(1, 2), Row(3, "x")), inside, outside)
     """)
 
 
