@@ -204,6 +204,8 @@ def _class_state(cls: type) -> dict[str, Any]:
 
 
 def _reduce_class(cls: type) -> Any:
+    if _is_enum(cls):
+        return _reduce_enum(cls)
     args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
             type(cls), _creation_namespace(cls))
     return _make_class, args, _class_state(cls), None, None, _fill_class
@@ -225,8 +227,85 @@ def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
         if attr == _ABC_REGISTRY:
             for subclass in value:
                 cls.register(subclass)  # type: ignore[attr-defined]
+        elif attr == _ENUM_MEMBER_ATTRS:
+            _fill_enum_members(cls, value)
         else:
             setattr(cls, attr, value)
+
+
+# -- enums ---------------------------------------------------------------------------------
+#
+# An enum's members are made by its metaclass while the class is made, so they cannot be
+# set afterwards like other attributes: the class is made from its members' values (as
+# cloudpickle does), each member crosses as ``Color(value)`` (Enum.__reduce_ex__), and so
+# is the very member of the class on the side where it arrives: ``is`` holds there.
+
+# What EnumType makes from the members and bases (3.12 to 3.14): made again, never sent.
+_ENUM_MADE = frozenset({
+    "_new_member_", "_use_args_", "_member_names_", "_member_map_", "_value2member_map_",
+    "_unhashable_values_", "_hashable_values_", "_unhashable_values_map_", "_member_type_",
+    "_value_repr_", "_boundary_", "_flag_mask_", "_singles_mask_", "_all_bits_",
+    "_inverted_", "_generate_next_value_", "__new__",
+})
+# A member's own attributes as the metaclass sets them; any other (set by the enum's
+# __init__ or __new__) crosses in the class's state under _ENUM_MEMBER_ATTRS.
+_ENUM_MEMBER_OWN = frozenset({"_value_", "_name_", "__objclass__", "_sort_order_"})
+_ENUM_MEMBER_ATTRS = "__subsandbox_enum_members__"
+
+
+def _is_enum(cls: type) -> bool:
+    enum = sys.modules.get("enum")  # not imported here: no enum, no enum class
+    return enum is not None and isinstance(cls, enum.EnumType)
+
+
+def _reduce_enum(cls: type) -> Any:
+    members: dict[str, Any] = dict(cls.__members__)  # type: ignore[attr-defined]
+    values = {name: member._value_ for name, member in members.items()}
+    # A Flag's boundary decides which values its metaclass accepts: made with the same one.
+    args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
+            type(cls), values, vars(cls).get("_boundary_"))
+    return _make_enum, args, _enum_state(cls), None, None, _fill_class
+
+
+def _enum_state(cls: type) -> dict[str, Any]:
+    """An enum's attributes less its members and what its metaclass makes of them, plus
+    the attributes its members got from its __init__ or __new__."""
+    members: dict[str, Any] = dict(cls.__members__)  # type: ignore[attr-defined]
+    state = {name: value for name, value in _class_state(cls).items()
+             if name not in _ENUM_MADE and name not in members}
+    extra = {name: own for name, member in members.items() if member._name_ == name
+             and (own := {k: v for k, v in getattr(member, "__dict__", {}).items()
+                          if k not in _ENUM_MEMBER_OWN})}
+    if extra:
+        state[_ENUM_MEMBER_ATTRS] = extra
+    return state
+
+
+def _make_enum(key: tuple[int, int], name: str, qualname: str, module_name: str,
+               bases: tuple[type, ...], metaclass: Any, values: dict[str, Any],
+               boundary: object) -> type:
+    cls = _rebuilt_classes.get(key)
+    if cls is None:
+        member = sys.modules["enum"].member  # the enum module came with the metaclass
+        namespace = metaclass.__prepare__(name, bases)
+        namespace["__module__"] = module_name
+        namespace["__qualname__"] = qualname
+        namespace[_KEY_ATTR] = key
+        for member_name, value in values.items():
+            # enum.member(): a member whatever its value is (a value with __get__ would
+            # otherwise be taken for a method). Aliases share a value, as they did.
+            namespace[member_name] = member(value)
+        kwargs = {} if boundary is None else {"boundary": boundary}
+        cls = metaclass(name, bases, namespace, **kwargs)
+        _rebuilt_classes[key] = cls
+    return cls
+
+
+def _fill_enum_members(cls: type, extra: dict[str, dict[str, Any]]) -> None:
+    for name, attrs in extra.items():
+        # Into the member's __dict__, as its __init__ or __new__ set them, past any
+        # __setattr__ the enum defines.
+        vars(getattr(cls, name)).update(attrs)
 
 
 # -- parts of classes that pickle cannot take ----------------------------------------------

@@ -86,6 +86,7 @@ def _type_of(obj: object) -> type:
 _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
+    ("subsandbox._crossing", "_make_enum"): _existing_class,
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
     # Data: a read-only view of a dict, a dataclasses sentinel by its name.
     ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,

@@ -230,6 +230,60 @@ def test_namedtuples() -> None:
     """)
 
 
+def test_enums() -> None:
+    run_kind("""
+        import enum
+
+        class Color(enum.Enum):
+            RED = 1
+            GREEN = 2
+            CRIMSON = 1                                # an alias of RED
+
+            def describe(self):
+                return f"{self.name}={self.value}"
+
+            @classmethod
+            def _missing_(cls, value):
+                return cls.RED if value == "r" else None
+
+        class Perm(enum.IntFlag):
+            R = 4
+            W = 2
+            X = 1
+            RW = 6
+
+        class Planet(enum.Enum):
+            EARTH = (5.97e24, 6.37e6)
+
+            def __init__(self, mass, radius):
+                self.mass, self.radius = mass, radius
+
+        class Level(str, enum.Enum):
+            LOW = "low"
+
+        def inside(value):
+            color, again, perm, planet, level = value
+            # One member is one object on this side too: the argument's, the class's own.
+            assert color is again is Color.RED is Color(1) is Color["RED"] is Color.CRIMSON
+            assert (color.name, color.value, color.describe()) == ("RED", 1, "RED=1")
+            assert Color("r") is Color.RED and list(Color) == [Color.RED, Color.GREEN]
+            assert perm is Perm.RW and perm == 6 and Perm.R | Perm.W is perm
+            assert Perm.X in Perm(7) and Perm(5).value == 5
+            assert planet is Planet.EARTH and (planet.mass, planet.radius) == (5.97e24, 6.37e6)
+            assert level is Level.LOW and level == "low" and isinstance(level, str)
+            return Color.GREEN, Color.GREEN, Perm(5), Planet.EARTH
+
+        def outside(value):
+            green, again, perm, planet = value
+            assert green is again is Color.GREEN and green.describe() == "GREEN=2"
+            assert perm is Perm(5) and perm == Perm.R | Perm.X
+            assert planet is Planet.EARTH and planet.mass == 5.97e24
+
+        cross(lambda: (Color.RED, Color.RED, Perm.RW, Planet.EARTH, Level.LOW),
+              inside, outside)
+    """)
+
+
 def test_abstract_base_classes() -> None:
     run_kind("""
         import abc
