@@ -145,12 +145,12 @@ _EMPTY_CELL = _EmptyCell()
 # dataclasses sentinels) get reducers of their own, below.
 
 # Never shipped as attributes: made by type() itself (__dict__, __weakref__), sent to
-# _make_class (__module__, __qualname__, and __slots__ in the namespace the class is made
-# with), or handled apart (_abc_impl). __classdictcell__ (3.14) is the cell that gives a
-# class's annotate function the class namespace, which typing.NamedTuple copies into its
-# class; that function crosses with the part of the namespace it reads (_cell_values).
+# _make_class (__module__, __qualname__, and __slots__ and __orig_bases__ in the namespace
+# the class is made with), or handled apart (_abc_impl). __classdictcell__ (3.14) is the
+# cell that gives a class's annotate function the class namespace, which typing.NamedTuple
+# copies into its class; that function crosses with the part it reads (_cell_values).
 _CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__",
-                         "__classdictcell__", "_abc_impl", _KEY_ATTR})
+                         "__orig_bases__", "__classdictcell__", "_abc_impl", _KEY_ATTR})
 
 # A key of a class's state that is no attribute: the classes registered as virtual
 # subclasses of an abc.ABC, registered again on the other side.
@@ -175,10 +175,14 @@ def _creation_namespace(cls: type) -> dict[str, Any] | None:
     """What must already be in the namespace when the class is made.
 
     Its ``__slots__``, which ``type()`` turns into member descriptors (those cannot be
-    made afterwards).
+    made afterwards), and its ``__orig_bases__`` (``Generic[T]``), which
+    ``Generic.__init_subclass__`` reads as the class is made: without them it refuses a
+    class whose base is plain ``Generic``.
     """
     own = vars(cls)
     namespace: dict[str, Any] = {}
+    if "__orig_bases__" in own:
+        namespace["__orig_bases__"] = own["__orig_bases__"]
     if "__slots__" in own:
         slots = own["__slots__"]
         if not isinstance(slots, (str, tuple, list, dict)):
@@ -206,6 +210,8 @@ def _class_state(cls: type) -> dict[str, Any]:
 def _reduce_class(cls: type) -> Any:
     if _is_enum(cls):
         return _reduce_enum(cls)
+    if not _typevars_tracked and _GENERIC_ATTRS.intersection(vars(cls)):
+        _track_typevars()
     args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
             type(cls), _creation_namespace(cls))
     return _make_class, args, _class_state(cls), None, None, _fill_class
@@ -389,6 +395,62 @@ def _dataclass_sentinel(name: str) -> object:
     return getattr(importlib.import_module("dataclasses"), name)
 
 
+# -- type variables ------------------------------------------------------------------------
+#
+# A TypeVar pickles by its name in its module, where the other side cannot find one of the
+# main script (``T = TypeVar("T")``) or of a PEP 695 class (``class Box[T]``): those cross
+# by value, under a key as classes do, so that one TypeVar is one object on each side
+# (``Box[T]`` is only the same alias with the same ``T``).
+
+_TYPEVAR_KINDS = ("TypeVar", "ParamSpec", "TypeVarTuple")
+# A class with one of these attributes has type variables: their reducers are needed.
+_GENERIC_ATTRS = frozenset({"__orig_bases__", "__parameters__", "__type_params__"})
+_rebuilt_typevars: dict[tuple[int, int], object] = {}
+_typevar_keys: dict[int, tuple[int, int]] = {}  # by id() of the TypeVar, held in the above
+_typevars_tracked = False
+
+
+def _track_typevars() -> None:
+    """Give the type variables' types a reducer: done the first time a generic class (or,
+    with ``typing`` imported, anything) is pickled here, so that a sandbox that never
+    meets one does not import even the small builtin ``_typing``."""
+    global _typevars_tracked
+    typing_types = importlib.import_module("_typing")
+    for kind in _TYPEVAR_KINDS:
+        _REDUCERS[getattr(typing_types, kind)] = _reduce_typevar
+    _typevars_tracked = True
+
+
+def _reduce_typevar(tv: Any) -> Any:
+    module = sys.modules.get(tv.__module__)
+    if tv.__module__ not in _MAIN_MODULES and getattr(module, tv.__name__, None) is tv:
+        return NotImplemented  # found by name on the other side, as pickle does it
+    key = _typevar_keys.get(id(tv))
+    if key is None:
+        key = (_core.interpreter_id(), id(tv))
+        _typevar_keys[id(tv)] = key
+        _rebuilt_typevars[key] = tv  # so that it comes back as itself
+    options = {option: getattr(tv, f"__{option}__")
+               for option in ("bound", "covariant", "contravariant", "infer_variance")
+               if hasattr(tv, f"__{option}__")}
+    if getattr(tv, "has_default", None) is not None and tv.has_default():  # 3.13+
+        options["default"] = tv.__default__
+    constraints = getattr(tv, "__constraints__", ())
+    return _make_typevar, (key, type(tv).__name__, tv.__name__, constraints, options)
+
+
+def _make_typevar(key: tuple[int, int], kind: str, name: str, constraints: tuple[Any, ...],
+                  options: dict[str, Any]) -> object:
+    tv = _rebuilt_typevars.get(key)
+    if tv is None:
+        if kind not in _TYPEVAR_KINDS:
+            raise ValueError(f"{kind!r} is not a kind of type variable")
+        tv = getattr(importlib.import_module("_typing"), kind)(name, *constraints, **options)
+        _rebuilt_typevars[key] = tv
+        _typevar_keys[id(tv)] = key
+    return tv
+
+
 # Reducers by exact type, looked up for every object the pickler meets: one dict lookup.
 _REDUCERS: dict[type, Callable[[Any], Any]] = {
     staticmethod: _reduce_staticmethod,
@@ -404,6 +466,8 @@ class _Pickler(_pickle.Pickler):
         self._refs = refs
         if not _dataclass_sentinel_names:
             _track_dataclass_sentinels()
+        if not _typevars_tracked and "typing" in sys.modules:
+            _track_typevars()
 
     def persistent_id(self, obj: object) -> int | None:
         if _is_reference(obj):

@@ -77,6 +77,15 @@ def _existing_class(key: tuple[int, int], name: str, *rest: object) -> type:
     return cls
 
 
+def _existing_typevar(key: tuple[int, int], kind: str, name: str, *rest: object) -> object:
+    tv = _crossing._rebuilt_typevars.get(key)
+    if tv is None:
+        raise pickle.UnpicklingError(
+            f"the {kind} {name!r} was made inside the sandbox; a sandbox under a policy can "
+            f"only return the type variables this interpreter already has")
+    return tv
+
+
 def _type_of(obj: object) -> type:
     """``type`` as pickle needs it here: ``type(None)``, and a class's metaclass (which
     ``_existing_class`` does not use). Never the three-argument form that makes a class."""
@@ -87,6 +96,7 @@ _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
     ("subsandbox._crossing", "_make_enum"): _existing_class,
+    ("subsandbox._crossing", "_make_typevar"): _existing_typevar,
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
     # Data: a read-only view of a dict, a dataclasses sentinel by its name.
     ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,

@@ -323,6 +323,47 @@ def test_abstract_base_classes() -> None:
     """)
 
 
+def test_generic_classes_and_their_type_variables() -> None:
+    run_kind("""
+        import typing
+
+        T = typing.TypeVar("T", bound=int)
+
+        class Box(typing.Generic[T]):
+            def __init__(self, value: T):
+                self.value = value
+
+            def get(self) -> T:
+                return self.value
+
+        class IntBox(Box[int]):
+            pass
+
+        class Pair[K, V]:                                  # PEP 695
+            def __init__(self, key: K, value: V):
+                self.key, self.value = key, value
+
+        def inside(value):
+            box, int_box, pair, tv = value
+            # One TypeVar is one object on this side too: Box[T] is only Box[T] with it.
+            assert tv is T and Box.__parameters__ == (T,) and T.__bound__ is int
+            assert Box[T] == Box[tv] and IntBox.__orig_bases__ == (Box[int],)
+            assert typing.get_args(IntBox.__orig_bases__[0]) == (int,)
+            assert box.get() == 1 and int_box.get() == 2 and isinstance(int_box, Box)
+            k, v = Pair.__type_params__
+            assert (k.__name__, v.__name__) == ("K", "V") and Pair.__parameters__ == (k, v)
+            assert (pair.key, pair.value) == ("a", 3)
+            return Box(4), T, Pair.__type_params__[0]
+
+        def outside(value):
+            box, tv, k = value
+            assert type(box) is Box and box.get() == 4
+            assert tv is T and k is Pair.__type_params__[0]
+
+        cross(lambda: (Box(1), IntBox(2), Pair("a", 3), T), inside, outside)
+    """)
+
+
 def test_classes_cross_into_and_out_of_a_sandbox_under_a_policy() -> None:
     # Under a policy the caller loads results with a restricted unpickler: the script's own
     # class comes back with its methods and properties (dropped, the class stays as it
