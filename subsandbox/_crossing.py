@@ -229,6 +229,11 @@ def _make_class(key: tuple[int, int], name: str, qualname: str, module_name: str
 
 
 def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
+    if _KEY_ATTR not in vars(cls):
+        # The class came back to the interpreter that defined it: it stays as its own code
+        # made it (as under a policy, see _untrusted), and what the other side sent, its
+        # copies of the methods and of its enum members' data, is dropped.
+        return
     for attr, value in attrs.items():
         if attr == _ABC_REGISTRY:
             for subclass in value:

@@ -364,6 +364,33 @@ def test_generic_classes_and_their_type_variables() -> None:
     """)
 
 
+def test_a_class_that_comes_back_is_left_as_its_script_defined_it() -> None:
+    # A result of a __main__ class brings the class's attributes as the other side holds
+    # them; the class that comes back is the script's own, and stays as the script made it.
+    result = run_script("""
+        import enum
+        import subsandbox
+
+        class Point:
+            def norm(self):
+                return 1
+
+        class Planet(enum.Enum):
+            EARTH = 1
+
+            def __init__(self, value):
+                self.moons = ["moon"]
+
+        before = (Point.norm, Planet.EARTH.moons)
+        with subsandbox.Sandbox() as sb:
+            p, planet = sb.call(lambda: (Point(), Planet.EARTH))
+        assert type(p) is Point and Point.norm is before[0]
+        assert planet is Planet.EARTH and planet.moons is before[1]
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
 def test_classes_cross_into_and_out_of_a_sandbox_under_a_policy() -> None:
     # Under a policy the caller loads results with a restricted unpickler: the script's own
     # class comes back with its methods and properties (dropped, the class stays as it
