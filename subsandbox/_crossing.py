@@ -166,6 +166,12 @@ def _class_key(cls: type) -> tuple[int, int]:
     return key
 
 
+def _cannot_cross(cls: type, why: str) -> TypeError:
+    return TypeError(f"the class {cls.__qualname__!r} is defined in the main script, so it "
+                     f"would cross by value, and {why}: define it in an importable module, "
+                     f"which the other side imports by name")
+
+
 def _is_own_slot(cls: type, value: object) -> bool:
     """True for the member descriptor ``type()`` made for one of ``cls``'s __slots__."""
     return type(value) is types.MemberDescriptorType and value.__objclass__ is cls
@@ -210,6 +216,11 @@ def _class_state(cls: type) -> dict[str, Any]:
 def _reduce_class(cls: type) -> Any:
     if _is_enum(cls):
         return _reduce_enum(cls)
+    if type(cls).__module__ == "typing" and type(cls).__name__ == "_TypedDictMeta":
+        # typing makes a TypedDict class from its annotations with helpers of its own, each
+        # version its own way; its instances are plain dicts, and cross as such.
+        raise _cannot_cross(cls, "a TypedDict class cannot be made again from its "
+                                 "attributes")
     if not _typevars_tracked and _GENERIC_ATTRS.intersection(vars(cls)):
         _track_typevars()
     args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
@@ -222,10 +233,35 @@ def _make_class(key: tuple[int, int], name: str, qualname: str, module_name: str
                 namespace: dict[str, Any] | None = None) -> type:
     cls = _rebuilt_classes.get(key)
     if cls is None:
-        cls = metaclass(name, bases, {**(namespace or {}), "__module__": module_name,
-                                      "__qualname__": qualname, _KEY_ATTR: key})
+        with _Making(qualname):
+            cls = metaclass(name, bases, {**(namespace or {}), "__module__": module_name,
+                                          "__qualname__": qualname, _KEY_ATTR: key})
         _rebuilt_classes[key] = cls
     return cls
+
+
+class _Making:
+    """Names the class when making it again fails on this side.
+
+    The usual cause: a base's ``__init_subclass__`` or the metaclass needs the keyword
+    arguments of the class statement (``class C(Base, option=1)``), which no class keeps.
+    """
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if isinstance(exc, TypeError):
+            raise TypeError(
+                f"the class {self.qualname!r} crossed by value from the main script, and "
+                f"could not be made again on this side ({exc}); a class whose making needs "
+                f"the keyword arguments of its class statement cannot cross by value: "
+                f"define it in an importable module, which this side imports by name"
+            ) from exc
 
 
 def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
@@ -271,6 +307,13 @@ def _is_enum(cls: type) -> bool:
 
 def _reduce_enum(cls: type) -> Any:
     members: dict[str, Any] = dict(cls.__members__)  # type: ignore[attr-defined]
+    if cls._member_type_ is not object and any(  # type: ignore[attr-defined]
+            "__new_member__" in vars(base) for base in cls.__mro__
+            if base.__module__ in _MAIN_MODULES):
+        # Its members were made by its own __new__, from the data type it mixes in: made
+        # again from their values by the data type's own __new__, they could hold other data.
+        raise _cannot_cross(cls, "its members, made by its own __new__ from a data type, "
+                                 "cannot be made again from their values")
     values = {name: member._value_ for name, member in members.items()}
     # A Flag's boundary decides which values its metaclass accepts: made with the same one.
     args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
@@ -307,7 +350,8 @@ def _make_enum(key: tuple[int, int], name: str, qualname: str, module_name: str,
             # otherwise be taken for a method). Aliases share a value, as they did.
             namespace[member_name] = member(value)
         kwargs = {} if boundary is None else {"boundary": boundary}
-        cls = metaclass(name, bases, namespace, **kwargs)
+        with _Making(qualname):
+            cls = metaclass(name, bases, namespace, **kwargs)
         _rebuilt_classes[key] = cls
     return cls
 
@@ -581,30 +625,64 @@ def _diagnose(obj: object, exc: Exception, path: str = "", depth: int = 0) -> st
     Only runs after a failure, so it may be slow.
     """
     if depth < 8:
-        parts: list[tuple[str, object]] = []
-        if isinstance(obj, types.FunctionType) and not _importable(obj):
-            label = path or f"function {obj.__qualname__!r}"
-            for name in sorted(_global_names(obj.__code__)):
-                if name in obj.__globals__:
-                    parts.append((f"{label} uses the global {name!r}, and it",
-                                  obj.__globals__[name]))
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
-                try:
-                    parts.append((f"{label} uses the free variable {name!r}, and it",
-                                  cell.cell_contents))
-                except ValueError:
-                    pass
-            for i, default in enumerate(obj.__defaults__ or ()):
-                parts.append((f"{label}'s default #{i}", default))
-        elif isinstance(obj, (tuple, list)):
-            parts = [(f"{path}[{i}]" if path else f"item {i}", v) for i, v in enumerate(obj)]
-        elif isinstance(obj, dict):
-            parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v)
-                     for k, v in obj.items()]
-        for label, value in parts:
+        for label, value, by_value in _parts(obj, path):
             inner = _try_pickle(value)
             if inner is not None:
-                return _diagnose(value, inner, label, depth + 1)
-    kind = type(obj).__qualname__
-    where = f"{path} is a {kind}" if path else f"a {kind}"
+                found = _diagnose(value, inner, label, depth + 1)
+                if by_value is not None:
+                    # What to do about it: the class itself, by name, needs none of this.
+                    found += (f"; define the class {by_value.__qualname__!r} in an "
+                              f"importable module: defined in the main script, it crosses "
+                              f"by value, with all its attributes")
+                return found
+    what = (f"the class {obj.__qualname__!r}" if isinstance(obj, type)
+            else f"a {type(obj).__qualname__}")
+    where = f"{path} is {what}" if path else what
     return f"{where}, which cannot be pickled ({exc})"
+
+
+# A part of an object that crosses with it: (label for the message, the part, the class
+# crossing by value that holds it, if any).
+_Part = tuple[str, object, "type | None"]
+
+
+def _parts(obj: object, path: str) -> list[_Part]:
+    """The parts of ``obj`` that cross with it."""
+    parts: list[_Part] = []
+    if isinstance(obj, types.FunctionType) and not _importable(obj):
+        label = path or f"function {obj.__qualname__!r}"
+        for name in sorted(_global_names(obj.__code__)):
+            if name in obj.__globals__:
+                parts.append((f"{label} uses the global {name!r}, and it",
+                              obj.__globals__[name], None))
+        for name, value in zip(obj.__code__.co_freevars, _cell_values(obj)):
+            if value is not _EMPTY_CELL:
+                parts.append((f"{label} uses the free variable {name!r}, and it", value, None))
+        for i, default in enumerate(obj.__defaults__ or ()):
+            parts.append((f"{label}'s default #{i}", default, None))
+    elif isinstance(obj, (tuple, list)):
+        parts = [(f"{path}[{i}]" if path else f"item {i}", v, None) for i, v in enumerate(obj)]
+    elif isinstance(obj, dict):
+        parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v, None)
+                 for k, v in obj.items()]
+    elif isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
+        who = f"the class {obj.__qualname__!r}"
+        parts = _class_parts(obj, f"{path} is {who}, which" if path else who)
+    elif type(obj).__module__ in _MAIN_MODULES:
+        # An instance of a class that crosses by value: the class's attributes, then its own.
+        kind = type(obj).__qualname__
+        parts = _class_parts(type(obj), f"{path} is a {kind}, whose class" if path
+                             else f"a {kind}, whose class")
+        parts += [(f"{path}.{name}" if path else f"the {kind}'s attribute {name!r}", value,
+                   None) for name, value in getattr(obj, "__dict__", {}).items()
+                  if value is not type(obj)]  # an enum member's __objclass__: done above
+    return parts
+
+
+def _class_parts(cls: type, who: str) -> list[_Part]:
+    state = _enum_state(cls) if _is_enum(cls) else _class_state(cls)
+    parts: list[_Part] = [(f"{who} has the base {base.__qualname__!r}, and it", base, cls)
+                          for base in cls.__bases__]
+    parts += [(f"{who} has the attribute {name!r}, and it", value, cls)
+              for name, value in state.items()]
+    return parts

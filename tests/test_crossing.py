@@ -436,6 +436,57 @@ def test_classes_cross_into_and_out_of_a_sandbox_under_a_policy() -> None:
     assert result.stdout.strip() == "ok"
 
 
+def test_what_cannot_cross_names_the_class_and_what_to_do() -> None:
+    result = run_script("""
+        import enum
+        import threading
+        import typing
+        import subsandbox
+
+        class Holder:
+            lock = threading.Lock()
+
+        class Coord(bytes, enum.Enum):
+            def __new__(cls, value, label):
+                member = bytes.__new__(cls, [value])
+                member._value_, member.label = value, label
+                return member
+
+            PX = (0, "P.X")
+
+        class Movie(typing.TypedDict):                     # its instances are dicts
+            title: str
+
+        class Plugin:
+            def __init_subclass__(cls, /, name, **kwargs):
+                super().__init_subclass__(**kwargs)
+                cls.name = name
+
+        class Zip(Plugin, name="zip"):                     # made with a keyword argument
+            pass
+
+        with subsandbox.Sandbox() as sb:
+            for value in (Holder(), Coord.PX, Movie, Zip()):
+                try:
+                    sb.call(print, value)
+                except TypeError as exc:
+                    print(exc)
+                else:
+                    print("crossed")
+            assert sb.call(len, Movie(title="x")) == 1
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    holder, coord, movie, plugin = result.stdout.splitlines()
+    assert "'Holder'" in holder and "attribute 'lock'" in holder, holder
+    assert "define the class 'Holder' in an importable module" in holder, holder
+    for line, name in ((coord, "'Coord'"), (movie, "'Movie'"), (plugin, "'Zip'")):
+        assert name in line and "importable module" in line, line
+    assert "TypedDict" in movie and "keyword arguments" in plugin
+    assert "mappingproxy" not in holder + coord
+
+
+# -- the main script of a multiprocessing child ---------------------------------------------
+
 def test_functions_of_a_spawned_childs_main_script_cross_by_value(tmp_path: Path) -> None:
     # A spawn (or forkserver) child runs the parent's script as the module __mp_main__,
     # which no sandbox can import: its functions and classes must cross by value.
