@@ -5,10 +5,13 @@ Three ways, tried in this order for every object:
 1. By reference, zero copy: shared objects (``subsandbox.share``), channels and arena
    handles are set aside by the pickler and travel through the C channel as pointers.
 2. Functions the other side cannot import by name (defined in ``__main__``, a script, a
-   notebook or a REPL; lambdas; nested functions) travel as their code object
-   (``marshal``) plus the values of the globals, closure cells and defaults they use, and
-   are rebuilt there, as cloudpickle does. Classes defined in ``__main__`` travel the same
-   way. Modules travel by name.
+   notebook or a REPL, or ``__mp_main__``, the main script of a multiprocessing child;
+   lambdas; nested functions) travel as their code object (``marshal``) plus the values
+   of the globals, closure cells and defaults they use, and are rebuilt there, as
+   cloudpickle does. Classes defined in ``__main__`` travel the same way: what ``type()``
+   needs to make them again, then their attributes (methods, properties, slots,
+   dataclass fields, enum members...; see "classes by value" below). Modules travel by
+   name.
 3. Everything else is pickled (by reference for importable functions and classes).
 
 What cannot cross raises ``TypeError`` that names the part at fault and why.
