@@ -5,10 +5,13 @@ Three ways, tried in this order for every object:
 1. By reference, zero copy: shared objects (``subsandbox.share``), channels and arena
    handles are set aside by the pickler and travel through the C channel as pointers.
 2. Functions the other side cannot import by name (defined in ``__main__``, a script, a
-   notebook or a REPL; lambdas; nested functions) travel as their code object
-   (``marshal``) plus the values of the globals, closure cells and defaults they use, and
-   are rebuilt there, as cloudpickle does. Classes defined in ``__main__`` travel the same
-   way. Modules travel by name.
+   notebook or a REPL, or ``__mp_main__``, the main script of a multiprocessing child;
+   lambdas; nested functions) travel as their code object (``marshal``) plus the values
+   of the globals, closure cells and defaults they use, and are rebuilt there, as
+   cloudpickle does. Classes defined in ``__main__`` travel the same way: what ``type()``
+   needs to make them again, then their attributes (methods, properties, slots,
+   dataclass fields, enum members...; see "classes by value" below). Modules travel by
+   name.
 3. Everything else is pickled (by reference for importable functions and classes).
 
 What cannot cross raises ``TypeError`` that names the part at fault and why.
@@ -44,6 +47,12 @@ _is_reference: Callable[[object], bool] = _core._is_reference
 _rebuilt_classes: dict[tuple[int, int], type] = {}
 _KEY_ATTR = "__subsandbox_key__"
 
+# The names of the main script's module: a multiprocessing spawn or forkserver child runs
+# the parent's script as "__mp_main__" (and also calls it __main__), a name no other
+# interpreter can import, so what it defines crosses by value just as __main__'s does.
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+
+
 def _global_names(code: types.CodeType) -> set[str]:
     """Names a code object (and the code nested in it) may look up as globals.
 
@@ -64,7 +73,7 @@ def _importable(obj: Any) -> bool:
     """True when ``obj`` is reachable by ``module.qualname`` as the very same object."""
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if not module_name or not qualname or module_name == "__main__":
+    if not module_name or not qualname or module_name in _MAIN_MODULES:
         return False
     if "<locals>" in qualname or "<lambda>" in qualname:
         return False
@@ -89,7 +98,7 @@ def _function_globals(module_name: str | None) -> dict[str, Any]:
     A function from the sender's ``__main__`` runs in this interpreter's ``__main__``; one
     nested in an importable module gets that module's namespace here.
     """
-    if module_name in (None, "__main__"):
+    if module_name is None or module_name in _MAIN_MODULES:
         return _main_globals()
     try:
         return importlib.import_module(module_name).__dict__
@@ -128,28 +137,389 @@ class _EmptyCell:
 _EMPTY_CELL = _EmptyCell()
 
 
+# -- classes by value ----------------------------------------------------------------------
+#
+# As cloudpickle does: a class crosses as (1) what ``type()`` needs to make it, its name,
+# bases, metaclass and ``__slots__``, then (2) its attributes, set on it once it exists.
+# Its methods and whatever else may refer back to the class are in (2), so a class that
+# names itself crosses as one graph through pickle's memo. The attributes ``type()`` makes
+# by itself (slot descriptors, ``__dict__``) are left for it to make again, and the
+# objects pickle cannot take (staticmethod, classmethod, property, mappingproxy, the
+# dataclasses sentinels) get reducers of their own, below.
+
+# Never shipped as attributes: made by type() itself (__dict__, __weakref__), sent to
+# _make_class (__module__, __qualname__, and __slots__ and __orig_bases__ in the namespace
+# the class is made with), or handled apart (_abc_impl). __classdictcell__ (3.14) is the
+# cell that gives a class's annotate function the class namespace, which typing.NamedTuple
+# copies into its class; that function crosses with the part it reads (_cell_values).
+_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__",
+                         "__orig_bases__", "__classdictcell__", "_abc_impl", _KEY_ATTR})
+
+# A key of a class's state that is no attribute: the classes registered as virtual
+# subclasses of an abc.ABC, registered again on the other side.
+_ABC_REGISTRY = "__subsandbox_abc_registry__"
+
+
+def _class_key(cls: type) -> tuple[int, int]:
+    """The key a class crosses under: where it was defined, and its id() there."""
+    key: tuple[int, int] | None = vars(cls).get(_KEY_ATTR)
+    if key is None:
+        key = (_core.interpreter_id(), id(cls))
+        _rebuilt_classes[key] = cls  # so that it comes back as itself
+    return key
+
+
+def _cannot_cross(cls: type, why: str) -> TypeError:
+    return TypeError(f"the class {cls.__qualname__!r} is defined in the main script, so it "
+                     f"would cross by value, and {why}: define it in an importable module, "
+                     f"which the other side imports by name")
+
+
+def _is_own_slot(cls: type, value: object) -> bool:
+    """True for the member descriptor ``type()`` made for one of ``cls``'s __slots__."""
+    return type(value) is types.MemberDescriptorType and value.__objclass__ is cls
+
+
+def _creation_namespace(cls: type) -> dict[str, Any] | None:
+    """What must already be in the namespace when the class is made.
+
+    Its ``__slots__``, which ``type()`` turns into member descriptors (those cannot be
+    made afterwards), and its ``__orig_bases__`` (``Generic[T]``), which
+    ``Generic.__init_subclass__`` reads as the class is made: without them it refuses a
+    class whose base is plain ``Generic``.
+    """
+    own = vars(cls)
+    namespace: dict[str, Any] = {}
+    if "__orig_bases__" in own:
+        namespace["__orig_bases__"] = own["__orig_bases__"]
+    if "__slots__" in own:
+        slots = own["__slots__"]
+        if not isinstance(slots, (str, tuple, list, dict)):
+            # Any iterable will do for class creation; an iterator is used up by now, so
+            # the names come from the descriptors it made. Their names are already mangled,
+            # and a mangled name ("_C__x") is not mangled again.
+            slots = tuple(name for name, value in own.items() if _is_own_slot(cls, value))
+            slots += tuple(name for name in ("__dict__", "__weakref__") if name in own)
+        namespace["__slots__"] = slots
+    return namespace or None
+
+
+def _class_state(cls: type) -> dict[str, Any]:
+    """The attributes set on the class once it exists."""
+    state = {name: value for name, value in vars(cls).items()
+             if name not in _CLASS_SKIP and not _is_own_slot(cls, value)}
+    if "_abc_impl" in vars(cls):
+        # abc's registry is C data that pickle cannot take, and the other side's ABCMeta
+        # makes its own; the classes registered in it travel as a list.
+        refs = sys.modules["_abc"]._get_dump(cls)[0]
+        state[_ABC_REGISTRY] = [sub for sub in (ref() for ref in refs) if sub is not None]
+    return state
+
+
+def _reduce_class(cls: type) -> Any:
+    if _is_enum(cls):
+        return _reduce_enum(cls)
+    if type(cls).__module__ == "typing" and type(cls).__name__ == "_TypedDictMeta":
+        # typing makes a TypedDict class from its annotations with helpers of its own, each
+        # version its own way; its instances are plain dicts, and cross as such.
+        raise _cannot_cross(cls, "a TypedDict class cannot be made again from its "
+                                 "attributes")
+    if not _typevars_tracked and _GENERIC_ATTRS.intersection(vars(cls)):
+        _track_typevars()
+    args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
+            type(cls), _creation_namespace(cls))
+    return _make_class, args, _class_state(cls), None, None, _fill_class
+
+
 def _make_class(key: tuple[int, int], name: str, qualname: str, module_name: str,
-                bases: tuple[type, ...], metaclass: type) -> type:
+                bases: tuple[type, ...], metaclass: type,
+                namespace: dict[str, Any] | None = None) -> type:
     cls = _rebuilt_classes.get(key)
     if cls is None:
-        cls = metaclass(name, bases, {"__module__": module_name, "__qualname__": qualname,
-                                      _KEY_ATTR: key})
+        with _Making(qualname):
+            cls = metaclass(name, bases, {**(namespace or {}), "__module__": module_name,
+                                          "__qualname__": qualname, _KEY_ATTR: key})
         _rebuilt_classes[key] = cls
     return cls
 
 
+class _Making:
+    """Names the class when making it again fails on this side.
+
+    The usual cause: a base's ``__init_subclass__`` or the metaclass needs the keyword
+    arguments of the class statement (``class C(Base, option=1)``), which no class keeps.
+    """
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if isinstance(exc, TypeError):
+            raise TypeError(
+                f"the class {self.qualname!r} crossed by value from the main script, and "
+                f"could not be made again on this side ({exc}); a class whose making needs "
+                f"the keyword arguments of its class statement cannot cross by value: "
+                f"define it in an importable module, which this side imports by name"
+            ) from exc
+
+
 def _fill_class(cls: type, attrs: dict[str, Any]) -> None:
+    if _KEY_ATTR not in vars(cls):
+        # The class came back to the interpreter that defined it: it stays as its own code
+        # made it (as under a policy, see _untrusted), and what the other side sent, its
+        # copies of the methods and of its enum members' data, is dropped.
+        return
     for attr, value in attrs.items():
-        setattr(cls, attr, value)
+        if attr == _ABC_REGISTRY:
+            for subclass in value:
+                cls.register(subclass)  # type: ignore[attr-defined]
+        elif attr == _ENUM_MEMBER_ATTRS:
+            _fill_enum_members(cls, value)
+        else:
+            setattr(cls, attr, value)
 
 
-_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", _KEY_ATTR})
+# -- enums ---------------------------------------------------------------------------------
+#
+# An enum's members are made by its metaclass while the class is made, so they cannot be
+# set afterwards like other attributes: the class is made from its members' values (as
+# cloudpickle does), each member crosses as ``Color(value)`` (Enum.__reduce_ex__), and so
+# is the very member of the class on the side where it arrives: ``is`` holds there.
+
+# What EnumType makes from the members and bases (3.12 to 3.14): made again, never sent.
+_ENUM_MADE = frozenset({
+    "_new_member_", "_use_args_", "_member_names_", "_member_map_", "_value2member_map_",
+    "_unhashable_values_", "_hashable_values_", "_unhashable_values_map_", "_member_type_",
+    "_value_repr_", "_boundary_", "_flag_mask_", "_singles_mask_", "_all_bits_",
+    "_inverted_", "_generate_next_value_", "__new__",
+})
+# A member's own attributes as the metaclass sets them; any other (set by the enum's
+# __init__ or __new__) crosses in the class's state under _ENUM_MEMBER_ATTRS.
+_ENUM_MEMBER_OWN = frozenset({"_value_", "_name_", "__objclass__", "_sort_order_"})
+_ENUM_MEMBER_ATTRS = "__subsandbox_enum_members__"
+
+
+def _is_enum(cls: type) -> bool:
+    enum = sys.modules.get("enum")  # not imported here: no enum, no enum class
+    return enum is not None and isinstance(cls, enum.EnumType)
+
+
+def _reduce_enum(cls: type) -> Any:
+    members: dict[str, Any] = dict(cls.__members__)  # type: ignore[attr-defined]
+    if cls._member_type_ is not object and any(  # type: ignore[attr-defined]
+            "__new_member__" in vars(base) for base in cls.__mro__
+            if base.__module__ in _MAIN_MODULES):
+        # Its members were made by its own __new__, from the data type it mixes in: made
+        # again from their values by the data type's own __new__, they could hold other data.
+        raise _cannot_cross(cls, "its members, made by its own __new__ from a data type, "
+                                 "cannot be made again from their values")
+    values = {name: member._value_ for name, member in members.items()}
+    # A Flag's boundary decides which values its metaclass accepts: made with the same one.
+    args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
+            type(cls), values, vars(cls).get("_boundary_"))
+    return _make_enum, args, _enum_state(cls), None, None, _fill_class
+
+
+def _enum_state(cls: type) -> dict[str, Any]:
+    """An enum's attributes less its members and what its metaclass makes of them, plus
+    the attributes its members got from its __init__ or __new__."""
+    members: dict[str, Any] = dict(cls.__members__)  # type: ignore[attr-defined]
+    state = {name: value for name, value in _class_state(cls).items()
+             if name not in _ENUM_MADE and name not in members}
+    extra = {name: own for name, member in members.items() if member._name_ == name
+             and (own := {k: v for k, v in getattr(member, "__dict__", {}).items()
+                          if k not in _ENUM_MEMBER_OWN})}
+    if extra:
+        state[_ENUM_MEMBER_ATTRS] = extra
+    return state
+
+
+def _make_enum(key: tuple[int, int], name: str, qualname: str, module_name: str,
+               bases: tuple[type, ...], metaclass: Any, values: dict[str, Any],
+               boundary: object) -> type:
+    cls = _rebuilt_classes.get(key)
+    if cls is None:
+        member = sys.modules["enum"].member  # the enum module came with the metaclass
+        namespace = metaclass.__prepare__(name, bases)
+        namespace["__module__"] = module_name
+        namespace["__qualname__"] = qualname
+        namespace[_KEY_ATTR] = key
+        for member_name, value in values.items():
+            # enum.member(): a member whatever its value is (a value with __get__ would
+            # otherwise be taken for a method). Aliases share a value, as they did.
+            namespace[member_name] = member(value)
+        kwargs = {} if boundary is None else {"boundary": boundary}
+        with _Making(qualname):
+            cls = metaclass(name, bases, namespace, **kwargs)
+        _rebuilt_classes[key] = cls
+    return cls
+
+
+def _fill_enum_members(cls: type, extra: dict[str, dict[str, Any]]) -> None:
+    for name, attrs in extra.items():
+        # Into the member's __dict__, as its __init__ or __new__ set them, past any
+        # __setattr__ the enum defines.
+        vars(getattr(cls, name)).update(attrs)
+
+
+# -- parts of classes that pickle cannot take ----------------------------------------------
+
+# What staticmethod() and classmethod() copy from the function they wrap into their own
+# __dict__: made again by wrapping it again.
+_WRAPPER_COPIED = frozenset({"__module__", "__name__", "__qualname__", "__doc__",
+                             "__annotations__", "__annotate__", "__wrapped__"})
+
+
+def _wrapper_extra(wrapper: object) -> dict[str, Any] | None:
+    extra = {k: v for k, v in vars(wrapper).items() if k not in _WRAPPER_COPIED}
+    return extra or None
+
+
+def _reduce_staticmethod(obj: staticmethod[..., Any]) -> Any:
+    return _make_staticmethod, (obj.__func__,), _wrapper_extra(obj)
+
+
+def _make_staticmethod(fn: Callable[..., Any]) -> staticmethod[..., Any]:
+    return staticmethod(fn)
+
+
+def _reduce_classmethod(obj: classmethod[Any, ..., Any]) -> Any:
+    return _make_classmethod, (obj.__func__,), _wrapper_extra(obj)
+
+
+def _make_classmethod(fn: Callable[..., Any]) -> classmethod[Any, ..., Any]:
+    return classmethod(fn)
+
+
+def _reduce_property(obj: property) -> Any:
+    return _make_property, (obj.fget, obj.fset, obj.fdel, obj.__doc__)
+
+
+def _make_property(fget: Callable[[Any], Any] | None, fset: Callable[[Any, Any], None] | None,
+                   fdel: Callable[[Any], None] | None, doc: str | None) -> property:
+    return property(fget, fset, fdel, doc)
+
+
+def _reduce_mappingproxy(obj: types.MappingProxyType[Any, Any]) -> Any:
+    # A read-only view (a dataclass field's metadata): crosses as a view of a copy.
+    return _make_mappingproxy, (dict(obj),)
+
+
+def _make_mappingproxy(mapping: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
+    return types.MappingProxyType(mapping)
+
+
+# dataclasses tells its fields apart by identity with its own sentinels (a field is a field
+# when its _field_type `is _FIELD`, has no default when its default `is MISSING`): each
+# crosses by name, and is the other side's own.
+_DATACLASS_SENTINELS = ("MISSING", "KW_ONLY", "_FIELD", "_FIELD_CLASSVAR", "_FIELD_INITVAR",
+                        "_HAS_DEFAULT_FACTORY")
+_dataclass_sentinel_names: dict[int, str] = {}
+
+
+def _track_dataclass_sentinels() -> None:
+    """Give the sentinels' types a reducer, once dataclasses is imported here (never
+    imported by this module: nothing can hold a sentinel before)."""
+    dataclasses = sys.modules.get("dataclasses")
+    if dataclasses is None or _dataclass_sentinel_names:
+        return
+    for name in _DATACLASS_SENTINELS:
+        sentinel = getattr(dataclasses, name, None)
+        if sentinel is not None and not isinstance(sentinel, type):
+            _dataclass_sentinel_names[id(sentinel)] = name
+            _REDUCERS[type(sentinel)] = _reduce_dataclass_sentinel
+
+
+def _reduce_dataclass_sentinel(obj: object) -> Any:
+    name = _dataclass_sentinel_names.get(id(obj))
+    if name is None:
+        return NotImplemented  # another instance of the type: pickled as pickle would
+    return _dataclass_sentinel, (name,)
+
+
+def _dataclass_sentinel(name: str) -> object:
+    if name not in _DATACLASS_SENTINELS:
+        raise ValueError(f"{name!r} is not a dataclasses sentinel")
+    return getattr(importlib.import_module("dataclasses"), name)
+
+
+# -- type variables ------------------------------------------------------------------------
+#
+# A TypeVar pickles by its name in its module, where the other side cannot find one of the
+# main script (``T = TypeVar("T")``) or of a PEP 695 class (``class Box[T]``): those cross
+# by value, under a key as classes do, so that one TypeVar is one object on each side
+# (``Box[T]`` is only the same alias with the same ``T``).
+
+_TYPEVAR_KINDS = ("TypeVar", "ParamSpec", "TypeVarTuple")
+# A class with one of these attributes has type variables: their reducers are needed.
+_GENERIC_ATTRS = frozenset({"__orig_bases__", "__parameters__", "__type_params__"})
+_rebuilt_typevars: dict[tuple[int, int], object] = {}
+_typevar_keys: dict[int, tuple[int, int]] = {}  # by id() of the TypeVar, held in the above
+_typevars_tracked = False
+
+
+def _track_typevars() -> None:
+    """Give the type variables' types a reducer: done the first time a generic class (or,
+    with ``typing`` imported, anything) is pickled here, so that a sandbox that never
+    meets one does not import even the small builtin ``_typing``."""
+    global _typevars_tracked
+    typing_types = importlib.import_module("_typing")
+    for kind in _TYPEVAR_KINDS:
+        _REDUCERS[getattr(typing_types, kind)] = _reduce_typevar
+    _typevars_tracked = True
+
+
+def _reduce_typevar(tv: Any) -> Any:
+    module = sys.modules.get(tv.__module__)
+    if tv.__module__ not in _MAIN_MODULES and getattr(module, tv.__name__, None) is tv:
+        return NotImplemented  # found by name on the other side, as pickle does it
+    key = _typevar_keys.get(id(tv))
+    if key is None:
+        key = (_core.interpreter_id(), id(tv))
+        _typevar_keys[id(tv)] = key
+        _rebuilt_typevars[key] = tv  # so that it comes back as itself
+    options = {option: getattr(tv, f"__{option}__")
+               for option in ("bound", "covariant", "contravariant", "infer_variance")
+               if hasattr(tv, f"__{option}__")}
+    if getattr(tv, "has_default", None) is not None and tv.has_default():  # 3.13+
+        options["default"] = tv.__default__
+    constraints = getattr(tv, "__constraints__", ())
+    return _make_typevar, (key, type(tv).__name__, tv.__name__, constraints, options)
+
+
+def _make_typevar(key: tuple[int, int], kind: str, name: str, constraints: tuple[Any, ...],
+                  options: dict[str, Any]) -> object:
+    tv = _rebuilt_typevars.get(key)
+    if tv is None:
+        if kind not in _TYPEVAR_KINDS:
+            raise ValueError(f"{kind!r} is not a kind of type variable")
+        tv = getattr(importlib.import_module("_typing"), kind)(name, *constraints, **options)
+        _rebuilt_typevars[key] = tv
+        _typevar_keys[id(tv)] = key
+    return tv
+
+
+# Reducers by exact type, looked up for every object the pickler meets: one dict lookup.
+_REDUCERS: dict[type, Callable[[Any], Any]] = {
+    staticmethod: _reduce_staticmethod,
+    classmethod: _reduce_classmethod,
+    property: _reduce_property,
+    types.MappingProxyType: _reduce_mappingproxy,
+}
 
 
 class _Pickler(_pickle.Pickler):
     def __init__(self, file: io.BytesIO, refs: list[object]) -> None:
         super().__init__(file, protocol=-1)    # pickle.HIGHEST_PROTOCOL
         self._refs = refs
+        if not _dataclass_sentinel_names:
+            _track_dataclass_sentinels()
+        if not _typevars_tracked and "typing" in sys.modules:
+            _track_typevars()
 
     def persistent_id(self, obj: object) -> int | None:
         if _is_reference(obj):
@@ -158,33 +528,52 @@ class _Pickler(_pickle.Pickler):
         return None
 
     def reducer_override(self, obj: object) -> Any:
+        reduce = _REDUCERS.get(type(obj))
+        if reduce is not None:
+            return reduce(obj)
         if isinstance(obj, types.FunctionType) and not _importable(obj):
             return _reduce_function(obj)
-        if isinstance(obj, type) and obj.__module__ == "__main__" and not _importable(obj):
+        if isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
             return _reduce_class(obj)
         if isinstance(obj, types.ModuleType):
-            if obj.__name__ == "__main__":
+            if obj.__name__ in _MAIN_MODULES:
                 raise TypeError("the __main__ module itself cannot cross: pass the values "
                                 "you need from it")
             return importlib.import_module, (obj.__name__,)
         return NotImplemented
 
 
+def _cell_values(fn: types.FunctionType) -> list[Any]:
+    """What the function's closure cells hold, as they cross.
+
+    The annotation and type-parameter scopes of a class body (3.12+: PEP 695; 3.14: every
+    class's __annotate__) read class attributes through a ``__classdict__`` cell that holds
+    the whole class namespace, slot descriptors and all: only the names the code reads
+    cross, as for globals.
+    """
+    cells: list[Any] = []
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            value = _EMPTY_CELL
+        if name == "__classdict__" and type(value) is dict:
+            names = _global_names(fn.__code__)
+            value = {k: v for k, v in value.items() if k in names}
+        cells.append(value)
+    return cells
+
+
 def _reduce_function(fn: types.FunctionType) -> Any:
     code = fn.__code__
     module_name = fn.__module__
     shipped: dict[str, Any] = {}
-    if module_name in (None, "__main__") or module_name not in sys.modules:
+    if module_name is None or module_name in _MAIN_MODULES or module_name not in sys.modules:
         fn_globals = fn.__globals__
         for name in _global_names(code):
             if name in fn_globals:
                 shipped[name] = fn_globals[name]
-    cells = []
-    for cell in fn.__closure__ or ():
-        try:
-            cells.append(cell.cell_contents)
-        except ValueError:
-            cells.append(_EMPTY_CELL)
+    cells = _cell_values(fn)
     state = {
         "globals": shipped,
         "defaults": fn.__defaults__,
@@ -195,16 +584,6 @@ def _reduce_function(fn: types.FunctionType) -> Any:
     }
     args = (marshal.dumps(code), fn.__name__, fn.__qualname__, module_name, len(cells))
     return _make_function, args, state, None, None, _fill_function
-
-
-def _reduce_class(cls: type) -> Any:
-    attrs = {k: v for k, v in vars(cls).items() if k not in _CLASS_SKIP}
-    key = vars(cls).get(_KEY_ATTR)
-    if key is None:
-        key = (_core.interpreter_id(), id(cls))
-        _rebuilt_classes[key] = cls  # so that it comes back as itself
-    args = (key, cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__, type(cls))
-    return _make_class, args, attrs, None, None, _fill_class
 
 
 class _Unpickler(_pickle.Unpickler):
@@ -249,30 +628,64 @@ def _diagnose(obj: object, exc: Exception, path: str = "", depth: int = 0) -> st
     Only runs after a failure, so it may be slow.
     """
     if depth < 8:
-        parts: list[tuple[str, object]] = []
-        if isinstance(obj, types.FunctionType) and not _importable(obj):
-            label = path or f"function {obj.__qualname__!r}"
-            for name in sorted(_global_names(obj.__code__)):
-                if name in obj.__globals__:
-                    parts.append((f"{label} uses the global {name!r}, and it",
-                                  obj.__globals__[name]))
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
-                try:
-                    parts.append((f"{label} uses the free variable {name!r}, and it",
-                                  cell.cell_contents))
-                except ValueError:
-                    pass
-            for i, default in enumerate(obj.__defaults__ or ()):
-                parts.append((f"{label}'s default #{i}", default))
-        elif isinstance(obj, (tuple, list)):
-            parts = [(f"{path}[{i}]" if path else f"item {i}", v) for i, v in enumerate(obj)]
-        elif isinstance(obj, dict):
-            parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v)
-                     for k, v in obj.items()]
-        for label, value in parts:
+        for label, value, by_value in _parts(obj, path):
             inner = _try_pickle(value)
             if inner is not None:
-                return _diagnose(value, inner, label, depth + 1)
-    kind = type(obj).__qualname__
-    where = f"{path} is a {kind}" if path else f"a {kind}"
+                found = _diagnose(value, inner, label, depth + 1)
+                if by_value is not None:
+                    # What to do about it: the class itself, by name, needs none of this.
+                    found += (f"; define the class {by_value.__qualname__!r} in an "
+                              f"importable module: defined in the main script, it crosses "
+                              f"by value, with all its attributes")
+                return found
+    what = (f"the class {obj.__qualname__!r}" if isinstance(obj, type)
+            else f"a {type(obj).__qualname__}")
+    where = f"{path} is {what}" if path else what
     return f"{where}, which cannot be pickled ({exc})"
+
+
+# A part of an object that crosses with it: (label for the message, the part, the class
+# crossing by value that holds it, if any).
+_Part = tuple[str, object, "type | None"]
+
+
+def _parts(obj: object, path: str) -> list[_Part]:
+    """The parts of ``obj`` that cross with it."""
+    parts: list[_Part] = []
+    if isinstance(obj, types.FunctionType) and not _importable(obj):
+        label = path or f"function {obj.__qualname__!r}"
+        for name in sorted(_global_names(obj.__code__)):
+            if name in obj.__globals__:
+                parts.append((f"{label} uses the global {name!r}, and it",
+                              obj.__globals__[name], None))
+        for name, value in zip(obj.__code__.co_freevars, _cell_values(obj)):
+            if value is not _EMPTY_CELL:
+                parts.append((f"{label} uses the free variable {name!r}, and it", value, None))
+        for i, default in enumerate(obj.__defaults__ or ()):
+            parts.append((f"{label}'s default #{i}", default, None))
+    elif isinstance(obj, (tuple, list)):
+        parts = [(f"{path}[{i}]" if path else f"item {i}", v, None) for i, v in enumerate(obj)]
+    elif isinstance(obj, dict):
+        parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v, None)
+                 for k, v in obj.items()]
+    elif isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
+        who = f"the class {obj.__qualname__!r}"
+        parts = _class_parts(obj, f"{path} is {who}, which" if path else who)
+    elif type(obj).__module__ in _MAIN_MODULES:
+        # An instance of a class that crosses by value: the class's attributes, then its own.
+        kind = type(obj).__qualname__
+        parts = _class_parts(type(obj), f"{path} is a {kind}, whose class" if path
+                             else f"a {kind}, whose class")
+        parts += [(f"{path}.{name}" if path else f"the {kind}'s attribute {name!r}", value,
+                   None) for name, value in getattr(obj, "__dict__", {}).items()
+                  if value is not type(obj)]  # an enum member's __objclass__: done above
+    return parts
+
+
+def _class_parts(cls: type, who: str) -> list[_Part]:
+    state = _enum_state(cls) if _is_enum(cls) else _class_state(cls)
+    parts: list[_Part] = [(f"{who} has the base {base.__qualname__!r}, and it", base, cls)
+                          for base in cls.__bases__]
+    parts += [(f"{who} has the attribute {name!r}, and it", value, cls)
+              for name, value in state.items()]
+    return parts

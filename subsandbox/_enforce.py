@@ -740,6 +740,16 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         ("subsandbox._crossing", "_make_class"): _crossing._make_class,
         ("subsandbox._crossing", "_fill_class"): _crossing._fill_class,
         ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
+        # The parts of a class crossing by value: each makes one object from what crossed
+        # (a property from its functions, an enum from its metaclass and its values), and
+        # reaches nothing else.
+        ("subsandbox._crossing", "_make_enum"): _crossing._make_enum,
+        ("subsandbox._crossing", "_make_staticmethod"): _crossing._make_staticmethod,
+        ("subsandbox._crossing", "_make_classmethod"): _crossing._make_classmethod,
+        ("subsandbox._crossing", "_make_property"): _crossing._make_property,
+        ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,
+        ("subsandbox._crossing", "_dataclass_sentinel"): _crossing._dataclass_sentinel,
+        ("subsandbox._crossing", "_make_typevar"): _crossing._make_typevar,
         ("subsandbox._inside", "exec_source"): enforcer.exec_source,
         ("importlib", "import_module"): lambda name, package=None: enforcer._import(
             name, fromlist=("*",)),

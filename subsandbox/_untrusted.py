@@ -77,6 +77,15 @@ def _existing_class(key: tuple[int, int], name: str, *rest: object) -> type:
     return cls
 
 
+def _existing_typevar(key: tuple[int, int], kind: str, name: str, *rest: object) -> object:
+    tv = _crossing._rebuilt_typevars.get(key)
+    if tv is None:
+        raise pickle.UnpicklingError(
+            f"the {kind} {name!r} was made inside the sandbox; a sandbox under a policy can "
+            f"only return the type variables this interpreter already has")
+    return tv
+
+
 def _type_of(obj: object) -> type:
     """``type`` as pickle needs it here: ``type(None)``, and a class's metaclass (which
     ``_existing_class`` does not use). Never the three-argument form that makes a class."""
@@ -86,7 +95,12 @@ def _type_of(obj: object) -> type:
 _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
+    ("subsandbox._crossing", "_make_enum"): _existing_class,
+    ("subsandbox._crossing", "_make_typevar"): _existing_typevar,
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
+    # Data: a read-only view of a dict, a dataclasses sentinel by its name.
+    ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,
+    ("subsandbox._crossing", "_dataclass_sentinel"): _crossing._dataclass_sentinel,
     ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
     ("copyreg", "__newobj__"): copyreg.__newobj__,        # type: ignore[attr-defined]
     ("copyreg", "__newobj_ex__"): copyreg.__newobj_ex__,  # type: ignore[attr-defined]
@@ -109,11 +123,22 @@ class _ResultUnpickler(_crossing._Unpickler):
             ("subsandbox._crossing", "_make_function"): self._make_function,
             ("subsandbox._crossing", "_fill_function"): self._fill_function,
             ("subsandbox._crossing", "_fill_class"): self._keep_class,
+            # A method wrapper or property holds functions: inert too, and kept only with
+            # the caller's class state that holds it, with the functions inside it.
+            ("subsandbox._crossing", "_make_staticmethod"): self._make_wrapper,
+            ("subsandbox._crossing", "_make_classmethod"): self._make_wrapper,
+            ("subsandbox._crossing", "_make_property"): self._make_wrapper,
         }
 
     def _make_function(self, code: bytes, name: str, qualname: str, *rest: object) -> _Inert:
         inert = _Inert(qualname)
         self._inert[id(inert)] = inert
+        return inert
+
+    def _make_wrapper(self, *functions: object) -> _Inert:
+        inert = _Inert("a method or property")
+        self._inert[id(inert)] = inert
+        self._owned[id(inert)] = [f for f in functions if isinstance(f, _Inert)]
         return inert
 
     def _fill_function(self, fn: object, state: dict[str, Any]) -> None:
