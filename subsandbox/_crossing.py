@@ -30,6 +30,8 @@ import types
 # import re, enum and struct into every sandbox, and their strings stay for good once
 # it is destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
 import _pickle
+import _thread
+import _weakref
 
 # Not `import typing`: a sandbox that imports it keeps ~1,300 more strings for good
 # once destroyed (docs/lifecycle.md, "Memory of closed sandboxes").
@@ -106,17 +108,87 @@ def _function_globals(module_name: str | None) -> dict[str, Any]:
         return {"__builtins__": builtins, "__name__": module_name}
 
 
+# -- functions by value: where they live on arrival ------------------------------------------
+#
+# In a sandbox, a function of the caller's main script runs in the sandbox's own __main__,
+# a namespace that mirrors the caller's: the globals it names are written there (the
+# latest values win, as the caller's script would see them). The main interpreter's
+# __main__ is the user's program itself, never written by a function that arrives:
+#   - a function of its own that comes back (shipped to a sandbox, returned from there)
+#     is the very function it sent, found by its key;
+#   - any other (made in a sandbox) gets a namespace of its own, shared with the
+#     functions that arrive with it from the same namespace, as cloudpickle does.
+
+# Functions of this interpreter shipped by value, by key: each comes back as itself.
+# (The C modules _weakref and _thread, not weakref and threading: a sandbox imports this
+# module, and each module it imports costs every sandbox memory for good on 3.12/3.13:
+# docs/lifecycle.md.) A function rebuilt here carries the key of the one it copies in
+# its __dict__, as a class does (_KEY_ATTR).
+_shipped_functions: dict[tuple[int, int], Any] = {}     # key -> weak reference
+# The namespaces made in the current loads() for arriving functions, by the sender's
+# namespace (see above).
+_load_state = _thread._local()
+
+
+def _function_key(fn: types.FunctionType) -> tuple[int, int]:
+    key: tuple[int, int] | None = vars(fn).get(_KEY_ATTR)
+    if key is None:
+        key = (_core.interpreter_id(), id(fn))
+        if key not in _shipped_functions:
+            _shipped_functions[key] = _weakref.ref(fn, _ForgetShipped(key))
+    return key
+
+
+class _ForgetShipped:
+    """The weak reference's callback: the function is gone, and its id() may be reused."""
+
+    def __init__(self, key: tuple[int, int]) -> None:
+        self.key = key
+
+    def __call__(self, _ref: object) -> None:
+        _shipped_functions.pop(self.key, None)
+
+
+def _arrival_namespace(module_name: str | None, key: tuple[int, int],
+                       globals_id: int) -> dict[str, Any]:
+    if _core.interpreter_id() != 0 or module_name not in _MAIN_MODULES:
+        return _function_globals(module_name)
+    namespaces: dict[tuple[int, int], dict[str, Any]] | None = getattr(
+        _load_state, "namespaces", None)
+    if namespaces is None:
+        namespaces = {}     # not inside loads(): one namespace for this function alone
+    where = (key[0], globals_id)
+    namespace = namespaces.get(where)
+    if namespace is None:
+        namespace = namespaces[where] = {"__builtins__": builtins, "__name__": module_name}
+    return namespace
+
+
 def _make_function(code_bytes: bytes, name: str, qualname: str, module_name: str | None,
-                   ncells: int) -> types.FunctionType:
+                   ncells: int, key: tuple[int, int] | None = None,
+                   globals_id: int = 0) -> types.FunctionType:
+    if key is not None and key[0] == _core.interpreter_id():
+        ref = _shipped_functions.get(key)
+        original = ref() if ref is not None else None
+        if original is not None:
+            return original  # type: ignore[no-any-return]  # back home: left as it is
     code = marshal.loads(code_bytes)
     closure = tuple(types.CellType() for _ in range(ncells)) or None
-    fn = types.FunctionType(code, _function_globals(module_name), name, None, closure)
+    namespace = (_function_globals(module_name) if key is None
+                 else _arrival_namespace(module_name, key, globals_id))
+    fn = types.FunctionType(code, namespace, name, None, closure)
     fn.__qualname__ = qualname
     fn.__module__ = module_name  # type: ignore[assignment]
+    if key is not None:
+        vars(fn)[_KEY_ATTR] = key
     return fn
 
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
+    if _KEY_ATTR not in vars(fn):
+        # A function of this interpreter that came back: it keeps its own globals,
+        # defaults and closure; the copies the other side sent are dropped.
+        return
     # The globals are set after the function exists, so a function that calls itself
     # (or two that call each other) crosses as one graph, through pickle's memo.
     fn.__globals__.update(state["globals"])
@@ -579,10 +651,11 @@ def _reduce_function(fn: types.FunctionType) -> Any:
         "defaults": fn.__defaults__,
         "kwdefaults": fn.__kwdefaults__,
         "doc": fn.__doc__,
-        "dict": dict(fn.__dict__),
+        "dict": {k: v for k, v in vars(fn).items() if k != _KEY_ATTR},
         "closure": tuple(cells),
     }
-    args = (marshal.dumps(code), fn.__name__, fn.__qualname__, module_name, len(cells))
+    args = (marshal.dumps(code), fn.__name__, fn.__qualname__, module_name, len(cells),
+            _function_key(fn), id(fn.__globals__))
     return _make_function, args, state, None, None, _fill_function
 
 
@@ -611,7 +684,12 @@ def dumps(obj: object, what: str) -> tuple[bytes, tuple[object, ...]]:
 
 
 def loads(data: bytes, refs: tuple[object, ...]) -> Any:
-    return _Unpickler(io.BytesIO(data), refs).load()
+    outer = getattr(_load_state, "namespaces", None)
+    _load_state.namespaces = {}
+    try:
+        return _Unpickler(io.BytesIO(data), refs).load()
+    finally:
+        _load_state.namespaces = outer
 
 
 def _try_pickle(obj: object) -> Exception | None:

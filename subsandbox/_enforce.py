@@ -503,8 +503,11 @@ class _Enforcer:
         exec(code, self.main_dict)
 
     def make_function(self, code_bytes: bytes, name: str, qualname: str,
-                      module_name: str | None, ncells: int) -> types.FunctionType:
-        """A function that crossed by value: checked, with ``__main__``'s globals."""
+                      module_name: str | None, ncells: int,
+                      key: tuple[int, int] | None = None,
+                      globals_id: int = 0) -> types.FunctionType:
+        """A function that crossed by value: checked, with ``__main__``'s globals.
+        (Never one of this sandbox's own coming back: what it sends out is inert.)"""
         code = marshal.loads(code_bytes)
         if not isinstance(code, types.CodeType):
             raise TypeError("a function crossed without code")
@@ -513,6 +516,7 @@ class _Enforcer:
         fn = types.FunctionType(code, self.main_dict, name, None, closure)
         fn.__qualname__ = qualname
         fn.__module__ = module_name  # type: ignore[assignment]
+        vars(fn)[_crossing._KEY_ATTR] = key   # a copy: _crossing._fill_function fills it
         return fn
 
     def loads(self, data: bytes, refs: tuple[object, ...]) -> object:

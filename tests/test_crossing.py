@@ -525,3 +525,49 @@ def test_functions_of_a_spawned_childs_main_script_cross_by_value(tmp_path: Path
                             timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip() == "(49, 8)"
+
+
+# -- functions that come back ---------------------------------------------------------------
+
+def test_a_main_function_that_comes_back_is_itself_and_writes_no_global() -> None:
+    # A function of the main script returned by a sandbox (or a pool worker) used to be
+    # rebuilt into the caller's __main__ itself: every global it names was overwritten
+    # with the sandbox's copy (here `config`, a dict the program goes on using), and the
+    # function that came back was a copy, not the program's own.
+    result = run_script("""
+        import subsandbox
+
+        config = {"scale": 2}
+        original_config = config
+
+        def scaled(x):
+            return x * config["scale"]
+
+        def echo(value):
+            return value
+
+        def made_inside():
+            config = "the sandbox's own"        # a local: nothing to do with main's
+            def inner(y):
+                return (y, helper_name)
+            return inner
+
+        with subsandbox.Sandbox() as sb:
+            assert sb.call(echo, scaled) is scaled
+            assert sb.call(echo, (scaled, [scaled]))[1][0] is scaled
+            assert globals()["config"] is original_config
+            config["scale"] = 5
+            assert scaled(2) == 10
+            sb.exec("helper_name = 'set in the sandbox'")
+            got = sb.call(made_inside)
+            # A function made in the sandbox gets a namespace of its own here: it names
+            # no global of main's, and main's namespace gains nothing.
+            assert got.__globals__ is not globals() and got(1) == (1, "set in the sandbox")
+            assert "helper_name" not in globals() and "inner" not in globals()
+        with subsandbox.SandboxPoolExecutor(1) as ex:
+            assert ex.submit(echo, scaled).result() is scaled
+            assert globals()["config"] is original_config
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok", result.stdout
