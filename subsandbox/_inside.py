@@ -59,11 +59,14 @@ def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
     try:
         # Drop the traceback: frames cannot cross, and its text is sent instead. An
         # exception that pickles but cannot be rebuilt (its __init__ takes other
-        # arguments than .args) is caught here, where it is cheap to check.
+        # arguments than .args) is caught here, where it is cheap to check. The trial
+        # load goes through this sandbox's own loader: under a policy, the pickle is the
+        # sandbox code's choice, and the unrestricted loader would rebuild its functions
+        # with the real globals of any module they claim to come from.
         payload, refs = _crossing.dumps((exc.with_traceback(None), kind, text, formatted),
                                         "the exception")
-        _crossing.loads(payload, refs)
-    except Exception:
+        _loads(payload, refs)
+    except BaseException:  # noqa: BLE001 - a __reduce__ may raise SystemExit too
         payload, refs = _crossing.dumps((None, kind, text, formatted), "the exception")
     return "raised", payload, refs
 

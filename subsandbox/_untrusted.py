@@ -7,13 +7,28 @@ that would run the sandbox's choice of code in the caller's interpreter, outside
 policy. So the caller loads it with this unpickler, which builds data and nothing else:
 
 - builtin data types and exception classes, this package's exceptions and frozen types;
-- classes and functions of modules the policy lets the sandbox import (what the sandbox
-  could call itself; ``re._compile`` rebuilds a Pattern);
+- data classes of modules the policy lets the sandbox import: a class (never a function,
+  a metaclass, or a class whose instances are callable), of a module that is not one of
+  the standard library's modules of effects (files, processes, sockets, threads, code,
+  pickling: _EFFECT_MODULES); and a few reconstructors by name (``re._compile`` rebuilds
+  a Pattern, ``array._array_reconstructor`` an array);
 - the caller's own ``__main__`` classes, which come back as themselves (never rebuilt,
-  never changed: their attributes as the sandbox sent them are ignored).
+  never changed: their attributes as the sandbox sent them are ignored, and no part of
+  the pickle may set an attribute on any class: BUILD on a class is refused).
 
 Functions, classes defined inside the sandbox, modules and anything else are refused with
 an error that says what and why.
+
+Why so narrow. Pickle's REDUCE calls whatever callable is on the stack, with arguments
+the pickle chose: every function of a granted module, and every callable object a granted
+class makes (``operator.attrgetter``'s instances walk attributes up to ``eval``), would
+run here, in the caller, where the sandbox's audit hook does not refuse any effect. A
+class that is let through still runs its own ``__new__``/``__init__``/``__setstate__``
+here with arguments the sandbox chose: grant a sandbox only modules whose classes are
+data (docs/security.md).
+
+This loader is the pure-Python unpickler (``pickle._Unpickler``): the C one cannot be
+told to refuse one opcode (BUILD on a class).
 """
 
 from __future__ import annotations
@@ -33,6 +48,30 @@ _DATA_BUILTINS = frozenset({
     "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
     "object", "range", "set", "slice", "str", "tuple",
 })
+
+
+# Standard-library modules whose classes exist to have effects (open files, run
+# processes, talk to the network, start threads, make code, load pickles), by their top
+# package: no class of theirs comes out of a sandbox, granted or not.
+_EFFECT_MODULES = frozenset({
+    "_ctypes", "_io", "_multiprocessing", "_pickle", "_posixsubprocess", "_socket",
+    "_sqlite3", "_thread", "asyncio", "atexit", "builtins", "bz2", "code", "codeop",
+    "concurrent", "copyreg", "ctypes", "dbm", "faulthandler", "fcntl", "fileinput",
+    "ftplib", "gc", "gzip", "http", "imaplib", "importlib", "inspect", "io", "logging",
+    "lzma", "mailbox", "marshal", "mmap", "multiprocessing", "nt", "os", "pickle",
+    "pkgutil", "poplib", "posix", "pty", "queue", "resource", "runpy", "sched", "select",
+    "selectors", "shelve", "shutil", "signal", "smtplib", "socket", "socketserver",
+    "sqlite3", "ssl", "subprocess", "subsandbox", "sys", "syslog", "tarfile", "tempfile",
+    "termios", "threading", "tkinter", "tracemalloc", "tty", "types", "urllib", "venv",
+    "weakref", "webbrowser", "wsgiref", "xmlrpc", "zipapp", "zipfile", "zipimport",
+    "zoneinfo",
+})
+# Functions that rebuild data, let through by name from granted modules.
+_RECONSTRUCTORS = frozenset({("re", "_compile"), ("array", "_array_reconstructor")})
+
+
+def _instances_are_callable(cls: type) -> bool:
+    return any("__call__" in vars(base) for base in cls.__mro__ if base is not object)
 
 
 _NO_FUNCTION = ("a function cannot come out of a sandbox that runs under a policy: it "
@@ -112,9 +151,29 @@ for _type in (_core.frozendict, _core.immutableset, _core.ChannelClosed,
     _MACHINERY[(_type.__module__, _type.__qualname__)] = _type
 
 
-class _ResultUnpickler(_crossing._Unpickler):
+# The pure-Python unpickler's own BUILD, which _ResultUnpickler guards.
+_BUILD: Callable[[Any], None] = pickle._Unpickler.dispatch[pickle.BUILD[0]]
+
+
+class _ResultUnpickler(pickle._Unpickler):
+    stack: list[Any]        # the pure-Python unpickler's stack (not in typeshed)
+
+    def _load_build(self) -> None:
+        """BUILD, refused on a class: its state would be set as the class's attributes
+        (a caller's class, or one of this package's, is on the stack through
+        find_class)."""
+        if isinstance(self.stack[-2], type):
+            raise pickle.UnpicklingError(
+                "a sandbox under a policy cannot set attributes of a class: it may only "
+                "return data")
+        _BUILD(self)
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
+
     def __init__(self, file: io.BytesIO, refs: tuple[object, ...], policy: Policy) -> None:
-        super().__init__(file, refs)
+        super().__init__(file)
+        self._refs = refs
         self._policy = policy
         self._inert: dict[int, _Inert] = {}           # placeholders made, by id
         self._owned: dict[int, list[_Inert]] = {}     # placeholders inside each one's state
@@ -179,13 +238,21 @@ class _ResultUnpickler(_crossing._Unpickler):
                 return value
         elif self._policy.allows_import(module) and not any(
                 part.startswith("__") for part in name.split(".")):
-            value = super().find_class(module, name)
-            if isinstance(value, type) or callable(value):
-                return value
+            if (module, name) in _RECONSTRUCTORS:
+                return super().find_class(module, name)
+            if module.partition(".")[0] not in _EFFECT_MODULES:
+                value = super().find_class(module, name)
+                if (isinstance(value, type) and not issubclass(value, type)
+                        and not _instances_are_callable(value)):
+                    return value
         raise pickle.UnpicklingError(
             f"{module}.{name} cannot come out of a sandbox under the policy "
-            f"{self._policy.name!r}: only data, and classes and functions of the modules "
-            f"the policy grants, can")
+            f"{self._policy.name!r}: only data can, and the data classes of the modules "
+            f"the policy grants (not their functions, not callable objects, not the "
+            f"classes of modules of effects such as io, os or subprocess)")
+
+    def persistent_load(self, pid: Any) -> object:
+        return self._refs[pid]
 
 
 def loader(policy: Policy) -> Callable[[bytes, tuple[object, ...]], Any]:

@@ -1,0 +1,147 @@
+"""Escapes through what crosses back: a result or an exception is a pickle the sandbox wrote.
+
+The caller loads it with subsandbox._untrusted's unpickler, outside the sandbox's audit
+hook; the sandbox loads its own exceptions once (a trial load) before sending them. Each
+technique here got through before its fix: the canary file was created, the caller's
+class was changed, or the policy was lifted.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import subsandbox
+from subsandbox import Policy
+
+from conftest import run_script
+
+from ._escape import assert_refused, attempt
+
+# A class whose pickle calls ``f(*args)``: what REDUCE does with any callable on the stack.
+CALL = textwrap.dedent("""
+    class Call:
+        def __init__(self, f, args):
+            self.f = f
+            self.args = args
+        def __call__(self):
+            pass
+        def __reduce__(self):
+            return (self.f, self.args)
+""")
+
+
+def test_a_result_cannot_chain_getters_to_eval_in_the_caller(sb: subsandbox.Sandbox,
+                                                              canary: Path) -> None:
+    """operator.attrgetter/itemgetter instances made by the pickle walk from a granted
+    function's __globals__ to eval, which the caller then runs."""
+    outcome = attempt(sb, CALL + textwrap.dedent(f"""
+        import operator, json
+        AG = type(operator.attrgetter("x"))
+        IG = operator.itemgetter
+        g = Call(Call(AG, ("__globals__",)), (json.loads,))
+        b = Call(Call(IG, ("__builtins__",)), (g,))
+        ev = Call(Call(IG, ("eval",)), (b,))
+        result = Call(ev, ("open({str(canary)!r}, 'w').close() or 'ran in the caller'",))
+    """))
+    assert not canary.exists()
+    assert_refused(outcome)
+
+
+def test_a_result_cannot_call_a_granted_function_in_the_caller(tmp_path: Path) -> None:
+    """shutil.rmtree is refused inside (an effect), and was run by the caller's load."""
+    target = tmp_path / "keep"
+    target.mkdir()
+    with subsandbox.Sandbox(policy=Policy.nothing().allow_import("shutil")) as sb:
+        outcome = attempt(sb, CALL + textwrap.dedent(f"""
+            import shutil
+            result = Call(shutil.rmtree, ({str(target)!r},))
+        """))
+    assert target.is_dir()
+    assert_refused(outcome)
+    assert shutil.rmtree  # the caller's own module is untouched
+
+
+def test_a_result_cannot_set_attributes_of_the_callers_class() -> None:
+    """BUILD with slot state on a class object that find_class handed out: the caller's
+    own __main__ class (as the instance crossed in) got the sandbox's attributes."""
+    result = run_script("""
+        import pickle
+        import subsandbox
+        from subsandbox import Policy, Sandbox
+
+        class Account:
+            def is_admin(self):
+                return False
+
+        ATTACK = (
+            "class Patch:\\n"
+            "    def __init__(self, t):\\n"
+            "        self.t = t\\n"
+            "    def __reduce__(self):\\n"
+            "        return (type, (self.t,), (None, {'is_admin': int, 'label': 'x'}))\\n"
+            "def attack(account):\\n"
+            "    return Patch(account)\\n")
+        with Sandbox(policy=Policy.nothing()) as sb:
+            sb.exec(ATTACK)
+            try:
+                sb.call(lambda account: attack(account), Account())
+            except pickle.UnpicklingError as exc:
+                assert "cannot set attributes of a class" in str(exc), exc
+            else:
+                raise AssertionError("the result was loaded")
+        assert Account.__dict__.get("is_admin") is not int, "the class was patched"
+        assert not hasattr(Account, "label") and Account().is_admin() is False
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "ok\n"
+
+
+def test_an_exception_cannot_rebuild_a_function_with_a_modules_real_globals(
+        canary: Path) -> None:
+    """The sandbox's trial load of its own exception used the unrestricted loader: a
+    function claiming to come from ``os`` got os's real globals, and its call lifted the
+    policy from inside."""
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        payload = textwrap.dedent("""
+            def payload():
+                sys = __import__("sys")
+                main_ns = getattr(sys.modules["__main__"], "__dict__")
+                enforcer = getattr(main_ns["__builtins__"]["getattr"], "__self__")
+                enforcer.effects = ("read", "write", "processes")
+                enforcer.modules = ("os",)
+        """)
+        source = textwrap.dedent(f"""
+            class Boom(Exception):
+                def __reduce__(self):
+                    ns = {{"__name__": "os"}}
+                    exec({payload!r}, ns)
+                    return (ns.pop("payload"), ())
+            raise Boom()
+        """)
+        with pytest.raises(Exception):
+            sb.exec(source)
+        outcome = attempt(sb, f"""
+            import os
+            os.system("touch {canary}")
+            result = "lifted"
+        """)
+    assert not canary.exists()
+    assert_refused(outcome)
+
+
+@pytest.mark.parametrize("raised", ["SystemExit('x')", "KeyboardInterrupt"])
+def test_an_exception_whose_pickle_raises_a_base_exception_fails_only_its_call(
+        raised: str) -> None:
+    """Its __reduce__ raising SystemExit or KeyboardInterrupt escaped the handler that
+    answers with the exception, and the sandbox's worker stopped for good."""
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        sb.exec(f"class E(Exception):\n    def __reduce__(self):\n        raise {raised}\n")
+        with pytest.raises(subsandbox.RemoteError):
+            sb.exec("raise E('x')")
+        assert sb.call(abs, -3) == 3
