@@ -12,6 +12,7 @@ import asyncio
 import threading
 from typing import Any, Callable, TypeVar
 
+from . import _lifecycle
 from .executor import SandboxPoolExecutor
 
 __all__ = ["default_executor", "run"]
@@ -23,12 +24,24 @@ _default_lock = threading.Lock()
 
 
 def default_executor() -> SandboxPoolExecutor:
-    """The shared pool that ``run`` uses (made on first call)."""
+    """The shared pool that ``run`` uses: made on first call, and made again if it was
+    shut down (or broke) since, so that ``run`` keeps working."""
     global _default
     with _default_lock:
-        if _default is None:
+        if _default is None or _default._pool.shutdown_requested or _default._pool.broken:
             _default = SandboxPoolExecutor()
         return _default
+
+
+def _forget_after_fork() -> None:
+    # The parent's pool refuses work in the child (its sandboxes are the parent's): the
+    # child makes its own at its first run(). The lock may have been held at the fork.
+    global _default, _default_lock
+    _default = None
+    _default_lock = threading.Lock()
+
+
+_lifecycle.on_fork_child(_forget_after_fork)
 
 
 async def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

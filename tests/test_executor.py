@@ -351,6 +351,12 @@ def test_tasks_submitted_just_before_exit_run_though_no_worker_was_up(
 
 # -- asyncio ----------------------------------------------------------------------------
 
+def test_aio_run_makes_a_new_shared_pool_after_a_shutdown() -> None:
+    assert asyncio.run(aio.run(abs, -1)) == 1
+    aio.default_executor().shutdown()
+    assert asyncio.run(aio.run(abs, -2)) == 2      # used to raise RuntimeError for good
+
+
 def test_run_in_executor(executor: SandboxPoolExecutor) -> None:
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()

@@ -406,3 +406,28 @@ os._exit(0)
     _check(result, ROUNDS)
     # The sandbox shares into `arena` most of the time: most children found it mid-fill.
     assert result.stdout.count("arena closed") >= ROUNDS // 4, result.stdout
+
+
+def test_aio_run_works_in_a_forked_child() -> None:
+    # aio's shared pool was the parent's in the child for good: every aio.run failed with
+    # BrokenSandboxPool ("belongs to the parent process"), with no way to replace it.
+    result = run_script(_script(r"""
+import asyncio
+import subsandbox.aio as aio
+
+assert asyncio.run(aio.run(abs, -1)) == 1
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        assert asyncio.run(aio.run(abs, -2)) == 2
+        print("child ok", flush=True)
+    except BaseException:
+        import traceback; traceback.print_exc()
+        code = 1
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert asyncio.run(aio.run(abs, -3)) == 3
+"""))
+    _check(result, 1)
