@@ -144,14 +144,46 @@ def plain_template(template: str) -> bool:
     return True
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """One number of an exception table (6-bit groups, 0x40 = more): (value, next index)."""
+    byte = data[at]
+    value = byte & 63
+    while byte & 64:
+        at += 1
+        byte = data[at]
+        value = (value << 6) | (byte & 63)
+    return value, at + 1
+
+
+def _handler_offsets(co: types.CodeType) -> set[int]:
+    """The offsets where ``co``'s exception handlers start (``dis`` does not mark them as
+    jump targets). Format: CPython's InternalDocs/exception_handling.md, 3.11 to 3.14."""
+    data = co.co_exceptiontable
+    out: set[int] = set()
+    at = 0
+    while at < len(data):
+        _start, at = _varint(data, at)
+        _length, at = _varint(data, at)
+        target, at = _varint(data, at)
+        _depth_lasti, at = _varint(data, at)
+        out.add(target * 2)
+    return out
+
+
 def check_code(code: types.CodeType, policy_name: str) -> None:
     """Raise PolicyError if ``code`` (or code nested in it) breaks the name rule."""
     stack = [code]
     while stack:
         co = stack.pop()
+        handlers = _handler_offsets(co)
         previous = None
+        # Whether control can arrive at the current instruction other than straight from
+        # `previous` (a jump or an exception handler lands on it, or on an EXTENDED_ARG or
+        # CACHE in between): then what `previous` pushed is not necessarily on the stack.
+        entered = False
         for instr in dis.get_instructions(co):
             op = instr.opname
+            entered = entered or instr.is_jump_target or instr.offset in handlers
             if op in _ATTRIBUTE_OPS:
                 name = instr.argval
                 if not isinstance(name, str):
@@ -161,7 +193,8 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                 if op == "IMPORT_FROM" and name.startswith("_"):
                     ok = False
                 elif name in _FORMAT_NAMES and not setting:
-                    ok = (previous is not None and previous.opname == "LOAD_CONST"
+                    ok = (previous is not None and not entered
+                          and previous.opname == "LOAD_CONST"
                           and isinstance(previous.argval, str)
                           and plain_template(previous.argval))
                 else:
@@ -176,6 +209,7 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                                    f"that uses {what} ({where})")
             if op != "CACHE" and op != "EXTENDED_ARG":
                 previous = instr
+                entered = False
         stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
 
 
