@@ -128,6 +128,14 @@ def attribute_allowed(name: str, setting: bool = False) -> bool:
     return True
 
 
+def name_allowed(name: object) -> bool:
+    """Whether sandboxed code may read attribute ``name`` by a name chosen at run time
+    (getattr, vars(), attrgetter...): the attribute rule, and never str.format/format_map
+    (the code check lets those through only on a literal template)."""
+    return (type(name) is str and attribute_allowed(name)  # a subclass could lie to `in`
+            and name not in _FORMAT_NAMES)
+
+
 def plain_template(template: str) -> bool:
     """True when ``template.format(...)`` only substitutes arguments (no ``.x``, ``[k]``)."""
     try:
@@ -350,8 +358,9 @@ class _Enforcer:
         if not obj:
             raise PolicyError("vars() without an argument is not available in a sandbox "
                             "under a policy: use locals()")
-        return {k: v for k, v in vars(*obj).items()
-                if isinstance(k, str) and attribute_allowed(k)}
+        # The same rule as getattr: a name getattr refuses is not in the copy either
+        # (vars(str)["format"] would be str.format on any template).
+        return {k: v for k, v in vars(*obj).items() if name_allowed(k)}
 
     def _compile(self,
                  source: str | ReadableBuffer | ast.Module | ast.Expression | ast.Interactive,

@@ -15,6 +15,20 @@ from ._escape import assert_refused, attempt
 
 # -- the str.format rule ---------------------------------------------------------------------
 
+def test_format_through_vars_of_str(sb: subsandbox.Sandbox) -> None:
+    """vars(str)['format'] is str.format: the same name rule as getattr applies to vars."""
+    outcome = attempt(sb, """
+        fmt = vars(str)['format']
+        result = fmt('{0.__class__.__base__.__subclasses__}', 1)
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        result = sorted(k for k in list(vars(str)) + list(vars(type(''))) + list(vars(str.mro()[0]))
+                        if k in ('format', 'format_map'))
+    """)
+    assert outcome == []
+
+
 def test_format_on_a_jump_target(sb: subsandbox.Sandbox) -> None:
     """`(t if c else '{}').format(x)`: in straight-line order LOAD_CONST '{}' comes just
     before LOAD_ATTR format, but a jump lands on the LOAD_ATTR with `t` on the stack."""
