@@ -484,54 +484,93 @@ class _Enforcer:
         return value if replacement is None else replacement
 
     def _make_replacements(self) -> dict[tuple[str, str], Callable[..., object]]:
-        import operator
+        """Library functions that look attributes up by a name the caller gives.
+
+        Each checks the names once, as plain ``str`` (a subclass could answer ``split`` or
+        ``==`` one way to the check and another way later), and returns a plain function
+        that does the lookups with those checked names. Never the real ``attrgetter``/
+        ``methodcaller`` object or a ``functools.partial`` of the real ``update_wrapper``:
+        their type, or their ``.func``, is the unguarded function.
+        """
+        import functools
 
         checked = self._checked_name
+        real_getattr = getattr
 
-        def attrgetter(attr: str, *attrs: str) -> operator.attrgetter[Any]:
+        def attrgetter(attr: str, *attrs: str) -> Callable[[object], object]:
+            paths = []
             for dotted in (attr, *attrs):
                 if not isinstance(dotted, str):
                     raise TypeError("attribute name must be a string")
-                for part in dotted.split("."):
-                    checked(part)
-            return operator.attrgetter(attr, *attrs)
+                paths.append(tuple(checked(part) for part in str.split(dotted, ".")))
+            walks = tuple(paths)
 
-        def methodcaller(name: str, /, *args: Any, **kwargs: Any) -> operator.methodcaller:
-            return operator.methodcaller(checked(name), *args, **kwargs)
+            def attrgetter(obj: object, /) -> object:
+                values = []
+                for path in walks:
+                    value = obj
+                    for part in path:
+                        value = real_getattr(value, part)
+                    values.append(value)
+                return values[0] if len(values) == 1 else tuple(values)
 
-        import functools
+            attrgetter.__qualname__ = 'attrgetter'
+            return attrgetter
+
+        def methodcaller(name: str, /, *args: Any, **kwargs: Any) -> Callable[[object], object]:
+            method = checked(name)
+
+            def methodcaller(obj: object, /) -> object:
+                return real_getattr(obj, method)(*args, **kwargs)
+
+            methodcaller.__qualname__ = 'methodcaller'
+            return methodcaller
 
         defaults = (frozenset(functools.WRAPPER_ASSIGNMENTS),
                     frozenset(functools.WRAPPER_UPDATES))
 
-        def wrapper_names(assigned: Iterable[str], updated: Iterable[str]) -> None:
-            for name in assigned:
-                if name not in defaults[0]:
-                    checked(name)
-            for name in updated:
-                if name not in defaults[1]:
-                    checked(name)
+        def plain_names(names: Iterable[str], default: frozenset[str]) -> tuple[str, ...]:
+            out = []
+            for name in names:
+                if not isinstance(name, str):
+                    raise TypeError(f"attribute name must be string, not "
+                                    f"'{type(name).__name__}'")
+                name = "".join([name])  # a plain str, compared and used as itself
+                out.append(name if name in default else checked(name))
+            return tuple(out)
 
         def update_wrapper(wrapper: Callable[..., object], wrapped: Callable[..., object],
                            assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                            updated: Iterable[str] = functools.WRAPPER_UPDATES,
                            ) -> Callable[..., object]:
-            assigned, updated = tuple(assigned), tuple(updated)
-            wrapper_names(assigned, updated)
-            return functools.update_wrapper(wrapper, wrapped, assigned, updated)
+            assigned = plain_names(assigned, defaults[0])
+            updated = plain_names(updated, defaults[1])
+            # __dict__ (a default) copies every entry of wrapped's namespace: of a class,
+            # that is str.format, type.__subclasses__...; into a dict the caller may own
+            # (a class-body `__dict__ = d`). Copied here through the vars() filter.
+            functools.update_wrapper(wrapper, wrapped, assigned,
+                                     tuple(n for n in updated if n != "__dict__"))
+            if "__dict__" in updated:
+                namespace = real_getattr(wrapped, "__dict__", {})
+                real_getattr(wrapper, "__dict__").update(
+                    {k: v for k, v in namespace.items() if name_allowed(k)})
+            return wrapper
 
         def wraps(wrapped: Callable[..., object],
                   assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                   updated: Iterable[str] = functools.WRAPPER_UPDATES,
                   ) -> Callable[[Callable[..., object]], Callable[..., object]]:
-            assigned, updated = tuple(assigned), tuple(updated)
-            wrapper_names(assigned, updated)
-            return functools.wraps(wrapped, assigned, updated)
+            assigned = plain_names(assigned, defaults[0])
+            updated = plain_names(updated, defaults[1])
 
-        update_wrapper.__qualname__ = update_wrapper.__name__ = "update_wrapper"
-        wraps.__qualname__ = wraps.__name__ = "wraps"
-        attrgetter.__qualname__ = attrgetter.__name__ = "attrgetter"
-        methodcaller.__qualname__ = methodcaller.__name__ = "methodcaller"
+            def wraps(wrapper: Callable[..., object]) -> Callable[..., object]:
+                return update_wrapper(wrapper, wrapped, assigned, updated)
+
+            wraps.__qualname__ = 'wraps'
+            return wraps
+
+        for fn in (attrgetter, methodcaller, update_wrapper, wraps):
+            fn.__qualname__ = fn.__name__
         return {("operator", "attrgetter"): attrgetter,
                 ("operator", "methodcaller"): methodcaller,
                 ("functools", "update_wrapper"): update_wrapper,

@@ -5,12 +5,154 @@ another; vars() and jumps around the str.format rule; and the enforcer's own sta
 from __future__ import annotations
 
 import dis
+from pathlib import Path
 
 import pytest
 
 import subsandbox
 from subsandbox import PolicyError
 from ._escape import assert_refused, attempt
+
+ALL_EFFECTS = ("read", "write", "network", "processes", "native", "hooks", "threads")
+
+
+def assert_got_nothing(outcome: object) -> None:
+    """Refused, or a TypeError: the guards now return plain functions, so `type()` of one
+    is the function type, which takes a code object, not an attribute name."""
+    if isinstance(outcome, TypeError):
+        assert str(outcome).startswith("function()"), outcome
+        return
+    assert_refused(outcome)
+
+
+# -- guarded library functions hand out nothing unguarded ----------------------------------
+
+def test_attrgetter_class_behind_the_guard(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """type(operator.attrgetter('x')) was the real class: AG('__self__')(getattr) was the
+    enforcer, whose writable effects/modules then lifted the policy. (A sandbox of its
+    own: had it worked, the shared one would have no policy left for the next tests.)"""
+    with subsandbox.Sandbox(policy=sb.policy) as own:
+        outcome = attempt(own, f"""
+            import operator
+            AG = type(operator.attrgetter('x'))
+            enforcer = AG('__self__')(getattr)
+            enforcer.effects = {ALL_EFFECTS!r}
+            enforcer.modules = ('os', 'sys', 'subprocess')
+            import os
+            os.system('touch ' + canary)
+            result = type(enforcer).__name__
+        """, canary=str(canary))
+    assert_got_nothing(outcome)
+    assert not canary.exists()
+
+
+def test_methodcaller_class_behind_the_guard(sb: subsandbox.Sandbox) -> None:
+    """type(operator.methodcaller('upper')) was the real class: any method, any name."""
+    outcome = attempt(sb, """
+        import operator
+        MC = type(operator.methodcaller('upper'))
+        result = MC('__getattribute__', '__self__')(getattr).name
+    """)
+    assert_got_nothing(outcome)
+
+
+def test_wraps_partial_func_is_the_real_update_wrapper(sb: subsandbox.Sandbox) -> None:
+    """functools.wraps() returned functools.partial(update_wrapper, ...): its .func was the
+    unguarded update_wrapper, which copies json.loads.__globals__ (the real __import__
+    inside) into the caller's dict."""
+    outcome = attempt(sb, """
+        import functools, json
+        real_update_wrapper = functools.wraps(len).func
+        D = {}
+        class W:
+            __globals__ = D
+        real_update_wrapper(W(), json.loads, assigned=(), updated=('__globals__',))
+        result = D['__builtins__']['__import__']('posix').getcwd()
+    """)
+    assert_refused(outcome)
+
+
+def test_wraps_still_decorates(sb: subsandbox.Sandbox) -> None:
+    """The guarded wraps/update_wrapper/attrgetter/methodcaller still do their job."""
+    outcome = attempt(sb, """
+        import functools, operator
+        def inner(x):
+            "doc"
+            return x
+        inner.tag = 'kept'
+        @functools.wraps(inner)
+        def outer(x):
+            return inner(x) + 1
+        class P:
+            def __init__(self, a):
+                self.a = a
+                self.me = self
+        people = [P(3), P(1), P(2)]
+        result = (outer.__name__, outer.__doc__, vars(outer)['tag'], outer(1),
+                  [p.a for p in sorted(people, key=operator.attrgetter('me.a'))],
+                  operator.attrgetter('a', 'me.a')(P(5)),
+                  operator.methodcaller('split', ',', 1)('a,b,c'))
+    """)
+    if isinstance(outcome, ImportError):  # nothing(): no imports at all
+        return
+    assert outcome == ("inner", "doc", "kept", 2, [1, 2, 3], (5, 5), ["a", "b,c"])
+
+
+def test_name_check_with_a_lying_str_subclass(sb: subsandbox.Sandbox) -> None:
+    """The guards checked `name.split('.')` and `name in defaults`, which a str subclass
+    answers as it likes, then passed the object itself to the real lookup, which reads
+    the characters."""
+    outcome = attempt(sb, """
+        import operator
+        class S(str):
+            def split(self, sep=None, maxsplit=-1):
+                return ['upper']
+        def f(): pass
+        result = sorted(operator.attrgetter(S('__globals__'))(f))
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        import functools, json
+        class S(str):
+            def __hash__(self):
+                return hash('__module__')
+            def __eq__(self, other):
+                return True
+        got = []
+        class Catch:
+            def __setattr__(self, name, value):
+                got.append(value)
+        functools.update_wrapper(Catch(), json.dumps, assigned=(S('__globals__'),),
+                                 updated=())
+        result = [sorted(g) for g in got if type(g) is dict]
+    """)
+    assert_refused(outcome)
+
+
+def test_update_wrapper_dict_into_a_class_body_dict(sb: subsandbox.Sandbox) -> None:
+    """With the default names, update_wrapper copies wrapped.__dict__ into the wrapper's
+    __dict__: a class-body `__dict__ = D` makes that a dict the caller holds, and
+    wrapping str copies str.format (any template) into it."""
+    outcome = attempt(sb, """
+        import functools
+        D = {}
+        class W:
+            __dict__ = D
+        functools.update_wrapper(W(), str)
+        result = D['format']('{0.__class__.__base__.__subclasses__}', 1)
+    """)
+    assert_refused(outcome)
+    outcome = attempt(sb, """
+        import functools
+        D = {}
+        class W:
+            __dict__ = D
+        functools.wraps(type)(W())
+        result = D['__subclasses__'](object)
+    """)
+    assert_refused(outcome)
+
+
 
 
 # -- the str.format rule ---------------------------------------------------------------------
