@@ -267,29 +267,66 @@ def _under(path: str, dirs: tuple[str, ...] | list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
+# What the enforcement uses and sandboxed code must never hold (the real __import__,
+# sys.modules, the import system's globals with the real builtins, the stack), and its
+# mutable state: module globals, not attributes of the _Enforcer, so that the enforcer, if
+# it ever leaked, hands out none of them by a plain attribute name.
+_real_import = _builtins_module.__import__
+_getframe = sys._getframe
+_modules = sys.modules
+_import_system_globals = tuple(
+    vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
+                                    "zipimport") if m in sys.modules)
+_views: dict[str, types.ModuleType] = {}
+_machinery: dict[tuple[str, str], object] = {}
+_checking: set[int] = set()  # threads looking at their own stack (see _Enforcer.hook)
+
+
 class _Enforcer:
-    """The installed policy: its builtins, its import gate, its audit hook."""
+    """The installed policy: its builtins, its import gate, its audit hook.
+
+    Read-only once made: its attributes are properties without setters over slots whose
+    member descriptors are gone from the class (see ``_seal``), and the audit hook refuses
+    changing the class. What decides what is allowed cannot be rewritten by code that got
+    hold of the enforcer (through a getter that skipped the name rule, say).
+    """
+
+    __slots__ = ("name", "modules", "effects", "read_dirs", "write_dirs", "stdlib",
+                 "import_roots", "main_dict", "builtins", "replacements")
+
+    if TYPE_CHECKING:
+        name: str
+        modules: tuple[str, ...]
+        effects: tuple[str, ...]
+        read_dirs: tuple[str, ...]
+        write_dirs: tuple[str, ...]
+        stdlib: str
+        import_roots: tuple[str, ...]
+        main_dict: dict[str, Any]
+        builtins: dict[str, object]
+        replacements: Mapping[tuple[str, str], Callable[..., object]]
 
     def __init__(self, spec: PolicySpec) -> None:
-        (_, self.name, self.modules, granted, self.effects, read_dirs, write_dirs) = spec
-        self.read_dirs = tuple(read_dirs)
-        self.write_dirs = tuple(write_dirs)
-        self.main_dict = sys.modules["__main__"].__dict__
-        self.views: dict[str, types.ModuleType] = {}
-        self._real_import = _builtins_module.__import__
-        self._getframe = sys._getframe
-        self._modules = sys.modules
+        put = _slot_setters  # only until install() returns (it empties them)
+        (_, name, modules, granted, effects, read_dirs, write_dirs) = spec
+        put["name"](self, "".join([name]))
+        put["modules"](self, tuple("".join([m]) for m in modules))
+        put["effects"](self, tuple("".join([e]) for e in effects))
+        put["read_dirs"](self, tuple(read_dirs))
+        put["write_dirs"](self, tuple(write_dirs))
+        put["main_dict"](self, sys.modules["__main__"].__dict__)
         stdlib = posixpath.dirname(posixpath.realpath(os.__file__))
-        self.stdlib = stdlib
-        self.import_roots = tuple(sorted({posixpath.realpath(p or os.getcwd())
-                                          for p in sys.path} | {stdlib}))
-        self.import_system_globals = tuple(
-            vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
-                                            "zipimport") if m in sys.modules)
-        self.builtins = self._make_builtins(granted)
-        self.replacements = self._make_replacements()
-        self._machinery: dict[tuple[str, str], object] = {}
-        self._checking: set[int] = set()  # threads looking at their own stack (see hook)
+        put["stdlib"](self, stdlib)
+        put["import_roots"](self, tuple(sorted({posixpath.realpath(p or os.getcwd())
+                                                for p in sys.path} | {stdlib})))
+        put["builtins"](self, self._make_builtins(granted))
+        put["replacements"](self, types.MappingProxyType(self._make_replacements()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"the sandbox's policy is read-only (setting {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"the sandbox's policy is read-only (deleting {name!r})")
 
     # -- policy questions --------------------------------------------------------------------
 
@@ -313,9 +350,10 @@ class _Enforcer:
     def _make_builtins(self, granted: tuple[str, ...]) -> dict[str, object]:
         real = vars(_builtins_module)
         guarded = {
-            "getattr": self._getattr, "hasattr": self._hasattr, "setattr": self._setattr,
-            "delattr": self._delattr, "vars": self._vars, "exec": self._exec,
-            "eval": self._eval, "compile": self._compile,
+            name: _guard(method, name) for name, method in (
+                ("getattr", self._getattr), ("hasattr", self._hasattr),
+                ("setattr", self._setattr), ("delattr", self._delattr), ("vars", self._vars),
+                ("exec", self._exec), ("eval", self._eval), ("compile", self._compile))
         }
         out: dict[str, object] = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
         for name, value in real.items():
@@ -326,7 +364,7 @@ class _Enforcer:
                 out[name] = guarded[name]
             elif name in real and name not in ("__import__", "__loader__", "__spec__"):
                 out[name] = real[name]
-        out["__import__"] = self._import
+        out["__import__"] = _guard(self._import, "__import__")
         return out
 
     def _checked_name(self, name: object, setting: bool = False) -> str:
@@ -421,14 +459,14 @@ class _Enforcer:
         name = "".join([name])
         if not self.allows_import(name):
             raise self._import_refused(name)
-        self._real_import(name, None, None, (), 0)
+        _real_import(name, None, None, (), 0)
         if fromlist:
             for item in fromlist:
                 if isinstance(item, str) and not item.startswith("_") and item != "*":
                     sub = f"{name}.{item}"
                     if self.allows_import(sub):
                         try:
-                            self._real_import(sub, None, None, (), 0)
+                            _real_import(sub, None, None, (), 0)
                         except ModuleNotFoundError:
                             pass  # an attribute, not a submodule
             return self.view(name)
@@ -436,10 +474,10 @@ class _Enforcer:
 
     def view(self, name: str) -> types.ModuleType:
         """The module as sandboxed code sees it: public attributes, submodules as views."""
-        v = self.views.get(name)
+        v = _views.get(name)
         if v is not None:
             return v
-        real = self._modules[name]
+        real = _modules[name]
         full = self.allows_import(name)
         v = types.ModuleType(name, getattr(real, "__doc__", None) if full else None)
         public: list[str] = []
@@ -459,18 +497,18 @@ class _Enforcer:
         v.__getattr__ = __getattr__  # type: ignore[method-assign]
         v.__all__ = public  # type: ignore[attr-defined]
         v.__dir__ = lambda: list(public)  # type: ignore[method-assign]
-        self.views[name] = v
+        _views[name] = v
         return v
 
     def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str) -> object:
         sub = f"{name}.{attr}"
         value = vars(real).get(attr, _MISSING)
         module_name = (value.__name__ if isinstance(value, types.ModuleType)
-                       else sub if value is _MISSING and sub in self._modules else None)
+                       else sub if value is _MISSING and sub in _modules else None)
         if module_name is not None:
             if self.allows_import(module_name):
-                if module_name not in self._modules:
-                    self._real_import(module_name, None, None, (), 0)
+                if module_name not in _modules:
+                    _real_import(module_name, None, None, (), 0)
                 return self.view(module_name)
             # An ImportError, not an AttributeError: `from pkg import sub` falls back to
             # sys.modules["pkg.sub"] when the attribute lookup raises AttributeError.
@@ -605,7 +643,7 @@ class _Enforcer:
         return _PolicyUnpickler(self, data, refs).load()
 
     def find_class(self, module: str, name: str) -> object:
-        special = self._machinery.get((module, name))
+        special = _machinery.get((module, name))
         if special is not None:
             return special
         if module == "builtins":
@@ -624,7 +662,7 @@ class _Enforcer:
             if i == 0 and part.startswith("_"):
                 # A private helper that pickle names (re._compile for a Pattern): taken
                 # from the module itself, and never a module.
-                obj = getattr(self._modules[module], part)
+                obj = getattr(_modules[module], part)
                 if isinstance(obj, types.ModuleType):
                     raise self._import_refused(obj.__name__)
             else:
@@ -640,37 +678,37 @@ class _Enforcer:
         stack raises "sys._getframe" itself; the hook lets this thread's own look through.
         """
         me = _thread.get_ident()
-        self._checking.add(me)
+        _checking.add(me)
         try:
-            frame = self._getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
+            frame = _getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
         except ValueError:
             return False  # raised from C with no Python frame (an interrupt): ours
         finally:
-            self._checking.discard(me)
+            _checking.discard(me)
         g = frame.f_globals
         if frame.f_builtins is self.builtins:
             return True
         name = dict.get(g, "__name__")
         if type(name) is not str or name == "__main__":
             return True
-        module = self._modules.get(name)
+        module = _modules.get(name)
         return module is None or getattr(module, "__dict__", None) is not g
 
     def _import_system_caller(self) -> bool:
         """Whether the event comes from the import system running a module's code."""
         me = _thread.get_ident()
-        self._checking.add(me)
+        _checking.add(me)
         try:
-            frame = self._getframe(2)  # 0: here, 1: the hook, 2: who raised the event
+            frame = _getframe(2)  # 0: here, 1: the hook, 2: who raised the event
         except ValueError:
             return False
         finally:
-            self._checking.discard(me)
-        return any(frame.f_globals is g for g in self.import_system_globals)
+            _checking.discard(me)
+        return any(frame.f_globals is g for g in _import_system_globals)
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
-            if _thread.get_ident() in self._checking:
+            if _thread.get_ident() in _checking:
                 return
             if self._sandboxed_caller():
                 raise PolicyError(f"the sandbox's policy {self.name!r} does not allow "
@@ -686,6 +724,10 @@ class _Enforcer:
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
+            # Raised for attribute changes on classes: the enforcement's own classes are
+            # never changed once installed (their methods decide what is allowed).
+            if args and any(args[0] is cls for cls in _SEALED_CLASSES):
+                raise self.refuse(f"changing {args[0].__name__}", "introspection")
             name = args[1] if len(args) > 1 else None
             if isinstance(name, str) and _is_dunder(name) and self._sandboxed_caller():
                 raise self.refuse(f"setting {name!r} from sandboxed code", "introspection")
@@ -786,6 +828,46 @@ class _Enforcer:
             raise self.refuse(f"loading native code {os.fsdecode(filename)!r}", "native")
 
 
+
+def _guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method`` as a plain function, to hand to sandboxed code as a builtin.
+
+    A bound method carries the enforcer as ``__self__``; this function carries nothing
+    sandboxed code can reach by a name the rule allows (its closure and globals are
+    dunders). Its annotations are the method's (strings, see the top of this module).
+    """
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+
+    guard.__name__ = guard.__qualname__ = name
+    guard.__doc__ = method.__doc__
+    guard.__annotations__ = dict(method.__annotations__)
+    return guard
+
+
+def _seal(cls: type) -> dict[str, Callable[[object, object], None]]:
+    """Turn each slot of ``cls`` into a read-only property; return the slots' setters.
+
+    The member descriptors leave the class: with them gone, not even
+    ``object.__setattr__(obj, name, value)`` can write a slot (it finds a property with no
+    setter), and nothing but the returned setters can.
+    """
+    setters: dict[str, Callable[[object, object], None]] = {}
+    for slot in vars(cls)["__slots__"]:
+        member = vars(cls)[slot]
+        setters[slot] = member.__set__
+        get = member.__get__
+
+        def read(self: object, _get: Callable[[object], object] = get) -> object:
+            return _get(self)
+
+        delattr(cls, slot)
+        setattr(cls, slot, property(read, doc=f"The policy's {slot} (read-only)."))
+    return setters
+
+
+_slot_setters = _seal(_Enforcer)
+
 _MISSING = object()
 _installed = False
 # Public attributes left out of module views: they look attributes up by name.
@@ -808,6 +890,9 @@ class _PolicyUnpickler(_crossing._Unpickler):
         return self._enforcer.find_class(module, name)
 
 
+_SEALED_CLASSES = (_Enforcer, _PolicyUnpickler)
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -818,6 +903,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         raise RuntimeError("a policy is already installed in this sandbox")
     _installed = True
     enforcer = _Enforcer(spec)
+    _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {
@@ -847,7 +933,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         machinery[("subsandbox.errors", cls_name)] = getattr(errors, cls_name)
     for data_type in (_core.frozendict, _core.immutableset):
         machinery[(data_type.__module__, data_type.__qualname__)] = data_type
-    enforcer._machinery = machinery
+    _machinery.update(machinery)
 
     # __main__ is where sandboxed code lives: only its name and the policy's builtins.
     main = enforcer.main_dict

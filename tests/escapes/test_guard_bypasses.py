@@ -5,12 +5,13 @@ another; vars() and jumps around the str.format rule; and the enforcer's own sta
 from __future__ import annotations
 
 import dis
+import types
 from pathlib import Path
 
 import pytest
 
 import subsandbox
-from subsandbox import PolicyError
+from subsandbox import Policy, PolicyError
 from ._escape import assert_refused, attempt
 
 ALL_EFFECTS = ("read", "write", "network", "processes", "native", "hooks", "threads")
@@ -153,6 +154,48 @@ def test_update_wrapper_dict_into_a_class_body_dict(sb: subsandbox.Sandbox) -> N
     assert_refused(outcome)
 
 
+def test_guards_are_plain_functions(sb: subsandbox.Sandbox) -> None:
+    """A guard handed out as a builtin is a function, not a bound method of the enforcer
+    (whose __self__ a getter that skips the name rule would hand out)."""
+    outcome = attempt(sb, """
+        kinds = {type(f).__name__ for f in (getattr, hasattr, setattr, delattr, vars, exec,
+                                            eval, compile, __import__)}
+        try:
+            import operator, functools
+            kinds |= {type(operator.attrgetter('x')).__name__,
+                      type(operator.methodcaller('x')).__name__,
+                      type(functools.wraps(len)).__name__}
+        except ImportError:
+            pass
+        result = sorted(kinds)
+    """)
+    assert outcome == ["function"]
+
+
+def test_enforcer_state_is_read_only() -> None:
+    """The enforcer's policy (effects, modules, directories...) cannot be rewritten by
+    whoever holds it, by any of the ways to set an attribute; and it holds none of the
+    enforcement's internals (the real __import__, sys.modules) under a plain name."""
+    from subsandbox import _enforce
+
+    enforcer = _enforce._Enforcer(Policy.compute().spec())
+    writes = (
+        lambda: setattr(enforcer, "effects", ALL_EFFECTS),
+        lambda: object.__setattr__(enforcer, "effects", ALL_EFFECTS),
+        lambda: object.__setattr__(enforcer, "modules", ("os",)),
+        lambda: delattr(enforcer, "write_dirs"),
+        lambda: object.__delattr__(enforcer, "name"),
+        lambda: object.__setattr__(enforcer, "anything", 1),
+    )
+    for write in writes:
+        with pytest.raises(AttributeError):
+            write()
+    assert enforcer.effects == () and "os" not in enforcer.modules
+    assert not vars(type(enforcer)).get("__dict__")  # no instance dict to write into
+    for name in ("_real_import", "_modules", "_getframe", "views", "import_system_globals",
+                 "_checking", "_machinery"):
+        assert not hasattr(enforcer, name), name
+    assert isinstance(enforcer.replacements, types.MappingProxyType)
 
 
 # -- the str.format rule ---------------------------------------------------------------------
