@@ -128,6 +128,14 @@ def attribute_allowed(name: str, setting: bool = False) -> bool:
     return True
 
 
+def name_allowed(name: object) -> bool:
+    """Whether sandboxed code may read attribute ``name`` by a name chosen at run time
+    (getattr, vars(), attrgetter...): the attribute rule, and never str.format/format_map
+    (the code check lets those through only on a literal template)."""
+    return (type(name) is str and attribute_allowed(name)  # a subclass could lie to `in`
+            and name not in _FORMAT_NAMES)
+
+
 def plain_template(template: str) -> bool:
     """True when ``template.format(...)`` only substitutes arguments (no ``.x``, ``[k]``)."""
     try:
@@ -144,14 +152,46 @@ def plain_template(template: str) -> bool:
     return True
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """One number of an exception table (6-bit groups, 0x40 = more): (value, next index)."""
+    byte = data[at]
+    value = byte & 63
+    while byte & 64:
+        at += 1
+        byte = data[at]
+        value = (value << 6) | (byte & 63)
+    return value, at + 1
+
+
+def _handler_offsets(co: types.CodeType) -> set[int]:
+    """The offsets where ``co``'s exception handlers start (``dis`` does not mark them as
+    jump targets). Format: CPython's InternalDocs/exception_handling.md, 3.11 to 3.14."""
+    data = co.co_exceptiontable
+    out: set[int] = set()
+    at = 0
+    while at < len(data):
+        _start, at = _varint(data, at)
+        _length, at = _varint(data, at)
+        target, at = _varint(data, at)
+        _depth_lasti, at = _varint(data, at)
+        out.add(target * 2)
+    return out
+
+
 def check_code(code: types.CodeType, policy_name: str) -> None:
     """Raise PolicyError if ``code`` (or code nested in it) breaks the name rule."""
     stack = [code]
     while stack:
         co = stack.pop()
+        handlers = _handler_offsets(co)
         previous = None
+        # Whether control can arrive at the current instruction other than straight from
+        # `previous` (a jump or an exception handler lands on it, or on an EXTENDED_ARG or
+        # CACHE in between): then what `previous` pushed is not necessarily on the stack.
+        entered = False
         for instr in dis.get_instructions(co):
             op = instr.opname
+            entered = entered or instr.is_jump_target or instr.offset in handlers
             if op in _ATTRIBUTE_OPS:
                 name = instr.argval
                 if not isinstance(name, str):
@@ -161,7 +201,8 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                 if op == "IMPORT_FROM" and name.startswith("_"):
                     ok = False
                 elif name in _FORMAT_NAMES and not setting:
-                    ok = (previous is not None and previous.opname == "LOAD_CONST"
+                    ok = (previous is not None and not entered
+                          and previous.opname == "LOAD_CONST"
                           and isinstance(previous.argval, str)
                           and plain_template(previous.argval))
                 else:
@@ -176,6 +217,7 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                                    f"that uses {what} ({where})")
             if op != "CACHE" and op != "EXTENDED_ARG":
                 previous = instr
+                entered = False
         stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
 
 
@@ -225,29 +267,66 @@ def _under(path: str, dirs: tuple[str, ...] | list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
+# What the enforcement uses and sandboxed code must never hold (the real __import__,
+# sys.modules, the import system's globals with the real builtins, the stack), and its
+# mutable state: module globals, not attributes of the _Enforcer, so that the enforcer, if
+# it ever leaked, hands out none of them by a plain attribute name.
+_real_import = _builtins_module.__import__
+_getframe = sys._getframe
+_modules = sys.modules
+_import_system_globals = tuple(
+    vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
+                                    "zipimport") if m in sys.modules)
+_views: dict[str, types.ModuleType] = {}
+_machinery: dict[tuple[str, str], object] = {}
+_checking: set[int] = set()  # threads looking at their own stack (see _Enforcer.hook)
+
+
 class _Enforcer:
-    """The installed policy: its builtins, its import gate, its audit hook."""
+    """The installed policy: its builtins, its import gate, its audit hook.
+
+    Read-only once made: its attributes are properties without setters over slots whose
+    member descriptors are gone from the class (see ``_seal``), and the audit hook refuses
+    changing the class. What decides what is allowed cannot be rewritten by code that got
+    hold of the enforcer (through a getter that skipped the name rule, say).
+    """
+
+    __slots__ = ("name", "modules", "effects", "read_dirs", "write_dirs", "stdlib",
+                 "import_roots", "main_dict", "builtins", "replacements")
+
+    if TYPE_CHECKING:
+        name: str
+        modules: tuple[str, ...]
+        effects: tuple[str, ...]
+        read_dirs: tuple[str, ...]
+        write_dirs: tuple[str, ...]
+        stdlib: str
+        import_roots: tuple[str, ...]
+        main_dict: dict[str, Any]
+        builtins: dict[str, object]
+        replacements: Mapping[tuple[str, str], Callable[..., object]]
 
     def __init__(self, spec: PolicySpec) -> None:
-        (_, self.name, self.modules, granted, self.effects, read_dirs, write_dirs) = spec
-        self.read_dirs = tuple(read_dirs)
-        self.write_dirs = tuple(write_dirs)
-        self.main_dict = sys.modules["__main__"].__dict__
-        self.views: dict[str, types.ModuleType] = {}
-        self._real_import = _builtins_module.__import__
-        self._getframe = sys._getframe
-        self._modules = sys.modules
+        put = _slot_setters  # only until install() returns (it empties them)
+        (_, name, modules, granted, effects, read_dirs, write_dirs) = spec
+        put["name"](self, "".join([name]))
+        put["modules"](self, tuple("".join([m]) for m in modules))
+        put["effects"](self, tuple("".join([e]) for e in effects))
+        put["read_dirs"](self, tuple(read_dirs))
+        put["write_dirs"](self, tuple(write_dirs))
+        put["main_dict"](self, sys.modules["__main__"].__dict__)
         stdlib = posixpath.dirname(posixpath.realpath(os.__file__))
-        self.stdlib = stdlib
-        self.import_roots = tuple(sorted({posixpath.realpath(p or os.getcwd())
-                                          for p in sys.path} | {stdlib}))
-        self.import_system_globals = tuple(
-            vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
-                                            "zipimport") if m in sys.modules)
-        self.builtins = self._make_builtins(granted)
-        self.replacements = self._make_replacements()
-        self._machinery: dict[tuple[str, str], object] = {}
-        self._checking: set[int] = set()  # threads looking at their own stack (see hook)
+        put["stdlib"](self, stdlib)
+        put["import_roots"](self, tuple(sorted({posixpath.realpath(p or os.getcwd())
+                                                for p in sys.path} | {stdlib})))
+        put["builtins"](self, self._make_builtins(granted))
+        put["replacements"](self, types.MappingProxyType(self._make_replacements()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"the sandbox's policy is read-only (setting {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"the sandbox's policy is read-only (deleting {name!r})")
 
     # -- policy questions --------------------------------------------------------------------
 
@@ -271,9 +350,10 @@ class _Enforcer:
     def _make_builtins(self, granted: tuple[str, ...]) -> dict[str, object]:
         real = vars(_builtins_module)
         guarded = {
-            "getattr": self._getattr, "hasattr": self._hasattr, "setattr": self._setattr,
-            "delattr": self._delattr, "vars": self._vars, "exec": self._exec,
-            "eval": self._eval, "compile": self._compile,
+            name: _guard(method, name) for name, method in (
+                ("getattr", self._getattr), ("hasattr", self._hasattr),
+                ("setattr", self._setattr), ("delattr", self._delattr), ("vars", self._vars),
+                ("exec", self._exec), ("eval", self._eval), ("compile", self._compile))
         }
         out: dict[str, object] = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
         for name, value in real.items():
@@ -284,7 +364,7 @@ class _Enforcer:
                 out[name] = guarded[name]
             elif name in real and name not in ("__import__", "__loader__", "__spec__"):
                 out[name] = real[name]
-        out["__import__"] = self._import
+        out["__import__"] = _guard(self._import, "__import__")
         return out
 
     def _checked_name(self, name: object, setting: bool = False) -> str:
@@ -316,8 +396,9 @@ class _Enforcer:
         if not obj:
             raise PolicyError("vars() without an argument is not available in a sandbox "
                             "under a policy: use locals()")
-        return {k: v for k, v in vars(*obj).items()
-                if isinstance(k, str) and attribute_allowed(k)}
+        # The same rule as getattr: a name getattr refuses is not in the copy either
+        # (vars(str)["format"] would be str.format on any template).
+        return {k: v for k, v in vars(*obj).items() if name_allowed(k)}
 
     def _compile(self,
                  source: str | ReadableBuffer | ast.Module | ast.Expression | ast.Interactive,
@@ -378,14 +459,14 @@ class _Enforcer:
         name = "".join([name])
         if not self.allows_import(name):
             raise self._import_refused(name)
-        self._real_import(name, None, None, (), 0)
+        _real_import(name, None, None, (), 0)
         if fromlist:
             for item in fromlist:
                 if isinstance(item, str) and not item.startswith("_") and item != "*":
                     sub = f"{name}.{item}"
                     if self.allows_import(sub):
                         try:
-                            self._real_import(sub, None, None, (), 0)
+                            _real_import(sub, None, None, (), 0)
                         except ModuleNotFoundError:
                             pass  # an attribute, not a submodule
             return self.view(name)
@@ -393,10 +474,10 @@ class _Enforcer:
 
     def view(self, name: str) -> types.ModuleType:
         """The module as sandboxed code sees it: public attributes, submodules as views."""
-        v = self.views.get(name)
+        v = _views.get(name)
         if v is not None:
             return v
-        real = self._modules[name]
+        real = _modules[name]
         full = self.allows_import(name)
         v = types.ModuleType(name, getattr(real, "__doc__", None) if full else None)
         public: list[str] = []
@@ -416,18 +497,18 @@ class _Enforcer:
         v.__getattr__ = __getattr__  # type: ignore[method-assign]
         v.__all__ = public  # type: ignore[attr-defined]
         v.__dir__ = lambda: list(public)  # type: ignore[method-assign]
-        self.views[name] = v
+        _views[name] = v
         return v
 
     def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str) -> object:
         sub = f"{name}.{attr}"
         value = vars(real).get(attr, _MISSING)
         module_name = (value.__name__ if isinstance(value, types.ModuleType)
-                       else sub if value is _MISSING and sub in self._modules else None)
+                       else sub if value is _MISSING and sub in _modules else None)
         if module_name is not None:
             if self.allows_import(module_name):
-                if module_name not in self._modules:
-                    self._real_import(module_name, None, None, (), 0)
+                if module_name not in _modules:
+                    _real_import(module_name, None, None, (), 0)
                 return self.view(module_name)
             # An ImportError, not an AttributeError: `from pkg import sub` falls back to
             # sys.modules["pkg.sub"] when the attribute lookup raises AttributeError.
@@ -441,54 +522,93 @@ class _Enforcer:
         return value if replacement is None else replacement
 
     def _make_replacements(self) -> dict[tuple[str, str], Callable[..., object]]:
-        import operator
+        """Library functions that look attributes up by a name the caller gives.
+
+        Each checks the names once, as plain ``str`` (a subclass could answer ``split`` or
+        ``==`` one way to the check and another way later), and returns a plain function
+        that does the lookups with those checked names. Never the real ``attrgetter``/
+        ``methodcaller`` object or a ``functools.partial`` of the real ``update_wrapper``:
+        their type, or their ``.func``, is the unguarded function.
+        """
+        import functools
 
         checked = self._checked_name
+        real_getattr = getattr
 
-        def attrgetter(attr: str, *attrs: str) -> operator.attrgetter[Any]:
+        def attrgetter(attr: str, *attrs: str) -> Callable[[object], object]:
+            paths = []
             for dotted in (attr, *attrs):
                 if not isinstance(dotted, str):
                     raise TypeError("attribute name must be a string")
-                for part in dotted.split("."):
-                    checked(part)
-            return operator.attrgetter(attr, *attrs)
+                paths.append(tuple(checked(part) for part in str.split(dotted, ".")))
+            walks = tuple(paths)
 
-        def methodcaller(name: str, /, *args: Any, **kwargs: Any) -> operator.methodcaller:
-            return operator.methodcaller(checked(name), *args, **kwargs)
+            def attrgetter(obj: object, /) -> object:
+                values = []
+                for path in walks:
+                    value = obj
+                    for part in path:
+                        value = real_getattr(value, part)
+                    values.append(value)
+                return values[0] if len(values) == 1 else tuple(values)
 
-        import functools
+            attrgetter.__qualname__ = 'attrgetter'
+            return attrgetter
+
+        def methodcaller(name: str, /, *args: Any, **kwargs: Any) -> Callable[[object], object]:
+            method = checked(name)
+
+            def methodcaller(obj: object, /) -> object:
+                return real_getattr(obj, method)(*args, **kwargs)
+
+            methodcaller.__qualname__ = 'methodcaller'
+            return methodcaller
 
         defaults = (frozenset(functools.WRAPPER_ASSIGNMENTS),
                     frozenset(functools.WRAPPER_UPDATES))
 
-        def wrapper_names(assigned: Iterable[str], updated: Iterable[str]) -> None:
-            for name in assigned:
-                if name not in defaults[0]:
-                    checked(name)
-            for name in updated:
-                if name not in defaults[1]:
-                    checked(name)
+        def plain_names(names: Iterable[str], default: frozenset[str]) -> tuple[str, ...]:
+            out = []
+            for name in names:
+                if not isinstance(name, str):
+                    raise TypeError(f"attribute name must be string, not "
+                                    f"'{type(name).__name__}'")
+                name = "".join([name])  # a plain str, compared and used as itself
+                out.append(name if name in default else checked(name))
+            return tuple(out)
 
         def update_wrapper(wrapper: Callable[..., object], wrapped: Callable[..., object],
                            assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                            updated: Iterable[str] = functools.WRAPPER_UPDATES,
                            ) -> Callable[..., object]:
-            assigned, updated = tuple(assigned), tuple(updated)
-            wrapper_names(assigned, updated)
-            return functools.update_wrapper(wrapper, wrapped, assigned, updated)
+            assigned = plain_names(assigned, defaults[0])
+            updated = plain_names(updated, defaults[1])
+            # __dict__ (a default) copies every entry of wrapped's namespace: of a class,
+            # that is str.format, type.__subclasses__...; into a dict the caller may own
+            # (a class-body `__dict__ = d`). Copied here through the vars() filter.
+            functools.update_wrapper(wrapper, wrapped, assigned,
+                                     tuple(n for n in updated if n != "__dict__"))
+            if "__dict__" in updated:
+                namespace = real_getattr(wrapped, "__dict__", {})
+                real_getattr(wrapper, "__dict__").update(
+                    {k: v for k, v in namespace.items() if name_allowed(k)})
+            return wrapper
 
         def wraps(wrapped: Callable[..., object],
                   assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                   updated: Iterable[str] = functools.WRAPPER_UPDATES,
                   ) -> Callable[[Callable[..., object]], Callable[..., object]]:
-            assigned, updated = tuple(assigned), tuple(updated)
-            wrapper_names(assigned, updated)
-            return functools.wraps(wrapped, assigned, updated)
+            assigned = plain_names(assigned, defaults[0])
+            updated = plain_names(updated, defaults[1])
 
-        update_wrapper.__qualname__ = update_wrapper.__name__ = "update_wrapper"
-        wraps.__qualname__ = wraps.__name__ = "wraps"
-        attrgetter.__qualname__ = attrgetter.__name__ = "attrgetter"
-        methodcaller.__qualname__ = methodcaller.__name__ = "methodcaller"
+            def wraps(wrapper: Callable[..., object]) -> Callable[..., object]:
+                return update_wrapper(wrapper, wrapped, assigned, updated)
+
+            wraps.__qualname__ = 'wraps'
+            return wraps
+
+        for fn in (attrgetter, methodcaller, update_wrapper, wraps):
+            fn.__qualname__ = fn.__name__
         return {("operator", "attrgetter"): attrgetter,
                 ("operator", "methodcaller"): methodcaller,
                 ("functools", "update_wrapper"): update_wrapper,
@@ -523,7 +643,7 @@ class _Enforcer:
         return _PolicyUnpickler(self, data, refs).load()
 
     def find_class(self, module: str, name: str) -> object:
-        special = self._machinery.get((module, name))
+        special = _machinery.get((module, name))
         if special is not None:
             return special
         if module == "builtins":
@@ -542,7 +662,7 @@ class _Enforcer:
             if i == 0 and part.startswith("_"):
                 # A private helper that pickle names (re._compile for a Pattern): taken
                 # from the module itself, and never a module.
-                obj = getattr(self._modules[module], part)
+                obj = getattr(_modules[module], part)
                 if isinstance(obj, types.ModuleType):
                     raise self._import_refused(obj.__name__)
             else:
@@ -558,37 +678,37 @@ class _Enforcer:
         stack raises "sys._getframe" itself; the hook lets this thread's own look through.
         """
         me = _thread.get_ident()
-        self._checking.add(me)
+        _checking.add(me)
         try:
-            frame = self._getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
+            frame = _getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
         except ValueError:
             return False  # raised from C with no Python frame (an interrupt): ours
         finally:
-            self._checking.discard(me)
+            _checking.discard(me)
         g = frame.f_globals
         if frame.f_builtins is self.builtins:
             return True
         name = dict.get(g, "__name__")
         if type(name) is not str or name == "__main__":
             return True
-        module = self._modules.get(name)
+        module = _modules.get(name)
         return module is None or getattr(module, "__dict__", None) is not g
 
     def _import_system_caller(self) -> bool:
         """Whether the event comes from the import system running a module's code."""
         me = _thread.get_ident()
-        self._checking.add(me)
+        _checking.add(me)
         try:
-            frame = self._getframe(2)  # 0: here, 1: the hook, 2: who raised the event
+            frame = _getframe(2)  # 0: here, 1: the hook, 2: who raised the event
         except ValueError:
             return False
         finally:
-            self._checking.discard(me)
-        return any(frame.f_globals is g for g in self.import_system_globals)
+            _checking.discard(me)
+        return any(frame.f_globals is g for g in _import_system_globals)
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
-            if _thread.get_ident() in self._checking:
+            if _thread.get_ident() in _checking:
                 return
             if self._sandboxed_caller():
                 raise PolicyError(f"the sandbox's policy {self.name!r} does not allow "
@@ -604,6 +724,10 @@ class _Enforcer:
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
+            # Raised for attribute changes on classes: the enforcement's own classes are
+            # never changed once installed (their methods decide what is allowed).
+            if args and any(args[0] is cls for cls in _SEALED_CLASSES):
+                raise self.refuse(f"changing {args[0].__name__}", "introspection")
             name = args[1] if len(args) > 1 else None
             if isinstance(name, str) and _is_dunder(name) and self._sandboxed_caller():
                 raise self.refuse(f"setting {name!r} from sandboxed code", "introspection")
@@ -704,6 +828,46 @@ class _Enforcer:
             raise self.refuse(f"loading native code {os.fsdecode(filename)!r}", "native")
 
 
+
+def _guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method`` as a plain function, to hand to sandboxed code as a builtin.
+
+    A bound method carries the enforcer as ``__self__``; this function carries nothing
+    sandboxed code can reach by a name the rule allows (its closure and globals are
+    dunders). Its annotations are the method's (strings, see the top of this module).
+    """
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+
+    guard.__name__ = guard.__qualname__ = name
+    guard.__doc__ = method.__doc__
+    guard.__annotations__ = dict(method.__annotations__)
+    return guard
+
+
+def _seal(cls: type) -> dict[str, Callable[[object, object], None]]:
+    """Turn each slot of ``cls`` into a read-only property; return the slots' setters.
+
+    The member descriptors leave the class: with them gone, not even
+    ``object.__setattr__(obj, name, value)`` can write a slot (it finds a property with no
+    setter), and nothing but the returned setters can.
+    """
+    setters: dict[str, Callable[[object, object], None]] = {}
+    for slot in vars(cls)["__slots__"]:
+        member = vars(cls)[slot]
+        setters[slot] = member.__set__
+        get = member.__get__
+
+        def read(self: object, _get: Callable[[object], object] = get) -> object:
+            return _get(self)
+
+        delattr(cls, slot)
+        setattr(cls, slot, property(read, doc=f"The policy's {slot} (read-only)."))
+    return setters
+
+
+_slot_setters = _seal(_Enforcer)
+
 _MISSING = object()
 _installed = False
 # Public attributes left out of module views: they look attributes up by name.
@@ -726,6 +890,9 @@ class _PolicyUnpickler(_crossing._Unpickler):
         return self._enforcer.find_class(module, name)
 
 
+_SEALED_CLASSES = (_Enforcer, _PolicyUnpickler)
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -736,6 +903,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         raise RuntimeError("a policy is already installed in this sandbox")
     _installed = True
     enforcer = _Enforcer(spec)
+    _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {
@@ -765,7 +933,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         machinery[("subsandbox.errors", cls_name)] = getattr(errors, cls_name)
     for data_type in (_core.frozendict, _core.immutableset):
         machinery[(data_type.__module__, data_type.__qualname__)] = data_type
-    enforcer._machinery = machinery
+    _machinery.update(machinery)
 
     # __main__ is where sandboxed code lives: only its name and the policy's builtins.
     main = enforcer.main_dict
