@@ -7,6 +7,8 @@
 #include "subsandbox.h"
 #include "pyversion.h"
 
+#include <pthread.h>
+
 #define STATE_KEY "subsandbox._core.module"
 
 ss_state *
@@ -155,8 +157,17 @@ PyModuleDef ss_moduledef = {
     .m_free = ss_free,
 };
 
+/* Every interpreter that imports _core calls this, on its own thread and with its own
+ * GIL. PyModuleDef_Init writes the shared static definition the first time (its type
+ * and m_index), unlocked: two sandboxes importing _core at once raced on it
+ * (ThreadSanitizer, executor workers starting together). One at a time. */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    return PyModuleDef_Init(&ss_moduledef);
+    pthread_mutex_lock(&init_lock);
+    PyObject *def = PyModuleDef_Init(&ss_moduledef);
+    pthread_mutex_unlock(&init_lock);
+    return def;
 }
