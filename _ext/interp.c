@@ -353,7 +353,9 @@ ss_interp_exec(PyObject *module, ss_state *st)
         "subsandbox._core._Interrupt",
         "What Sandbox.interrupt() raises inside the task: a KeyboardInterrupt.",
         PyExc_KeyboardInterrupt, NULL);
-    if (st->interrupt_exc == NULL) {
+    if (st->interrupt_exc == NULL
+        || PyModule_AddObjectRef(module, "_Interrupt", st->interrupt_exc) < 0)
+    {
         return -1;
     }
     return PyModule_AddFunctions(module, interp_methods);

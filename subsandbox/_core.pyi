@@ -407,6 +407,8 @@ def _guard_info(type: type[frozendict[Any, Any]] | type[immutableset[Any]], /) -
 
 class _GateFailed(RuntimeError): ...
 
+class _Interrupt(KeyboardInterrupt): ...
+
 @final
 @type_check_only
 class _Gate:

@@ -45,6 +45,8 @@ def _safe_str(exc: BaseException) -> str:
     traceback does): the task's error must reach its caller whatever its __str__ does."""
     try:
         return str(exc)
+    except _core._Interrupt:
+        raise
     except BaseException:  # noqa: BLE001
         return f"<exception str() failed: {type(exc).__qualname__}>"
 
@@ -52,6 +54,8 @@ def _safe_str(exc: BaseException) -> str:
 def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
     try:
         formatted = _format_exception(exc)
+    except _core._Interrupt:
+        raise
     except BaseException:  # noqa: BLE001 - e.g. RecursionError on a very long chain
         formatted = f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -66,6 +70,8 @@ def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
         payload, refs = _crossing.dumps((exc.with_traceback(None), kind, text, formatted),
                                         "the exception")
         _loads(payload, refs)
+    except _core._Interrupt:
+        raise       # interrupt() stopped this pickling: the task is interrupted
     except BaseException:  # noqa: BLE001 - a __reduce__ may raise SystemExit too
         payload, refs = _crossing.dumps((None, kind, text, formatted), "the exception")
     return "raised", payload, refs
@@ -76,20 +82,35 @@ def exec_source(source: str) -> None:
     exec(compile(source, "<sandbox>", "exec"), sys.modules["__main__"].__dict__)
 
 
+def _answer(fn: Callable[..., Any], args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Run the call and make its answer, both as the task (_core._run_task): pickling the
+    result or the exception runs code the sandbox chose (a __reduce__, a __str__), which
+    interrupt() and the caller's timeouts must be able to stop as well."""
+    try:
+        result = fn(*args, **kwargs)
+        data, out_refs = _crossing.dumps(result, "the result")
+    except KeyboardInterrupt:
+        # An interrupt, or the task's own: told apart once the task is over (_run), when
+        # no second interrupt can land any more.
+        raise
+    except BaseException as exc:
+        return _raised(exc)
+    return "ok", data, out_refs
+
+
 def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
          loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads) -> tuple[Any, ...]:
     try:
         fn, args, kwargs = loads(payload, refs)
-        result = _core._run_task(task_id, fn, args, kwargs)
+        answer: tuple[Any, ...] = _core._run_task(task_id, _answer, (fn, args, kwargs), None)
+        return answer
     except BaseException as exc:
+        # An interrupt that lands while _answer answers (or before the task started),
+        # or an error of the request's own unpickling.
         if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
             return "interrupted", b"", ()
         return _raised(exc)
-    try:
-        data, out_refs = _crossing.dumps(result, "the result")
-    except BaseException as exc:
-        return _raised(exc)
-    return "ok", data, out_refs
 
 
 # How requests are unpickled here: the policy's loader once serve() installed one.

@@ -301,6 +301,39 @@ def test_interrupt_before_the_task_starts_still_stops_it(sandbox: Sandbox) -> No
     assert sandbox.call(add, 1) == 11
 
 
+@pytest.mark.parametrize("what", ["result", "exception"])
+def test_interrupt_stops_code_that_pickling_the_answer_runs(what: str) -> None:
+    # The answer was pickled after the task was over: a __reduce__ (or __str__) of the
+    # result or of the exception ran for as long as it liked, and interrupt() returned
+    # False all along. It is now part of the task.
+    source = (
+        "class Slow(Exception):\n"
+        "    def __reduce__(self):\n"
+        "        while True:\n"
+        "            pass\n"
+        "def task():\n"
+        + ("    return Slow()\n" if what == "result" else "    raise Slow()\n"))
+    with Sandbox(policy=subsandbox.Policy.nothing()) as sb:
+        sb.exec(source)
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                sb.call(eval, "task()")
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while caller.is_alive() and time.monotonic() < deadline:
+            sb.interrupt()
+            caller.join(0.05)
+        assert not caller.is_alive(), "the answer's pickling could not be interrupted"
+        assert len(outcome) == 1 and isinstance(outcome[0], TaskInterrupted), outcome
+        assert sb.call(abs, -2) == 2
+
+
 def test_interrupts_hammering_a_task_as_it_starts_never_reach_the_loop(sandbox: Sandbox) -> None:
     # A task interrupted as it starts (the interrupt came first) must not take a second
     # interrupt meanwhile: nothing would take that one back, and it would kill the
