@@ -63,6 +63,12 @@ class Sandbox:
                  _thread: SpareThread | None = None) -> None:
         # _thread: a started thread to serve this sandbox on (the executor's, on 3.12,
         # where no thread starts during exit); the caller releases it if this fails.
+        if _core.interpreter_id() != 0:
+            # It never worked (an extension module the machinery needs refuses to load
+            # in a subinterpreter), and the lifetime rules assume one creator: say so.
+            raise RuntimeError("a Sandbox can only be made by the main interpreter, not "
+                               "inside another sandbox: make it in the caller and pass "
+                               "work to it through a Channel")
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
         # without running code that the sandbox chose (subsandbox._untrusted).

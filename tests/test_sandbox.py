@@ -476,3 +476,20 @@ for sandbox in sandboxes:
 print("ok")
 """)
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+def make_a_sandbox_here() -> str:
+    import subsandbox
+
+    try:
+        subsandbox.Sandbox()
+    except RuntimeError as exc:
+        return str(exc)
+    return "made one"
+
+
+def test_a_sandbox_cannot_be_made_inside_a_sandbox(sandbox: Sandbox) -> None:
+    # It used to fail with "ImportError: module _tracemalloc does not support loading in
+    # subinterpreters", which says nothing of what to do.
+    assert "only be made by the main interpreter" in sandbox.call(make_a_sandbox_here)
+    assert sandbox.call(abs, -1) == 1
