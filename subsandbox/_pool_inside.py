@@ -81,12 +81,36 @@ def _failed(task_id: int, exc: BaseException) -> tuple[Any, ...]:
     """The answer of a task that raised ``exc`` (or that the executor interrupted)."""
     if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
         return (task_id, "interrupted")
-    return (task_id, *_inside._raised(exc))
+    return _as_task(task_id, _raised_answer, task_id, exc)
 
 
 def _pickled(task_id: int, result: object) -> tuple[Any, ...]:
+    """The answer of a task whose result is not a channel value: pickled."""
+    return _as_task(task_id, _pickled_answer, task_id, result)
+
+
+def _as_task(task_id: int, make: Callable[..., tuple[Any, ...]],
+             *args: Any) -> tuple[Any, ...]:
+    """``make(*args)`` run as the task again (_core._run_task, same id): pickling a result
+    or an exception runs code the task chose (a __reduce__, a __str__), which the
+    executor's timeouts and cancel() must stop as they stop the task itself."""
+    try:
+        answer: tuple[Any, ...] = _core._run_task(task_id, make, args, None)
+        return answer
+    except KeyboardInterrupt:
+        _core._take_interrupted()
+        return (task_id, "interrupted")
+
+
+def _raised_answer(task_id: int, exc: BaseException) -> tuple[Any, ...]:
+    return (task_id, *_inside._raised(exc))
+
+
+def _pickled_answer(task_id: int, result: object) -> tuple[Any, ...]:
     try:
         payload, refs = _crossing.dumps(result, "the result")
+    except _core._Interrupt:
+        raise
     except BaseException as exc:  # noqa: BLE001
         return (task_id, *_inside._raised(exc))
     return (task_id, "ok", False, payload, refs)

@@ -715,3 +715,28 @@ def test_a_shut_down_pool_says_so_before_it_pickles_anything() -> None:
         with pytest.raises(RuntimeError, match="after shutdown"):
             call()
     assert "pending=0 shut down" in repr(ex)
+
+
+class SlowToPickle(Exception):
+    def __reduce__(self) -> Any:
+        while True:
+            pass
+
+
+def returns_slow_to_pickle() -> SlowToPickle:
+    return SlowToPickle()
+
+
+def raises_slow_to_pickle() -> None:
+    raise SlowToPickle()
+
+
+@pytest.mark.parametrize("task", [returns_slow_to_pickle, raises_slow_to_pickle])
+def test_a_timeout_stops_code_that_pickling_the_answer_runs(
+        executor: SandboxPoolExecutor, task: Any) -> None:
+    # The answer was pickled after the task was over, out of reach of its timeout: a
+    # __reduce__ that never returns held the worker (and the future) for good.
+    before = executor.submit(interpreter_id).result()
+    with pytest.raises(FuturesTimeoutError, match="timeout"):
+        executor.schedule(task, timeout=0.3).result(timeout=30)
+    assert executor.submit(interpreter_id).result() == before
