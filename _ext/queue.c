@@ -548,6 +548,20 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
         return 0;
     }
     double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred() && PyLong_Check(timeout)
+        && PyErr_ExceptionMatches(PyExc_OverflowError))
+    {
+        /* An int too large for a double: as huge floats and inf, no deadline (or, if
+         * negative, the same refusal as any negative timeout). */
+        PyErr_Clear();
+        PyObject *zero = PyLong_FromLong(0);
+        int negative = zero != NULL ? PyObject_RichCompareBool(timeout, zero, Py_LT) : -1;
+        Py_XDECREF(zero);
+        if (negative < 0) {
+            return -1;
+        }
+        t = negative ? -1.0 : MAX_TIMEOUT * 2;
+    }
     if (t == -1.0 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
@@ -640,9 +654,9 @@ check_not_inherited(PyObject *op, const char *what)
 }
 
 static PyObject *
-do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
+do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block, const char *what)
 {
-    if (check_not_inherited(op, "send()") < 0) {
+    if (check_not_inherited(op, what) < 0) {
         return NULL;
     }
     ChannelObject *self = (ChannelObject *)op;
@@ -715,15 +729,15 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     }
     if (rc == WAIT_TIMEOUT) {
         if (!block) {
-            PyErr_SetString(st->channel_full_error, "send_nowait(): the channel is full");
+            PyErr_Format(st->channel_full_error, "%s: the channel is full", what);
         }
         else {
-            PyErr_SetString(PyExc_TimeoutError, "send(): timed out waiting for room");
+            PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for room", what);
         }
         return NULL;
     }
     if (closed) {
-        return closed_error(st, "send()");
+        return closed_error(st, what);
     }
     Py_RETURN_NONE;
 }
@@ -839,13 +853,13 @@ channel_send(PyObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:send", kwlist, &obj, &timeout)) {
         return NULL;
     }
-    return do_send(self, obj, timeout, 1);
+    return do_send(self, obj, timeout, 1, "send()");
 }
 
 static PyObject *
 channel_send_nowait(PyObject *self, PyObject *obj)
 {
-    return do_send(self, obj, NULL, 0);
+    return do_send(self, obj, NULL, 0, "send_nowait()");
 }
 
 static PyObject *
@@ -974,6 +988,19 @@ channel_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     return NULL;
 }
 
+/* A Channel is a handle on a process-wide queue: a copy is the same handle (as SharedRef). */
+static PyObject *
+channel_copy(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+channel_deepcopy(PyObject *op, PyObject *Py_UNUSED(memo))
+{
+    return Py_NewRef(op);
+}
+
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, METH_VARARGS | METH_KEYWORDS,
      "send($self, /, obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
@@ -991,6 +1018,8 @@ static PyMethodDef channel_methods[] = {
      "is left, then get ChannelClosed; blocked waiters wake."},
     {"qsize", channel_qsize, METH_NOARGS, "qsize($self, /)\n--\n\nNumber of items waiting."},
     {"__reduce__", channel_reduce, METH_NOARGS, NULL},
+    {"__copy__", channel_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", channel_deepcopy, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

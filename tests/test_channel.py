@@ -684,3 +684,31 @@ def test_failed_decode_hook_fires_once() -> None:
     assert [ch.recv(), ch.recv()] == [1, 2]
     with pytest.raises(ValueError, match=">= 0"):
         _core._testing_fail_decode(-1)
+
+
+def test_send_nowait_names_itself_when_closed() -> None:
+    ch = Channel()
+    ch.close()
+    with pytest.raises(ChannelClosed, match=r"^send_nowait\(\): the channel is closed"):
+        ch.send_nowait(1)
+    with pytest.raises(ChannelClosed, match=r"^send\(\): the channel is closed"):
+        ch.send(1)
+
+
+def test_huge_int_timeouts_wait_without_a_deadline() -> None:
+    ch = Channel()
+    ch.send("a")
+    assert ch.recv(timeout=10**400) == "a"
+    ch.send("b", timeout=10**400)
+    assert ch.recv() == "b"
+    with pytest.raises(ValueError, match="non-negative"):
+        ch.recv(timeout=-(10**400))
+
+
+def test_copy_of_a_channel_is_the_channel() -> None:
+    import copy
+
+    ch = Channel()
+    assert copy.copy(ch) is ch
+    assert copy.deepcopy(ch) is ch
+    assert copy.deepcopy([ch, ch])[0] is ch
