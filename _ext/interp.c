@@ -7,7 +7,8 @@
  * enters the sandbox on a temporary thread state (waiting for the sandbox's GIL), and
  * schedules KeyboardInterrupt in the worker thread with PyThreadState_SetAsyncExc(). The
  * exception is raised at the next bytecode boundary of the task's Python code: code
- * blocked inside C is interrupted only when it returns to Python.
+ * blocked inside C is interrupted only when it returns to Python, except a wait in a
+ * channel, which interrupt() wakes to raise it at once (queue.c).
  *
  * Lock order: registry lock, then a sandbox's GIL. A worker never takes the registry lock
  * while holding its GIL, so the two cannot deadlock.
@@ -269,6 +270,9 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (n > 0) {
                 w->interrupted = 1;
                 delivered = 1;
+                /* A task blocked in a channel would see the exception only after its
+                 * send() or recv() completes: wake it to raise it there instead. */
+                ss_queue_interrupt_waits(w->interp, w->thread_id);
             }
             PyErr_Clear();  /* an audit hook refusal must not leak into the sandbox */
             PyThreadState_Clear(visitor);

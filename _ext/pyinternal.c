@@ -496,3 +496,22 @@ ss_rt_interpreter_alive(int64_t id)
     SS_HEAD_UNLOCK(rt);
     return alive;
 }
+
+/* ---- asynchronous exceptions (queue.c: a channel wait interrupted) ---- */
+
+PyObject *
+ss_rt_take_async_exc(PyThreadState *ts)
+{
+#if SS_ASYNC_EXC_INTERP_FLAG
+    PyObject *exc = ts->async_exc;
+    if (exc != NULL) {
+        ts->async_exc = NULL;
+        /* As UNSIGNAL_ASYNC_EXC: drop the request; eval_breaker, if still set, is
+         * recomputed without it at its next check. */
+        ts->interp->ceval.pending.async_exc = 0;
+    }
+    return exc;
+#else
+    return (PyObject *)_Py_atomic_exchange_ptr(&ts->async_exc, NULL);
+#endif
+}

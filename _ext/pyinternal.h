@@ -61,4 +61,9 @@ int ss_rt_interpreter_alive(int64_t id);
  * says what it holds); NULL + error. Main interpreter, GIL held. */
 PyObject *ss_census_run(void *const *addrs, const size_t *sizes, size_t n);
 
+/* The asynchronous exception pending for `ts` (PyThreadState_SetAsyncExc), taken as the
+ * eval loop takes it (new reference), or NULL when none is. `ts` is the current thread
+ * state, its GIL held. */
+PyObject *ss_rt_take_async_exc(PyThreadState *ts);
+
 #endif

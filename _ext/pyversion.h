@@ -204,6 +204,21 @@ ss_bytes_reset_hash(PyObject *op)
 #  define SS_HEAD_UNLOCK(rt) PyThread_release_lock((rt)->interpreters.mutex)
 #endif
 
+/* ---- taking a thread's pending asynchronous exception (pyinternal.c) -------------------
+ * PyThreadState_SetAsyncExc() stores the exception in tstate->async_exc (public struct)
+ * and asks the eval loop to look at it; the eval loop takes it at a bytecode boundary.
+ *   3.12:  the request is a per-interpreter flag, interp->ceval.pending.async_exc, "guarded
+ *          by the GIL", cleared by the eval loop when it takes the exception
+ *          (UNSIGNAL_ASYNC_EXC in Python/ceval_gil.c); left set, every check of the eval
+ *          breaker in that interpreter goes the slow way.
+ *   3.13+: the request is a bit of the thread's eval breaker, which the eval loop clears
+ *          before it exchanges async_exc with NULL: a bit left set is only looked at once. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_ASYNC_EXC_INTERP_FLAG 0
+#else
+#  define SS_ASYNC_EXC_INTERP_FLAG 1
+#endif
+
 /* ---- who holds HEAD_LOCK while fork() runs (lifecycle.c's pthread_atfork handlers) -----
  *   3.13+: PyOS_BeforeFork() takes HEAD_LOCK just before fork() and PyOS_AfterFork_*()
  *          release it (Modules/posixmodule.c; read in 3.13.5 and 3.14, and checked on

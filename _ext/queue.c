@@ -11,6 +11,17 @@
  * receiver at once. Only the main thread of the main interpreter runs signal handlers:
  * its waits wake every WAIT_SLICE to run them, so Ctrl-C interrupts a blocked recv().
  *
+ * Interrupts: a thread that waits is on its queue's list of waiters (under mu) with its
+ * interpreter and thread id. interrupt() (interp.c), once it has scheduled its exception
+ * with PyThreadState_SetAsyncExc() under the sandbox's GIL, marks the waiters of that
+ * thread and broadcasts their condition variable (ss_queue_interrupt_waits). A marked
+ * waiter gives up under mu, before taking or queueing anything, and raises the pending
+ * exception itself (the eval loop would only raise it after the operation). A wait about
+ * to start looks for a pending exception first, under its GIL, so an interrupt() just
+ * before it is not missed: interrupt() cannot come between that look and the waiter's
+ * registration, both done holding the GIL. Nothing polls: an idle waiter sleeps until a
+ * send, recv, close or interrupt.
+ *
  * Lifetime: a queue's reference count counts Channel objects (`handles`), parcels and
  * values in flight, and items of queues that carry it (a channel sent through a channel).
  * The queue is freed when it reaches zero, iteratively (a chain of channels each inside
@@ -30,6 +41,7 @@
 #include "subsandbox.h"
 #include "sync.h"
 #include "pyversion.h"
+#include "pyinternal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -40,6 +52,15 @@
 /* Longer timeouts than this (about 31 years, or inf) wait without a deadline. */
 #define MAX_TIMEOUT 1e9
 
+
+/* A thread blocked in send() or recv(), on its queue's list: on its own stack. */
+typedef struct qwaiter {
+    struct qwaiter *next;
+    PyInterpreterState *interp;     /* compared, never dereferenced */
+    unsigned long thread_id;        /* its thread state's, as interrupt() names it */
+    pthread_cond_t *cond;           /* what it waits on */
+    int interrupted;                /* set by ss_queue_interrupt_waits */
+} qwaiter;
 
 typedef struct qnode {
     struct qnode *next;
@@ -59,6 +80,7 @@ struct ss_queue {
     int closed;             /* guarded by mu */
     int suspected;          /* on some thread's list of suspects; guarded by mu */
     qnode *head, *tail;     /* guarded by mu */
+    qwaiter *waiters;       /* threads blocked on it; guarded by mu */
     uint64_t id;
     struct ss_queue *prev, *next;   /* live queues; guarded by registry_lock */
     struct ss_queue *next_pending;  /* on this thread's list of dead queues or suspects */
@@ -438,7 +460,7 @@ channel_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 /* ---- waiting --------------------------------------------------------------------------- */
 
-enum { WAIT_OK = 0, WAIT_TIMEOUT = 1, WAIT_ERROR = -1 };
+enum { WAIT_OK = 0, WAIT_TIMEOUT = 1, WAIT_INTERRUPTED = 2, WAIT_ERROR = -1 };
 
 static int
 before(const struct timespec *a, const struct timespec *b)
@@ -446,13 +468,26 @@ before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* Wait on `cond` (q->mu held, GIL released) until `ready(q)` or the deadline. The thread
- * that handles signals wakes every slice to run the handlers (and raise). */
+/* Wait on `cond` (q->mu held, GIL released) until `ready(q)`, the deadline or an
+ * interrupt of this waiter. The thread that handles signals wakes every slice to run the
+ * handlers (and raise). */
 static int
 wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
-         const struct timespec *deadline, int handles_signals, PyThreadState **ts)
+         const struct timespec *deadline, int handles_signals, qwaiter *self,
+         PyThreadState **ts)
 {
-    while (!ready(q)) {
+    for (;;) {
+        if (self->interrupted) {
+            if (ready(q)) {
+                /* We may have taken the wakeup meant for the item or the room: pass it
+                 * on to another waiter. */
+                pthread_cond_signal(cond);
+            }
+            return WAIT_INTERRUPTED;
+        }
+        if (ready(q)) {
+            return WAIT_OK;
+        }
         struct timespec until;
         int sliced = 0;
         if (handles_signals) {
@@ -470,8 +505,8 @@ wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
                  ? pthread_cond_timedwait(cond, &q->mu, &until)
                  : pthread_cond_wait(cond, &q->mu);
         if (rc == ETIMEDOUT) {
-            if (ready(q)) {
-                break;
+            if (self->interrupted || ready(q)) {
+                continue;
             }
             if (!sliced) {
                 return WAIT_TIMEOUT;
@@ -487,7 +522,72 @@ wait_for(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
             }
         }
     }
-    return WAIT_OK;
+}
+
+/* Block until ready(q) (q->mu and the GIL held; returns with q->mu held, the GIL released
+ * in *ts). WAIT_INTERRUPTED: an asynchronous exception is pending for this thread (or was
+ * said to be); nothing was taken or queued. */
+static int
+wait_blocking(ss_queue *q, pthread_cond_t *cond, int (*ready)(ss_queue *),
+              const struct timespec *deadline, PyThreadState **ts)
+{
+    int signals = SS_THREAD_HANDLES_SIGNALS();    /* reads the thread state */
+    PyThreadState *me = PyThreadState_Get();
+    if (me->async_exc != NULL) {
+        /* Scheduled before this wait: the eval loop has not raised it yet. */
+        *ts = PyEval_SaveThread();
+        return WAIT_INTERRUPTED;
+    }
+    qwaiter self = {q->waiters, PyThreadState_GetInterpreter(me), me->thread_id, cond, 0};
+    q->waiters = &self;
+    *ts = PyEval_SaveThread();
+    int rc = wait_for(q, cond, ready, deadline, signals, &self, ts);
+    qwaiter **link = &q->waiters;
+    while (*link != &self) {
+        link = &(*link)->next;
+    }
+    *link = self.next;
+    return rc;
+}
+
+/* After WAIT_INTERRUPTED, the GIL held again: raise the pending asynchronous exception
+ * (-1), or 0 when there is none for this thread state after all (it went to another
+ * thread state with the same thread id): the caller waits again. */
+static int
+raise_async_exc(void)
+{
+    PyObject *exc = ss_rt_take_async_exc(PyThreadState_Get());
+    if (exc == NULL) {
+        return 0;
+    }
+    if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    else {
+        PyErr_SetNone(exc);     /* a class, as the eval loop raises it */
+    }
+    Py_DECREF(exc);
+    return -1;
+}
+
+void
+ss_queue_interrupt_waits(PyInterpreterState *interp, unsigned long thread_id)
+{
+    /* Live queues cannot be freed meanwhile (queue_destroy unlinks under registry_lock);
+     * a waiter leaves its queue's list under mu. Neither lock is held by anyone waiting
+     * for a GIL, so taking them with the sandbox's GIL held cannot deadlock. */
+    pthread_mutex_lock(&registry_lock);
+    for (ss_queue *q = registry; q != NULL; q = q->next) {
+        pthread_mutex_lock(&q->mu);
+        for (qwaiter *w = q->waiters; w != NULL; w = w->next) {
+            if (w->interp == interp && w->thread_id == thread_id) {
+                w->interrupted = 1;
+                pthread_cond_broadcast(w->cond);
+            }
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&registry_lock);
 }
 
 static int
@@ -548,6 +648,20 @@ parse_timeout(PyObject *timeout, struct timespec *deadline, int *has_deadline)
         return 0;
     }
     double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred() && PyLong_Check(timeout)
+        && PyErr_ExceptionMatches(PyExc_OverflowError))
+    {
+        /* An int too large for a double: as huge floats and inf, no deadline (or, if
+         * negative, the same refusal as any negative timeout). */
+        PyErr_Clear();
+        PyObject *zero = PyLong_FromLong(0);
+        int negative = zero != NULL ? PyObject_RichCompareBool(timeout, zero, Py_LT) : -1;
+        Py_XDECREF(zero);
+        if (negative < 0) {
+            return -1;
+        }
+        t = negative ? -1.0 : MAX_TIMEOUT * 2;
+    }
     if (t == -1.0 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
@@ -640,9 +754,9 @@ check_not_inherited(PyObject *op, const char *what)
 }
 
 static PyObject *
-do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
+do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block, const char *what)
 {
-    if (check_not_inherited(op, "send()") < 0) {
+    if (check_not_inherited(op, what) < 0) {
         return NULL;
     }
     ChannelObject *self = (ChannelObject *)op;
@@ -669,8 +783,11 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     node->carries_channels = ss_xvalue_has_channels(xv);
 
     ss_queue *q = self->queue;
-    int rc = WAIT_OK, closed = 0;
-    PyThreadState *ts = NULL;
+    int rc, closed = 0;
+    PyThreadState *ts;
+again:
+    rc = WAIT_OK;
+    ts = NULL;
     /* Fast path with the GIL held (nobody holds mu while waiting for a GIL). */
     pthread_mutex_lock(&q->mu);
     if (!can_put(q)) {
@@ -678,10 +795,8 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
             rc = WAIT_TIMEOUT;
         }
         else {
-            int signals = SS_THREAD_HANDLES_SIGNALS();    /* reads the thread state */
-            ts = PyEval_SaveThread();
-            rc = wait_for(q, &q->not_full, can_put, has_deadline ? &deadline : NULL,
-                          signals, &ts);
+            rc = wait_blocking(q, &q->not_full, can_put,
+                               has_deadline ? &deadline : NULL, &ts);
         }
     }
     if (rc == WAIT_OK) {
@@ -706,24 +821,27 @@ do_send(PyObject *op, PyObject *obj, PyObject *timeout, int block)
     if (ts != NULL) {
         PyEval_RestoreThread(ts);
     }
+    if (rc == WAIT_INTERRUPTED && raise_async_exc() == 0) {
+        goto again;
+    }
     if (node != NULL) {
         ss_xvalue_free(node->value);
         PyMem_RawFree(node);
     }
-    if (rc == WAIT_ERROR) {
+    if (rc == WAIT_ERROR || rc == WAIT_INTERRUPTED) {
         return NULL;
     }
     if (rc == WAIT_TIMEOUT) {
         if (!block) {
-            PyErr_SetString(st->channel_full_error, "send_nowait(): the channel is full");
+            PyErr_Format(st->channel_full_error, "%s: the channel is full", what);
         }
         else {
-            PyErr_SetString(PyExc_TimeoutError, "send(): timed out waiting for room");
+            PyErr_Format(PyExc_TimeoutError, "%s: timed out waiting for room", what);
         }
         return NULL;
     }
     if (closed) {
-        return closed_error(st, "send()");
+        return closed_error(st, what);
     }
     Py_RETURN_NONE;
 }
@@ -775,19 +893,20 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
         return NULL;
     }
     ss_queue *q = self->queue;
-    int rc = WAIT_OK;
+    int rc;
     qnode *node = NULL;
-    PyThreadState *ts = NULL;
+    PyThreadState *ts;
+again:
+    rc = WAIT_OK;
+    ts = NULL;
     pthread_mutex_lock(&q->mu);
     if (!can_take(q)) {
         if (!block) {
             rc = WAIT_TIMEOUT;
         }
         else {
-            int signals = SS_THREAD_HANDLES_SIGNALS();    /* reads the thread state */
-            ts = PyEval_SaveThread();
-            rc = wait_for(q, &q->not_empty, can_take, has_deadline ? &deadline : NULL,
-                          signals, &ts);
+            rc = wait_blocking(q, &q->not_empty, can_take,
+                               has_deadline ? &deadline : NULL, &ts);
         }
     }
     if (rc == WAIT_OK && q->head != NULL) {
@@ -804,7 +923,10 @@ do_recv(PyObject *op, PyObject *timeout, int block, const char *what)
     if (ts != NULL) {
         PyEval_RestoreThread(ts);
     }
-    if (rc == WAIT_ERROR) {
+    if (rc == WAIT_INTERRUPTED && raise_async_exc() == 0) {
+        goto again;
+    }
+    if (rc == WAIT_ERROR || rc == WAIT_INTERRUPTED) {
         return NULL;
     }
     if (rc == WAIT_TIMEOUT) {
@@ -839,13 +961,13 @@ channel_send(PyObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:send", kwlist, &obj, &timeout)) {
         return NULL;
     }
-    return do_send(self, obj, timeout, 1);
+    return do_send(self, obj, timeout, 1, "send()");
 }
 
 static PyObject *
 channel_send_nowait(PyObject *self, PyObject *obj)
 {
-    return do_send(self, obj, NULL, 0);
+    return do_send(self, obj, NULL, 0, "send_nowait()");
 }
 
 static PyObject *
@@ -974,6 +1096,19 @@ channel_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     return NULL;
 }
 
+/* A Channel is a handle on a process-wide queue: a copy is the same handle (as SharedRef). */
+static PyObject *
+channel_copy(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+channel_deepcopy(PyObject *op, PyObject *Py_UNUSED(memo))
+{
+    return Py_NewRef(op);
+}
+
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, METH_VARARGS | METH_KEYWORDS,
      "send($self, /, obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
@@ -991,6 +1126,8 @@ static PyMethodDef channel_methods[] = {
      "is left, then get ChannelClosed; blocked waiters wake."},
     {"qsize", channel_qsize, METH_NOARGS, "qsize($self, /)\n--\n\nNumber of items waiting."},
     {"__reduce__", channel_reduce, METH_NOARGS, NULL},
+    {"__copy__", channel_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", channel_deepcopy, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -179,6 +179,10 @@ PyObject *ss_immutableset_build(ss_filler *f, Py_ssize_t n, PyObject *const *ite
 typedef struct ss_queue ss_queue;
 void ss_queue_incref(ss_queue *q);
 void ss_queue_decref(ss_queue *q);
+/* interrupt() (interp.c) scheduled an asynchronous exception in the thread state with this
+ * thread id of `interp`: wake that thread if it waits in a channel, so that its send() or
+ * recv() raises the exception without queueing or taking an item. `interp`'s GIL held. */
+void ss_queue_interrupt_waits(PyInterpreterState *interp, unsigned long thread_id);
 PyObject *ss_channel_wrap(ss_state *st, ss_queue *q);
 ss_queue *ss_channel_unwrap(ss_state *st, PyObject *op);
 

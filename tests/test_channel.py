@@ -684,3 +684,137 @@ def test_failed_decode_hook_fires_once() -> None:
     assert [ch.recv(), ch.recv()] == [1, 2]
     with pytest.raises(ValueError, match=">= 0"):
         _core._testing_fail_decode(-1)
+
+
+def test_send_nowait_names_itself_when_closed() -> None:
+    ch = Channel()
+    ch.close()
+    with pytest.raises(ChannelClosed, match=r"^send_nowait\(\): the channel is closed"):
+        ch.send_nowait(1)
+    with pytest.raises(ChannelClosed, match=r"^send\(\): the channel is closed"):
+        ch.send(1)
+
+
+def test_huge_int_timeouts_wait_without_a_deadline() -> None:
+    ch = Channel()
+    ch.send("a")
+    assert ch.recv(timeout=10**400) == "a"
+    ch.send("b", timeout=10**400)
+    assert ch.recv() == "b"
+    with pytest.raises(ValueError, match="non-negative"):
+        ch.recv(timeout=-(10**400))
+
+
+def test_copy_of_a_channel_is_the_channel() -> None:
+    import copy
+
+    ch = Channel()
+    assert copy.copy(ch) is ch
+    assert copy.deepcopy(ch) is ch
+    assert copy.deepcopy([ch, ch])[0] is ch
+
+
+# -- interrupting a task blocked in a channel ------------------------------------------------
+
+PROMPT = 2.0  # seconds: an interrupted wait ends at once; this is slack for a loaded machine
+
+
+def _call_in_thread(sandbox: Sandbox, *call: Any) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(sandbox.call(*call))
+        except BaseException as exc:  # noqa: BLE001 - checked by the test
+            outcome.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)  # blocked in the channel by now
+    return t, outcome
+
+
+def test_interrupt_of_a_task_blocked_in_recv_loses_no_item(sandbox: Sandbox) -> None:
+    ch = Channel()
+    t, outcome = _call_in_thread(sandbox, recv_n, ch, 1)
+    start = time.monotonic()
+    assert sandbox.interrupt()
+    t.join(PROMPT)
+    took = time.monotonic() - start
+    if t.is_alive():  # unblock it before failing
+        ch.send("unblock")
+        t.join(LIVENESS)
+    assert took < PROMPT
+    assert len(outcome) == 1 and isinstance(outcome[0], subsandbox.TaskInterrupted)
+    ch.send("precious")  # the interrupted recv() must not take it
+    assert sandbox.call(recv_n, ch, 1) == ("precious",)
+    assert ch.qsize() == 0
+
+
+def test_interrupt_of_a_task_blocked_in_send_queues_nothing(sandbox: Sandbox) -> None:
+    ch = Channel(maxsize=1)
+    ch.send("first")
+    t, outcome = _call_in_thread(sandbox, send_all, ch, ("second",))
+    start = time.monotonic()
+    assert sandbox.interrupt()
+    t.join(PROMPT)
+    took = time.monotonic() - start
+    if t.is_alive():
+        ch.recv()
+        t.join(LIVENESS)
+    assert took < PROMPT
+    assert len(outcome) == 1 and isinstance(outcome[0], subsandbox.TaskInterrupted)
+    assert ch.recv(timeout=1) == "first"
+    time.sleep(0.2)
+    assert ch.qsize() == 0  # the interrupted send() did not queue "second" after all
+    assert sandbox.call(abs, -3) == 3
+
+
+def test_executor_timeout_stops_a_task_blocked_in_recv() -> None:
+    from concurrent.futures import TimeoutError as FuturesTimeoutError
+
+    ch = Channel()
+    with subsandbox.SandboxPoolExecutor(max_workers=1) as ex:
+        future = ex.schedule(recv_n, (ch, 1), timeout=0.3)
+        try:
+            with pytest.raises(FuturesTimeoutError, match="timeout"):
+                future.result(timeout=PROMPT + 0.3)
+            ch.send("kept")  # for the next task, not the one that timed out
+            assert ex.submit(recv_n, ch, 1).result(timeout=LIVENESS) == ("kept",)
+        finally:
+            ch.close()  # a task still blocked (the bug) ends, so the executor can shut down
+
+
+def test_interrupt_just_before_the_wait_is_not_missed(sandbox: Sandbox) -> None:
+    # Many interrupts at random moments around the start of the wait: each call ends,
+    # interrupted, and no item sent afterwards is lost.
+    ch = Channel()
+    for i in range(30):
+        t, outcome = _call_in_thread_now(sandbox, recv_n, ch, 1)
+        time.sleep((i % 6) * 0.0005)
+        give_up = time.monotonic() + PROMPT
+        while t.is_alive() and time.monotonic() < give_up:
+            sandbox.interrupt()
+            t.join(0.01)
+        if t.is_alive():
+            ch.send("unblock")
+            t.join(LIVENESS)
+            pytest.fail(f"call {i}: the interrupted recv() went on waiting")
+        if outcome and isinstance(outcome[0], tuple):
+            pytest.fail(f"the recv took an item that nobody sent: {outcome}")
+        ch.send(i)
+        assert ch.recv(timeout=1) == i
+
+
+def _call_in_thread_now(sandbox: Sandbox, *call: Any) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(sandbox.call(*call))
+        except BaseException as exc:  # noqa: BLE001 - checked by the test
+            outcome.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, outcome

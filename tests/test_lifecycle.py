@@ -187,6 +187,34 @@ assert empty.recv() == "still usable"
     assert (result.returncode, result.stdout, result.stderr) == (0, "recv interrupted\n", "")
 
 
+@DEV
+def test_ctrl_c_around_a_sandbox_blocked_in_a_channel_ends_the_with_block(dev: bool) -> None:
+    # The task waits in recv() inside the sandbox: interrupting it wakes that wait.
+    result = run("""
+import os, signal, threading, time
+import subsandbox
+
+def consume(ch):
+    return [x for x in ch]
+
+ch = subsandbox.Channel()
+pressed = []
+def press():
+    pressed.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Timer(0.3, press).start()
+try:
+    with subsandbox.Sandbox() as sb:
+        sb.call(consume, ch)
+except KeyboardInterrupt:
+    took = time.monotonic() - pressed[0]
+    print("left the with block" if took < 2.0 else f"took {took:.2f} s")
+ch.send("kept")
+assert ch.recv_nowait() == "kept"
+""", dev, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "left the with block\n", "")
+
+
 def test_ctrl_c_left_unhandled_exits_like_python() -> None:
     # The program dies of its KeyboardInterrupt: traceback, status of SIGINT, no hang,
     # and the sandbox's task was stopped on the way out.
