@@ -201,7 +201,8 @@ class Sandbox:
 
         The call then raises ``TaskInterrupted`` in its caller and the sandbox stays
         usable; a call sent but not started yet fails as soon as it starts. Code blocked
-        inside a C function is interrupted when it returns to Python; code that catches
+        inside a C function is interrupted when it returns to Python (a wait in
+        ``Channel.send``/``recv`` is woken, and fails before it moves an item); code that catches
         ``KeyboardInterrupt`` may ignore it, so callers that must stop a task repeat the
         interrupt until the call returns. Returns whether a call was interrupted.
         """
