@@ -202,9 +202,10 @@ class Sandbox:
         The call then raises ``TaskInterrupted`` in its caller and the sandbox stays
         usable; a call sent but not started yet fails as soon as it starts. Code blocked
         inside a C function is interrupted when it returns to Python (a wait in
-        ``Channel.send``/``recv`` is woken, and fails before it moves an item); code that catches
-        ``KeyboardInterrupt`` may ignore it, so callers that must stop a task repeat the
-        interrupt until the call returns. Returns whether a call was interrupted.
+        ``Channel.send``/``recv`` is woken, and fails before it moves an item); code
+        that catches ``KeyboardInterrupt`` may ignore it, so callers that must stop a
+        task repeat the interrupt until the call returns. Returns whether a call was
+        interrupted.
         """
         task = self._running_task
         if not task or self._closed:
