@@ -449,9 +449,13 @@ def test_threads_of_subsandbox_leave_process_signals_to_the_main_thread() -> Non
     # asleep in a lock; so every thread we start blocks the process's signals (and the
     # sandbox threads it starts inherit that), while the main thread's mask is untouched.
     result = run_script("""
-import signal, threading, subsandbox
+import signal, threading, time, subsandbox
 
 def blocked(thread):
+    # A thread a driver has just started (a pool's sandbox, as it starts) is listed
+    # before it has a native id: wait for it.
+    while thread.native_id is None:
+        time.sleep(0.01)
     with open(f"/proc/self/task/{thread.native_id}/status") as f:
         mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
     return {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGSEGV) if mask >> (s - 1) & 1}
