@@ -1087,18 +1087,18 @@ view_setlike(PyObject *other)
     return Py_TYPE(other)->tp_dealloc == view_dealloc && view_kind(other) != KIND_VALUES;
 }
 
-/* 1 if every item of `a` is in `b`, 0 if not, -1 on error. */
+/* 1 if `is_in(item, b)` holds for every item of the iterator `it` (stolen), 0 at the
+ * first that does not, -1 on error. */
 static int
-all_contained_in(PyObject *a, PyObject *b)
+all_items_in(PyObject *it, PyObject *b, int (*is_in)(PyObject *item, PyObject *b))
 {
-    PyObject *it = PyObject_GetIter(a);
     if (it == NULL) {
         return -1;
     }
     PyObject *item;
     int ok = 1;
     while ((item = PyIter_Next(it)) != NULL) {
-        int r = PySequence_Contains(b, item);
+        int r = is_in(item, b);
         Py_DECREF(item);
         if (r <= 0) {
             ok = r;
@@ -1112,6 +1112,19 @@ all_contained_in(PyObject *a, PyObject *b)
     return ok;
 }
 
+static int
+contained_in(PyObject *item, PyObject *b)
+{
+    return PySequence_Contains(b, item);
+}
+
+/* 1 if every item of `a` is in `b`, 0 if not, -1 on error. */
+static int
+all_contained_in(PyObject *a, PyObject *b)
+{
+    return all_items_in(PyObject_GetIter(a), b, contained_in);
+}
+
 /* Is `key`, of hash `hash`, an item of `set`: an immutableset, or a set or frozenset (of
  * any subclass) read at the C level as frozenset reads one (set_contains_entry), without
  * calling a __contains__? 1, 0, or -1 with an exception. */
@@ -1123,6 +1136,13 @@ set_has_item(PyObject *set, PyObject *key, Py_hash_t hash)
         return ix == -2 ? -1 : ix >= 0;
     }
     return PySet_Contains(set, key);
+}
+
+static int
+hashed_item_in(PyObject *key, PyObject *set)
+{
+    Py_hash_t h = key_hash(key);
+    return h == -1 ? -1 : set_has_item(set, key, h);
 }
 
 /* all_contained_in() for two immutablesets, sets or frozensets, as frozenset's
@@ -1140,26 +1160,8 @@ set_all_in(PyObject *a, PyObject *b)
         }
         return 1;
     }
-    PyObject *it = PySet_Type.tp_iter(a);   /* set's own iterator (frozenset's as well) */
-    if (it == NULL) {
-        return -1;
-    }
-    PyObject *key;
-    int ok = 1;
-    while ((key = PyIter_Next(it)) != NULL) {
-        Py_hash_t h = key_hash(key);
-        int r = h == -1 ? -1 : set_has_item(b, key, h);
-        Py_DECREF(key);
-        if (r <= 0) {
-            ok = r;
-            break;
-        }
-    }
-    Py_DECREF(it);
-    if (ok >= 0 && PyErr_Occurred()) {
-        return -1;
-    }
-    return ok;
+    /* set's own iterator (frozenset's as well) */
+    return all_items_in(PySet_Type.tp_iter(a), b, hashed_item_in);
 }
 
 /* The set comparisons of `self` (length n1) with `other` (length n2); all_in(a, b) tells

@@ -720,18 +720,9 @@ PROMPT = 2.0  # seconds: an interrupted wait ends at once; this is slack for a l
 
 
 def _call_in_thread(sandbox: Sandbox, *call: Any) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(sandbox.call(*call))
-        except BaseException as exc:  # noqa: BLE001 - checked by the test
-            outcome.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
+    started = _call_in_thread_now(sandbox, *call)
     time.sleep(0.3)  # blocked in the channel by now
-    return t, outcome
+    return started
 
 
 def test_interrupt_of_a_task_blocked_in_recv_loses_no_item(sandbox: Sandbox) -> None:

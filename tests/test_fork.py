@@ -44,6 +44,22 @@ def in_child(old_sandboxes, old_channel, shared_value, make_one=True):
     if make_one:
         with subsandbox.Sandbox() as mine:
             assert mine.call(sum, range(10)) == 45
+
+
+def fork_and_check(check):
+    # Fork; the child runs check(), prints "child ok" and exits 0 (else the traceback, 1).
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            check()
+            print("child ok", flush=True)
+        except BaseException:
+            import traceback; traceback.print_exc()
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
 """
 
 
@@ -381,25 +397,17 @@ for t in calls:
     t.start()
 time.sleep(0.5)
 mid_fill = 0
+def in_the_child(i):
+    assert before == ("made before the fork", 1) and shared == ("shared", 1, 2.5)
+    assert subsandbox.share(("new in the child", i)) == ("new in the child", i)
+    try:
+        arena.share(("child", i))
+    except ValueError as exc:   # the sandbox was filling it at the fork
+        assert "forked" in str(exc), exc
+        print("arena closed", flush=True)
+
 for i in range(ROUNDS):
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            assert before == ("made before the fork", 1) and shared == ("shared", 1, 2.5)
-            assert subsandbox.share(("new in the child", i)) == ("new in the child", i)
-            try:
-                arena.share(("child", i))
-            except ValueError as exc:   # the sandbox was filling it at the fork
-                assert "forked" in str(exc), exc
-                print("arena closed", flush=True)
-            print("child ok", flush=True)
-        except BaseException:
-            import traceback; traceback.print_exc()
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, status
+    fork_and_check(lambda: in_the_child(i))
     time.sleep(0.01)
 os._exit(0)
 """), timeout=120)
@@ -416,18 +424,10 @@ import asyncio
 import subsandbox.aio as aio
 
 assert asyncio.run(aio.run(abs, -1)) == 1
-pid = os.fork()
-if pid == 0:
-    code = 0
-    try:
-        assert asyncio.run(aio.run(abs, -2)) == 2
-        print("child ok", flush=True)
-    except BaseException:
-        import traceback; traceback.print_exc()
-        code = 1
-    os._exit(code)
-_, status = os.waitpid(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0, status
+def child_runs_aio():
+    assert asyncio.run(aio.run(abs, -2)) == 2
+
+fork_and_check(child_runs_aio)
 assert asyncio.run(aio.run(abs, -3)) == 3
 """))
     _check(result, 1)
