@@ -162,7 +162,16 @@ class Sandbox:
         return self._closed
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "running" if self._running_task else "idle"
+        thread = getattr(self, "_thread", None)
+        if self._closed:
+            state = "closed"
+        elif thread is not None and thread.ident is not None and not thread.is_alive():
+            # Its worker stopped by itself: every call fails until close().
+            state = "broken"
+        elif self._closing:
+            state = "closing"
+        else:
+            state = "running" if self._running_task else "idle"
         return f"<subsandbox.Sandbox id={getattr(self, '_id', '?')} {state}>"
 
     # -- running code --------------------------------------------------------------------

@@ -497,3 +497,20 @@ def test_a_sandbox_cannot_be_made_inside_a_sandbox(sandbox: Sandbox) -> None:
     # subinterpreters", which says nothing of what to do.
     assert "only be made by the main interpreter" in sandbox.call(make_a_sandbox_here)
     assert sandbox.call(abs, -1) == 1
+
+
+def test_repr_says_what_state_the_sandbox_is_in() -> None:
+    sandbox = Sandbox()
+    try:
+        assert repr(sandbox) == f"<subsandbox.Sandbox id={sandbox.id} idle>"
+        # The worker's loop ends without close() (as when its interpreter fails): the
+        # sandbox is broken, not idle, and every call says so.
+        sandbox._requests.send(("stop", 0, b"", ()))
+        sandbox._thread.join(30)
+        assert repr(sandbox) == f"<subsandbox.Sandbox id={sandbox.id} broken>"
+        with pytest.raises(BrokenSandbox):
+            sandbox.call(int)
+        assert repr(sandbox) == f"<subsandbox.Sandbox id={sandbox.id} broken>"
+    finally:
+        sandbox.close()
+    assert repr(sandbox) == f"<subsandbox.Sandbox id={sandbox.id} closed>"
