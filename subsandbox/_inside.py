@@ -107,10 +107,18 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
         return answer
     except BaseException as exc:
         # An interrupt that lands while _answer answers (or before the task started),
-        # or an error of the request's own unpickling.
+        # the task's own KeyboardInterrupt, or an error of the request's own unpickling.
         if _core._take_interrupted() and isinstance(exc, KeyboardInterrupt):
             return "interrupted", b"", ()
-        return _raised(exc)
+        # Not an interrupt: its answer is made as the task again (same id), since
+        # pickling the exception runs code the task chose (a __reduce__, a __str__),
+        # which interrupt() must be able to stop.
+        try:
+            raised: tuple[Any, ...] = _core._run_task(task_id, _raised, (exc,), None)
+            return raised
+        except KeyboardInterrupt:
+            _core._take_interrupted()
+            return "interrupted", b"", ()
 
 
 # How requests are unpickled here: the policy's loader once serve() installed one.

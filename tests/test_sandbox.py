@@ -301,16 +301,24 @@ def test_interrupt_before_the_task_starts_still_stops_it(sandbox: Sandbox) -> No
     assert sandbox.call(add, 1) == 11
 
 
-@pytest.mark.parametrize("what", ["result", "exception"])
+@pytest.mark.parametrize("what", ["result", "exception", "own KeyboardInterrupt"])
 def test_interrupt_stops_code_that_pickling_the_answer_runs(what: str) -> None:
     # The answer was pickled after the task was over: a __reduce__ (or __str__) of the
     # result or of the exception ran for as long as it liked, and interrupt() returned
-    # False all along. It is now part of the task.
+    # False all along. It is now part of the task; so is the answer to a KeyboardInterrupt
+    # the task raised itself, which is told apart from an interrupt only after the task
+    # (that one's __reduce__ ends by itself after some seconds: the old code answered it
+    # then).
+    base = "KeyboardInterrupt" if what == "own KeyboardInterrupt" else "Exception"
+    spin = ("        for _ in range(300_000_000):\n"
+            "            pass\n"
+            "        return (Slow, ())\n") if base == "KeyboardInterrupt" else (
+            "        while True:\n"
+            "            pass\n")
     source = (
-        "class Slow(Exception):\n"
+        f"class Slow({base}):\n"
         "    def __reduce__(self):\n"
-        "        while True:\n"
-        "            pass\n"
+        + spin +
         "def task():\n"
         + ("    return Slow()\n" if what == "result" else "    raise Slow()\n"))
     with Sandbox(policy=subsandbox.Policy.nothing()) as sb:
