@@ -15,6 +15,7 @@
  */
 #include "subsandbox.h"
 #include "sync.h"
+#include "pyinternal.h"
 
 #include <pthread.h>
 
@@ -168,12 +169,21 @@ ss_run_task(uint64_t task, PyObject *fn, PyObject *args, PyObject *kwargs)
     REGISTRY_UNLOCK();
     if (interrupted) {
         /* An interrupt scheduled after the task's last bytecode must not fire in the
-         * worker's own loop: drop it. No new one can come, the task id is gone. */
-        PyObject *exc = PyErr_GetRaisedException();
-        PyThreadState_SetAsyncExc(PyThreadState_Get()->thread_id, NULL);
-        PyErr_SetRaisedException(exc);
+         * worker's own loop: drop it. No new one can come, the task id is gone. Taken
+         * as the eval loop takes it, not with PyThreadState_SetAsyncExc(id, NULL): on
+         * 3.12 that leaves the interpreter's request flag set, and every later check
+         * of the eval breaker in this sandbox would go the slow way. */
+        Py_XDECREF(ss_rt_take_async_exc(PyThreadState_Get()));
     }
     return result;
+}
+
+/* _testing_async_exc_requested() -> bool: whether an asynchronous exception is still
+ * requested for the current thread (ss_rt_async_exc_requested; tests). */
+static PyObject *
+testing_async_exc_requested(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(ss_rt_async_exc_requested(PyThreadState_Get()));
 }
 
 /* run_task(task_id, fn, args, kwargs) -> fn(*args, **kwargs), interruptible by
@@ -347,6 +357,9 @@ static PyMethodDef interp_methods[] = {
     {"_run_task", (PyCFunction)(void (*)(void))run_task, METH_FASTCALL, NULL},
     {"_take_interrupted", take_interrupted, METH_NOARGS, NULL},
     {"_interrupt", (PyCFunction)(void (*)(void))interrupt, METH_FASTCALL, NULL},
+    {"_testing_async_exc_requested", testing_async_exc_requested, METH_NOARGS,
+     "_testing_async_exc_requested() -> bool: is an asynchronous exception still "
+     "requested for this thread (tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -515,3 +515,14 @@ ss_rt_take_async_exc(PyThreadState *ts)
     return (PyObject *)_Py_atomic_exchange_ptr(&ts->async_exc, NULL);
 #endif
 }
+
+int
+ss_rt_async_exc_requested(PyThreadState *ts)
+{
+#if SS_ASYNC_EXC_INTERP_FLAG
+    if (ts->interp->ceval.pending.async_exc) {
+        return 1;
+    }
+#endif
+    return ts->async_exc != NULL;
+}

@@ -65,5 +65,8 @@ PyObject *ss_census_run(void *const *addrs, const size_t *sizes, size_t n);
  * eval loop takes it (new reference), or NULL when none is. `ts` is the current thread
  * state, its GIL held. */
 PyObject *ss_rt_take_async_exc(PyThreadState *ts);
+/* Whether an asynchronous exception is still requested for `ts` (tests): its exception,
+ * or on 3.12 the per-interpreter flag that keeps the eval breaker set. */
+int ss_rt_async_exc_requested(PyThreadState *ts);
 
 #endif

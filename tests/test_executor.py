@@ -161,6 +161,17 @@ def test_timeout_interrupts_the_task_and_the_same_worker_goes_on(
     assert executor.submit(square, 3).result() == 9
 
 
+def test_an_interrupt_after_the_tasks_last_bytecode_leaves_no_request_behind() -> None:
+    # time.sleep as the task runs no bytecode after the timeout's interrupt lands: the task
+    # ends with the interrupt still pending, and the worker drops it. Dropped with
+    # PyThreadState_SetAsyncExc(id, NULL), CPython 3.12's per-interpreter request flag
+    # stayed set, and every later eval-breaker check in that sandbox went the slow way.
+    with SandboxPoolExecutor(1) as pool:
+        assert pool.schedule(time.sleep, (0.6,), timeout=0.2).result() is None
+        assert pool.submit(subsandbox._core._testing_async_exc_requested).result() is False
+        assert pool.submit(square, 4).result() == 16
+
+
 def test_timeout_not_reached_gives_the_result(executor: SandboxPoolExecutor) -> None:
     assert executor.schedule(square, (5,), timeout=30).result() == 25
     assert executor.schedule(sleep_then, kwargs={"seconds": 0, "value": 1}).result() == 1
