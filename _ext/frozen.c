@@ -150,24 +150,32 @@ key_hash(PyObject *key)
     return PyObject_Hash(key);
 }
 
-/* After a failed hash of `key`, with its exception set: CPython 3.15's message for a
- * frozendict key ("cannot use 'list' as a frozendict key (unhashable type: 'list')",
- * Objects/dictobject.c dict_unhashable_type) when the exception is exactly a TypeError;
- * any other exception stays as it is. */
+/* After a failed hash of `item`, with its exception set: "cannot use '<type>' as
+ * <what> (<the hash's error>)" when the exception is exactly a TypeError, as CPython
+ * words it (Objects/dictobject.c dict_unhashable_type, Objects/setobject.c
+ * set_unhashable_type); any other exception stays as it is. */
 static void
-fd_unhashable_key(PyObject *key)
+reword_unhashable(PyObject *item, const char *what)
 {
     PyObject *exc = PyErr_GetRaisedException();
     if (!Py_IS_TYPE(exc, (PyTypeObject *)PyExc_TypeError)) {
         PyErr_SetRaisedException(exc);
         return;
     }
-    PyObject *name = ss_type_fully_qualified_name(Py_TYPE(key));
+    PyObject *name = ss_type_fully_qualified_name(Py_TYPE(item));
     if (name != NULL) {
-        PyErr_Format(PyExc_TypeError, "cannot use '%U' as a frozendict key (%S)", name, exc);
+        PyErr_Format(PyExc_TypeError, "cannot use '%U' as %s (%S)", name, what, exc);
         Py_DECREF(name);
     }
     Py_DECREF(exc);
+}
+
+/* CPython 3.15's message for an unhashable frozendict key ("cannot use 'list' as a
+ * frozendict key (unhashable type: 'list')"), on every version. */
+static void
+fd_unhashable_key(PyObject *key)
+{
+    reword_unhashable(key, "a frozendict key");
 }
 
 /* key_hash() for a key looked up in a frozendict: 3.15's message when it is unhashable. */
@@ -177,6 +185,31 @@ fd_key_hash(PyObject *key)
     Py_hash_t h = key_hash(key);
     if (h == -1) {
         fd_unhashable_key(key);
+    }
+    return h;
+}
+
+/* An unhashable set element, worded as the running CPython's frozenset words it
+ * (SS_SET_REWORDS_UNHASHABLE: 3.14+). */
+static void
+is_unhashable_item(PyObject *item)
+{
+#if SS_SET_REWORDS_UNHASHABLE
+    reword_unhashable(item, "a set element");
+#else
+    (void)item;
+#endif
+}
+
+/* key_hash() for an item looked up in or added to an immutableset where frozenset's
+ * code words an unhashable item as a set element: its constructor, `in`, isdisjoint()
+ * and issuperset() (issubset() and intersection() do not, in frozenset either). */
+static inline Py_hash_t
+is_item_hash(PyObject *item)
+{
+    Py_hash_t h = key_hash(item);
+    if (h == -1) {
+        is_unhashable_item(item);
     }
     return h;
 }
@@ -2012,6 +2045,21 @@ is_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyObject *item;
         while ((item = PyIter_Next(it)) != NULL) {
             PyObject *r = PyDict_SetDefault(d, item, Py_None);   /* first one wins */
+            if (r == NULL && SS_SET_REWORDS_UNHASHABLE
+                && PyErr_ExceptionMatches(PyExc_TypeError))
+            {
+                /* The dict worded it as a dict key, and dropped the hash's own error:
+                 * hash again for that error (only on this path) to word it as
+                 * frozenset() does. */
+                PyObject *dict_error = PyErr_GetRaisedException();
+                if (PyObject_Hash(item) == -1) {
+                    is_unhashable_item(item);
+                    Py_DECREF(dict_error);
+                }
+                else {
+                    PyErr_SetRaisedException(dict_error);
+                }
+            }
             Py_DECREF(item);
             if (r == NULL) {
                 break;
@@ -2035,6 +2083,7 @@ is_contains(PyObject *op, PyObject *key)
     Py_hash_t h = key_hash(key);
     if (h == -1) {
         if (!PySet_Check(key) || !PyErr_ExceptionMatches(PyExc_TypeError)) {
+            is_unhashable_item(key);
             return -1;
         }
         PyErr_Clear();
@@ -2235,7 +2284,7 @@ is_issuperset(PyObject *self, PyObject *other)
     PyObject *key;
     int r = 1;
     while (r == 1 && (key = PyIter_Next(it)) != NULL) {
-        Py_hash_t h = key_hash(key);
+        Py_hash_t h = is_item_hash(key);
         r = h == -1 ? -1 : set_has_item(self, key, h);
         Py_DECREF(key);
     }
@@ -2272,7 +2321,7 @@ is_isdisjoint(PyObject *self, PyObject *other)
     }
     PyObject *key;
     while (r == 0 && (key = PyIter_Next(it)) != NULL) {
-        Py_hash_t h = key_hash(key);
+        Py_hash_t h = is_item_hash(key);
         r = h == -1 ? -1 : set_has_item(self, key, h);
         Py_DECREF(key);
     }

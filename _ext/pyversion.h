@@ -89,6 +89,16 @@ ss_str_is_marked_shared(PyObject *op)
         && _PyASCIIObject_CAST(op)->state.statically_allocated;
 }
 
+/* ---- unhashable set elements -----------------------------------------------------------
+ * 3.14 rewords the TypeError of an unhashable set element: "cannot use 'list' as a set
+ * element (unhashable type: 'list')" (Objects/setobject.c set_unhashable_type), and a
+ * dict's "... as a dict key (...)". 3.12/3.13 leave the hash's own TypeError. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define SS_SET_REWORDS_UNHASHABLE 1
+#else
+#  define SS_SET_REWORDS_UNHASHABLE 0
+#endif
+
 /* ---- tuple ----------------------------------------------------------------------------
  * 3.14 caches the hash of a tuple in PyTupleObject.ob_hash (-1: not computed yet), filled
  * lazily by tuple_hash(): a shared tuple must have it filled before it is published (and

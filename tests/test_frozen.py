@@ -164,6 +164,28 @@ def test_unhashable_key_errors_say_so_like_pep_814():
         frozendict([(1,)])
 
 
+def test_unhashable_item_errors_say_what_frozensets_say():
+    # Each operation as frozenset words it on the running CPython: 3.14 says "cannot use
+    # 'list' as a set element (...)" in some of them (the constructor said "as a dict
+    # key", from the dict it is built with), 3.12/3.13 the hash's own error.
+    class RaisesTypeError:
+        def __hash__(self):
+            raise TypeError("boom")
+
+    for bad in ([], (1, []), RaisesTypeError()):
+        for operation in (lambda s: bad in s, lambda s: type(s)([1, bad]),
+                          lambda s: s.isdisjoint([bad]), lambda s: s.issuperset([bad]),
+                          lambda s: s.issubset([bad]), lambda s: s.union([bad]),
+                          lambda s: s.intersection([bad]), lambda s: s.difference([bad]),
+                          lambda s: s.symmetric_difference([bad])):
+            messages = []
+            for s in (frozenset([1]), immutableset([1])):
+                with pytest.raises(TypeError) as exc:
+                    operation(s)
+                messages.append(str(exc.value))
+            assert messages[1] == messages[0]
+
+
 def test_collisions_and_eq_errors():
     class K:
         def __init__(self, v):
