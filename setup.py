@@ -5,10 +5,24 @@ setuptools cannot yet take from pyproject.toml.
 """
 
 import os
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
-from setuptools import Extension, setup
+# Before anything else (setuptools included): on another Python the build would fail later
+# with a page of compiler errors about CPython internals, and an older pip (23.2, as 3.11
+# bundles) reports an unsatisfiable dependency instead of the Python it needs. This is
+# what pip shows when it gets to build.
+if (sys.implementation.name != "cpython" or sys.version_info < (3, 12)
+        or sysconfig.get_config_var("Py_GIL_DISABLED")):
+    build = " free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    sys.exit(f"subsandbox needs CPython 3.12 or newer with the GIL (3.12, 3.13 and 3.14 are "
+             f"supported); this is {sys.implementation.name} "
+             f"{sys.version.split()[0]}{build} ({sys.executable}): install it with one of "
+             f"those, e.g. python3.13 -m pip install subsandbox")
+
+from setuptools import Extension, setup  # noqa: E402 - after the version check
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, LinkError
 
