@@ -37,6 +37,27 @@ class BuildExtWithLTO(build_ext):
     (docs/benchmarks.md, round 7). A compiler without it builds the same code without
     it; SUBSANDBOX_NO_LTO=1 turns it off."""
 
+    # Which CPython built what lies in the build folder. _core must be built by the very
+    # CPython that imports it (major.minor.micro: docs/guide.md, "Install"), but the build
+    # folder is named by major.minor only (build/lib.*-cpython-313), and build_ext skips
+    # an extension whose sources are older than its .so: after an upgrade from 3.13.0 to
+    # 3.13.5, `pip install .` in a checkout built before would install the old .so again,
+    # which refuses to import. The stamp makes a build by another CPython start afresh.
+    STAMP = "subsandbox-built-by"
+
+    def run(self) -> None:
+        stamp = Path(self.build_temp, self.STAMP)
+        built_by = sys.version    # version, build date and compiler of this CPython
+        try:
+            previous = stamp.read_text()
+        except OSError:
+            previous = None
+        if previous != built_by:
+            self.force = True
+        super().run()
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(built_by)
+
     def build_extensions(self) -> None:
         flag = self._lto_flag()
         if flag is not None:

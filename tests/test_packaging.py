@@ -1,6 +1,7 @@
 """The package as pip builds it: the sdist holds what builds it (and no build output or
-half test suite), and setup.py refuses a Python it cannot serve in one line instead of a
-page of compiler errors.
+half test suite), a wheel's ``_core`` built by another CPython is refused at import with
+what to do, the next build of a checkout rebuilds it, and setup.py refuses a Python it
+cannot serve in one line instead of a page of compiler errors.
 
 The builds here are of a copy of the sources, with ``-O0`` and without LTO: seconds each.
 """
@@ -8,6 +9,7 @@ The builds here are of a copy of the sources, with ``-O0`` and without LTO: seco
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What a build reads: the sdist's content, from the checkout.
 BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in")
+# An extension built for a CPython that does not exist: every CPython here refuses it.
+FOREIGN = "-DSS_BUILT_FOR_VERSION_HEX=0x03630000"   # 3.99.0
 
 
 def _copy_sources(dest: Path) -> Path:
@@ -45,6 +49,42 @@ def _run_from(tree: Path, source: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     return subprocess.run([sys.executable, "-c", source], cwd=tree, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+IMPORT_CORE = "import subsandbox._core as c; print(c.__file__)"
+
+
+def test_a_core_built_for_another_cpython_refuses_to_import_and_says_what_to_do(
+        tmp_path: Path) -> None:
+    tree = _copy_sources(tmp_path / "src")
+    _build_in_place(tree, FOREIGN)
+    result = _run_from(tree, IMPORT_CORE)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: subsandbox._core was built for CPython 3.99.0 but "
+                           f"this is CPython {platform.python_version()}"), last
+    # pip's wheel cache tells CPythons apart by major.minor only: without --no-cache-dir
+    # the advice would reinstall the very wheel that was refused.
+    assert ("pip install --force-reinstall --no-binary subsandbox --no-cache-dir subsandbox"
+            in last), last
+
+
+def test_a_build_left_by_another_cpython_is_built_again(tmp_path: Path) -> None:
+    # The build folder is named by major.minor (build/temp.*-cpython-313), and build_ext
+    # skips an extension whose .so is newer than its sources: after an upgrade from
+    # 3.13.0 to 3.13.5, `pip install .` in a checkout built before installed the old .so.
+    tree = _copy_sources(tmp_path / "src")
+    _build_in_place(tree, FOREIGN)             # what the other CPython left behind
+    (left,) = (tree / "subsandbox").glob("_core.*.so")
+    before = left.stat().st_mtime_ns
+    # What that CPython wrote into the folder's stamp: its sys.version.
+    for stamp in (tree / "build").glob("temp.*/subsandbox-built-by"):
+        stamp.write_text("3.99.0 (main, Jan 1 2030, 00:00:00) [GCC 99]")
+    _build_in_place(tree)
+    assert left.stat().st_mtime_ns != before, "the .so of the other CPython was kept"
+    result = _run_from(tree, IMPORT_CORE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Path(result.stdout.strip()).parent == tree / "subsandbox"
 
 
 @pytest.fixture(scope="module")
