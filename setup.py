@@ -5,6 +5,7 @@ setuptools cannot yet take from pyproject.toml.
 """
 
 import os
+import platform
 import sys
 import sysconfig
 import tempfile
@@ -18,8 +19,8 @@ if (sys.implementation.name != "cpython" or sys.version_info < (3, 12)
         or sysconfig.get_config_var("Py_GIL_DISABLED")):
     build = " free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
     sys.exit(f"subsandbox needs CPython 3.12 or newer with the GIL (3.12, 3.13 and 3.14 are "
-             f"supported); this is {sys.implementation.name} "
-             f"{sys.version.split()[0]}{build} ({sys.executable}): install it with one of "
+             f"supported); this is {platform.python_implementation()} "
+             f"{platform.python_version()}{build} ({sys.executable}): install it with one of "
              f"those, e.g. python3.13 -m pip install subsandbox")
 
 from setuptools import Extension, setup  # noqa: E402 - after the version check
