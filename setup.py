@@ -5,10 +5,25 @@ setuptools cannot yet take from pyproject.toml.
 """
 
 import os
+import platform
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
-from setuptools import Extension, setup
+# Before anything else (setuptools included): on another Python the build would fail later
+# with a page of compiler errors about CPython internals, and an older pip (23.2, as 3.11
+# bundles) reports an unsatisfiable dependency instead of the Python it needs. This is
+# what pip shows when it gets to build.
+if (sys.implementation.name != "cpython" or sys.version_info < (3, 12)
+        or sysconfig.get_config_var("Py_GIL_DISABLED")):
+    build = " free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    sys.exit(f"subsandbox needs CPython 3.12 or newer with the GIL (3.12, 3.13 and 3.14 are "
+             f"supported); this is {platform.python_implementation()} "
+             f"{platform.python_version()}{build} ({sys.executable}): install it with one of "
+             f"those, e.g. python3.13 -m pip install subsandbox")
+
+from setuptools import Extension, setup  # noqa: E402 - after the version check
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, LinkError
 
@@ -22,6 +37,27 @@ class BuildExtWithLTO(build_ext):
     inlines across the two files: share() of 1 KB values took 6-12 % less time with it
     (docs/benchmarks.md, round 7). A compiler without it builds the same code without
     it; SUBSANDBOX_NO_LTO=1 turns it off."""
+
+    # Which CPython built what lies in the build folder. _core must be built by the very
+    # CPython that imports it (major.minor.micro: docs/guide.md, "Install"), but the build
+    # folder is named by major.minor only (build/lib.*-cpython-313), and build_ext skips
+    # an extension whose sources are older than its .so: after an upgrade from 3.13.0 to
+    # 3.13.5, `pip install .` in a checkout built before would install the old .so again,
+    # which refuses to import. The stamp makes a build by another CPython start afresh.
+    STAMP = "subsandbox-built-by"
+
+    def run(self) -> None:
+        stamp = Path(self.build_temp, self.STAMP)
+        built_by = sys.version    # version, build date and compiler of this CPython
+        try:
+            previous = stamp.read_text()
+        except OSError:
+            previous = None
+        if previous != built_by:
+            self.force = True
+        super().run()
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(built_by)
 
     def build_extensions(self) -> None:
         flag = self._lto_flag()

@@ -49,9 +49,11 @@ check_runtime_version(void)
     PyErr_Format(PyExc_ImportError,
                  "subsandbox._core was built for CPython %lu.%lu.%lu but this is CPython "
                  "%lu.%lu.%lu: it reads CPython internals whose layout may change between "
-                 "any two releases, so it must be built by the CPython that runs it "
-                 "(reinstall subsandbox from source with this Python, e.g. pip install "
-                 "--no-binary subsandbox --force-reinstall subsandbox)",
+                 "any two releases, so it must be built by the CPython that runs it: "
+                 "reinstall subsandbox from source with this Python (pip install "
+                 "--force-reinstall --no-binary subsandbox --no-cache-dir subsandbox, or "
+                 "pip install --force-reinstall . in a checkout; without --no-cache-dir, "
+                 "pip may reinstall the wheel it built for the other CPython)",
                  (built >> 24) & 0xFF, (built >> 16) & 0xFF, (built >> 8) & 0xFF,
                  (running >> 24) & 0xFF, (running >> 16) & 0xFF, (running >> 8) & 0xFF);
     return -1;

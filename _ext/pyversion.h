@@ -18,7 +18,9 @@
  * for 3.13.0 was loaded by a 3.13.5 (its managed static type slots read wrong: "did not
  * get slot 9"). So the running CPython must be the very one (major.minor.micro) whose
  * headers compiled us; Py_Version is the running one's PY_VERSION_HEX. */
-#define SS_BUILT_FOR_VERSION_HEX (PY_VERSION_HEX & ~0xFFu)  /* release level dropped */
+#ifndef SS_BUILT_FOR_VERSION_HEX  /* -D'd only by tests/test_packaging.py, to test the refusal */
+#  define SS_BUILT_FOR_VERSION_HEX (PY_VERSION_HEX & ~0xFFu)  /* release level dropped */
+#endif
 #define SS_RUNNING_VERSION_HEX ((unsigned long)Py_Version & ~0xFFul)
 
 #if PY_VERSION_HEX < 0x030C0000

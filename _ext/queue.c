@@ -1113,7 +1113,10 @@ static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, METH_VARARGS | METH_KEYWORDS,
      "send($self, /, obj, timeout=None)\n--\n\nPut obj at the end of the channel, waiting for room "
      "when the channel is full. Only immutable values cross: None, bool, int, float, "
-     "complex, str, bytes, tuples of them, shared objects and channels."},
+     "complex, str, bytes, tuples of them, shared objects, channels and arenas; a "
+     "SharedRef arrives as the object it names. Anything else raises NotShareableError. "
+     "Raises ChannelClosed once the channel is closed, TimeoutError when the timeout "
+     "passes."},
     {"send_nowait", channel_send_nowait, METH_O,
      "send_nowait($self, obj, /)\n--\n\nLike send(), but raise ChannelFull instead of waiting."},
     {"recv", (PyCFunction)(void (*)(void))channel_recv, METH_VARARGS | METH_KEYWORDS,

@@ -288,10 +288,14 @@ def _class_state(cls: type) -> dict[str, Any]:
     return state
 
 
+def _is_typeddict(cls: type) -> bool:
+    return type(cls).__module__ == "typing" and type(cls).__name__ == "_TypedDictMeta"
+
+
 def _reduce_class(cls: type) -> Any:
     if _is_enum(cls):
         return _reduce_enum(cls)
-    if type(cls).__module__ == "typing" and type(cls).__name__ == "_TypedDictMeta":
+    if _is_typeddict(cls):
         # typing makes a TypedDict class from its annotations with helpers of its own, each
         # version its own way; its instances are plain dicts, and cross as such.
         raise _cannot_cross(cls, "a TypedDict class cannot be made again from its "
@@ -746,7 +750,9 @@ def _parts(obj: object, path: str) -> list[_Part]:
     elif isinstance(obj, dict):
         parts = [(f"{path}[{k!r}]" if path else f"argument {k!r}", v, None)
                  for k, v in obj.items()]
-    elif isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
+    elif isinstance(obj, type) and obj.__module__ in _MAIN_MODULES and not _is_typeddict(obj):
+        # (A TypedDict class is refused as a whole, whatever its parts: on 3.14 its
+        # __annotate_func__ fails to pickle too, and would hide the reason.)
         who = f"the class {obj.__qualname__!r}"
         parts = _class_parts(obj, f"{path} is {who}, which" if path else who)
     elif type(obj).__module__ in _MAIN_MODULES:

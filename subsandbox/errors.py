@@ -53,7 +53,12 @@ class BrokenSandbox(RuntimeError):
 
 
 class BrokenSandboxPool(BrokenExecutor):
-    """A SandboxPoolExecutor cannot run tasks any more (its initializer failed)."""
+    """A SandboxPoolExecutor cannot run tasks any more.
+
+    Its initializer failed, or a worker sandbox could not be started or entered (the
+    cause is in ``__cause__``: ``TracemallocError`` while tracemalloc traces), or the
+    pool belongs to the parent of a fork.
+    """
 
 
 class TaskInterrupted(Exception):

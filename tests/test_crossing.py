@@ -481,7 +481,8 @@ def test_what_cannot_cross_names_the_class_and_what_to_do() -> None:
     assert "define the class 'Holder' in an importable module" in holder, holder
     for line, name in ((coord, "'Coord'"), (movie, "'Movie'"), (plugin, "'Zip'")):
         assert name in line and "importable module" in line, line
-    assert "TypedDict" in movie and "keyword arguments" in plugin
+    assert "a TypedDict class cannot be made again" in movie, movie
+    assert "keyword arguments" in plugin, plugin
     assert "mappingproxy" not in holder + coord
 
 

@@ -2,8 +2,10 @@
 
 Each block runs as a script of its own in a fresh interpreter (its functions live in
 ``__main__``, as a reader's would), in an empty working folder, and must exit with status 0;
-the examples check their results with ``assert``. A block may be preceded by a marker
-comment on the line before its fence:
+the examples check their results with ``assert``. A ``print(...)`` line states what it
+prints in a comment at its end (``print(x)   # 3.5``): the block's output must be exactly
+those lines, in order. A block may be preceded by a marker comment on the line before its
+fence:
 
     <!-- needs: executor -->   run only where subsandbox.SandboxPoolExecutor exists
     <!-- needs: policy -->     run only where subsandbox.Policy exists
@@ -26,6 +28,9 @@ from conftest import run_script
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+# A print() call at the start of a line, and the output its trailing comment states.
+PRINT = re.compile(r"^\s*print\(")
+STATED = re.compile(r"^\s*print\(.*\)\s*#\s?(.*?)\s*$")
 MARKER = re.compile(r"<!--\s*(needs|not run):\s*([^>]*?)\s*-->\s*$")
 NEEDS = {"executor": "SandboxPoolExecutor", "policy": "Policy"}
 
@@ -50,6 +55,11 @@ def _has(name: str) -> bool:
     return True
 
 
+def stated_output(source: str) -> list[str]:
+    """The lines a block says it prints, from the comments of its print() lines."""
+    return [m.group(1) for m in map(STATED.match, source.splitlines()) if m]
+
+
 EXAMPLES = [pytest.param(path, line, source, marker, id=f"{path.name}:{line}")
             for path in DOCS for line, source, marker in extract(path)]
 
@@ -67,6 +77,33 @@ def test_markers_are_known() -> None:
                 assert marker[1] in NEEDS, f"{path.name}:{line}: unknown need {marker[1]!r}"
 
 
+def test_every_print_states_its_output() -> None:
+    # Otherwise a print() without its comment would make the output check fail, or (once
+    # a block has none) skip it: a reader must see what each line prints.
+    for path in DOCS:
+        for line, source, marker in extract(path):
+            if marker and marker[0] == "not run":
+                continue
+            for offset, text in enumerate(source.splitlines(), start=1):
+                if PRINT.match(text):
+                    assert STATED.match(text), (
+                        f"{path.name}:{line + offset}: a print() in an example must end "
+                        f"with a comment stating what it prints: {text.strip()}")
+
+
+def test_the_output_check_reads_the_comments() -> None:
+    # Guards the pattern: with none read, every output check would pass.
+    readme = {line: source for line, source, _ in extract(ROOT / "README.md")}
+    assert any(stated_output(source) == ["3.5"] for source in readme.values())
+
+
+def test_every_public_name_is_in_the_guide() -> None:
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    missing = [name for name in subsandbox.__all__
+               if not re.search(rf"`[^`]*\b{re.escape(name)}\b[^`]*`", guide)]
+    assert not missing, f"docs/guide.md never names these public names: {missing}"
+
+
 @pytest.mark.parametrize("path, line, source, marker", EXAMPLES)
 def test_example_runs(path: Path, line: int, source: str, marker: tuple[str, str] | None,
                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,3 +118,8 @@ def test_example_runs(path: Path, line: int, source: str, marker: tuple[str, str
     assert result.returncode == 0, (
         f"the example at {path.relative_to(ROOT)}:{line} failed:\n{source}\n"
         f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    stated = stated_output(source)
+    if stated:
+        assert result.stdout.splitlines() == stated, (
+            f"the example at {path.relative_to(ROOT)}:{line} printed\n{result.stdout}"
+            f"but its comments say it prints\n" + "\n".join(stated))
