@@ -848,7 +848,10 @@ arena_refuse_closed(ss_arena *a)
                         "objects stay readable, share into a new Arena()");
     }
     else {
-        PyErr_SetString(PyExc_ValueError, "share() on a closed Arena");
+        /* Said for share() and share_detached() alike: name no method. */
+        PyErr_SetString(PyExc_ValueError,
+                        "this Arena is closed: nothing more can be shared into it (what it "
+                        "shared stays readable); share into a new Arena()");
     }
 }
 

@@ -114,10 +114,11 @@ SharedRef_repr(PyObject *op)
         res = PyUnicode_FromFormat("<subsandbox.SharedRef to %s %s %U>", article, name, where);
     }
     else {
-        const char *unit = PyUnicode_Check(self->obj) ? "characters"
-                           : PyBytes_Check(self->obj) ? "bytes" : "items";
-        res = PyUnicode_FromFormat("<subsandbox.SharedRef to %s %s of %zd %s %U>",
-                                   article, name, self->size, unit, where);
+        const char *unit = PyUnicode_Check(self->obj) ? "character"
+                           : PyBytes_Check(self->obj) ? "byte" : "item";
+        res = PyUnicode_FromFormat("<subsandbox.SharedRef to %s %s of %zd %s%s %U>",
+                                   article, name, self->size, unit,
+                                   self->size == 1 ? "" : "s", where);
     }
     Py_DECREF(where);
     return res;

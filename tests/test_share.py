@@ -460,8 +460,10 @@ def test_closed_arena_refuses_share():
     a = Arena()
     a.close()
     assert a.closed
-    with pytest.raises(ValueError):
-        a.share(fresh("not shared yet"))
+    for share_into in (a.share, a.share_detached):
+        with pytest.raises(ValueError, match=r"^this Arena is closed: .* share into a new "
+                                             r"Arena\(\)$"):
+            share_into(fresh("not shared yet"))
     assert a.share(share(fresh("already shared"))) == "already shared"  # free, no new object
     with Arena() as b:
         assert not b.closed

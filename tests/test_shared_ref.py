@@ -115,6 +115,10 @@ def test_repr_names_arena_type_and_size() -> None:
         assert repr(arena.share_detached("abc")) == (
             f"<subsandbox.SharedRef to a str of 3 characters in arena {arena.id}>")
         assert repr(arena.share_detached(b"ab")).startswith("<subsandbox.SharedRef to a bytes of 2 bytes")
+        assert repr(arena.share_detached(("one",))) == (
+            f"<subsandbox.SharedRef to a tuple of 1 item in arena {arena.id}>")
+        assert repr(arena.share_detached("\u0101")) == (
+            f"<subsandbox.SharedRef to a str of 1 character in arena {arena.id}>")
         assert repr(arena.share_detached(10**30)) == (
             f"<subsandbox.SharedRef to an int in arena {arena.id}>")
         none_ref = arena.share_detached(None)
