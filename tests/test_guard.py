@@ -144,6 +144,45 @@ def test_type_attribute_caches_are_per_interpreter() -> None:
     assert results == {"A": ["A", "b"], "B": ["B", "b"]}
 
 
+def test_a_sandbox_cannot_make_builtin_types_abstract_elsewhere() -> None:
+    # type.__abstractmethods__'s setter is the one that CPython lets write a static type,
+    # shared by every interpreter: without the guard, object() fails everywhere after this.
+    # A process of its own: without the guard, this one would be left broken.
+    out = run_script("""
+        import subsandbox
+        from subsandbox import frozendict
+
+        def make_abstract():
+            refused = []
+            for tp in (object, int, dict, frozendict):
+                try:
+                    type.__dict__["__abstractmethods__"].__set__(tp, frozenset({"f"}))
+                except TypeError as exc:
+                    refused.append(str(exc))
+            return refused
+
+        def usable():
+            out = []
+            for make in (object, int, dict, frozendict):
+                try:
+                    make()
+                    out.append("ok")
+                except Exception as exc:
+                    out.append(type(exc).__name__)
+            return out
+
+        with subsandbox.Sandbox() as a, subsandbox.Sandbox() as b:
+            print(a.call(make_abstract))
+            print(usable(), b.call(usable), a.call(usable))
+    """)
+    assert out.returncode == 0, out.stderr
+    refused, usable = out.stdout.splitlines()
+    assert refused == repr([
+        f"cannot set '__abstractmethods__' attribute of immutable type '{name}'"
+        for name in ("object", "int", "dict", "subsandbox._core.frozendict")])
+    assert usable == repr(["ok"] * 4) + " " + repr(["ok"] * 4) + " " + repr(["ok"] * 4)
+
+
 # -- our shared types resist every interpreter ------------------------------------------------
 
 def test_our_types_cannot_be_subclassed_mutated_or_weakly_referenced_anywhere() -> None:
@@ -188,8 +227,12 @@ def test_sandbox_start_imports_no_threading() -> None:
      "type NoneType of shared objects is not immortal"),
     (lambda mp: mp.setattr(_core, "_guard_info", lambda tp: {
         "static_builtin_flag": True, "has_slot_here": False, "mechanism": "none",
-        "type_immortal": True, "mro_immortal": True, "version_tag": 1}),
+        "type_immortal": True, "mro_immortal": True, "version_tag": 1,
+        "abstractmethods_guarded": True}),
      "frozendict has no per-interpreter type state in this interpreter (none)"),
+    (lambda mp, real=_core._guard_info: mp.setattr(_core, "_guard_info", lambda tp: {
+        **real(tp), "abstractmethods_guarded": False}),
+     "type.__abstractmethods__ can be set on a static type"),
     (lambda mp: (mp.setattr(_core, "interpreter_id", lambda: 7),
                  mp.setattr(_core, "interpreter_config", lambda: {
                      "gil": "shared", "use_main_obmalloc": True,
