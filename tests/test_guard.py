@@ -9,6 +9,7 @@ when a property is made to fail, and a sandbox refuses to start when its own che
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import weakref
 from typing import Any
@@ -183,6 +184,72 @@ def test_a_sandbox_cannot_make_builtin_types_abstract_elsewhere() -> None:
     assert usable == repr(["ok"] * 4) + " " + repr(["ok"] * 4) + " " + repr(["ok"] * 4)
 
 
+def static_types_of_extension_modules(names: list[str]) -> dict[str, list[str]]:
+    """Import each module that this interpreter lets import; name the static types of its
+    own that it exposes (not heap types, not CPython's per-interpreter static builtins)."""
+    import importlib
+    import sys
+
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if name in ("__main__", "sys", "builtins"):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - refused, or needs what is not here
+            continue
+        values = list(vars(module).values())
+        kinds = {v for v in values if isinstance(v, type)} | {type(v) for v in values}
+        own = sorted(tp.__qualname__ for tp in kinds
+                     if not tp.__flags__ & (1 << 9)         # Py_TPFLAGS_HEAPTYPE
+                     and not tp.__flags__ & (1 << 1)        # _Py_TPFLAGS_STATIC_BUILTIN
+                     and tp.__module__ == module.__name__)
+        if own:
+            found[name] = own
+    del sys
+    return found
+
+
+def extension_module_names() -> list[str]:
+    import sys
+    from pathlib import Path
+
+    dynload = Path(sys.base_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                   "lib-dynload")
+    names = {f.name.split(".")[0] for f in dynload.glob("*.so")} | set(sys.builtin_module_names)
+    return sorted(names)
+
+
+def test_no_extension_module_a_sandbox_imports_has_static_types_of_its_own(
+        sandbox: Sandbox) -> None:
+    # A static type of an extension module (not flagged static builtin) keeps its subclass
+    # list, tp_dict and weak references in the type object: every interpreter writes them.
+    names = extension_module_names()
+    assert "_datetime" in names and "_io" in names  # the walk sees the modules
+    assert sandbox.call(static_types_of_extension_modules, names) == {}
+    if "xxsubtype" in names:  # CPython's example module, where the build has it
+        # what the check finds there: it is refused in sandboxes for these two
+        assert static_types_of_extension_modules(["xxsubtype"]) == {
+            "xxsubtype": ["spamdict", "spamlist"]}
+
+
+def import_xxsubtype() -> str:
+    import xxsubtype
+
+    return xxsubtype.__name__
+
+
+def test_xxsubtype_is_refused_in_sandboxes() -> None:
+    # Its static types are shared (it declares per-interpreter GIL support all the same):
+    # two sandboxes subclassing xxsubtype.spamdict at once aborted the process.
+    with Sandbox() as a:
+        with pytest.raises(ImportError, match="xxsubtype cannot be used in a sandbox: its "
+                                              "static types are one object"):
+            a.call(import_xxsubtype)
+    if importlib.util.find_spec("xxsubtype") is not None:
+        assert import_xxsubtype() == "xxsubtype"  # main is not affected
+
+
 # -- our shared types resist every interpreter ------------------------------------------------
 
 def test_our_types_cannot_be_subclassed_mutated_or_weakly_referenced_anywhere() -> None:
@@ -251,8 +318,11 @@ def test_check_fails_with_its_message(monkeypatch: pytest.MonkeyPatch, sabotage:
 
 
 def test_sandbox_refuses_to_start_when_its_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
     from subsandbox import sandbox as sandbox_module
 
+    gc.collect()  # the channels of earlier tests' sandboxes may still be garbage
     before = _core._channel_stats()["queues"]
     sabotaged = sandbox_module._BOOT.replace(
         "from subsandbox import _inside\n",
@@ -263,8 +333,6 @@ def test_sandbox_refuses_to_start_when_its_check_fails(monkeypatch: pytest.Monke
     with pytest.raises(IsolationError, match="builtin type dict is not a static builtin type"):
         Sandbox()
     monkeypatch.undo()
-    import gc
-
     gc.collect()
     assert _core._channel_stats()["queues"] == before  # nothing of it is left
     with Sandbox() as sb:  # and the next sandbox starts as usual
