@@ -250,6 +250,84 @@ def test_xxsubtype_is_refused_in_sandboxes() -> None:
         assert import_xxsubtype() == "xxsubtype"  # main is not affected
 
 
+def interpreter_settings() -> dict[str, object]:
+    """The interpreter-wide settings and registries docs/type-guard.md calls per interpreter."""
+    import builtins
+    import codecs
+    import collections.abc
+    import copyreg
+    import decimal
+    import gc
+    import socket
+    import sys
+    import warnings
+
+    try:
+        codecs.lookup("ss-probe")
+        codec = True
+    except LookupError:
+        codec = False
+    return {
+        "recursion limit": sys.getrecursionlimit(), "switch interval": sys.getswitchinterval(),
+        "int max str digits": sys.get_int_max_str_digits(), "gc enabled": gc.isenabled(),
+        "gc threshold": gc.get_threshold(), "warnings filters": len(warnings.filters),
+        "codec search": codec, "copyreg": int in copyreg.dispatch_table,
+        "builtins": hasattr(builtins, "ss_probe"), "decimal context": decimal.getcontext().prec,
+        "socket timeout": socket.getdefaulttimeout(), "dlopen flags": sys.getdlopenflags(),
+        "abc registry": issubclass(int, collections.abc.Sequence),
+        "excepthook": sys.excepthook is sys.__excepthook__,
+        "stdout": sys.stdout is sys.__stdout__, "sys.path": "/ss-nowhere" in sys.path,
+        "sys.modules": hasattr(__import__("json"), "dumps"),
+    }
+
+
+def change_interpreter_settings() -> None:
+    import atexit
+    import builtins
+    import codecs
+    import collections.abc
+    import copyreg
+    import decimal
+    import gc
+    import io
+    import socket
+    import sys
+    import types
+    import warnings
+
+    sys.setrecursionlimit(123)
+    sys.setswitchinterval(0.5)
+    sys.set_int_max_str_digits(1000)
+    gc.disable()
+    gc.set_threshold(5, 5, 5)
+    warnings.simplefilter("error")
+    codecs.register(lambda name: codecs.lookup("utf-8") if name == "ss_probe" else None)
+    copyreg.pickle(int, lambda x: (int, (0,)))
+    builtins.ss_probe = 1  # type: ignore[attr-defined]
+    decimal.getcontext().prec = 5
+    socket.setdefaulttimeout(3.0)
+    sys.setdlopenflags(1)
+    collections.abc.Sequence.register(int)
+    sys.excepthook = lambda *args: None
+    sys.stdout = io.StringIO()
+    sys.path.insert(0, "/ss-nowhere")
+    sys.modules["json"] = types.ModuleType("json")
+    atexit.register(print, "never printed in main")
+
+
+def test_interpreter_settings_stay_in_their_sandbox() -> None:
+    main_before = interpreter_settings()
+    with Sandbox() as a, Sandbox() as b:
+        b_before = b.call(interpreter_settings)
+        a_before = a.call(interpreter_settings)
+        a.call(change_interpreter_settings)
+        a_after = a.call(interpreter_settings)
+        changed = {k for k in a_after if a_after[k] != a_before[k]}
+        assert changed == set(a_after)  # it did happen in A ...
+        assert b.call(interpreter_settings) == b_before  # ... and nowhere else
+    assert interpreter_settings() == main_before
+
+
 # -- our shared types resist every interpreter ------------------------------------------------
 
 def test_our_types_cannot_be_subclassed_mutated_or_weakly_referenced_anywhere() -> None:
