@@ -20,6 +20,8 @@
  *     tp_dict rebuilt from the main interpreter's (same C descriptors, new objects).
  * After the main interpreter's first import, nothing here writes the type object or any
  * other memory that another interpreter reads without a lock.
+ * The main interpreter's import also closes the one Python-level path that writes *any*
+ * static type object, ours or CPython's: the setter of type.__abstractmethods__ (below).
  * The rest of the guard is in the type definitions (frozen.c): no Py_TPFLAGS_BASETYPE,
  * Py_TPFLAGS_IMMUTABLETYPE, no instance weakref list or __dict__. docs/type-guard.md lists
  * every write we found and where it goes.
@@ -64,6 +66,71 @@ refuse_first_in_subinterpreter(PyTypeObject *type)
 }
 
 #define SS_GUARD_MAX_TYPES 4
+
+/* ---- type.__abstractmethods__: the setter of `type` that skips the immutability check ----
+ * Every setter of `type` refuses an immutable type (check_set_special_type_attr,
+ * type_set_annotations), and type_setattro refuses them all before it looks for one,
+ * except type_set_abstractmethods (3.12 to 3.15): called through its descriptor,
+ *     type.__dict__['__abstractmethods__'].__set__(object, frozenset({'x'}))
+ * it writes the static type itself, which every interpreter shares: Py_TPFLAGS_IS_ABSTRACT
+ * in tp_flags (object() then fails in every interpreter) and PyType_Modified(), which
+ * clears the version tag of the type and of each subclass the calling interpreter knows
+ * (for object: int, str, dict... and frozendict), so that every interpreter assigns new
+ * ones from the runtime-wide counter at once, without a lock. Pure Python, no privilege.
+ * The descriptor of every interpreter points at the one PyGetSetDef of CPython's
+ * type_getsets[] (static, not const), so we replace its setter there, once, in the main
+ * interpreter: the replacement refuses an immutable type as its siblings do and calls
+ * CPython's for the others (ABCMeta sets __abstractmethods__ on every abstract class). */
+static setter cpython_set_abstractmethods;     /* written once, under guard_lock */
+
+static int
+guarded_set_abstractmethods(PyObject *type, PyObject *value, void *closure)
+{
+    /* getset_set() has checked that `type` is a type (an instance of `type`). */
+    if (PyType_HasFeature((PyTypeObject *)type, Py_TPFLAGS_IMMUTABLETYPE)) {
+        PyErr_Format(PyExc_TypeError,
+                     value != NULL
+                     ? "cannot set '__abstractmethods__' attribute of immutable type '%s'"
+                     : "cannot delete '__abstractmethods__' attribute of immutable type '%s'",
+                     ((PyTypeObject *)type)->tp_name);
+        return -1;
+    }
+    return cpython_set_abstractmethods(type, value, closure);
+}
+
+static PyGetSetDef *
+abstractmethods_def(void)
+{
+    for (PyGetSetDef *def = PyType_Type.tp_getset; def != NULL && def->name != NULL; def++) {
+        if (strcmp(def->name, "__abstractmethods__") == 0) {
+            return def;
+        }
+    }
+    return NULL;
+}
+
+/* Under guard_lock. Idempotent. A CPython without the setter needs nothing. */
+static void
+guard_abstractmethods_setter(void)
+{
+    PyGetSetDef *def = abstractmethods_def();
+    if (def == NULL || def->set == NULL || def->set == guarded_set_abstractmethods) {
+        return;
+    }
+    cpython_set_abstractmethods = def->set;
+    /* Interpreters made before this import may be calling the setter right now: one
+     * aligned pointer store, published after cpython_set_abstractmethods. */
+    __atomic_store_n(&def->set, guarded_set_abstractmethods, __ATOMIC_RELEASE);
+}
+
+/* Whether no setter of `type` can write an immutable (shared static) type. */
+static int
+abstractmethods_setter_guarded(void)
+{
+    PyGetSetDef *def = abstractmethods_def();
+    return def == NULL || def->set == NULL
+           || __atomic_load_n(&def->set, __ATOMIC_ACQUIRE) == guarded_set_abstractmethods;
+}
 
 /* ---- the type's tp_dict, rebuilt in each interpreter ---------------------------------
  * Each interpreter after the first gets its own tp_dict, made of new objects of its own
@@ -623,6 +690,10 @@ ss_guard_ready_types(PyTypeObject *const *types, size_t n)
     }
     ss_mutex_lock_with_gil(&guard_lock);
     int r = ready_locked(PyInterpreterState_Get(), types, n);
+    if (r == 0) {
+        /* Done by the main interpreter's import, which comes first (ready_locked). */
+        guard_abstractmethods_setter();
+    }
     pthread_mutex_unlock(&guard_lock);
     return r;
 }
@@ -638,7 +709,7 @@ ss_guard_describe(PyTypeObject *type)
         return NULL;
     }
     PyObject *res = Py_BuildValue(
-        "{s:s,s:n,s:O,s:O,s:O,s:K,s:O,s:I,s:O}",
+        "{s:s,s:n,s:O,s:O,s:O,s:K,s:O,s:I,s:O,s:O}",
         "mechanism", mechanism(),
         "index", describe_index(type),
         "static_builtin_flag", (type->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) ? Py_True : Py_False,
@@ -647,7 +718,8 @@ ss_guard_describe(PyTypeObject *type)
         "dict_address", (unsigned long long)(uintptr_t)d,
         "mro_immortal", SS_FROZEN_IS_IMMORTAL(type->tp_mro) ? Py_True : Py_False,
         "version_tag", describe_version_tag(type),
-        "basetype", (type->tp_flags & Py_TPFLAGS_BASETYPE) ? Py_True : Py_False);
+        "basetype", (type->tp_flags & Py_TPFLAGS_BASETYPE) ? Py_True : Py_False,
+        "abstractmethods_guarded", abstractmethods_setter_guarded() ? Py_True : Py_False);
     Py_DECREF(d);
     return res;
 }

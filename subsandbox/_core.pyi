@@ -403,6 +403,7 @@ class _GuardInfo(TypedDict):
     mro_immortal: bool
     version_tag: int
     basetype: bool
+    abstractmethods_guarded: bool  # type.__abstractmethods__ refuses immutable types
 
 def _guard_info(type: type[frozendict[Any, Any]] | type[immutableset[Any]], /) -> _GuardInfo: ...
 

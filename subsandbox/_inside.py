@@ -139,7 +139,8 @@ def serve(parcel: int) -> None:
     global _loads
     requests, answers, policy = _core._parcel_take(parcel)
     # Before anything else imports: CPython 3.12 must never run a single-phase module's
-    # init function in here (subsandbox._single_phase).
+    # init function in here, and no version a module with static types of its own
+    # (subsandbox._single_phase).
     from . import _single_phase
 
     _single_phase.install()

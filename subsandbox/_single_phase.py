@@ -1,4 +1,12 @@
-"""CPython 3.12: keep single-phase-init extension modules out of a sandbox before they run.
+"""Keep extension modules that would corrupt the process out of a sandbox, before they run.
+
+Two kinds, refused by a meta path finder first in every sandbox's ``sys.meta_path``:
+
+- on CPython 3.12, the single-phase-init modules of the standard library (below);
+- on every version, the standard library's modules that declare per-interpreter GIL support
+  but define static types of their own (``SHARED_STATIC_TYPES_STDLIB``).
+
+Single-phase modules on CPython 3.12:
 
 An isolated interpreter cannot use an extension module without multi-phase init (PEP
 489); CPython refuses it with ImportError. But 3.12 refuses it only *after* it has run the
@@ -18,6 +26,19 @@ did after CPython's refusal. The list is every module of CPython 3.12.1's own bu
 single-phase; ``tests/test_single_phase.py`` checks it against the running Python.
 Third-party single-phase modules cannot be known before their init runs: see
 docs/security.md.
+
+Static types of an extension module: a static type is one object for the whole process.
+CPython keeps the state that subclassing and weak references write (``tp_subclasses``,
+``tp_dict``, the weakref list) per interpreter only for its own static builtin types
+(docs/type-guard.md); an extension module's static type keeps it in the type object, which
+every interpreter that imports the module then writes without a common lock (and on 3.12
+its reference count too: it is not immortal). A module with such types must not declare
+``Py_MOD_PER_INTERPRETER_GIL_SUPPORTED``; CPython's example module ``xxsubtype`` does (3.12
+to 3.14), and two sandboxes that subclass ``xxsubtype.spamdict`` at once abort the process
+("double free or corruption", 3.12.1, 3.13.0, 3.14.7). It is refused in every sandbox;
+``tests/test_guard.py`` checks that no other extension module of the running Python that a
+sandbox can import has a static type of its own. Third-party modules with that defect
+cannot be known before they run: see docs/type-guard.md.
 """
 
 from __future__ import annotations
@@ -38,22 +59,34 @@ SINGLE_PHASE_STDLIB = frozenset({
 })
 
 
+SHARED_STATIC_TYPES_STDLIB = frozenset({"xxsubtype"})
+
+# The one place that says what is refused on which version.
+_SINGLE_PHASE_REFUSED = SINGLE_PHASE_STDLIB if sys.version_info < (3, 13) else frozenset()
+
+
 class RefuseSinglePhase:
-    """A meta path finder, first in ``sys.meta_path``, that raises CPython's ImportError
-    for the modules above before any finder locates them (so no init function runs)."""
+    """A meta path finder, first in ``sys.meta_path``, that raises an ImportError for the
+    modules above before any finder locates them (so none of their code runs)."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> ModuleSpec | None:
-        if name in SINGLE_PHASE_STDLIB:
+        if name in _SINGLE_PHASE_REFUSED:
             raise ImportError(
                 f"module {name} does not support loading in subinterpreters (subsandbox "
                 "refuses it before its init function runs: on CPython 3.12 that function "
                 "would run inside the sandbox and can corrupt the process's memory, "
                 "CPython gh-117953)", name=name)
+        if name in SHARED_STATIC_TYPES_STDLIB:
+            raise ImportError(
+                f"module {name} cannot be used in a sandbox: its static types are one "
+                "object for every interpreter, which subclassing or weakly referencing "
+                "them in two sandboxes at once corrupts (it declares per-interpreter GIL "
+                "support all the same); import it in the main interpreter only", name=name)
         return None
 
 
 def install() -> None:
-    """Put the finder first in this interpreter's ``sys.meta_path`` (3.12 only)."""
-    if sys.version_info < (3, 13) and RefuseSinglePhase not in sys.meta_path:
+    """Put the finder first in this interpreter's ``sys.meta_path``."""
+    if RefuseSinglePhase not in sys.meta_path:
         sys.meta_path.insert(0, RefuseSinglePhase)

@@ -10,6 +10,9 @@ verifies, in a few microseconds, that:
 - CPython's builtin static types (``object``, ``type``, ``dict``, ``str``, ``int``,
   ``BaseException``...) are flagged static-builtin, which is what makes CPython keep their
   ``__dict__``, ``__subclasses__()`` and weak references per interpreter (3.12+);
+- no Python code can write a static type object (shared by every interpreter) through
+  the setter of ``type.__abstractmethods__``, the one setter of ``type`` that CPython lets
+  write an immutable type (``_core`` replaces it when the main interpreter imports it);
 - ``frozendict`` and ``immutableset``, whose instances are shared by pointer, cannot be
   subclassed, mutated or weakly referenced at instance level, and their type state is
   per interpreter here (``_core._guard_info``: the slot that 3.13's managed static types,
@@ -63,9 +66,13 @@ def _interpreter_problems() -> list[str]:
 
 
 def _builtin_type_problems() -> list[str]:
-    return [f"builtin type {tp.__name__} is not a static builtin type, so CPython keeps "
-            f"its __subclasses__() and weak references in one place for every interpreter"
-            for tp in _BUILTIN_TYPES if not tp.__flags__ & _STATIC_BUILTIN]
+    found = [f"builtin type {tp.__name__} is not a static builtin type, so CPython keeps "
+             f"its __subclasses__() and weak references in one place for every interpreter"
+             for tp in _BUILTIN_TYPES if not tp.__flags__ & _STATIC_BUILTIN]
+    if not _core._guard_info(_core.frozendict)["abstractmethods_guarded"]:
+        found.append("type.__abstractmethods__ can be set on a static type, which writes "
+                     "the type object that every interpreter shares")
+    return found
 
 
 def _our_type_problems() -> list[str]:

@@ -9,6 +9,7 @@ when a property is made to fail, and a sandbox refuses to start when its own che
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import weakref
 from typing import Any
@@ -144,6 +145,189 @@ def test_type_attribute_caches_are_per_interpreter() -> None:
     assert results == {"A": ["A", "b"], "B": ["B", "b"]}
 
 
+def test_a_sandbox_cannot_make_builtin_types_abstract_elsewhere() -> None:
+    # type.__abstractmethods__'s setter is the one that CPython lets write a static type,
+    # shared by every interpreter: without the guard, object() fails everywhere after this.
+    # A process of its own: without the guard, this one would be left broken.
+    out = run_script("""
+        import subsandbox
+        from subsandbox import frozendict
+
+        def make_abstract():
+            refused = []
+            for tp in (object, int, dict, frozendict):
+                try:
+                    type.__dict__["__abstractmethods__"].__set__(tp, frozenset({"f"}))
+                except TypeError as exc:
+                    refused.append(str(exc))
+            return refused
+
+        def usable():
+            out = []
+            for make in (object, int, dict, frozendict):
+                try:
+                    make()
+                    out.append("ok")
+                except Exception as exc:
+                    out.append(type(exc).__name__)
+            return out
+
+        with subsandbox.Sandbox() as a, subsandbox.Sandbox() as b:
+            print(a.call(make_abstract))
+            print(usable(), b.call(usable), a.call(usable))
+    """)
+    assert out.returncode == 0, out.stderr
+    refused, usable = out.stdout.splitlines()
+    assert refused == repr([
+        f"cannot set '__abstractmethods__' attribute of immutable type '{name}'"
+        for name in ("object", "int", "dict", "subsandbox._core.frozendict")])
+    assert usable == repr(["ok"] * 4) + " " + repr(["ok"] * 4) + " " + repr(["ok"] * 4)
+
+
+def static_types_of_extension_modules(names: list[str]) -> dict[str, list[str]]:
+    """Import each module that this interpreter lets import; name the static types of its
+    own that it exposes (not heap types, not CPython's per-interpreter static builtins)."""
+    import importlib
+    import sys
+
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if name in ("__main__", "sys", "builtins"):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - refused, or needs what is not here
+            continue
+        values = list(vars(module).values())
+        kinds = {v for v in values if isinstance(v, type)} | {type(v) for v in values}
+        own = sorted(tp.__qualname__ for tp in kinds
+                     if not tp.__flags__ & (1 << 9)         # Py_TPFLAGS_HEAPTYPE
+                     and not tp.__flags__ & (1 << 1)        # _Py_TPFLAGS_STATIC_BUILTIN
+                     and tp.__module__ == module.__name__)
+        if own:
+            found[name] = own
+    del sys
+    return found
+
+
+def extension_module_names() -> list[str]:
+    import sys
+    from pathlib import Path
+
+    dynload = Path(sys.base_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                   "lib-dynload")
+    names = {f.name.split(".")[0] for f in dynload.glob("*.so")} | set(sys.builtin_module_names)
+    return sorted(names)
+
+
+def test_no_extension_module_a_sandbox_imports_has_static_types_of_its_own(
+        sandbox: Sandbox) -> None:
+    # A static type of an extension module (not flagged static builtin) keeps its subclass
+    # list, tp_dict and weak references in the type object: every interpreter writes them.
+    names = extension_module_names()
+    assert "_datetime" in names and "_io" in names  # the walk sees the modules
+    assert sandbox.call(static_types_of_extension_modules, names) == {}
+    if "xxsubtype" in names:  # CPython's example module, where the build has it
+        # what the check finds there: it is refused in sandboxes for these two
+        assert static_types_of_extension_modules(["xxsubtype"]) == {
+            "xxsubtype": ["spamdict", "spamlist"]}
+
+
+def import_xxsubtype() -> str:
+    import xxsubtype
+
+    return xxsubtype.__name__
+
+
+def test_xxsubtype_is_refused_in_sandboxes() -> None:
+    # Its static types are shared (it declares per-interpreter GIL support all the same):
+    # two sandboxes subclassing xxsubtype.spamdict at once aborted the process.
+    with Sandbox() as a:
+        with pytest.raises(ImportError, match="xxsubtype cannot be used in a sandbox: its "
+                                              "static types are one object"):
+            a.call(import_xxsubtype)
+    if importlib.util.find_spec("xxsubtype") is not None:
+        assert import_xxsubtype() == "xxsubtype"  # main is not affected
+
+
+def interpreter_settings() -> dict[str, object]:
+    """The interpreter-wide settings and registries docs/type-guard.md calls per interpreter."""
+    import builtins
+    import codecs
+    import collections.abc
+    import copyreg
+    import decimal
+    import gc
+    import socket
+    import sys
+    import warnings
+
+    try:
+        codecs.lookup("ss-probe")
+        codec = True
+    except LookupError:
+        codec = False
+    return {
+        "recursion limit": sys.getrecursionlimit(), "switch interval": sys.getswitchinterval(),
+        "int max str digits": sys.get_int_max_str_digits(), "gc enabled": gc.isenabled(),
+        "gc threshold": gc.get_threshold(), "warnings filters": len(warnings.filters),
+        "codec search": codec, "copyreg": int in copyreg.dispatch_table,
+        "builtins": hasattr(builtins, "ss_probe"), "decimal context": decimal.getcontext().prec,
+        "socket timeout": socket.getdefaulttimeout(), "dlopen flags": sys.getdlopenflags(),
+        "abc registry": issubclass(int, collections.abc.Sequence),
+        "excepthook": sys.excepthook is sys.__excepthook__,
+        "stdout": sys.stdout is sys.__stdout__, "sys.path": "/ss-nowhere" in sys.path,
+        "sys.modules": hasattr(__import__("json"), "dumps"),
+    }
+
+
+def change_interpreter_settings() -> None:
+    import atexit
+    import builtins
+    import codecs
+    import collections.abc
+    import copyreg
+    import decimal
+    import gc
+    import io
+    import socket
+    import sys
+    import types
+    import warnings
+
+    sys.setrecursionlimit(123)
+    sys.setswitchinterval(0.5)
+    sys.set_int_max_str_digits(1000)
+    gc.disable()
+    gc.set_threshold(5, 5, 5)
+    warnings.simplefilter("error")
+    codecs.register(lambda name: codecs.lookup("utf-8") if name == "ss_probe" else None)
+    copyreg.pickle(int, lambda x: (int, (0,)))
+    builtins.ss_probe = 1  # type: ignore[attr-defined]
+    decimal.getcontext().prec = 5
+    socket.setdefaulttimeout(3.0)
+    sys.setdlopenflags(1)
+    collections.abc.Sequence.register(int)
+    sys.excepthook = lambda *args: None
+    sys.stdout = io.StringIO()
+    sys.path.insert(0, "/ss-nowhere")
+    sys.modules["json"] = types.ModuleType("json")
+    atexit.register(print, "never printed in main")
+
+
+def test_interpreter_settings_stay_in_their_sandbox() -> None:
+    main_before = interpreter_settings()
+    with Sandbox() as a, Sandbox() as b:
+        b_before = b.call(interpreter_settings)
+        a_before = a.call(interpreter_settings)
+        a.call(change_interpreter_settings)
+        a_after = a.call(interpreter_settings)
+        changed = {k for k in a_after if a_after[k] != a_before[k]}
+        assert changed == set(a_after)  # it did happen in A ...
+        assert b.call(interpreter_settings) == b_before  # ... and nowhere else
+    assert interpreter_settings() == main_before
+
+
 # -- our shared types resist every interpreter ------------------------------------------------
 
 def test_our_types_cannot_be_subclassed_mutated_or_weakly_referenced_anywhere() -> None:
@@ -188,8 +372,12 @@ def test_sandbox_start_imports_no_threading() -> None:
      "type NoneType of shared objects is not immortal"),
     (lambda mp: mp.setattr(_core, "_guard_info", lambda tp: {
         "static_builtin_flag": True, "has_slot_here": False, "mechanism": "none",
-        "type_immortal": True, "mro_immortal": True, "version_tag": 1}),
+        "type_immortal": True, "mro_immortal": True, "version_tag": 1,
+        "abstractmethods_guarded": True}),
      "frozendict has no per-interpreter type state in this interpreter (none)"),
+    (lambda mp, real=_core._guard_info: mp.setattr(_core, "_guard_info", lambda tp: {
+        **real(tp), "abstractmethods_guarded": False}),
+     "type.__abstractmethods__ can be set on a static type"),
     (lambda mp: (mp.setattr(_core, "interpreter_id", lambda: 7),
                  mp.setattr(_core, "interpreter_config", lambda: {
                      "gil": "shared", "use_main_obmalloc": True,
@@ -208,8 +396,11 @@ def test_check_fails_with_its_message(monkeypatch: pytest.MonkeyPatch, sabotage:
 
 
 def test_sandbox_refuses_to_start_when_its_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
     from subsandbox import sandbox as sandbox_module
 
+    gc.collect()  # the channels of earlier tests' sandboxes may still be garbage
     before = _core._channel_stats()["queues"]
     sabotaged = sandbox_module._BOOT.replace(
         "from subsandbox import _inside\n",
@@ -220,8 +411,6 @@ def test_sandbox_refuses_to_start_when_its_check_fails(monkeypatch: pytest.Monke
     with pytest.raises(IsolationError, match="builtin type dict is not a static builtin type"):
         Sandbox()
     monkeypatch.undo()
-    import gc
-
     gc.collect()
     assert _core._channel_stats()["queues"] == before  # nothing of it is left
     with Sandbox() as sb:  # and the next sandbox starts as usual

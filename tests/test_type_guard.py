@@ -145,6 +145,82 @@ def test_no_type_mutation(tp):
         tp.__dict__["y"] = 1  # a read-only mappingproxy
 
 
+ABSTRACT = 1 << 20  # Py_TPFLAGS_IS_ABSTRACT
+ABSTRACTMETHODS = type.__dict__["__abstractmethods__"]
+
+
+@pytest.mark.parametrize("tp", [object, int, dict, type, frozendict, immutableset])
+def test_abstractmethods_of_static_types_cannot_be_set(tp):
+    # The descriptor's __set__ skips type_setattro's immutability check: in CPython it
+    # writes tp_flags and the version tag of the static type, shared by every interpreter.
+    version = core._guard_info(frozendict)["version_tag"]
+    try:
+        with pytest.raises(TypeError, match="immutable type"):
+            ABSTRACTMETHODS.__set__(tp, frozenset({"x"}))
+        with pytest.raises(TypeError, match="immutable type"):
+            ABSTRACTMETHODS.__set__(tp, frozenset())
+        with pytest.raises(TypeError, match="cannot delete '__abstractmethods__'"):
+            ABSTRACTMETHODS.__delete__(tp)
+    finally:
+        if tp.__flags__ & ABSTRACT:  # without the guard: let the other tests run
+            ABSTRACTMETHODS.__set__(tp, frozenset())
+    assert not tp.__flags__ & ABSTRACT
+    # (type's own __dict__ holds the descriptor itself)
+    assert tp.__dict__.get("__abstractmethods__", ABSTRACTMETHODS) is ABSTRACTMETHODS
+    assert core._guard_info(frozendict)["version_tag"] == version
+    assert core._guard_info(frozendict)["abstractmethods_guarded"]
+    object(), frozendict(a=1), immutableset({1})
+
+
+def test_abstractmethods_of_classes_still_work():
+    # CPython's setter still serves every mutable type: ABCMeta and by hand.
+    import abc
+
+    class Base(abc.ABC):
+        @abc.abstractmethod
+        def f(self): ...
+
+    assert Base.__abstractmethods__ == frozenset({"f"}) and Base.__flags__ & ABSTRACT
+    with pytest.raises(TypeError, match="abstract"):
+        Base()
+
+    class Plain:
+        pass
+
+    ABSTRACTMETHODS.__set__(Plain, frozenset({"g"}))
+    assert Plain.__flags__ & ABSTRACT
+    with pytest.raises(TypeError, match="abstract"):
+        Plain()
+    Plain.__abstractmethods__ = frozenset()
+    Plain()
+    del Plain.__abstractmethods__
+    with pytest.raises(AttributeError):
+        del Plain.__abstractmethods__
+    Base.f = lambda self: 1
+    abc.update_abstractmethods(Base)
+    assert Base().f() == 1
+
+
+def test_abstractmethods_from_a_subinterpreter_do_not_reach_main():
+    version = core._guard_info(frozendict)["version_tag"]
+    out = run_sub("""
+        d = type.__dict__['__abstractmethods__']
+        refused = []
+        for tp in (object, int, frozendict):
+            try:
+                d.__set__(tp, frozenset({'x'}))
+            except TypeError:
+                refused.append(tp.__name__)
+            else:
+                d.__set__(tp, frozenset())  # without the guard: undo (the version tag stays new)
+        emit(refused)
+    """)
+    assert out == ["object", "int", "frozendict"]
+    assert not object.__flags__ & ABSTRACT and not frozendict.__flags__ & ABSTRACT
+    assert core._guard_info(frozendict)["version_tag"] == version
+    object(), int(), frozendict(a=1)
+
+
 def test_weakrefs_to_types_are_allowed_and_local():
     # The type itself accepts weak references (ABC caches, WeakKeyDictionary, singledispatch
     # need them); they go to this interpreter's weakref list of the type.
