@@ -34,6 +34,7 @@ from subsandbox import _core
 from subsandbox._core import is_shared, share
 
 import _shared_ops
+import _subinterp
 
 WORD = ctypes.sizeof(ctypes.c_void_p)
 SSTATE_INTERNED_IMMORTAL_STATIC = 3
@@ -200,3 +201,130 @@ def _run_protected(options, env):
     # race, so no AllocatorRaceWarning either; -X dev prints any warning at all.
     assert proc.stderr == ""
     return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- shared names as the runtime's identifiers -----------------------------------------
+
+def _slot_names():
+    """The names of every type slot (update_slot() compares them by pointer with the
+    runtime's _Py_ID strings): the slot wrappers of the builtin types."""
+    import types
+    kinds = [object, int, float, complex, str, bytes, tuple, list, dict, set, type, bool,
+             range, slice, memoryview, property, types.FunctionType, types.ModuleType,
+             types.GenericAlias, types.GeneratorType, types.CoroutineType,
+             types.AsyncGeneratorType, BaseException]
+    return sorted({n for t in kinds for n, v in vars(t).items()
+                   if type(v).__name__ == "wrapper_descriptor"})
+
+
+def test_every_slot_name_is_shared_as_the_runtimes_own_string():
+    names = _slot_names()
+    assert len(names) >= 60
+    shared = share(tuple(fresh(n) for n in names))
+    for n, s in zip(names, shared):
+        assert s is sys.intern(fresh(n)), n
+        assert not in_arena(s)
+
+
+# Run in main and in a raw own-GIL interpreter, with N a shared tuple of names and NS a
+# shared frozendict namespace, both made by main. Every dunder reaches CPython through
+# a shared str: setattr/delattr on a class (update_slot(), which matches slot names by
+# pointer), type() namespaces (slot lookups by hash), and __set_name__,
+# __init_subclass__ and __class_getitem__ looked up by name.
+IDENTIFIERS = """
+(ADD, LEN, INIT, EQ, HASH, GETATTR, CGI, SET_NAME, INIT_SUB, NAME, ATTR) = N
+C = type(NAME, (), {})
+setattr(C, ADD, lambda self, other: ("add", other))
+setattr(C, LEN, lambda self: 7)
+setattr(C, INIT, lambda self, v=0: setattr(self, ATTR, v))
+setattr(C, EQ, lambda self, other: "eq")
+setattr(C, HASH, lambda self: 42)
+setattr(C, GETATTR, lambda self, name: ("missing", name))
+c = C(5)
+assert c + 1 == ("add", 1) and len(c) == 7 and getattr(c, ATTR) == 5
+assert (c == 0) == "eq" and hash(c) == 42 and c.nope == ("missing", "nope")
+delattr(C, ADD)
+try:
+    c + 1
+except TypeError:
+    pass
+else:
+    raise AssertionError("__add__ slot still set after delattr")
+seen = []
+class Desc:
+    pass
+setattr(Desc, SET_NAME, lambda self, owner, name: seen.append(("set_name", name)))
+Base = type("Base", (), {INIT_SUB: classmethod(lambda cls, **kw: seen.append(("sub", cls.__name__)))})
+ns = dict(NS)
+ns.update({ADD: lambda self, o: "ns-add", LEN: lambda self: 3, EQ: lambda self, o: True,
+           HASH: lambda self: 9, GETATTR: lambda self, n: n * 2, "d": Desc(),
+           CGI: classmethod(lambda cls, item: ("cgi", item)),
+           INIT: lambda self: setattr(self, ATTR, "init")})
+T = type(NAME, (Base,), ns)
+t = T()
+assert (t + 1, len(t), t == 1, hash(t), t.ab) == ("ns-add", 3, True, 9, "abab")
+assert getattr(t, ATTR) == "init" and T[int] == ("cgi", int)
+assert seen == [("set_name", "d"), ("sub", NAME)], seen
+assert T.__name__ == NAME and T.__doc__ == NS["__doc__"] and T.x == 1
+S = type("S", (), {"__slots__": NS["slots"]})
+s = S()
+setattr(s, NS["slots"][0], 1)
+assert getattr(s, NS["slots"][0]) == 1 and S.__slots__ == NS["slots"]
+"""
+
+_NAMES = ("__add__", "__len__", "__init__", "__eq__", "__hash__", "__getattr__",
+          "__class_getitem__", "__set_name__", "__init_subclass__", "Shared_name_q",
+          "attr_zz_q")
+_NS = {"__doc__": "doc of a shared namespace \xe9", "x": 1, "slots": ("alpha", "b\xe9ta"),
+       "__module__": "shared_mod"}
+
+
+def test_shared_dunder_names_work_as_identifiers_in_every_interpreter():
+    names = share(tuple(fresh(n) for n in _NAMES))
+    ns = share({fresh(k): v for k, v in _NS.items()})
+    exec(IDENTIFIERS, {"N": names, "NS": ns})
+    iid = _subinterp.create()
+    try:
+        _subinterp.run(iid, (
+            f"N = _core._testing_import({_core._testing_export(names)})\n"
+            f"NS = _core._testing_import({_core._testing_export(ns)})\n"
+            + IDENTIFIERS))
+    finally:
+        _subinterp.destroy(iid)
+
+
+CODE_NAMES = """
+co = compile("alpha_zz + beta_zz * gamma_zz", "<shared names>", "eval")
+for _ in range(200):
+    co2 = co.replace(co_names=NAMES, co_consts=CONSTS)
+    assert co2.co_names is NAMES
+    assert eval(co2, {"alpha_zz": 1, "beta_zz": 2, "gamma_zz": 3}) == 7
+"""
+
+
+def test_code_objects_made_from_shared_tuples_in_every_interpreter():
+    """code.replace()/CodeType with a shared co_names tuple: CPython interns each name in
+    place (codeobject.c intern_strings); 3.13+ stores the result back into the tuple even
+    when it is the same string (docs/shared-memory.md), so it must always be the same
+    string: the tuple's bytes never change while interpreters do it at once."""
+    import ctypes
+    names = share(tuple(fresh(n) for n in ("alpha_zz", "beta_zz", "gamma_zz")))
+    consts = share((None, fresh("a const str"), (1, fresh("inner_const_q"))))
+    before = [ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
+              for t in (names, consts, consts[2])]
+    interps = [_subinterp.create() for _ in range(2)]
+    try:
+        script = CODE_NAMES.replace("NAMES", "N").replace("CONSTS", "K")
+        jobs = [(lambda iid=iid: _subinterp.run(iid, (
+            f"N = _core._testing_import({_core._testing_export(names)})\n"
+            f"K = _core._testing_import({_core._testing_export(consts)})\n" + script)))
+            for iid in interps]
+        jobs.append(lambda: exec(script, {"N": names, "K": consts}))
+        _subinterp.run_concurrently(jobs)
+    finally:
+        for iid in interps:
+            _subinterp.destroy(iid)
+    after = [ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
+             for t in (names, consts, consts[2])]
+    assert after == before
+    assert sys.intern(fresh("alpha_zz")) is not names[0]    # never put in main's table
