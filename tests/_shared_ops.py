@@ -539,6 +539,22 @@ def concat_ops(g):
     out.append(r(lambda: [b + b"!" for _ in range(20)][-1]))
     t = g["tup"]
     out.append(r(lambda: [t + (1,) for _ in range(20)][-1]))
+    # Specialised arithmetic (BINARY_OP_*_FLOAT/INT): 3.12/3.13 reuse an operand whose
+    # reference count is 1 for the result.
+    f, i, c = g["f"], g["mid"], g["c"]
+
+    def arith(f, i, c):
+        acc = 0.0
+        for _ in range(30):
+            acc = f + f
+            acc = f * f - acc
+            acc = i + i - i * 2 + acc
+            acc = acc + (c * c).real
+        return acc
+    out.append(r(lambda: [arith(f, i, c) for _ in range(5)]))
+    for k in ("f", "mid", "big", "ascii", "tup", "fd", "set", "b", "c"):
+        out.append(r(lambda: setattr(g[k], "__class__", int)))
+        out.append(r(lambda: setattr(g[k], "zz_attr", 1)))
     return out
 
 
