@@ -102,6 +102,10 @@ def op(fn):
     return fn
 
 
+class StrSub(str):
+    """A subclass copies the characters (unicode_subtype_new, _PyUnicode_Copy paths)."""
+
+
 # ---- str ----
 ENCODINGS = ["utf-8", "utf-16", "utf-32", "latin-1", "ascii", "cp1252", "utf-7",
              "unicode_escape", "raw_unicode_escape", "idna", "punycode", "utf-8-sig",
@@ -186,7 +190,9 @@ def str_methods(g):
                 r(lambda: s.isdecimal()), r(lambda: s.isalpha()), r(lambda: s.isspace()),
                 r(lambda: str(s.encode("utf-8", "surrogatepass"), "utf-8", "replace")),
                 r(lambda: os.path.join(s, "x")), r(lambda: os.path.basename(s)),
-                r(lambda: os.path.exists(s)), r(lambda: sys.intern(s) == s)]
+                r(lambda: os.path.exists(s)), r(lambda: sys.intern(s) == s),
+                r(lambda: str(StrSub(s))), r(lambda: StrSub(s).encode("utf-8", "replace")),
+                r(lambda: s.__getnewargs__()), r(lambda: s.__reduce_ex__(2)[1])]
         for p in range(pickle.HIGHEST_PROTOCOL + 1):
             out.append(r(lambda: pickle.dumps(s, p)))
             out.append(r(lambda: pickle.loads(pickle.dumps(s, p))))
