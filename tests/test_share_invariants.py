@@ -31,7 +31,7 @@ import pytest
 
 import subsandbox
 from subsandbox import _core
-from subsandbox._core import is_shared, share
+from subsandbox._core import Arena, is_shared, share
 
 import _shared_ops
 import _subinterp
@@ -74,9 +74,12 @@ def test_str_hash_utf8_and_interned_state_are_in_the_object_when_shared():
     as_utf8.argtypes = [ctypes.py_object]
     cached = fresh("latin-1 w\xeeth \xe0 cache")
     assert as_utf8(cached)
+    # A fresh arena: its memo cannot hand back a string that an earlier test shared and
+    # then hashed or encoded.
+    arena = Arena()
     for text in ["ascii text zz_q", cached] + [fresh(t) for t in NON_ASCII]:
         expected_hash = hash(fresh(text))
-        s = share(text)
+        s = arena.share(text)
         assert in_arena(s)
         # Read before anything could have asked for them.
         assert word(id(s) + 3 * WORD) == expected_hash, text[:20]
@@ -98,20 +101,22 @@ def test_str_hash_utf8_and_interned_state_are_in_the_object_when_shared():
         assert ctypes.string_at(utf8, utf8_length + 1) == text.encode() + b"\0"
         assert as_utf8(s) == utf8
     # A lone surrogate has no UTF-8 form; failing to make one writes nothing.
-    sur = share(fresh("lone \udc80 surrogate"))
+    sur = arena.share(fresh("lone \udc80 surrogate"))
     assert (word(id(sur) + 5 * WORD), uword(id(sur) + 6 * WORD)) == (0, 0)
     with pytest.raises(UnicodeEncodeError):
         sur.encode()
     assert (word(id(sur) + 5 * WORD), uword(id(sur) + 6 * WORD)) == (0, 0)
+    arena.close()
 
 
 def test_bytes_tuple_and_container_hashes_are_in_the_object_when_shared():
+    arena = Arena()
     payload = bytes(range(256)) * 3
-    b = share(payload)
+    b = arena.share(payload)
     assert in_arena(b)
     assert word(id(b) + 3 * WORD) == hash(bytes(payload))       # ob_shash, filled
     value = (("a", 1), ("b", (2, 3.5)), "c" * 40)
-    t = share(value)
+    t = arena.share(value)
     if sys.version_info >= (3, 14):
         for x, v in ((t, value), (t[0], value[0]), (t[1][1], value[1][1])):
             assert word(id(x) + 3 * WORD) == hash(v)              # ob_hash, filled
@@ -119,8 +124,8 @@ def test_bytes_tuple_and_container_hashes_are_in_the_object_when_shared():
         # 3.12/3.13 tuples have no hash cache to fill: the items follow ob_size.
         assert tuple.__basicsize__ == 3 * WORD
         assert ctypes.c_void_p.from_address(id(t) + 3 * WORD).value == id(t[0])
-    fd = share({"k": (1, 2), "\xe9": "v"})
-    im = share(frozenset({"x", 2, (3, 4)}))
+    fd = arena.share({"k": (1, 2), "\xe9": "v"})
+    im = arena.share(frozenset({"x", 2, (3, 4)}))
     for x, local in ((fd, subsandbox.frozendict({"k": (1, 2), "\xe9": "v"})),
                      (im, subsandbox.immutableset({"x", 2, (3, 4)}))):
         assert word(id(x) + 3 * WORD) == hash(local)
@@ -128,6 +133,7 @@ def test_bytes_tuple_and_container_hashes_are_in_the_object_when_shared():
         size = type(x).__sizeof__(x)
         for field in (5, 6):                                      # indices, entries
             assert id(x) < uword(id(x) + field * WORD) < id(x) + size
+    arena.close()
 
 
 def _graph():
@@ -157,7 +163,8 @@ def test_refcount_word_gc_header_and_children_are_those_of_static_objects():
     so no Py_INCREF/Py_DECREF writes to them; GC objects untracked by a zeroed header;
     every child a shared object too (nothing of an interpreter's heap inside)."""
     static_word = uword(id(sys.intern(fresh("__add__"))))     # _Py_ID(__add__)
-    g = share(_graph())
+    arena = Arena()
+    g = arena.share(_graph())
     objs = [x for x in _walk(g) if in_arena(x)]
     assert len(objs) >= 15
     for x in objs:
@@ -165,6 +172,7 @@ def test_refcount_word_gc_header_and_children_are_those_of_static_objects():
         if type(x) in (tuple, subsandbox.frozendict, subsandbox.immutableset):
             assert ctypes.string_at(id(x) - 2 * WORD, 2 * WORD) == bytes(2 * WORD)
     assert all(is_shared(x) for x in _walk(g))
+    arena.close()
 
 
 def test_no_interpreter_writes_into_a_shared_graph_while_its_pages_are_read_only():
