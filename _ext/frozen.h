@@ -1,4 +1,4 @@
-/* Private interface between frozen.c, frozen_guard.c and (test-only) filler_stub.c.
+/* Private interface between frozen.c and frozen_guard.c.
  * Not part of subsandbox.h: nothing outside these files needs it. */
 #ifndef SUBSANDBOX_FROZEN_H
 #define SUBSANDBOX_FROZEN_H

@@ -84,12 +84,6 @@ ss_str_mark_shared(PyObject *op)
     _PyASCIIObject_CAST(op)->state.interned = SS_STR_INTERNED_STATE;
     _PyASCIIObject_CAST(op)->state.statically_allocated = 1;
 }
-static inline int
-ss_str_is_marked_shared(PyObject *op)
-{
-    return _PyASCIIObject_CAST(op)->state.interned == SS_STR_INTERNED_STATE
-        && _PyASCIIObject_CAST(op)->state.statically_allocated;
-}
 
 /* ---- unhashable set elements -----------------------------------------------------------
  * 3.14 rewords the TypeError of an unhashable set element: "cannot use 'list' as a set
@@ -158,7 +152,7 @@ ss_bytes_reset_hash(PyObject *op)
  * thread state, so the process-wide structures use them in every version. */
 
 /* ---- frozen types ---- */
-/* frozendict / immutableset (frozen.c, frozen_guard.c, filler_stub.c). See docs/type-guard.md. */
+/* frozendict / immutableset (frozen.c, frozen_guard.c). See docs/type-guard.md. */
 
 /* How frozen_guard.c gives the static types per-interpreter type state (tp_dict,
  * tp_subclasses, tp_weaklist), the way CPython does for its own static builtin types. */
@@ -185,19 +179,6 @@ ss_bytes_reset_hash(PyObject *op)
 #else
 #  define SS_FROZEN_IS_IMMORTAL(op) _Py_IsImmortal((PyObject *)(op))
 #endif
-
-/* TEST-ONLY (filler_stub.c): make a fresh, zeroed object immortal. */
-#if PY_VERSION_HEX >= 0x030E0000
-   /* 3.14 splits the refcount into ob_refcnt + ob_flags */
-#  define SS_FROZEN_STUB_SET_IMMORTAL(op) \
-      do { (op)->ob_refcnt = _Py_IMMORTAL_INITIAL_REFCNT; (op)->ob_flags = _Py_IMMORTAL_FLAGS; } while (0)
-#else
-#  define SS_FROZEN_STUB_SET_IMMORTAL(op) Py_SET_REFCNT((op), _Py_IMMORTAL_REFCNT)
-#endif
-
-/* Size of the GC header in front of a GC object (PyGC_Head: _gc_next, _gc_prev) in the
- * default (GIL) build of 3.12-3.14. Free-threaded builds are not supported. */
-#define SS_FROZEN_GC_HEAD_SIZE (2 * sizeof(uintptr_t))
 
 /* The cached hash of a str (-1 when not computed yet). */
 #define SS_FROZEN_STR_CACHED_HASH(op) (((PyASCIIObject *)(op))->hash)
