@@ -1,7 +1,8 @@
 """Behaviour of subsandbox._core.frozendict and immutableset (one interpreter).
 
 frozendict follows PEP 814's builtin frozendict; immutableset behaves as a frozenset.
-The shared-build path is tested through the TEST-ONLY builders of filler_stub.c.
+Their shared form (built by share()) is tested in test_share.py and
+test_share_invariants.py.
 """
 
 import collections.abc as abc
