@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,116 @@ def test_every_sandbox_is_isolated_with_own_gil_and_allocator(sandbox: Sandbox) 
     interp_id, facts = sandbox.call(interpreter_facts)
     assert interp_id == sandbox.id != subsandbox._core.interpreter_id()
     assert facts["gil"] == "own" and facts["use_main_obmalloc"] is False
+
+
+# -- what each interpreter has of its own, and what all of them share (docs/objections.md) --
+
+N_FREED = 60   # fewer than any free list holds (CPython 3.12-3.14 keep up to 100 floats)
+
+
+def free_numbers(n: int) -> tuple[list[int], list[int]]:
+    """Empty this interpreter's float (and, 3.14+, int) free lists, then free `n` floats
+    and `n` ints above the small-int cache: the addresses of the freed objects, which now
+    head this interpreter's free lists."""
+    global _drained
+    _drained = [i + 0.25 for i in range(300)] + [i + 10**6 for i in range(300)]
+    floats = [i + 0.5 for i in range(n)]      # one allocation each: no temporaries
+    ints = [i + 2 * 10**6 for i in range(n)]
+    freed = [id(x) for x in floats], [id(x) for x in ints]
+    del floats, ints
+    return freed
+
+
+def reuse_of(freed: tuple[list[int], list[int]]) -> tuple[int, int]:
+    """Make 300 floats and 300 ints here: how many of them took a freed address."""
+    floats = [i + 0.75 for i in range(300)]
+    ints = [i + 3 * 10**6 for i in range(300)]
+    return (len(set(freed[0]) & {id(x) for x in floats}),
+            len(set(freed[1]) & {id(x) for x in ints}))
+
+
+def free_then_reuse(n: int) -> tuple[int, int]:
+    return reuse_of(free_numbers(n))
+
+
+def small_int_addresses() -> list[int]:
+    return [id(i) for i in range(-5, 257)]
+
+
+def test_free_lists_are_per_interpreter_and_small_ints_are_the_runtimes() -> None:
+    # Eby, 2005: "Integers ... have a custom allocator and a free list, not to mention a
+    # small-integer cache. You would somehow need to duplicate all that for each sandbox,
+    # or else you have to make those integers immortal." CPython 3.12+ does both: each
+    # isolated interpreter has its own object allocator and free lists, and the small ints
+    # are static immortal objects of the runtime that every interpreter reads.
+    with Sandbox() as a, Sandbox() as b:
+        # Control: in one interpreter, the next allocations take the freed objects back
+        # (floats from the float free list; on 3.14, ints from the int free list; 3.12 and
+        # 3.13 have no int free list), so the measurement sees a free list at work.
+        floats, ints = a.call(free_then_reuse, N_FREED)
+        assert floats == N_FREED
+        assert ints == (N_FREED if sys.version_info >= (3, 14) else 0)
+        # What A frees stays A's: neither B nor main ever gets one of those objects.
+        freed = a.call(free_numbers, N_FREED)
+        assert b.call(reuse_of, freed) == (0, 0)
+        assert reuse_of(freed) == (0, 0)
+        assert a.call(reuse_of, freed)[0] > 0          # A still has them
+        # The small-int cache is one for the process: the same objects everywhere.
+        assert a.call(small_int_addresses) == b.call(small_int_addresses) == small_int_addresses()
+
+
+def test_shared_arguments_cross_by_pointer(sandbox: Sandbox) -> None:
+    # What a process cannot do: the sandbox reads the caller's object itself, no copy.
+    table = subsandbox.share({"rows": tuple((i, f"name-{i}", i / 3) for i in range(1000))})
+    assert sandbox.call(id, table) == id(table)
+    assert sandbox.call(subsandbox.is_shared, table) is True
+    assert sandbox.call(lambda t: t, table) is table
+
+
+def make_garbage_cycle() -> Any:
+    """A reference cycle, already unreachable: only a collection can free it."""
+    import weakref
+
+    class Node:
+        pass
+
+    node = Node()
+    node.self = node  # type: ignore[attr-defined]
+    return weakref.ref(node)
+
+
+def collect_here() -> int:
+    import gc
+
+    return gc.collect()
+
+
+def own_garbage_is_collected_here() -> bool:
+    import gc
+
+    ref = make_garbage_cycle()
+    gc.collect()
+    return ref() is None
+
+
+def test_each_interpreter_collects_only_its_own_objects(sandbox: Sandbox) -> None:
+    # Eby: "you need a threadsafe garbage collector, too". Each interpreter has its own
+    # collector, which runs under that interpreter's GIL over that interpreter's objects:
+    # a collection in a sandbox does not reach main's garbage, and main's collects it.
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ref = make_garbage_cycle()
+        assert sandbox.call(own_garbage_is_collected_here) is True   # it works there
+        sandbox.call(collect_here)
+        assert ref() is not None          # main's garbage is not the sandbox's to collect
+        gc.collect()
+        assert ref() is None              # control: main's own collection frees it
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def test_ids_are_distinct_and_lifecycle() -> None:
