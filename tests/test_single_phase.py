@@ -9,6 +9,7 @@ any of their code runs; 3.13 runs the init function in the main interpreter itse
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -80,6 +81,43 @@ def test_what_a_sandbox_refuses_on_this_python(sandbox: subsandbox.Sandbox) -> N
         assert c_datetime
     # The main interpreter is never touched.
     assert RefuseSinglePhase not in sys.meta_path
+
+
+def _import_outcomes(names: list[str]) -> dict[str, tuple[str | None, bool]]:
+    import sys
+
+    found: dict[str, tuple[str | None, bool]] = {}
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError as exc:
+            found[name] = (str(exc), name in sys.modules)
+        else:
+            found[name] = (None, name in sys.modules)
+    return found
+
+
+# Single-phase-init modules of CPython's own build on 3.12, 3.13 and 3.14 (faulthandler is
+# built in; the others are built where the build has them).
+SINGLE_PHASE_EVERYWHERE = ("faulthandler", "_testsinglephase", "_testcapi", "readline",
+                           "xxlimited_35")
+
+
+def test_no_sandbox_loads_a_single_phase_module_on_any_version(
+        sandbox: subsandbox.Sandbox) -> None:
+    # Eby, 2005: "extension modules can store pointers to PyObjects anywhere they like".
+    # A single-phase module keeps its objects in C statics and a process-wide copy of its
+    # module dict, which outlive the interpreter that made them. None of them runs in a
+    # sandbox: refused by us before its init runs (3.12), by CPython after running its
+    # init in the main interpreter (3.13+), so that a sandbox's objects, and the shared
+    # objects it received, never end up in such a static.
+    names = [n for n in SINGLE_PHASE_EVERYWHERE if importlib.util.find_spec(n) is not None]
+    assert "faulthandler" in names
+    for name, (message, loaded) in sandbox.call(_import_outcomes, names).items():
+        assert message is not None and "does not support loading in subinterpreters" in message, name
+        assert not loaded, name
+    # Control: the main interpreter, which may use them, imports them.
+    assert _import_outcomes(["faulthandler"]) == {"faulthandler": (None, True)}
 
 
 _PROBE = """
