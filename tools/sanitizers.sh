@@ -178,10 +178,14 @@ install_project() { # $1: asan|tsan
             log "$kind: bootstrapping pip (ensurepip)"
             "$py" -m ensurepip --default-pip >>"$ilog" 2>&1
         fi
-        if ! "$py" -c 'import setuptools, pytest, hypothesis, wheel' >/dev/null 2>&1; then
-            log "$kind: installing setuptools, wheel, pytest, hypothesis from PyPI"
+        # pyperf for tests/test_bench.py (it builds psutil from source here). Not matplotlib
+        # nor mypy: PyPI has no wheels of numpy for a pydebug ABI (cpython-313d), building
+        # them under a sanitizer takes long, and the tests check the reports without plots
+        # (test_bench.py) or skip (test_typing.py: mypy checks the sources, no C runs).
+        if ! "$py" -c 'import setuptools, pytest, hypothesis, wheel, pyperf' >/dev/null 2>&1; then
+            log "$kind: installing setuptools, wheel, pytest, hypothesis, pyperf from PyPI"
             "$py" -m pip install -q --disable-pip-version-check \
-                'setuptools>=77' wheel 'pytest>=8' 'hypothesis>=6.100' >>"$ilog" 2>&1
+                'setuptools>=77' wheel 'pytest>=8' 'hypothesis>=6.100' 'pyperf>=2.6' >>"$ilog" 2>&1
         fi
         # Build from a fresh copy of the working tree: the ASan and TSan Pythons have the same
         # ABI tag (cpython-313d), so a shared ./build would let one reuse the other's objects.
@@ -241,11 +245,21 @@ run_tests() { # $1: asan|tsan ; sets RESULT_<kind>
     log "$kind: pytest ${TESTS[*]} ${PYTEST_ARGS[*]:-} (logs in $ldir)"
     set +e
     (
-        cd "$ROOT"
         export "$(san_env "$kind" "$ldir/san")"
-        # -P: do not put the repository root on sys.path, so the *installed*, instrumented
-        # subsandbox is the one tested, not the source tree.
-        "$py" -P -m pytest -p no:cacheprovider "${TESTS[@]}" "${PYTEST_ARGS[@]}"
+        # The *installed*, instrumented subsandbox must be the one tested, here and in every
+        # Python the tests start, never the checkout's subsandbox/ (it has no _core built for
+        # this Python). -P keeps the current folder off pytest's own sys.path, but a child
+        # started with `python -c ...` or `python -m ...` puts its current folder first on
+        # its sys.path, and children inherit ours: so pytest runs from the log folder, outside
+        # the checkout, with the test files given by absolute path (pytest still finds the
+        # checkout's pyproject.toml, its rootdir, from them). PYTHONPATH is dropped for the
+        # same reason. (PYTHONSAFEPATH=1 for all would also do, but would take a script's own
+        # folder off its sys.path too: bench/ scripts import each other flat.)
+        unset PYTHONPATH
+        cd "$ldir"
+        local abs=() t
+        for t in "${TESTS[@]}"; do abs+=("$ROOT/$t"); done
+        "$py" -P -m pytest -p no:cacheprovider --rootdir="$ROOT" "${abs[@]}" "${PYTEST_ARGS[@]}"
     ) 2>&1 | tee "$ldir/pytest.log"
     rc=${PIPESTATUS[0]}
     set -e
