@@ -431,3 +431,50 @@ fork_and_check(child_runs_aio)
 assert asyncio.run(aio.run(abs, -3)) == 3
 """))
     _check(result, 1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13),
+                    reason="3.12 keeps no per-type count of interpreters to check")
+def test_the_child_stops_counting_the_parents_sandboxes_as_holders_of_type_state() -> None:
+    # CPython 3.13+ counts, per static type, the interpreters that hold its state; every
+    # sandbox holds state of the builtin types and of our frozendict. The child never
+    # finalizes the parent's sandboxes (they are left out of its interpreter list), so it
+    # must not count them either: a pydebug CPython asserted at the child's exit that each
+    # builtin type's count came back to 0 (the sanitizer Pythons aborted there), and
+    # finalization finalizes our types only when it sees the last holder (count 1).
+    result = run_script(_script(r"""
+from subsandbox import _core, frozendict
+
+def counts():
+    info = _core._guard_info(frozendict)
+    return info["interp_count"], info["object_interp_count"]
+
+alone = counts()
+sandboxes = [subsandbox.Sandbox() for _ in range(2)]
+assert all(sb.call(abs, -1) == 1 for sb in sandboxes)
+assert counts() == (alone[0] + 2, alone[1] + 2), (alone, counts())
+
+def child_counts_only_its_own():
+    assert counts() == alone, (alone, counts())
+    with subsandbox.Sandbox() as mine:
+        assert mine.call(abs, -2) == 2
+        assert counts() == (alone[0] + 1, alone[1] + 1), (alone, counts())
+    assert counts() == alone, (alone, counts())
+
+pid = os.fork()
+if pid == 0:
+    try:
+        child_counts_only_its_own()
+    except BaseException:
+        import traceback; traceback.print_exc()
+        sys.exit(1)
+    print("child ok", flush=True)
+    sys.exit(0)         # through finalization, where the counts are checked (pydebug)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert counts() == (alone[0] + 2, alone[1] + 2), (alone, counts())
+for sb in sandboxes:
+    sb.close()
+assert counts() == alone, (alone, counts())
+"""))
+    _check(result, 1)
