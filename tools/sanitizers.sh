@@ -107,6 +107,10 @@ fetch_source() {
 # abort_on_error=1: die by SIGABRT, so pytest's faulthandler prints the Python stacks too.
 # allocator_may_return_null=1: a huge allocation gives MemoryError, as in a normal build.
 # handle_segv=0 (TSan): CPython's faulthandler owns SIGSEGV, as in CPython's own TSan CI.
+# die_after_fork=0 (TSan): the tests fork while sandbox threads run (test_fork.py, the fork
+#   pools of test_bench.py, test_keyword_tuples.py), and the child then starts sandboxes of
+#   its own; by default TSan kills such a child at its first new thread ("starting new
+#   threads after multi-threaded fork is not supported"). TSan only warns then.
 # TSan: halt_on_error=0 so one run collects every race; exitcode=0 so the verdict is ours
 #   (a report that touches our code), not "some race anywhere"; print_suppressions=1 so the
 #   log says how many CPython races the suppressions hid.
@@ -114,7 +118,7 @@ asan_env() { # $1: log path prefix
     echo "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$1"
 }
 tsan_env() { # $1: log path prefix
-    echo "TSAN_OPTIONS=suppressions=$SUPPRESSIONS:print_suppressions=1:halt_on_error=0:exitcode=0:handle_segv=0:second_deadlock_stack=1:log_path=$1"
+    echo "TSAN_OPTIONS=suppressions=$SUPPRESSIONS:print_suppressions=1:halt_on_error=0:exitcode=0:handle_segv=0:die_after_fork=0:second_deadlock_stack=1:log_path=$1"
 }
 san_env() { "$1_env" "$2"; }   # $1: asan|tsan
 
