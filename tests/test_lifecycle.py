@@ -203,9 +203,12 @@ pressed = []
 def press():
     pressed.append(time.monotonic())
     os.kill(os.getpid(), signal.SIGINT)
-threading.Timer(0.3, press).start()
 try:
     with subsandbox.Sandbox() as sb:
+        # Timed from here, not from before Sandbox(): a slow build (the sanitizer ones)
+        # may still be importing at 0.3 s, and a KeyboardInterrupt between importlib's
+        # open() and its `with` leaves a ResourceWarning (unclosed .pyc) under -X dev.
+        threading.Timer(0.3, press).start()
         sb.call(consume, ch)
 except KeyboardInterrupt:
     took = time.monotonic() - pressed[0]
@@ -370,6 +373,12 @@ def test_ctrl_c_while_shutdown_waits() -> None:
     result = run_script(EXECUTOR_CTRL_C + f"""
 ex = subsandbox.SandboxPoolExecutor(2)
 futures = [ex.submit(spin, i) for i in range(4)]
+# Both workers must be running a task when Ctrl-C comes (two interrupted, two cancelled):
+# a slow build (the sanitizer ones) may still be starting the second worker after 0.3 s.
+deadline = time.monotonic() + 60
+while sum(f.running() for f in futures) < 2:
+    assert time.monotonic() < deadline, futures
+    time.sleep(0.01)
 timer = ctrl_c_after(0.3)
 try:
     ex.shutdown(wait=True)
