@@ -485,6 +485,15 @@ describe_version_tag(PyTypeObject *type)
     return (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type->tp_version_tag : 0;
 }
 
+/* 3.12 keeps no count of the interpreters holding a static type's state. */
+static long long
+describe_interp_count(PyTypeObject *type, int builtin)
+{
+    (void)type;
+    (void)builtin;
+    return -1;
+}
+
 #elif defined(SS_FROZEN_GUARD_MANAGED_EXT)
 /* ================================ 3.13+ ================================================= */
 
@@ -675,6 +684,16 @@ describe_version_tag(PyTypeObject *type)
     return type->tp_version_tag;
 }
 
+/* 3.13+: the runtime's count of the interpreters holding state of this managed static
+ * type: one of ours (an extension type) or, with `builtin`, one of CPython's. */
+static long long
+describe_interp_count(PyTypeObject *type, int builtin)
+{
+    size_t index = (size_t)type->tp_subclasses - 1;
+    size_t full_index = builtin ? index : _Py_MAX_MANAGED_STATIC_BUILTIN_TYPES + index;
+    return (long long)_PyRuntime.types.managed_static.types[full_index].interp_count;
+}
+
 #else
 #  error "pyversion.h chooses no type guard for this CPython"
 #endif
@@ -709,7 +728,7 @@ ss_guard_describe(PyTypeObject *type)
         return NULL;
     }
     PyObject *res = Py_BuildValue(
-        "{s:s,s:n,s:O,s:O,s:O,s:K,s:O,s:I,s:O,s:O}",
+        "{s:s,s:n,s:O,s:O,s:O,s:K,s:O,s:I,s:O,s:O,s:L,s:L}",
         "mechanism", mechanism(),
         "index", describe_index(type),
         "static_builtin_flag", (type->tp_flags & _Py_TPFLAGS_STATIC_BUILTIN) ? Py_True : Py_False,
@@ -719,7 +738,11 @@ ss_guard_describe(PyTypeObject *type)
         "mro_immortal", SS_FROZEN_IS_IMMORTAL(type->tp_mro) ? Py_True : Py_False,
         "version_tag", describe_version_tag(type),
         "basetype", (type->tp_flags & Py_TPFLAGS_BASETYPE) ? Py_True : Py_False,
-        "abstractmethods_guarded", abstractmethods_setter_guarded() ? Py_True : Py_False);
+        "abstractmethods_guarded", abstractmethods_setter_guarded() ? Py_True : Py_False,
+        /* interpreters holding state of this type / of `object` (a static builtin type),
+         * as the runtime counts them (3.13+; -1 on 3.12): tests/test_fork.py */
+        "interp_count", describe_interp_count(type, 0),
+        "object_interp_count", describe_interp_count(&PyBaseObject_Type, 1));
     Py_DECREF(d);
     return res;
 }

@@ -293,7 +293,9 @@ atfork_child(void)
         return;
     }
     /* The detached interpreters stay out of the list: the child has none of their
-     * threads, and their GILs and memory are the parent's. */
+     * threads, and their GILs and memory are the parent's. Nor are they counted any more
+     * as holders of static types' state (pyinternal.c says why). */
+    ss_rt_uncount_detached_interpreters(detached, ndetached);
     release_leaf_locks(1);
     in_fork = 0;
 }

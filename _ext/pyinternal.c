@@ -302,6 +302,59 @@ ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n)
 #endif
 }
 
+/* The child of a fork never finalizes the interpreters it left out (their copies are never
+ * touched, above), but each of them is still counted in the runtime's
+ * managed_static.types[i].interp_count of every static type whose per-interpreter state it
+ * holds: all static builtin types, and our frozendict/immutableset (frozen_guard.c). When
+ * the child's main interpreter is finalized, managed_static_type_state_clear() asserts
+ * that the count of each builtin type reaches 0 (`!...interp_count`, typeobject.c): a
+ * pydebug CPython aborted at the exit of every such child (found by
+ * tests/test_keyword_tuples.py's fork test under tools/sanitizers.sh, whose Pythons are
+ * pydebug builds). Release builds do not assert, but _PyTypes_FiniExtTypes() takes
+ * "count == 1" as "the last interpreter": with the stale counts the child's finalization
+ * never finalized our two types (READY flag, version tag and runtime slot left set). So
+ * take the left-out interpreters out of the counts too: one decrement per type slot each
+ * one had filled (state->type != NULL, as managed_static_type_state_init/clear keep it),
+ * never below 1, the main interpreter's own share (a slot seen filled in a copy made
+ * while its owner was between the increment and the store is the only imprecision, and
+ * it can only leave a count one too high, as before). Only in the child, inside fork(),
+ * where the forking thread is the only one: nothing else reads the counts meanwhile. */
+#if defined(SS_RUNTIME_COUNTS_STATIC_TYPES)
+#include "internal/pycore_typeobject.h"
+
+static void
+uncount_slot(size_t full_index)
+{
+    int64_t *count = &_PyRuntime.types.managed_static.types[full_index].interp_count;
+    if (*count > 1) {
+        (void)_Py_atomic_add_int64(count, -1);
+    }
+}
+#endif
+
+void
+ss_rt_uncount_detached_interpreters(PyInterpreterState *const *gone, Py_ssize_t n)
+{
+#if defined(SS_RUNTIME_COUNTS_STATIC_TYPES)
+    for (Py_ssize_t k = 0; k < n; k++) {
+        struct types_state *types = &gone[k]->types;
+        for (size_t i = 0; i < _Py_MAX_MANAGED_STATIC_BUILTIN_TYPES; i++) {
+            if (types->builtins.initialized[i].type != NULL) {
+                uncount_slot(i);
+            }
+        }
+        for (size_t i = 0; i < _Py_MAX_MANAGED_STATIC_EXT_TYPES; i++) {
+            if (types->for_extensions.initialized[i].type != NULL) {
+                uncount_slot(_Py_MAX_MANAGED_STATIC_BUILTIN_TYPES + i);
+            }
+        }
+    }
+#else
+    (void)gone;
+    (void)n;
+#endif
+}
+
 /* ---- churn: giving back the empty pools of a destroyed interpreter ---------------------
  *
  * An isolated interpreter has its own obmalloc. When it is destroyed, CPython 3.12 never

@@ -35,6 +35,9 @@ PyObject *ss_rt_static_strings(void);
 Py_ssize_t ss_rt_detach_interpreters(const int64_t *ids, Py_ssize_t n,
                                      PyInterpreterState **out);
 void ss_rt_reattach_interpreters(PyInterpreterState *const *saved, Py_ssize_t n);
+/* In the child of that fork, for the interpreters left out for good: stop counting them
+ * in the runtime's per-type interpreter counts (3.13+; nothing on 3.12). */
+void ss_rt_uncount_detached_interpreters(PyInterpreterState *const *gone, Py_ssize_t n);
 
 /* Churn (lifecycle.c): hand back to the kernel the pages of every pool of this obmalloc
  * arena that holds no block. Only for arenas of an interpreter already destroyed. Returns

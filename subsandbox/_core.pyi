@@ -404,6 +404,8 @@ class _GuardInfo(TypedDict):
     version_tag: int
     basetype: bool
     abstractmethods_guarded: bool  # type.__abstractmethods__ refuses immutable types
+    interp_count: int          # interpreters holding its state, as the runtime counts (-1: 3.12)
+    object_interp_count: int   # the same for `object`, a static builtin type
 
 def _guard_info(type: type[frozendict[Any, Any]] | type[immutableset[Any]], /) -> _GuardInfo: ...
 

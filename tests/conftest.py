@@ -35,9 +35,18 @@ def sandbox() -> Iterator[subsandbox.Sandbox]:
         yield sb
 
 
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def run_script(source: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run ``source`` as a script (its functions live in ``__main__``) in a fresh process."""
-    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    """Run ``source`` as a script (its functions live in ``__main__``) in a fresh process.
+
+    The tests' folder is put on its ``PYTHONPATH``: a script may import a test module's
+    helpers (``from test_executor_cpython import sleep_and_print``) whatever folder pytest
+    runs from (tools/sanitizers.sh runs it outside the checkout, so that the child's current
+    folder, first on its sys.path, holds no subsandbox/ to shadow the installed one)."""
+    path = os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", PYTHONPATH=path)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], capture_output=True,
                           text=True, timeout=timeout, env=env)
 

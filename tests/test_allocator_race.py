@@ -13,24 +13,37 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
 
 from conftest import ALLOCATOR_RACE_WARNED_HERE
 
+# A debug build (--with-pydebug, as the sanitizer Pythons of tools/sanitizers.sh are)
+# installs the debug hooks by default (PYTHONMALLOC's documentation): its default
+# allocators are hooked ones.
+DEFAULT_HOOKED = hasattr(sys, "gettotalrefcount")
+# pymalloc_debug exists only in a build with pymalloc; one built --without-pymalloc (the
+# ASan Python of tools/sanitizers.sh: ASan must see every allocation) refuses it at startup
+# ("PYTHONMALLOC: unknown allocator").
+needs_pymalloc = pytest.mark.skipif(
+    not sysconfig.get_config_var("WITH_PYMALLOC"),
+    reason="CPython built --without-pymalloc has no pymalloc_debug allocator")
+DEFAULT = pytest.param([], {}, id="default")
 HOOKED = [
-    (["-X", "dev"], {}),
-    ([], {"PYTHONMALLOC": "debug"}),
-    ([], {"PYTHONMALLOC": "pymalloc_debug"}),
+    pytest.param(["-X", "dev"], {}, id="X-dev"),
+    pytest.param([], {"PYTHONMALLOC": "debug"}, id="malloc-debug"),
+    pytest.param([], {"PYTHONMALLOC": "pymalloc_debug"}, id="pymalloc-debug",
+                 marks=needs_pymalloc),
+    *([DEFAULT] if DEFAULT_HOOKED else []),
 ]
 NOT_HOOKED = [
-    ([], {}),
-    (["-X", "dev"], {"PYTHONMALLOC": "malloc"}),   # dev mode without the allocator hooks
-    ([], {"PYTHONMALLOC": "malloc"}),
+    *([] if DEFAULT_HOOKED else [DEFAULT]),
+    # dev mode without the allocator hooks
+    pytest.param(["-X", "dev"], {"PYTHONMALLOC": "malloc"}, id="X-dev-malloc"),
+    pytest.param([], {"PYTHONMALLOC": "malloc"}, id="malloc"),
 ]
-IDS_HOOKED = ["X-dev", "malloc-debug", "pymalloc-debug"]
-IDS_NOT_HOOKED = ["default", "X-dev-malloc", "malloc"]
 
 
 def run(options: list[str], env: dict[str, str], source: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +68,7 @@ print(sum(issubclass(w.category, subsandbox.AllocatorRaceWarning) for w in caugh
 """
 
 
-@pytest.mark.parametrize("options, env", HOOKED, ids=IDS_HOOKED)
+@pytest.mark.parametrize("options, env", HOOKED)
 def test_hooked_allocators_are_seen_and_warned_of_once(options, env) -> None:
     result = run(options, env, HOOKED_PROBE)
     assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr
@@ -64,7 +77,7 @@ def test_hooked_allocators_are_seen_and_warned_of_once(options, env) -> None:
     assert result.stdout == ("1\n" if ALLOCATOR_RACE_WARNED_HERE else "0\n")
 
 
-@pytest.mark.parametrize("options, env", NOT_HOOKED, ids=IDS_NOT_HOOKED)
+@pytest.mark.parametrize("options, env", NOT_HOOKED)
 def test_default_allocators_get_no_warning(options, env) -> None:
     result = run(options, env, HOOKED_PROBE)
     assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
@@ -126,7 +139,8 @@ def test_no_sandbox_is_made_while_tracemalloc_traces(options, env, start) -> Non
 
 def test_tracemalloc_started_later_is_seen() -> None:
     # The hooks can come and go while the process runs: the check is made at each creation.
-    result = run([], {}, """
+    # (PYTHONMALLOC=malloc: no hooks before tracemalloc, in a debug build too.)
+    result = run([], {"PYTHONMALLOC": "malloc"}, """
         import tracemalloc
         from subsandbox import _core
         before = _core._raw_allocator_hooked()

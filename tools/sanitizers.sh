@@ -30,9 +30,13 @@ SUITE=trixie          # the Debian release whose python3.13 source package we bu
 SRCPKG=python3.13
 SUPPRESSIONS=$ROOT/tools/tsan-suppressions.txt
 PROJECT=${SAN_PROJECT:-$ROOT}   # the tree whose extension is built and installed
+# The default set: the C core's own tests, a few minutes under TSan. Everything:
+# `tools/sanitizers.sh asan tests/test_*.py` (docs/sanitizers.md: about 20 min under ASan,
+# 35 under TSan on 2 cores).
 DEFAULT_TESTS=(tests/test_ext_loads.py tests/test_share.py tests/test_share_props.py
                tests/test_frozen.py tests/test_type_guard.py tests/test_stress.py
-               tests/test_memory.py tests/test_share_memo.py)
+               tests/test_memory.py tests/test_share_memo.py tests/test_keyword_tuples.py
+               tests/test_executor_primitives.py)
 # Sizes of the stress and memory tests under the sanitizers (everything runs ~10x slower
 # under pydebug + TSan); the environment may override them.
 export SUBSANDBOX_STRESS_RECORDS=${SUBSANDBOX_STRESS_RECORDS:-2000}
@@ -107,6 +111,10 @@ fetch_source() {
 # abort_on_error=1: die by SIGABRT, so pytest's faulthandler prints the Python stacks too.
 # allocator_may_return_null=1: a huge allocation gives MemoryError, as in a normal build.
 # handle_segv=0 (TSan): CPython's faulthandler owns SIGSEGV, as in CPython's own TSan CI.
+# die_after_fork=0 (TSan): the tests fork while sandbox threads run (test_fork.py, the fork
+#   pools of test_bench.py, test_keyword_tuples.py), and the child then starts sandboxes of
+#   its own; by default TSan kills such a child at its first new thread ("starting new
+#   threads after multi-threaded fork is not supported"). TSan only warns then.
 # TSan: halt_on_error=0 so one run collects every race; exitcode=0 so the verdict is ours
 #   (a report that touches our code), not "some race anywhere"; print_suppressions=1 so the
 #   log says how many CPython races the suppressions hid.
@@ -114,7 +122,7 @@ asan_env() { # $1: log path prefix
     echo "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$1"
 }
 tsan_env() { # $1: log path prefix
-    echo "TSAN_OPTIONS=suppressions=$SUPPRESSIONS:print_suppressions=1:halt_on_error=0:exitcode=0:handle_segv=0:second_deadlock_stack=1:log_path=$1"
+    echo "TSAN_OPTIONS=suppressions=$SUPPRESSIONS:print_suppressions=1:halt_on_error=0:exitcode=0:handle_segv=0:die_after_fork=0:second_deadlock_stack=1:log_path=$1"
 }
 san_env() { "$1_env" "$2"; }   # $1: asan|tsan
 
@@ -178,10 +186,14 @@ install_project() { # $1: asan|tsan
             log "$kind: bootstrapping pip (ensurepip)"
             "$py" -m ensurepip --default-pip >>"$ilog" 2>&1
         fi
-        if ! "$py" -c 'import setuptools, pytest, hypothesis, wheel' >/dev/null 2>&1; then
-            log "$kind: installing setuptools, wheel, pytest, hypothesis from PyPI"
+        # pyperf for tests/test_bench.py (it builds psutil from source here). Not matplotlib
+        # nor mypy: PyPI has no wheels of numpy for a pydebug ABI (cpython-313d), building
+        # them under a sanitizer takes long, and the tests check the reports without plots
+        # (test_bench.py) or skip (test_typing.py: mypy checks the sources, no C runs).
+        if ! "$py" -c 'import setuptools, pytest, hypothesis, wheel, pyperf' >/dev/null 2>&1; then
+            log "$kind: installing setuptools, wheel, pytest, hypothesis, pyperf from PyPI"
             "$py" -m pip install -q --disable-pip-version-check \
-                'setuptools>=77' wheel 'pytest>=8' 'hypothesis>=6.100' >>"$ilog" 2>&1
+                'setuptools>=77' wheel 'pytest>=8' 'hypothesis>=6.100' 'pyperf>=2.6' >>"$ilog" 2>&1
         fi
         # Build from a fresh copy of the working tree: the ASan and TSan Pythons have the same
         # ABI tag (cpython-313d), so a shared ./build would let one reuse the other's objects.
@@ -241,11 +253,21 @@ run_tests() { # $1: asan|tsan ; sets RESULT_<kind>
     log "$kind: pytest ${TESTS[*]} ${PYTEST_ARGS[*]:-} (logs in $ldir)"
     set +e
     (
-        cd "$ROOT"
         export "$(san_env "$kind" "$ldir/san")"
-        # -P: do not put the repository root on sys.path, so the *installed*, instrumented
-        # subsandbox is the one tested, not the source tree.
-        "$py" -P -m pytest -p no:cacheprovider "${TESTS[@]}" "${PYTEST_ARGS[@]}"
+        # The *installed*, instrumented subsandbox must be the one tested, here and in every
+        # Python the tests start, never the checkout's subsandbox/ (it has no _core built for
+        # this Python). -P keeps the current folder off pytest's own sys.path, but a child
+        # started with `python -c ...` or `python -m ...` puts its current folder first on
+        # its sys.path, and children inherit ours: so pytest runs from the log folder, outside
+        # the checkout, with the test files given by absolute path (pytest still finds the
+        # checkout's pyproject.toml, its rootdir, from them). PYTHONPATH is dropped for the
+        # same reason. (PYTHONSAFEPATH=1 for all would also do, but would take a script's own
+        # folder off its sys.path too: bench/ scripts import each other flat.)
+        unset PYTHONPATH
+        cd "$ldir"
+        local abs=() t
+        for t in "${TESTS[@]}"; do abs+=("$ROOT/$t"); done
+        "$py" -P -m pytest -p no:cacheprovider --rootdir="$ROOT" "${abs[@]}" "${PYTEST_ARGS[@]}"
     ) 2>&1 | tee "$ldir/pytest.log"
     rc=${PIPESTATUS[0]}
     set -e
