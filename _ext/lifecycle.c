@@ -470,7 +470,26 @@ raw_allocator_hooked(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
     return PyBool_FromLong(current.ctx != NULL);
 }
 
+/* _core._keep_ctrl_c_exit() -> bool: at exit, after the main module's run ended in an
+ * unhandled KeyboardInterrupt, set again the flag that makes the process exit by SIGINT,
+ * which a sandbox's run may have reset meanwhile on 3.12/3.13 (pyversion.h,
+ * SS_RUN_RESETS_CTRL_C_EXIT). Whether anything was done (False on 3.14+). */
+static PyObject *
+keep_ctrl_c_exit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
+{
+    return PyBool_FromLong(ss_rt_keep_ctrl_c_exit() == 0);
+}
+
+/* _core._testing_ctrl_c_exit() -> bool: the flag itself (tests). */
+static PyObject *
+testing_ctrl_c_exit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
+{
+    return PyBool_FromLong(ss_rt_ctrl_c_exit());
+}
+
 static PyMethodDef lifecycle_methods[] = {
+    {"_keep_ctrl_c_exit", keep_ctrl_c_exit, METH_NOARGS, NULL},
+    {"_testing_ctrl_c_exit", testing_ctrl_c_exit, METH_NOARGS, NULL},
     {"_run_signal_handlers", run_signal_handlers, METH_NOARGS, NULL},
     {"_raw_allocator_hooked", raw_allocator_hooked, METH_NOARGS, NULL},
     {"_reclaim_interpreter", reclaim_interpreter, METH_O, NULL},

@@ -569,6 +569,25 @@ ss_rt_take_async_exc(PyThreadState *ts)
 #endif
 }
 
+/* ---- the "died of Ctrl-C" exit flag (pyversion.h: SS_RUN_RESETS_CTRL_C_EXIT) ---- */
+
+int
+ss_rt_keep_ctrl_c_exit(void)
+{
+#if SS_RUN_RESETS_CTRL_C_EXIT
+    _PyRuntime.signals.unhandled_keyboard_interrupt = 1;
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+int
+ss_rt_ctrl_c_exit(void)
+{
+    return _PyRuntime.signals.unhandled_keyboard_interrupt != 0;
+}
+
 int
 ss_rt_async_exc_requested(PyThreadState *ts)
 {

@@ -72,4 +72,10 @@ PyObject *ss_rt_take_async_exc(PyThreadState *ts);
  * or on 3.12 the per-interpreter flag that keeps the eval breaker set. */
 int ss_rt_async_exc_requested(PyThreadState *ts);
 
+/* Set the flag that makes Py_RunMain() exit by SIGINT, where another interpreter's run may
+ * have reset it (SS_RUN_RESETS_CTRL_C_EXIT): 0; -1 where nothing resets it (untouched). */
+int ss_rt_keep_ctrl_c_exit(void);
+/* The flag's value (tests). */
+int ss_rt_ctrl_c_exit(void);
+
 #endif

@@ -85,6 +85,21 @@ ss_str_mark_shared(PyObject *op)
     _PyASCIIObject_CAST(op)->state.statically_allocated = 1;
 }
 
+/* ---- the process's "died of Ctrl-C" flag ----------------------------------------------
+ * Py_RunMain() exits by SIGINT when _PyRuntime.signals.unhandled_keyboard_interrupt is set
+ * after finalization. The main module's run sets it when it ends in KeyboardInterrupt.
+ *   3.12/3.13: every run of a string or file (run_eval_code_obj: exec() of a str, and each
+ *          interpreter's boot source) in *any* interpreter first resets it to 0, so a
+ *          sandbox that starts or runs exec() while the main interpreter exits after an
+ *          unhandled Ctrl-C turns the exit status into 1 (Python/pythonrun.c, 3.13.5).
+ *   3.14:  only the printing of an unhandled KeyboardInterrupt sets it
+ *          (_Py_HandleSystemExitAndKeyboardInterrupt), and no run resets it. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define SS_RUN_RESETS_CTRL_C_EXIT 0
+#else
+#  define SS_RUN_RESETS_CTRL_C_EXIT 1
+#endif
+
 /* ---- unhashable set elements -----------------------------------------------------------
  * 3.14 rewords the TypeError of an unhashable set element: "cannot use 'list' as a set
  * element (unhashable type: 'list')" (Objects/setobject.c set_unhashable_type), and a

@@ -43,8 +43,8 @@ from typing import Protocol
 
 from . import _core
 
-__all__ = ["EXIT_GRACE", "close_all_at_exit", "interpreter_change", "on_fork_child",
-           "tracked", "untracked"]
+__all__ = ["EXIT_GRACE", "close_all_at_exit", "exiting_by_ctrl_c", "interpreter_change",
+           "on_fork_child", "tracked", "untracked"]
 
 EXIT_GRACE = 5.0
 """Seconds that interpreter exit waits for interrupted tasks to end before giving up."""
@@ -148,9 +148,9 @@ def close_all_at_exit(live: Callable[[], Sequence[_Closable]]) -> None:
     """
     def close_all() -> None:
         sandboxes = live()
-        if not sandboxes:
-            return
-        stuck = _close_all(sandboxes, EXIT_GRACE)
+        stuck = _close_all(sandboxes, EXIT_GRACE) if sandboxes else []
+        # Every sandbox is closed now: none of ours runs code again in this process.
+        _keep_ctrl_c_exit()
         if not stuck:
             return
         names = ", ".join(repr(sandbox) for sandbox in stuck)
@@ -167,6 +167,31 @@ def close_all_at_exit(live: Callable[[], Sequence[_Closable]]) -> None:
         os._exit(1)
 
     atexit.register(close_all)
+
+
+def exiting_by_ctrl_c() -> bool:
+    """Whether the interpreter exits because of an unhandled KeyboardInterrupt.
+
+    CPython's top level (PyErr_Print) stores the exception that ends the program in
+    ``sys.last_exc`` (3.12+) before finalization runs the exit hooks. An interactive
+    session stores there every error it printed, and goes on: a Ctrl-C that stopped one
+    statement long ago does not end the session, so there ``sys.last_exc`` says nothing
+    about how it ends (it ends by EOF or exit(), and its tasks are awaited)."""
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return False
+    return isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt)
+
+
+def _keep_ctrl_c_exit() -> None:
+    """A program that dies of Ctrl-C exits by SIGINT (status 130 in a shell), as CPython
+    decides after finalization from a process-wide flag that the main module's run set.
+    On 3.12/3.13 every run of source in *any* interpreter resets that flag first: a
+    sandbox started, or an ``exec()`` of a string in a sandbox, while the program exits
+    made it exit with status 1 instead. Set it again, on the condition CPython set it on
+    (an unhandled exception of exactly KeyboardInterrupt: Python/pythonrun.c
+    run_eval_code_obj, Modules/main.c pymain_run_module)."""
+    if exiting_by_ctrl_c() and type(getattr(sys, "last_exc", None)) is KeyboardInterrupt:
+        _core._keep_ctrl_c_exit()
 
 
 def _install_fork_hooks() -> None:

@@ -108,25 +108,11 @@ def _python_exit() -> None:
         pools = list(_pools)
     # Ctrl-C / exit (issue #8): a program that dies of an unhandled KeyboardInterrupt
     # wants its tasks stopped, not awaited (a `while True` task would hang the exit).
-    stop = _exiting_by_ctrl_c()
+    stop = _lifecycle.exiting_by_ctrl_c()
     for pool in pools:
         pool.shutdown(wait=False, cancel_futures=stop, interrupt_running=stop)
     for pool in pools:
         pool.join()
-
-
-def _exiting_by_ctrl_c() -> bool:
-    """Whether the interpreter exits because of an unhandled KeyboardInterrupt.
-
-    CPython's top level (PyErr_Print) stores the exception that ends the program in
-    ``sys.last_exc`` (3.12+) before finalization runs the exit hooks. An interactive
-    session stores there every error it printed, and goes on: a Ctrl-C that stopped one
-    statement long ago does not end the session, so there ``sys.last_exc`` says nothing
-    about how it ends (it ends by EOF or exit(), and its tasks are awaited)."""
-    if hasattr(sys, "ps1") or sys.flags.interactive:
-        return False
-    last = getattr(sys, "last_exc", None)
-    return isinstance(last, KeyboardInterrupt)
 
 
 # Registered after sandbox.py's hook (this module imports it), so it runs first: the

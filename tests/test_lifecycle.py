@@ -411,6 +411,37 @@ print(list(ex.map(spin, range(10))))
     assert result.stderr.count("Traceback") == 1, result.stderr
 
 
+@pytest.mark.parametrize("late", [
+    pytest.param("a sandbox starts", marks=pytest.mark.skipif(
+        sys.version_info < (3, 13), reason="CPython 3.12 starts no thread once exit has "
+        "begun, so no sandbox can start then (docs/cpython-3.12.md)")),
+    "a sandbox runs exec()"])
+def test_a_ctrl_c_exit_stays_an_exit_by_sigint_whatever_sandboxes_run_meanwhile(
+        late: str) -> None:
+    # The program dies of KeyboardInterrupt; then, while it exits, a sandbox starts, or an
+    # existing one runs exec() of a string. On 3.12/3.13 each run of source in any
+    # interpreter resets CPython's process-wide "exit by SIGINT" flag, and the program
+    # exited with status 1 instead.
+    result = run_script(f"""
+import sys, threading, time, subsandbox
+
+def after_the_main_module_died():
+    while getattr(sys, "last_exc", None) is None:   # set once the traceback is printed
+        time.sleep(0.01)
+    if {late == "a sandbox starts"!r}:
+        with subsandbox.Sandbox() as late_sandbox:
+            late_sandbox.call(abs, -1)
+    else:
+        sandbox.call(exec, "x = 1")
+
+sandbox = subsandbox.Sandbox()
+threading.Thread(target=after_the_main_module_died).start()
+raise KeyboardInterrupt
+""", timeout=60)
+    assert result.returncode in (-2, 130), (result.returncode, result.stderr)
+    assert result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr
+
+
 def test_shutdown_can_interrupt_running_tasks() -> None:
     ex = subsandbox.SandboxPoolExecutor(2)
     started = subsandbox.Channel()
