@@ -108,11 +108,14 @@ def test_free_lists_are_per_interpreter_and_small_ints_are_the_runtimes() -> Non
     # are static immortal objects of the runtime that every interpreter reads.
     with Sandbox() as a, Sandbox() as b:
         # Control: in one interpreter, the next allocations take the freed objects back
-        # (floats from the float free list; on 3.14, ints from the int free list; 3.12 and
-        # 3.13 have no int free list), so the measurement sees a free list at work.
+        # (floats from the float free list; on 3.14, ints from the int free list), so the
+        # measurement sees a free list at work. (3.12 and 3.13 have no int free list: how
+        # many freed ints come back there is the object allocator's business, and differs
+        # between release and debug builds.)
         floats, ints = a.call(free_then_reuse, N_FREED)
         assert floats == N_FREED
-        assert ints == (N_FREED if sys.version_info >= (3, 14) else 0)
+        if sys.version_info >= (3, 14):
+            assert ints == N_FREED
         # What A frees stays A's: neither B nor main ever gets one of those objects.
         freed = a.call(free_numbers, N_FREED)
         assert b.call(reuse_of, freed) == (0, 0)
