@@ -480,16 +480,8 @@ keep_ctrl_c_exit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
     return PyBool_FromLong(ss_rt_keep_ctrl_c_exit() == 0);
 }
 
-/* _core._testing_ctrl_c_exit() -> bool: the flag itself (tests). */
-static PyObject *
-testing_ctrl_c_exit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
-{
-    return PyBool_FromLong(ss_rt_ctrl_c_exit());
-}
-
 static PyMethodDef lifecycle_methods[] = {
     {"_keep_ctrl_c_exit", keep_ctrl_c_exit, METH_NOARGS, NULL},
-    {"_testing_ctrl_c_exit", testing_ctrl_c_exit, METH_NOARGS, NULL},
     {"_run_signal_handlers", run_signal_handlers, METH_NOARGS, NULL},
     {"_raw_allocator_hooked", raw_allocator_hooked, METH_NOARGS, NULL},
     {"_reclaim_interpreter", reclaim_interpreter, METH_O, NULL},

@@ -583,12 +583,6 @@ ss_rt_keep_ctrl_c_exit(void)
 }
 
 int
-ss_rt_ctrl_c_exit(void)
-{
-    return _PyRuntime.signals.unhandled_keyboard_interrupt != 0;
-}
-
-int
 ss_rt_async_exc_requested(PyThreadState *ts)
 {
 #if SS_ASYNC_EXC_INTERP_FLAG

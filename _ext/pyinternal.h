@@ -75,7 +75,5 @@ int ss_rt_async_exc_requested(PyThreadState *ts);
 /* Set the flag that makes Py_RunMain() exit by SIGINT, where another interpreter's run may
  * have reset it (SS_RUN_RESETS_CTRL_C_EXIT): 0; -1 where nothing resets it (untouched). */
 int ss_rt_keep_ctrl_c_exit(void);
-/* The flag's value (tests). */
-int ss_rt_ctrl_c_exit(void);
 
 #endif
