@@ -415,3 +415,30 @@ def test_bench_share_times_blocks_of_calls_over_every_loop() -> None:
         spare = 2 << 20 if huge else 0                         # room to align huge pages
         assert [len(m) for m in bench_share._kept_mappings[kept:]] == [
             n * nbytes + spare for n in blocks]
+
+
+def test_share_in_a_row_measures_share_and_both_pickles_in_one_process(
+        tmp_path: Path) -> None:
+    """bench/share_in_a_row.py end to end on a few calls, with huge pages turned off in
+    its measuring processes: every data set gets CPU time per call and page faults for
+    share() and for pickle.dumps, kept and dropped."""
+    out = tmp_path / "row.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "share_in_a_row.py"), "--count", "8",
+                           "--sizes", "1KB", "--kinds", "table,mapping", "--no-thp",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["thp"] is False
+    assert set(result["cells"]) == {"table 1KB", "mapping 1KB"}
+    for cell in result["cells"].values():
+        assert cell["count"] == 8 and cell["block"] == 8
+        for measure in ("share", "pickle kept", "pickle"):
+            assert cell[measure]["cpu"] > 0 and 0 <= cell[measure]["sys_share"] <= 1
+    assert "| mapping 1KB | 8 |" in proc.stdout
+
+
+def test_share_in_a_row_refuses_sizes_it_cannot_repeat() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "share_in_a_row.py"), "--sizes",
+                           "100MB"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown size '100MB'" in proc.stderr and "bench_share.py" in proc.stderr
