@@ -34,8 +34,9 @@ CPython keeps the state that subclassing and weak references write (``tp_subclas
 every interpreter that imports the module then writes without a common lock (and on 3.12
 its reference count too: it is not immortal). A module with such types must not declare
 ``Py_MOD_PER_INTERPRETER_GIL_SUPPORTED``; CPython's example module ``xxsubtype`` does (3.12
-to 3.14), and two sandboxes that subclass ``xxsubtype.spamdict`` at once abort the process
-("double free or corruption", 3.12.1, 3.13.0, 3.14.7). It is refused in every sandbox;
+to 3.15), and two sandboxes that subclass ``xxsubtype.spamdict`` at once abort the process
+("double free or corruption", 3.12.1, 3.13.0, 3.14.7); so does CPython's ``_testcapi`` from
+3.15 on (single-phase before, so refused by CPython). They are refused in every sandbox;
 ``tests/test_guard.py`` checks that no other extension module of the running Python that a
 sandbox can import has a static type of its own. Third-party modules with that defect
 cannot be known before they run: see docs/type-guard.md.
@@ -59,7 +60,11 @@ SINGLE_PHASE_STDLIB = frozenset({
 })
 
 
-SHARED_STATIC_TYPES_STDLIB = frozenset({"xxsubtype"})
+# xxsubtype on every version; _testcapi from 3.15, where it became multi-phase and declares
+# per-interpreter GIL support but keeps ContainerNoGC and two more static types of its own
+# (before, it is single-phase, and CPython itself refuses it in an isolated interpreter).
+SHARED_STATIC_TYPES_STDLIB = frozenset({"xxsubtype"} | (
+    {"_testcapi"} if sys.version_info >= (3, 15) else set()))
 
 # The one place that says what is refused on which version.
 _SINGLE_PHASE_REFUSED = SINGLE_PHASE_STDLIB if sys.version_info < (3, 13) else frozenset()
@@ -81,8 +86,8 @@ class RefuseSinglePhase:
             raise ImportError(
                 f"module {name} cannot be used in a sandbox: its static types are one "
                 "object for every interpreter, which subclassing or weakly referencing "
-                "them in two sandboxes at once corrupts (it declares per-interpreter GIL "
-                "support all the same); import it in the main interpreter only", name=name)
+                "them in two sandboxes at once corrupts; import it in the main "
+                "interpreter only", name=name)
         return None
 
 

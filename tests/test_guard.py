@@ -19,6 +19,7 @@ import pytest
 import subsandbox
 from subsandbox import IsolationError, Sandbox, guard
 from subsandbox import _core
+from subsandbox._single_phase import SHARED_STATIC_TYPES_STDLIB
 
 from conftest import run_script
 
@@ -233,21 +234,23 @@ def test_no_extension_module_a_sandbox_imports_has_static_types_of_its_own(
             "xxsubtype": ["spamdict", "spamlist"]}
 
 
-def import_xxsubtype() -> str:
-    import xxsubtype
+def import_module_named(name: str) -> str:
+    import importlib
 
-    return xxsubtype.__name__
+    return importlib.import_module(name).__name__
 
 
-def test_xxsubtype_is_refused_in_sandboxes() -> None:
-    # Its static types are shared (it declares per-interpreter GIL support all the same):
-    # two sandboxes subclassing xxsubtype.spamdict at once aborted the process.
+@pytest.mark.parametrize("name", sorted(SHARED_STATIC_TYPES_STDLIB))
+def test_stdlib_modules_with_shared_static_types_are_refused_in_sandboxes(name: str) -> None:
+    # Their static types are shared, and they declare per-interpreter GIL support all the
+    # same (xxsubtype; _testcapi from 3.15): two sandboxes subclassing xxsubtype.spamdict
+    # at once aborted the process.
+    why = f"module {name} cannot be used in a sandbox: its static types are one object"
     with Sandbox() as a:
-        with pytest.raises(ImportError, match="xxsubtype cannot be used in a sandbox: its "
-                                              "static types are one object"):
-            a.call(import_xxsubtype)
-    if importlib.util.find_spec("xxsubtype") is not None:
-        assert import_xxsubtype() == "xxsubtype"  # main is not affected
+        with pytest.raises(ImportError, match=why):
+            a.call(import_module_named, name)
+    if importlib.util.find_spec(name) is not None:
+        assert import_module_named(name) == name  # main is not affected
 
 
 def interpreter_settings() -> dict[str, object]:
