@@ -38,6 +38,22 @@ ss_current_state(void)
     return ss_get_state(module);
 }
 
+/* A PY_VERSION_HEX as CPython writes its version: "3.13.0", "3.15.0rc2". */
+static void
+format_version(unsigned long hex, char *buf, size_t size)
+{
+    unsigned long level = (hex >> 4) & 0xF;
+    const char *tag = level == 0xA ? "a" : level == 0xB ? "b" : level == 0xC ? "rc" : NULL;
+    if (tag != NULL) {
+        PyOS_snprintf(buf, size, "%lu.%lu.%lu%s%lu", (hex >> 24) & 0xFF, (hex >> 16) & 0xFF,
+                      (hex >> 8) & 0xFF, tag, hex & 0xF);
+    }
+    else {
+        PyOS_snprintf(buf, size, "%lu.%lu.%lu", (hex >> 24) & 0xFF, (hex >> 16) & 0xFF,
+                      (hex >> 8) & 0xFF);
+    }
+}
+
 /* -1 with ImportError unless this is the CPython whose headers built us (pyversion.h). */
 static int
 check_runtime_version(void)
@@ -46,16 +62,18 @@ check_runtime_version(void)
     if (built == running) {
         return 0;
     }
+    char built_text[32], running_text[32];
+    format_version(built, built_text, sizeof(built_text));
+    format_version(running, running_text, sizeof(running_text));
     PyErr_Format(PyExc_ImportError,
-                 "subsandbox._core was built for CPython %lu.%lu.%lu but this is CPython "
-                 "%lu.%lu.%lu: it reads CPython internals whose layout may change between "
-                 "any two releases, so it must be built by the CPython that runs it: "
-                 "reinstall subsandbox from source with this Python (pip install "
-                 "--force-reinstall --no-binary subsandbox --no-cache-dir subsandbox, or "
-                 "pip install --force-reinstall . in a checkout; without --no-cache-dir, "
-                 "pip may reinstall the wheel it built for the other CPython)",
-                 (built >> 24) & 0xFF, (built >> 16) & 0xFF, (built >> 8) & 0xFF,
-                 (running >> 24) & 0xFF, (running >> 16) & 0xFF, (running >> 8) & 0xFF);
+                 "subsandbox._core was built for CPython %s but this is CPython %s: it "
+                 "reads CPython internals whose layout may change between any two "
+                 "releases, so it must be built by the CPython that runs it: reinstall "
+                 "subsandbox from source with this Python (pip install --force-reinstall "
+                 "--no-binary subsandbox --no-cache-dir subsandbox, or pip install "
+                 "--force-reinstall . in a checkout; without --no-cache-dir, pip may "
+                 "reinstall the wheel it built for the other CPython)",
+                 built_text, running_text);
     return -1;
 }
 

@@ -16,12 +16,13 @@
  * pyinternal.c, internal.c and frozen_guard.c read structures of Include/internal/, whose
  * layout CPython does not keep stable even between patch releases. Found when a build
  * for 3.13.0 was loaded by a 3.13.5 (its managed static type slots read wrong: "did not
- * get slot 9"). So the running CPython must be the very one (major.minor.micro) whose
- * headers compiled us; Py_Version is the running one's PY_VERSION_HEX. */
+ * get slot 9"). So the running CPython must be the very one whose headers compiled us,
+ * release level included (a pre-release's internals may still change before the final
+ * one); Py_Version is the running one's PY_VERSION_HEX. */
 #ifndef SS_BUILT_FOR_VERSION_HEX  /* -D'd only by tests/test_packaging.py, to test the refusal */
-#  define SS_BUILT_FOR_VERSION_HEX (PY_VERSION_HEX & ~0xFFu)  /* release level dropped */
+#  define SS_BUILT_FOR_VERSION_HEX PY_VERSION_HEX
 #endif
-#define SS_RUNNING_VERSION_HEX ((unsigned long)Py_Version & ~0xFFul)
+#define SS_RUNNING_VERSION_HEX ((unsigned long)Py_Version)
 
 #if PY_VERSION_HEX < 0x030C0000
 #  error "subsandbox needs CPython 3.12 or newer"

@@ -304,7 +304,9 @@ def change_interpreter_settings() -> None:
     gc.disable()
     gc.set_threshold(5, 5, 5)
     warnings.simplefilter("error")
-    codecs.register(lambda name: codecs.lookup("utf-8") if name == "ss_probe" else None)
+    # "ss-probe" reaches a search function as "ss_probe" up to 3.14, as is from 3.15
+    codecs.register(lambda name: codecs.lookup("utf-8") if name in ("ss_probe", "ss-probe")
+                    else None)
     copyreg.pickle(int, lambda x: (int, (0,)))
     builtins.ss_probe = 1  # type: ignore[attr-defined]
     decimal.getcontext().prec = 5

@@ -22,8 +22,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What a build reads: the sdist's content, from the checkout.
 BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in")
-# An extension built for a CPython that does not exist: every CPython here refuses it.
-FOREIGN = "-DSS_BUILT_FOR_VERSION_HEX=0x03630000"   # 3.99.0
+# A build for this very major.minor.micro in another release level (rc2 of a final
+# release, the final one of a pre-release): internals may still change between the two.
+_V = sys.version_info
+FOREIGN_FINAL = (_V.releaselevel != "final")
+FOREIGN_TEXT = f"{_V.major}.{_V.minor}.{_V.micro}" + ("" if FOREIGN_FINAL else "rc2")
+FOREIGN = "-DSS_BUILT_FOR_VERSION_HEX=" + hex(
+    (sys.hexversion & ~0xFF) | (0xF0 if FOREIGN_FINAL else 0xC2))
 
 
 def _copy_sources(dest: Path) -> Path:
@@ -61,8 +66,9 @@ def test_a_core_built_for_another_cpython_refuses_to_import_and_says_what_to_do(
     result = _run_from(tree, IMPORT_CORE)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: subsandbox._core was built for CPython 3.99.0 but "
-                           f"this is CPython {platform.python_version()}"), last
+    assert last.startswith(f"ImportError: subsandbox._core was built for CPython "
+                           f"{FOREIGN_TEXT} but this is CPython "
+                           f"{platform.python_version()}:"), last
     # pip's wheel cache tells CPythons apart by major.minor only: without --no-cache-dir
     # the advice would reinstall the very wheel that was refused.
     assert ("pip install --force-reinstall --no-binary subsandbox --no-cache-dir subsandbox"
