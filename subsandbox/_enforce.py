@@ -102,8 +102,12 @@ SAFE_DUNDERS = frozenset("""
 BLOCKED_NAMES = frozenset("""
     gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await cr_origin ag_frame ag_code
     ag_await tb_frame tb_next f_back f_globals f_locals f_builtins f_code f_trace
-    f_trace_lines f_trace_opcodes
+    f_trace_lines f_trace_opcodes _convert_
 """.split())
+# _convert_: EnumType._convert_(name, module, filter) reads sys.modules[module] by the name
+# the caller gives, turns the module's globals it picks into members (X.name.value is the
+# real value) and writes into that module. Every enum class reaches it
+# (re.RegexFlag.mro() holds Enum), and `Enum._convert_('X', 'random', f)` got random._os.
 
 # Attribute names whose use needs a constant template: str.format and str.format_map walk
 # attributes and items named in the template, in C.
@@ -893,6 +897,44 @@ class _PolicyUnpickler(_crossing._Unpickler):
 _SEALED_CLASSES = (_Enforcer, _PolicyUnpickler)
 
 
+# -- library code that looks names up, or evaluates strings, for the caller -------------------
+# Reached through objects, not module attributes, so a view cannot hold a replacement: the
+# library is changed in place (in this interpreter only), before sandboxed code runs. What
+# the replacements close over (the originals) sits in closures, which the code check refuses.
+
+def _guard_enum_property(policy_name: str) -> None:
+    """``enum.property.__get__`` looks its own ``name`` up with ``getattr`` on ``_cls_type``
+    (``_attr_type == 'attr'``) or on the instance's ``_value_`` (``'desc'``). All three are
+    plain attributes anyone may set, and a class body binds ``name`` (``__globals__ = p``):
+    ``type(vars(Enum)['name'])`` (reached from ``re.RegexFlag.mro()``) with name
+    ``__globals__`` read any function's globals. Same lookups, each attribute read once,
+    and the name must pass the rule ``getattr`` applies."""
+    import enum
+
+    def __get__(self: Any, instance: object, ownerclass: Any = None) -> object:
+        if instance is None:
+            member = self.member
+            if member is not None:
+                return member
+            raise AttributeError(f"{ownerclass!r} has no attribute {self.name!r}")
+        fget = self.fget
+        if fget is not None:
+            return fget(instance)
+        attr_type, name = self._attr_type, self.name
+        if type(attr_type) is str and attr_type in ("attr", "desc"):
+            if not name_allowed(name):
+                raise PolicyError(f"the sandbox's policy {policy_name!r} does not allow the "
+                                  f"attribute {name!r}")
+            return getattr(self._cls_type if attr_type == "attr" else instance._value_, name)
+        try:
+            return ownerclass._member_map_[name]
+        except KeyError:
+            raise AttributeError(f"{ownerclass!r} has no attribute {name!r}") from None
+
+    __get__.__qualname__ = "property.__get__"
+    enum.property.__get__ = __get__  # type: ignore[method-assign]
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -904,6 +946,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     _installed = True
     enforcer = _Enforcer(spec)
     _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
+    _guard_enum_property(enforcer.name)
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {

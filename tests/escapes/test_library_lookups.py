@@ -1,0 +1,92 @@
+"""Library code of the granted modules that looks a name up, or evaluates a string, for
+the caller: reached through objects (an enum class, a dispatcher, a class attribute), not
+through a module view. Each attempt, had it worked, reached the real ``os`` and used it to
+lift the policy (the enforcer's module globals are ordinary ones) and read the secret, so
+each runs in a sandbox of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import subsandbox
+from ._escape import assert_not_read, assert_refused, attempt
+
+# Given the real os module as `os`: what an attacker does with it.
+READ_WITH_REAL_OS = """
+        enforcement = os.sys.modules['subsandbox._enforce']
+        enforcement._under = lambda path, dirs: True   # every path is under a granted dir
+        result = os.read(os.open(secret, 0), 100)
+"""
+
+
+def run_own(sb: subsandbox.Sandbox, source: str, **values: object) -> object:
+    with subsandbox.Sandbox(policy=sb.policy) as own:
+        return attempt(own, source, **values)
+
+
+def test_enum_convert_reads_any_module(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """EnumType._convert_(name, module, filter) reads sys.modules[module] by name: every
+    enum class reaches it (re.RegexFlag.mro() holds Enum), and members carry the values."""
+    outcome = run_own(sb, """
+        import re, random
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        os = Enum._convert_('X', 'random', lambda name: name == '_os')._os.value
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("bind", ["p.name = '__globals__'", "class Q:\n            __globals__ = p"])
+def test_enum_property_looks_up_its_name(sb: subsandbox.Sandbox, secret: Path,
+                                         bind: str) -> None:
+    """enum.property.__get__ did getattr(instance._value_, self.name) with _attr_type
+    'desc': name and _attr_type are plain attributes (or the name a class body binds)."""
+    outcome = run_own(sb, f"""
+        import re
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        EnumProperty = type(vars(Enum)['name'])
+        p = EnumProperty()
+        {bind}
+        p._attr_type = 'desc'
+        class H:
+            pass
+        H.x = p
+        h = H()
+        h._value_ = re.compile
+        os = h.x['__builtins__']['__import__']('os')
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_what_the_guards_leave_working(sb: subsandbox.Sandbox) -> None:
+    """Enums, annotation dispatch on the sandbox's own functions, singledispatchmethod."""
+    if sb.policy.name != "compute":
+        pytest.skip("needs functools and re")
+    outcome = attempt(sb, """
+        import functools, re
+        @functools.singledispatch
+        def f(x):
+            return 'object'
+        @f.register
+        def _(x: int):
+            return 'int'
+        @f.register
+        def _(x: "str"):
+            return 'str'
+        class C:
+            @functools.singledispatchmethod
+            def m(self, x):
+                return 'object'
+            @m.register
+            def _(self, x: int):
+                return 'int'
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        class Color(str, Enum):
+            RED = 'r'
+            upper = 'u'   # shadows str.upper: an enum.property looks it up
+        result = (f(1), f('a'), f(1.5), C().m(2), C().m(2.5), Color.RED.upper(),
+                  Color.upper.value, repr(re.I | re.M))
+    """)
+    assert outcome == ('int', 'str', 'object', 'int', 'object', 'R', 'u',
+                       're.IGNORECASE|re.MULTILINE')
