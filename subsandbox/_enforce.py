@@ -935,6 +935,55 @@ def _guard_enum_property(policy_name: str) -> None:
     enum.property.__get__ = __get__  # type: ignore[method-assign]
 
 
+def _guard_singledispatch(enforcer: _Enforcer) -> None:
+    """``register(f)`` of a ``functools.singledispatch`` function, with no class, evaluates
+    ``f``'s annotations (``typing.get_type_hints``) in the globals of ``f``, or of what
+    ``f.__wrapped__`` leads to, with those globals' builtins. A sandboxed function annotated
+    ``"__import__('pathlib').Path"`` and given ``__wrapped__ = re.compile`` (``functools.wraps``)
+    ran that in ``re``'s globals with the real ``__import__``; the class it made landed in
+    ``.registry``. The code check sees the annotation's code, never the globals it runs in.
+    Now ``register(f)`` takes annotations only from plain functions whose globals, all along
+    ``__wrapped__``, have the policy's builtins: sandboxed code's. ``singledispatchmethod``
+    calls the module's ``singledispatch``, so it gets this one too."""
+    import functools
+
+    real_singledispatch = functools.singledispatch
+    function_type = types.FunctionType
+
+    def annotations_of_sandboxed_code(fn: object) -> bool:
+        for _ in range(100):
+            if type(fn) is not function_type:
+                return False
+            g = fn.__globals__  # type: ignore[attr-defined]
+            if dict.get(g, "__builtins__") is not enforcer.builtins:
+                return False
+            fn = dict.get(vars(fn), "__wrapped__", _MISSING)
+            if fn is _MISSING:
+                return True
+        return False
+
+    def singledispatch(func: Callable[..., Any]) -> Callable[..., Any]:
+        dispatcher = real_singledispatch(func)
+        real_register = dispatcher.register  # type: ignore[attr-defined]
+
+        def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
+            if (func is None and not issubclass(type(cls), type)
+                    and type(cls) is not types.UnionType
+                    and not annotations_of_sandboxed_code(cls)):
+                raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
+                                  f"register() by the annotations of {cls!r}: they would "
+                                  f"be evaluated in a library's globals (register a plain "
+                                  f"function of your own, or name the class)")
+            return real_register(cls, func)
+
+        register.__doc__ = real_register.__doc__
+        dispatcher.register = register  # type: ignore[attr-defined]
+        return dispatcher
+
+    singledispatch.__doc__ = real_singledispatch.__doc__
+    functools.singledispatch = singledispatch
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -947,6 +996,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     enforcer = _Enforcer(spec)
     _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
     _guard_enum_property(enforcer.name)
+    _guard_singledispatch(enforcer)
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {

@@ -59,6 +59,40 @@ def test_enum_property_looks_up_its_name(sb: subsandbox.Sandbox, secret: Path,
     assert_not_read(outcome, secret)
 
 
+@pytest.mark.parametrize("target", [
+    # __wrapped__ (functools.wraps) leads get_type_hints to re.compile's globals
+    """def target(x: "__import__('pathlib').Path"):
+            pass
+        target = functools.wraps(re.compile, assigned=())(target)""",
+    # any object with __annotations__ and __wrapped__ in its class body
+    """class T:
+            __annotations__ = {'x': "__import__('pathlib').Path"}
+            __wrapped__ = re.compile
+            def __call__(self, x):
+                pass
+        target = T()""",
+    # a library function whose (mutable) __annotations__ the sandbox rewrote
+    """target = re.escape
+        target.__annotations__['pattern'] = "__import__('pathlib').Path\"""",
+])
+def test_singledispatch_annotations_in_library_globals(sb: subsandbox.Sandbox, secret: Path,
+                                                       target: str) -> None:
+    """register(f) evaluates f's annotations (typing) in the globals f, or f.__wrapped__,
+    has: a library's, with the real builtins. The class lands in .registry; pathlib's Path
+    carries os.path (`parser`, `_flavour` on 3.12)."""
+    outcome = run_own(sb, f"""
+        import functools, re
+        @functools.singledispatch
+        def dispatch(x):
+            pass
+        {target}
+        dispatch.register(target)
+        Path = [k for k in dispatch.registry if k is not object][0]
+        os = (getattr(Path, 'parser', None) or Path._flavour).os
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
 def test_what_the_guards_leave_working(sb: subsandbox.Sandbox) -> None:
     """Enums, annotation dispatch on the sandbox's own functions, singledispatchmethod."""
     if sb.policy.name != "compute":
