@@ -55,7 +55,7 @@ import sys
 import types
 import _string  # type: ignore[import-not-found]
 
-from . import _crossing
+from . import _crossing, _grants
 from .errors import PolicyError
 
 # Not `import typing` at run time (see _inside.py): names for annotations only.
@@ -335,10 +335,12 @@ class _Enforcer:
     # -- policy questions --------------------------------------------------------------------
 
     def allows_import(self, module: str) -> bool:
-        return any(module == m or module.startswith(m + ".") for m in self.modules)
+        return _grants.grants(self.modules, module)
 
     def _import_refused(self, module: str) -> ImportError:
         top = module.partition(".")[0]
+        if not _grants.grants((top,), module):
+            top = module  # a program inside a package: granted only by its own name
         return ImportError(f"the sandbox's policy {self.name!r} does not allow importing "
                            f"{module!r} (widen it with .allow_import({top!r}))", name=module)
 
@@ -521,7 +523,7 @@ class _Enforcer:
             raise AttributeError(f"module {name!r} has no attribute {attr!r} in this sandbox")
         if attr in _DROPPED.get(name, ()):
             raise AttributeError(f"{name}.{attr} is not available in a sandbox under a "
-                                 f"policy: it looks attributes up by name")
+                                 f"policy: {_DROP_REASONS[attr]}")
         replacement = self.replacements.get((name, attr))
         return value if replacement is None else replacement
 
@@ -874,8 +876,12 @@ _slot_setters = _seal(_Enforcer)
 
 _MISSING = object()
 _installed = False
-# Public attributes left out of module views: they look attributes up by name.
-_DROPPED = {"string": ("Formatter",)}
+# Public attributes left out of module views: they look attributes up by name
+# (string.Formatter), or are command-line programs that read the process's sys.argv, stdin
+# and the files argv names, then print and exit (json.tool is left out whole, see _grants).
+_DROPPED = {"string": ("Formatter",), "base64": ("main",), "random": ("main",)}
+_DROP_REASONS = {"Formatter": "it looks attributes up by name",
+                 "main": "it is a command-line program (sys.argv, stdin, files, exit)"}
 
 
 def _short(args: tuple[object, ...]) -> str:

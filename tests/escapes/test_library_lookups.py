@@ -93,6 +93,28 @@ def test_singledispatch_annotations_in_library_globals(sb: subsandbox.Sandbox, s
     assert_not_read(outcome, secret)
 
 
+def test_json_tool_path(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """json.tool (a command-line program inside json) imports pathlib.Path, whose _flavour
+    is the real os.path on 3.12."""
+    outcome = run_own(sb, """
+        import json.tool
+        os = (getattr(json.tool.Path, 'parser', None) or json.tool.Path._flavour).os
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("source", [
+    "import base64\nresult = callable(base64.main)",
+    "import random\nresult = callable(random.main)",  # 3.13+; absent on 3.12 anyway
+    "import json.tool\nresult = callable(json.tool.main)",
+    "import json.__main__\nresult = True",  # 3.14: runs json.tool.main() when imported
+])
+def test_command_line_programs_are_not_granted(sb: subsandbox.Sandbox, source: str) -> None:
+    """They parse the process's argv, read its stdin and the files argv names (as library
+    code, which may read module files on sys.path), print and exit."""
+    assert_refused(attempt(sb, source))
+
+
 def test_what_the_guards_leave_working(sb: subsandbox.Sandbox) -> None:
     """Enums, annotation dispatch on the sandbox's own functions, singledispatchmethod."""
     if sb.policy.name != "compute":
