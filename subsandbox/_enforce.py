@@ -940,6 +940,21 @@ def _guard_enum_property(policy_name: str) -> None:
     __get__.__qualname__ = "property.__get__"
     enum.property.__get__ = __get__  # type: ignore[method-assign]
 
+    # 3.13+: EnumType._add_member_(name, member) does setattr(cls, name, ...) as library
+    # code, so the audit hook's refusal of dunder assignment from sandboxed code did not
+    # see it: re.RegexFlag._add_member_('__repr__', x), or re.I._add_alias_('__repr__'),
+    # set a dunder of a library class. Enum never makes a dunder (or a blocked name) a member.
+    add_member = vars(enum.EnumType).get("_add_member_")
+    if add_member is not None:
+        def _add_member_(cls: Any, name: str, member: object) -> None:
+            if type(name) is not str or _is_dunder(name) or name in BLOCKED_NAMES:
+                raise PolicyError(f"the sandbox's policy {policy_name!r} refuses the enum "
+                                  f"member name {name!r}")
+            return add_member(cls, name, member)
+
+        _add_member_.__qualname__ = "EnumType._add_member_"
+        enum.EnumType._add_member_ = _add_member_  # type: ignore[attr-defined]
+
 
 def _guard_singledispatch(enforcer: _Enforcer) -> None:
     """``register(f)`` of a ``functools.singledispatch`` function, with no class, evaluates

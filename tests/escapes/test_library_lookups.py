@@ -6,6 +6,7 @@ each runs in a sandbox of its own."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,24 @@ def test_enum_property_looks_up_its_name(sb: subsandbox.Sandbox, secret: Path,
         os = h.x['__builtins__']['__import__']('os')
     """ + READ_WITH_REAL_OS, secret=str(secret))
     assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("call", ["re.RegexFlag._add_member_('__repr__', re.I)",
+                                  "re.I._add_alias_('__repr__')"])
+def test_enum_add_member_sets_a_dunder(sb: subsandbox.Sandbox, call: str) -> None:
+    """3.13+: EnumType._add_member_ (and _add_alias_, which calls it) setattr()s the member
+    name on the class as library code, out of the audit hook's dunder rule."""
+    outcome = run_own(sb, f"""
+        import re
+        try:
+            {call}
+        except AttributeError:  # 3.12 has neither
+            pass
+        result = re.RegexFlag.__repr__ is re.I
+    """)
+    assert outcome is not True, "a dunder of re.RegexFlag was set"
+    if sys.version_info >= (3, 13):
+        assert_refused(outcome)
 
 
 @pytest.mark.parametrize("target", [
