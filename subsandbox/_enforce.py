@@ -917,7 +917,7 @@ def _guard_enum_property(policy_name: str) -> None:
     and the name must pass the rule ``getattr`` applies."""
     import enum
 
-    def __get__(self: Any, instance: object, ownerclass: Any = None) -> object:
+    def __get__(self: Any, instance: Any, ownerclass: Any = None) -> object:
         if instance is None:
             member = self.member
             if member is not None:
@@ -950,7 +950,7 @@ def _guard_enum_property(policy_name: str) -> None:
             if type(name) is not str or _is_dunder(name) or name in BLOCKED_NAMES:
                 raise PolicyError(f"the sandbox's policy {policy_name!r} refuses the enum "
                                   f"member name {name!r}")
-            return add_member(cls, name, member)
+            add_member(cls, name, member)
 
         _add_member_.__qualname__ = "EnumType._add_member_"
         enum.EnumType._add_member_ = _add_member_  # type: ignore[attr-defined]
@@ -975,7 +975,7 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
         for _ in range(100):
             if type(fn) is not function_type:
                 return False
-            g = fn.__globals__  # type: ignore[attr-defined]
+            g = fn.__globals__
             if dict.get(g, "__builtins__") is not enforcer.builtins:
                 return False
             fn = dict.get(vars(fn), "__wrapped__", _MISSING)
@@ -985,7 +985,7 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
 
     def singledispatch(func: Callable[..., Any]) -> Callable[..., Any]:
         dispatcher = real_singledispatch(func)
-        real_register = dispatcher.register  # type: ignore[attr-defined]
+        real_register = dispatcher.register
 
         def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
             if (func is None and not issubclass(type(cls), type)
@@ -998,11 +998,11 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
             return real_register(cls, func)
 
         register.__doc__ = real_register.__doc__
-        dispatcher.register = register  # type: ignore[attr-defined]
+        dispatcher.register = register  # type: ignore[method-assign]
         return dispatcher
 
     singledispatch.__doc__ = real_singledispatch.__doc__
-    functools.singledispatch = singledispatch
+    functools.singledispatch = singledispatch  # type: ignore[assignment]
 
 
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
