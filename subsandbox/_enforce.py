@@ -55,7 +55,7 @@ import sys
 import types
 import _string  # type: ignore[import-not-found]
 
-from . import _crossing
+from . import _crossing, _grants
 from .errors import PolicyError
 
 # Not `import typing` at run time (see _inside.py): names for annotations only.
@@ -102,8 +102,12 @@ SAFE_DUNDERS = frozenset("""
 BLOCKED_NAMES = frozenset("""
     gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await cr_origin ag_frame ag_code
     ag_await tb_frame tb_next f_back f_globals f_locals f_builtins f_code f_trace
-    f_trace_lines f_trace_opcodes
+    f_trace_lines f_trace_opcodes _convert_
 """.split())
+# _convert_: EnumType._convert_(name, module, filter) reads sys.modules[module] by the name
+# the caller gives, turns the module's globals it picks into members (X.name.value is the
+# real value) and writes into that module. Every enum class reaches it
+# (re.RegexFlag.mro() holds Enum), and `Enum._convert_('X', 'random', f)` got random._os.
 
 # Attribute names whose use needs a constant template: str.format and str.format_map walk
 # attributes and items named in the template, in C.
@@ -331,10 +335,12 @@ class _Enforcer:
     # -- policy questions --------------------------------------------------------------------
 
     def allows_import(self, module: str) -> bool:
-        return any(module == m or module.startswith(m + ".") for m in self.modules)
+        return _grants.grants(self.modules, module)
 
     def _import_refused(self, module: str) -> ImportError:
         top = module.partition(".")[0]
+        if not _grants.grants((top,), module):
+            top = module  # a program inside a package: granted only by its own name
         return ImportError(f"the sandbox's policy {self.name!r} does not allow importing "
                            f"{module!r} (widen it with .allow_import({top!r}))", name=module)
 
@@ -517,7 +523,7 @@ class _Enforcer:
             raise AttributeError(f"module {name!r} has no attribute {attr!r} in this sandbox")
         if attr in _DROPPED.get(name, ()):
             raise AttributeError(f"{name}.{attr} is not available in a sandbox under a "
-                                 f"policy: it looks attributes up by name")
+                                 f"policy: {_DROP_REASONS[attr]}")
         replacement = self.replacements.get((name, attr))
         return value if replacement is None else replacement
 
@@ -870,8 +876,12 @@ _slot_setters = _seal(_Enforcer)
 
 _MISSING = object()
 _installed = False
-# Public attributes left out of module views: they look attributes up by name.
-_DROPPED = {"string": ("Formatter",)}
+# Public attributes left out of module views: they look attributes up by name
+# (string.Formatter), or are command-line programs that read the process's sys.argv, stdin
+# and the files argv names, then print and exit (json.tool is left out whole, see _grants).
+_DROPPED = {"string": ("Formatter",), "base64": ("main",), "random": ("main",)}
+_DROP_REASONS = {"Formatter": "it looks attributes up by name",
+                 "main": "it is a command-line program (sys.argv, stdin, files, exit)"}
 
 
 def _short(args: tuple[object, ...]) -> str:
@@ -893,6 +903,108 @@ class _PolicyUnpickler(_crossing._Unpickler):
 _SEALED_CLASSES = (_Enforcer, _PolicyUnpickler)
 
 
+# -- library code that looks names up, or evaluates strings, for the caller -------------------
+# Reached through objects, not module attributes, so a view cannot hold a replacement: the
+# library is changed in place (in this interpreter only), before sandboxed code runs. What
+# the replacements close over (the originals) sits in closures, which the code check refuses.
+
+def _guard_enum_property(policy_name: str) -> None:
+    """``enum.property.__get__`` looks its own ``name`` up with ``getattr`` on ``_cls_type``
+    (``_attr_type == 'attr'``) or on the instance's ``_value_`` (``'desc'``). All three are
+    plain attributes anyone may set, and a class body binds ``name`` (``__globals__ = p``):
+    ``type(vars(Enum)['name'])`` (reached from ``re.RegexFlag.mro()``) with name
+    ``__globals__`` read any function's globals. Same lookups, each attribute read once,
+    and the name must pass the rule ``getattr`` applies."""
+    import enum
+
+    def __get__(self: Any, instance: Any, ownerclass: Any = None) -> object:
+        if instance is None:
+            member = self.member
+            if member is not None:
+                return member
+            raise AttributeError(f"{ownerclass!r} has no attribute {self.name!r}")
+        fget = self.fget
+        if fget is not None:
+            return fget(instance)
+        attr_type, name = self._attr_type, self.name
+        if type(attr_type) is str and attr_type in ("attr", "desc"):
+            if not name_allowed(name):
+                raise PolicyError(f"the sandbox's policy {policy_name!r} does not allow the "
+                                  f"attribute {name!r}")
+            return getattr(self._cls_type if attr_type == "attr" else instance._value_, name)
+        try:
+            return ownerclass._member_map_[name]
+        except KeyError:
+            raise AttributeError(f"{ownerclass!r} has no attribute {name!r}") from None
+
+    __get__.__qualname__ = "property.__get__"
+    enum.property.__get__ = __get__  # type: ignore[method-assign]
+
+    # 3.13+: EnumType._add_member_(name, member) does setattr(cls, name, ...) as library
+    # code, so the audit hook's refusal of dunder assignment from sandboxed code did not
+    # see it: re.RegexFlag._add_member_('__repr__', x), or re.I._add_alias_('__repr__'),
+    # set a dunder of a library class. Enum never makes a dunder (or a blocked name) a member.
+    add_member = vars(enum.EnumType).get("_add_member_")
+    if add_member is not None:
+        def _add_member_(cls: Any, name: str, member: object) -> None:
+            if type(name) is not str or _is_dunder(name) or name in BLOCKED_NAMES:
+                raise PolicyError(f"the sandbox's policy {policy_name!r} refuses the enum "
+                                  f"member name {name!r}")
+            add_member(cls, name, member)
+
+        _add_member_.__qualname__ = "EnumType._add_member_"
+        enum.EnumType._add_member_ = _add_member_  # type: ignore[attr-defined]
+
+
+def _guard_singledispatch(enforcer: _Enforcer) -> None:
+    """``register(f)`` of a ``functools.singledispatch`` function, with no class, evaluates
+    ``f``'s annotations (``typing.get_type_hints``) in the globals of ``f``, or of what
+    ``f.__wrapped__`` leads to, with those globals' builtins. A sandboxed function annotated
+    ``"__import__('pathlib').Path"`` and given ``__wrapped__ = re.compile`` (``functools.wraps``)
+    ran that in ``re``'s globals with the real ``__import__``; the class it made landed in
+    ``.registry``. The code check sees the annotation's code, never the globals it runs in.
+    Now ``register(f)`` takes annotations only from plain functions whose globals, all along
+    ``__wrapped__``, have the policy's builtins: sandboxed code's. ``singledispatchmethod``
+    calls the module's ``singledispatch``, so it gets this one too."""
+    import functools
+
+    real_singledispatch = functools.singledispatch
+    function_type = types.FunctionType
+
+    def annotations_of_sandboxed_code(fn: object) -> bool:
+        for _ in range(100):
+            if type(fn) is not function_type:
+                return False
+            g = fn.__globals__
+            if dict.get(g, "__builtins__") is not enforcer.builtins:
+                return False
+            fn = dict.get(vars(fn), "__wrapped__", _MISSING)
+            if fn is _MISSING:
+                return True
+        return False
+
+    def singledispatch(func: Callable[..., Any]) -> Callable[..., Any]:
+        dispatcher = real_singledispatch(func)
+        real_register = dispatcher.register
+
+        def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
+            if (func is None and not issubclass(type(cls), type)
+                    and type(cls) is not types.UnionType
+                    and not annotations_of_sandboxed_code(cls)):
+                raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
+                                  f"register() by the annotations of {cls!r}: they would "
+                                  f"be evaluated in a library's globals (register a plain "
+                                  f"function of your own, or name the class)")
+            return real_register(cls, func)
+
+        register.__doc__ = real_register.__doc__
+        dispatcher.register = register  # type: ignore[method-assign]
+        return dispatcher
+
+    singledispatch.__doc__ = real_singledispatch.__doc__
+    functools.singledispatch = singledispatch  # type: ignore[assignment]
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -904,6 +1016,8 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     _installed = True
     enforcer = _Enforcer(spec)
     _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
+    _guard_enum_property(enforcer.name)
+    _guard_singledispatch(enforcer)
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {

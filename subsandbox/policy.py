@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
+from ._grants import grants
+
 __all__ = ["Policy", "resolve"]
 
 # Builtins that only compute: no input, no output, no files, no imports, no debugger.
@@ -37,7 +39,8 @@ DANGEROUS_BUILTINS = frozenset({
     "__import__", "__loader__", "__spec__",
 })
 
-# Pure-computation standard library modules (each with its submodules).
+# Pure-computation standard library modules (each with its submodules, but for the
+# command-line programs among them: _grants.SEPARATE, `__main__`).
 _COMPUTE_MODULES = (
     "math", "cmath", "itertools", "functools", "operator", "collections", "heapq", "bisect",
     "re", "json", "decimal", "fractions", "statistics", "string", "datetime", "random",
@@ -136,7 +139,8 @@ class Policy:
         return Policy._make(f"{self._name}+{label}", unrestricted=False, **fields)
 
     def allow_import(self, *names: str) -> Policy:
-        """Allow importing these modules (and their submodules)."""
+        """Allow importing these modules (and their submodules, but for command-line
+        programs inside them, ``json.tool`` and any ``__main__``: name one to grant it)."""
         for name in names:
             if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
                 raise ValueError(f"Policy.allow_import() takes dotted module names, "
@@ -237,7 +241,7 @@ class Policy:
     def allows_import(self, module: str) -> bool:
         if self._unrestricted:
             return True
-        return any(module == m or module.startswith(m + ".") for m in self._modules)
+        return grants(self._modules, module)
 
     def spec(self) -> tuple[Any, ...] | None:
         """The plain form that crosses into the sandbox (None: nothing to enforce)."""

@@ -34,6 +34,15 @@ def test_presets_and_widening_make_new_policies() -> None:
     assert Policy.nothing().modules == () and "print" not in Policy.nothing().builtins
 
 
+def test_command_line_programs_come_only_by_name() -> None:
+    """A package's grant leaves out the programs inside it (they read argv and stdin)."""
+    compute = Policy.compute()
+    assert not compute.allows_import("json.tool") and not compute.allows_import("json.__main__")
+    assert not Policy.nothing().allow_import("mypkg").allows_import("mypkg.__main__")
+    assert compute.allow_import("json.tool").allows_import("json.tool")
+    assert compute.allow_import("json.__main__").allows_import("json.__main__")
+
+
 def test_policy_is_immutable_and_a_value() -> None:
     p = Policy.compute()
     with pytest.raises(AttributeError):

@@ -1,0 +1,167 @@
+"""Library code of the granted modules that looks a name up, or evaluates a string, for
+the caller: reached through objects (an enum class, a dispatcher, a class attribute), not
+through a module view. Each attempt, had it worked, reached the real ``os`` and used it to
+lift the policy (the enforcer's module globals are ordinary ones) and read the secret, so
+each runs in a sandbox of its own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import subsandbox
+from ._escape import assert_not_read, assert_refused, attempt
+
+# Given the real os module as `os`: what an attacker does with it.
+READ_WITH_REAL_OS = """
+        enforcement = os.sys.modules['subsandbox._enforce']
+        enforcement._under = lambda path, dirs: True   # every path is under a granted dir
+        result = os.read(os.open(secret, 0), 100)
+"""
+
+
+def run_own(sb: subsandbox.Sandbox, source: str, **values: object) -> object:
+    with subsandbox.Sandbox(policy=sb.policy) as own:
+        return attempt(own, source, **values)
+
+
+def test_enum_convert_reads_any_module(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """EnumType._convert_(name, module, filter) reads sys.modules[module] by name: every
+    enum class reaches it (re.RegexFlag.mro() holds Enum), and members carry the values."""
+    outcome = run_own(sb, """
+        import re, random
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        os = Enum._convert_('X', 'random', lambda name: name == '_os')._os.value
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("bind", ["p.name = '__globals__'", "class Q:\n            __globals__ = p"])
+def test_enum_property_looks_up_its_name(sb: subsandbox.Sandbox, secret: Path,
+                                         bind: str) -> None:
+    """enum.property.__get__ did getattr(instance._value_, self.name) with _attr_type
+    'desc': name and _attr_type are plain attributes (or the name a class body binds)."""
+    outcome = run_own(sb, f"""
+        import re
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        EnumProperty = type(vars(Enum)['name'])
+        p = EnumProperty()
+        {bind}
+        p._attr_type = 'desc'
+        class H:
+            pass
+        H.x = p
+        h = H()
+        h._value_ = re.compile
+        os = h.x['__builtins__']['__import__']('os')
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("call", ["re.RegexFlag._add_member_('__repr__', re.I)",
+                                  "re.I._add_alias_('__repr__')"])
+def test_enum_add_member_sets_a_dunder(sb: subsandbox.Sandbox, call: str) -> None:
+    """3.13+: EnumType._add_member_ (and _add_alias_, which calls it) setattr()s the member
+    name on the class as library code, out of the audit hook's dunder rule."""
+    outcome = run_own(sb, f"""
+        import re
+        try:
+            {call}
+        except AttributeError:  # 3.12 has neither
+            pass
+        result = re.RegexFlag.__repr__ is re.I
+    """)
+    assert outcome is not True, "a dunder of re.RegexFlag was set"
+    if sys.version_info >= (3, 13):
+        assert_refused(outcome)
+
+
+@pytest.mark.parametrize("target", [
+    # __wrapped__ (functools.wraps) leads get_type_hints to re.compile's globals
+    """def target(x: "__import__('pathlib').Path"):
+            pass
+        target = functools.wraps(re.compile, assigned=())(target)""",
+    # any object with __annotations__ and __wrapped__ in its class body
+    """class T:
+            __annotations__ = {'x': "__import__('pathlib').Path"}
+            __wrapped__ = re.compile
+            def __call__(self, x):
+                pass
+        target = T()""",
+    # a library function whose (mutable) __annotations__ the sandbox rewrote
+    """target = re.escape
+        target.__annotations__['pattern'] = "__import__('pathlib').Path\"""",
+])
+def test_singledispatch_annotations_in_library_globals(sb: subsandbox.Sandbox, secret: Path,
+                                                       target: str) -> None:
+    """register(f) evaluates f's annotations (typing) in the globals f, or f.__wrapped__,
+    has: a library's, with the real builtins. The class lands in .registry; pathlib's Path
+    carries os.path (`parser`, `_flavour` on 3.12)."""
+    outcome = run_own(sb, f"""
+        import functools, re
+        @functools.singledispatch
+        def dispatch(x):
+            pass
+        {target}
+        dispatch.register(target)
+        Path = [k for k in dispatch.registry if k is not object][0]
+        os = (getattr(Path, 'parser', None) or Path._flavour).os
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+def test_json_tool_path(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """json.tool (a command-line program inside json) imports pathlib.Path, whose _flavour
+    is the real os.path on 3.12."""
+    outcome = run_own(sb, """
+        import json.tool
+        os = (getattr(json.tool.Path, 'parser', None) or json.tool.Path._flavour).os
+    """ + READ_WITH_REAL_OS, secret=str(secret))
+    assert_not_read(outcome, secret)
+
+
+@pytest.mark.parametrize("source", [
+    "import base64\nresult = callable(base64.main)",
+    "import random\nresult = callable(random.main)",  # 3.13+; absent on 3.12 anyway
+    "import json.tool\nresult = callable(json.tool.main)",
+    "import json.__main__\nresult = True",  # 3.14: runs json.tool.main() when imported
+])
+def test_command_line_programs_are_not_granted(sb: subsandbox.Sandbox, source: str) -> None:
+    """They parse the process's argv, read its stdin and the files argv names (as library
+    code, which may read module files on sys.path), print and exit."""
+    assert_refused(attempt(sb, source))
+
+
+def test_what_the_guards_leave_working(sb: subsandbox.Sandbox) -> None:
+    """Enums, annotation dispatch on the sandbox's own functions, singledispatchmethod."""
+    if sb.policy.name != "compute":
+        pytest.skip("needs functools and re")
+    outcome = attempt(sb, """
+        import functools, re
+        @functools.singledispatch
+        def f(x):
+            return 'object'
+        @f.register
+        def _(x: int):
+            return 'int'
+        @f.register
+        def _(x: "str"):
+            return 'str'
+        class C:
+            @functools.singledispatchmethod
+            def m(self, x):
+                return 'object'
+            @m.register
+            def _(self, x: int):
+                return 'int'
+        Enum = [c for c in re.RegexFlag.mro() if c.__name__ == 'Enum'][0]
+        class Color(str, Enum):
+            RED = 'r'
+            upper = 'u'   # shadows str.upper: an enum.property looks it up
+        result = (f(1), f('a'), f(1.5), C().m(2), C().m(2.5), Color.RED.upper(),
+                  Color.upper.value, repr(re.I | re.M))
+    """)
+    assert outcome == ('int', 'str', 'object', 'int', 'object', 'R', 'u',
+                       're.IGNORECASE|re.MULTILINE')
