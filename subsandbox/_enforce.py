@@ -971,6 +971,23 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
     real_singledispatch = functools.singledispatch
     function_type = types.FunctionType
 
+    def a_library_registering_its_own(fn: object, caller: types.FrameType | None) -> bool:
+        """A library that registers its own functions by their annotations as it is
+        imported (``@f.register`` over ``def _(x: int)``, as ``importlib.resources``
+        does): a plain function, no ``__wrapped__``, registered by the top-level code of
+        the module whose globals it has, while that module is being imported. Not
+        sandboxed code calling register() from inside that import (through a hook the
+        library calls, say), nor through a library function that calls what it is given:
+        the caller must be the module's own top-level code."""
+        if (type(fn) is not function_type or "__wrapped__" in vars(fn) or caller is None
+                or caller.f_globals is not fn.__globals__
+                or caller.f_code.co_name != "<module>"):
+            return False
+        module = _modules.get(fn.__module__)
+        spec = getattr(module, "__spec__", None)
+        return (module is not None and vars(module) is fn.__globals__
+                and getattr(spec, "_initializing", False) is True)
+
     def annotations_of_sandboxed_code(fn: object) -> bool:
         for _ in range(100):
             if type(fn) is not function_type:
@@ -990,7 +1007,8 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
         def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
             if (func is None and not issubclass(type(cls), type)
                     and type(cls) is not types.UnionType
-                    and not annotations_of_sandboxed_code(cls)):
+                    and not annotations_of_sandboxed_code(cls)
+                    and not a_library_registering_its_own(cls, sys._getframe(1))):
                 raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
                                   f"register() by the annotations of {cls!r}: they would "
                                   f"be evaluated in a library's globals (register a plain "

@@ -165,3 +165,62 @@ def test_what_the_guards_leave_working() -> None:
     """)
     assert outcome == ('int', 'str', 'object', 'int', 'object', 'R', 'u',
                        're.IGNORECASE|re.MULTILINE')
+
+
+LIBRARY_REGISTERING_ITS_OWN = """
+import codecs
+import functools
+
+
+@functools.singledispatch
+def kind(x):
+    return "object"
+
+
+@kind.register
+def _(x: int):
+    return "int"
+
+
+def public(x: int):
+    return "public"
+
+
+try:
+    codecs.lookup("ss-hook-probe")  # runs search functions, the sandbox's too, mid-import
+except LookupError:
+    pass
+"""
+
+
+def test_a_library_may_register_its_own_functions_by_annotation_as_it_is_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What register() refuses is annotations evaluated in a library's globals for the
+    caller. A library's own top-level `@f.register` over `def _(x: int)` (importlib.resources
+    does it) still works; its functions registered by sandboxed code do not, neither after
+    its import nor from a hook the library calls during it (there the module is still
+    being imported, but the caller is not its top-level code)."""
+    (tmp_path / "ss_dispatch_lib.py").write_text(LIBRARY_REGISTERING_ITS_OWN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    policy = subsandbox.Policy.compute().allow_import("ss_dispatch_lib", "codecs")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, """
+            import codecs, functools
+            refusals = []
+            def search(name):
+                if name in ('ss-hook-probe', 'ss_hook_probe'):
+                    import ss_dispatch_lib      # being imported: its module so far
+                    try:
+                        functools.singledispatch(len).register(ss_dispatch_lib.public)
+                    except Exception as exc:
+                        refusals.append(type(exc).__name__)
+                return None
+            codecs.register(search)
+            import ss_dispatch_lib
+            try:
+                functools.singledispatch(len).register(ss_dispatch_lib.public)
+            except Exception as exc:
+                refusals.append(type(exc).__name__)
+            result = (ss_dispatch_lib.kind(1), ss_dispatch_lib.kind('a'), refusals)
+        """)
+    assert outcome == ("int", "object", ["PolicyError", "PolicyError"])
