@@ -234,6 +234,13 @@ ss_bytes_reset_hash(PyObject *op)
  *          3.13.0: the lock is held when our prepare handler runs). The handlers run in
  *          that thread, inside fork(): they own the list without taking the lock.
  *   3.12:  PyOS_BeforeFork() does not take it: the handlers take it themselves. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_FORK_HOLDS_HEAD_LOCK 1
+#  define SS_HEAD_LOCK_HELD(rt) (((rt)->interpreters.mutex._bits & 1) != 0)
+#else
+#  define SS_FORK_HOLDS_HEAD_LOCK 0
+#endif
+
 /* ---- the runtime's count of interpreters per managed static type (lifecycle.c, fork) --
  *   3.13+: _PyRuntime.types.managed_static.types[i].interp_count counts the interpreters
  *          whose interp->types slot of static type i is initialized (builtins first, then
@@ -242,13 +249,6 @@ ss_bytes_reset_hash(PyObject *op)
  *   3.12:  no such count. */
 #if PY_VERSION_HEX >= 0x030D0000
 #  define SS_RUNTIME_COUNTS_STATIC_TYPES 1
-#endif
-
-#if PY_VERSION_HEX >= 0x030D0000
-#  define SS_FORK_HOLDS_HEAD_LOCK 1
-#  define SS_HEAD_LOCK_HELD(rt) (((rt)->interpreters.mutex._bits & 1) != 0)
-#else
-#  define SS_FORK_HOLDS_HEAD_LOCK 0
 #endif
 
 /* ---- the current thread state, or NULL, without a fatal error (lifecycle.c) ----------

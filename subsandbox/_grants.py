@@ -19,7 +19,7 @@ def grants(modules: tuple[str, ...], module: str) -> bool:
         if module != granted and not module.startswith(granted + "."):
             continue
         below = module[len(granted):]  # "" or ".sub.module"
-        if ".__main__" in below + ".":
+        if ".__main__." in below + ".":
             continue
         if any((module == s or module.startswith(s + "."))
                and not (granted == s or granted.startswith(s + ".")) for s in SEPARATE):

@@ -38,7 +38,10 @@ def test_command_line_programs_come_only_by_name() -> None:
     """A package's grant leaves out the programs inside it (they read argv and stdin)."""
     compute = Policy.compute()
     assert not compute.allows_import("json.tool") and not compute.allows_import("json.__main__")
-    assert not Policy.nothing().allow_import("mypkg").allows_import("mypkg.__main__")
+    mypkg = Policy.nothing().allow_import("mypkg")
+    assert not mypkg.allows_import("mypkg.__main__")
+    assert not mypkg.allows_import("mypkg.sub.__main__")
+    assert mypkg.allows_import("mypkg.__main__helpers")  # only __main__ itself is a program
     assert compute.allow_import("json.tool").allows_import("json.tool")
     assert compute.allow_import("json.__main__").allows_import("json.__main__")
 
