@@ -344,11 +344,15 @@ def test_tasks_submitted_just_before_exit_run_though_no_worker_was_up(
     # a recycled worker's replacement and the watchdog were started too late, and these
     # tasks failed with BrokenSandboxPool (or, for schedule(), stayed running for ever).
     result = run_script(f"""
+        import sys
         from subsandbox import SandboxPoolExecutor
 
         def report(f):
-            print("done", f.result() if not f.exception() else repr(f.exception()),
-                  flush=True)
+            # One write per line: the callbacks run on two threads, and print() writes
+            # its arguments and its end apart, so two lines could interleave.
+            outcome = f.result() if not f.exception() else repr(f.exception())
+            sys.stdout.write(f"done {{outcome}}\\n")
+            sys.stdout.flush()
 
         ex = SandboxPoolExecutor(2, max_tasks_per_worker={max_tasks})
         for i in range(4):
