@@ -1023,6 +1023,39 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
     functools.singledispatch = singledispatch  # type: ignore[assignment]
 
 
+class _StdoutNotGranted(io.TextIOBase):
+    """``sys.stdout`` of a sandbox whose policy does not grant ``print``.
+
+    Without ``print`` sandboxed code has no way to write to the process's stdout of its
+    own, but granted library code prints wherever it likes (``re.compile(p, re.DEBUG)``,
+    ``ABCMeta._dump_registry()``): each write raises instead, naming the grant. Flushing
+    does nothing, so the interpreter's own flush at exit stays quiet. stderr is kept: it
+    carries warnings and unraisable exceptions, which must not become errors.
+    """
+
+    def __init__(self, policy_name: str) -> None:
+        super().__init__()
+        self._policy_name = policy_name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        shown = repr(text)
+        if len(shown) > 80:
+            shown = shown[:76] + "...'"
+        raise PolicyError(f"the sandbox's policy {self._policy_name!r} does not allow "
+                          f"writing to stdout (library code wrote {shown}); grant it with "
+                          f".allow_builtins('print'), as Policy.compute() does")
+
+    def flush(self) -> None:
+        pass
+
+
+# The interpreter's own stdout objects, kept alive while replaced (they never close fd 1).
+_replaced_stdout: list[object] = []
+
+
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     """Install the policy in this interpreter; returns the loader for requests.
 
@@ -1071,6 +1104,10 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     main = enforcer.main_dict
     main.clear()
     main.update({"__name__": "__main__", "__doc__": None, "__builtins__": enforcer.builtins})
+
+    if "print" not in enforcer.builtins:
+        _replaced_stdout.extend((sys.stdout, sys.__stdout__))
+        sys.stdout = sys.__stdout__ = _StdoutNotGranted(enforcer.name)
 
     sys.addaudithook(enforcer.hook)
     return enforcer.loads

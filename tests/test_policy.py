@@ -209,6 +209,30 @@ def test_nothing_computes_and_imports_nothing() -> None:
             sb.exec("print('x')")
 
 
+def test_library_code_cannot_print_where_print_is_not_granted(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Without print, granted modules that print (re's DEBUG dump, ABCMeta's registry dump)
+    raise PolicyError instead of writing to the process's stdout; granting print lets them."""
+    debug_regex = "import re\nre.purge()\nre.compile('(?:ab)+x', re.DEBUG)"
+    registry = "import numbers\nnumbers.Number._dump_registry()"
+    with subsandbox.Sandbox(policy=Policy.nothing().allow_import("re", "numbers")) as sb:
+        with pytest.raises(PolicyError, match=r"policy 'nothing\+import\(re,numbers\)' does not "
+                           r"allow writing to stdout .*allow_builtins\('print'\)"):
+            sb.exec(debug_regex)
+        with pytest.raises(PolicyError, match="writing to stdout"):
+            sb.exec(registry)
+        sb.exec("import re\nfound = re.fullmatch('(?:ab)+x', 'ababx') is not None")
+        assert sb.call(eval, "found") is True  # the sandbox goes on working
+    out, _ = capfd.readouterr()
+    assert out == ""
+    with subsandbox.Sandbox(
+            policy=Policy.nothing().allow_import("re", "numbers").allow_builtins("print")) as sb:
+        sb.exec(debug_regex)
+        sb.exec(registry)
+    out, _ = capfd.readouterr()
+    assert "LITERAL 97" in out and "Class: numbers.Number" in out
+
+
 def test_interrupt_works_under_a_policy() -> None:
     import threading
     import time
