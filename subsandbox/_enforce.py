@@ -1107,7 +1107,9 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
 
     if "print" not in enforcer.builtins:
         _replaced_stdout.extend((sys.stdout, sys.__stdout__))
-        sys.stdout = sys.__stdout__ = _StdoutNotGranted(enforcer.name)
+        refusing = _StdoutNotGranted(enforcer.name)
+        sys.stdout = refusing
+        setattr(sys, "__stdout__", refusing)  # Final in typeshed; replaced here on purpose
 
     sys.addaudithook(enforcer.hook)
     return enforcer.loads
