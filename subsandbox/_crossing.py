@@ -111,9 +111,12 @@ def _function_globals(module_name: str | None) -> dict[str, Any]:
 # -- functions by value: where they live on arrival ------------------------------------------
 #
 # In a sandbox, a function of the caller's main script runs in the sandbox's own __main__,
-# a namespace that mirrors the caller's: the globals it names are written there (the
-# latest values win, as the caller's script would see them). The main interpreter's
-# __main__ is the user's program itself, never written by a function that arrives:
+# where the globals it names are written: each the first time it arrives, and again
+# whenever the caller's script has bound the name to another object since (see "globals
+# by binding" below). Otherwise the sandbox keeps its own binding, which its code may have
+# changed (an initializer's `global STATE`, a per-worker cache), as a worker process keeps
+# the globals of the script it imported. The main interpreter's __main__ is the user's
+# program itself, never written by a function that arrives:
 #   - a function of its own that comes back (shipped to a sandbox, returned from there)
 #     is the very function it sent, found by its key;
 #   - any other (made in a sandbox) gets a namespace of its own, shared with the
@@ -191,7 +194,7 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
         return
     # The globals are set after the function exists, so a function that calls itself
     # (or two that call each other) crosses as one graph, through pickle's memo.
-    fn.__globals__.update(state["globals"])
+    _install_globals(fn.__globals__, state["globals"], state.get("bindings"))
     fn.__defaults__ = state["defaults"]
     fn.__kwdefaults__ = state["kwdefaults"]
     fn.__doc__ = state["doc"]
@@ -199,6 +202,68 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
     for cell, value in zip(fn.__closure__ or (), state["closure"]):
         if value is not _EMPTY_CELL:
             cell.cell_contents = value
+
+
+# -- globals by binding ----------------------------------------------------------------------
+#
+# A global of the caller's __main__ crosses with every function that names it, but it is
+# written into the sandbox's __main__ only when the sandbox has not had this binding yet:
+# the caller sends, with each value, a token of the binding it came from (a new token each
+# time the caller's name is bound to another object), and the sandbox writes the value
+# when the token differs from the one it last wrote under that name. So the caller's
+# rebinding (`LIMIT = 20`) reaches the sandbox, and the sandbox's own changes (a rebinding
+# by an initializer, an append to a module-level cache) stay until then, whatever the
+# value's type. A change made in place in the caller (`CONFIG["k"] = v`) is not a new
+# binding and does not reach a sandbox that already has the object: rebind it, or pass it.
+
+# Sender: id(namespace) -> [the namespace, sends since its last sweep, {name: (object last
+# sent, its token)}]. The objects are kept only to compare identities (an id can be
+# reused once its object is gone); every _SWEEP_EVERY sends from a namespace, the ones it
+# no longer binds are let go (a sweep at every send cost ~2 us per 30 names).
+_sent_bindings: dict[int, list[Any]] = {}
+_SWEEP_EVERY = 16
+_binding_counter = iter(range(1, sys.maxsize))  # next() is atomic under the GIL
+_UNBOUND = object()
+# Receiver: name -> the token of the binding last written into this interpreter's __main__.
+_written_bindings: dict[str, tuple[int, int]] = {}
+
+
+def _binding_tokens(namespace: dict[str, Any],
+                    shipped: dict[str, Any]) -> tuple[int, tuple[int, ...]]:
+    """This interpreter's id and the token of each shipped global's binding, in order."""
+    entry = _sent_bindings.get(id(namespace))
+    if entry is None or entry[0] is not namespace:
+        entry = _sent_bindings[id(namespace)] = [namespace, 0, {}]
+    sent: dict[str, tuple[object, int]] = entry[2]
+    entry[1] += 1
+    if entry[1] >= _SWEEP_EVERY:
+        entry[1] = 0
+        get = namespace.get
+        for name in [n for n, (v, _) in sent.items() if get(n, _UNBOUND) is not v]:
+            sent.pop(name, None)
+    tokens = []
+    for name, value in shipped.items():
+        last = sent.get(name)
+        if last is None or last[0] is not value:
+            last = sent[name] = (value, next(_binding_counter))
+        tokens.append(last[1])
+    return _core.interpreter_id(), tuple(tokens)
+
+
+def _install_globals(namespace: dict[str, Any], values: dict[str, Any],
+                     bindings: tuple[int, tuple[int, ...]] | None) -> None:
+    if bindings is None or namespace is not _main_globals():
+        # A namespace made for this load alone (a sandbox's function arriving in the
+        # main interpreter), or a module's: nothing of its own to keep.
+        namespace.update(values)
+        return
+    sender, tokens = bindings
+    written = _written_bindings
+    for (name, value), number in zip(values.items(), tokens):
+        token = (sender, number)
+        if name not in namespace or written.get(name) != token:
+            namespace[name] = value
+            written[name] = token
 
 
 class _EmptyCell:
@@ -652,6 +717,7 @@ def _reduce_function(fn: types.FunctionType) -> Any:
     cells = _cell_values(fn)
     state = {
         "globals": shipped,
+        "bindings": _binding_tokens(fn.__globals__, shipped) if shipped else None,
         "defaults": fn.__defaults__,
         "kwdefaults": fn.__kwdefaults__,
         "doc": fn.__doc__,

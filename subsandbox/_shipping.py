@@ -1,7 +1,8 @@
 """Pickle a task's function once per pool, when reusing the pickle changes nothing.
 
 ``Sandbox.call`` pickles a function for every call, so a ``__main__`` function always
-takes its globals' current values. An executor sends the same function thousands of
+takes along its globals' current bindings (the sandbox writes those it has not had yet:
+``_crossing``, "globals by binding"). An executor sends the same function thousands of
 times; pickling it by value costs more than the rest of the round trip. So a function is
 pickled once and then named by a token, when the pickle it would get now is the same:
 

@@ -572,3 +572,67 @@ def test_a_main_function_that_comes_back_is_itself_and_writes_no_global() -> Non
     """)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip() == "ok", result.stdout
+
+
+# -- globals by binding ---------------------------------------------------------------------
+
+def test_a_global_reaches_the_sandbox_once_per_binding_of_the_script() -> None:
+    # A global of the script was written into the sandbox's __main__ at every call, so
+    # the sandbox lost what its own code did to it (a counter, a cache, an initializer's
+    # `global`); now it is written the first time and after each new binding in the script.
+    result = run_script("""
+        import gc
+        import weakref
+        import subsandbox
+
+        COUNT = 0
+        CACHE = {}
+        LIMIT = 10
+
+        class Data:
+            pass
+
+        data = Data()
+
+        def count():
+            global COUNT
+            COUNT += 1
+            return COUNT
+
+        def remember(key):
+            CACHE[key] = True
+            return sorted(CACHE)
+
+        def limit():
+            return LIMIT
+
+        def uses_data():
+            return type(data).__name__
+
+        with subsandbox.Sandbox() as sb:
+            assert [sb.call(count) for _ in range(3)] == [1, 2, 3]
+            assert [sb.call(remember, k) for k in "ab"] == [["a"], ["a", "b"]]
+            CACHE["script"] = True                     # in place: the sandbox keeps its own
+            assert sb.call(remember, "c") == ["a", "b", "c"]
+            CACHE = {"new": True}                      # a new binding: the sandbox gets it
+            assert sb.call(remember, "d") == ["d", "new"]
+            assert sb.call(limit) == 10
+            sb.exec("LIMIT = 99")                      # the sandbox's own binding stays...
+            assert sb.call(limit) == 99
+            LIMIT = 11                                 # ...until the script binds it anew
+            assert sb.call(limit) == 11
+            assert COUNT == 0
+            # The script's old objects are let go once it has rebound the name: the
+            # sender keeps the last one sent only to compare identities, and looks for
+            # names rebound every _SWEEP_EVERY sends.
+            assert sb.call(uses_data) == "Data"
+            gone = weakref.ref(data)
+            data = Data()
+            for _ in range(subsandbox._crossing._SWEEP_EVERY):
+                assert sb.call(limit) == 11
+            gc.collect()
+            assert gone() is None
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok", result.stdout

@@ -135,13 +135,55 @@ def test_main_functions_lambdas_and_globals_from_a_script() -> None:
             LIMIT = 3                      # rebinding a global is seen by the next task
             print(ex.submit(below, 5).result(), ex.submit(lambda: LIMIT).result())
             print(ex.submit(uses_helper, 1).result())
-            ITEMS.append(3)                # so is mutating one
+            ITEMS = ITEMS + [3]            # so is binding one to a new list
             print(ex.submit(uses_helper, 1).result())
             print(list(ex.map(below, range(5), chunksize=2)))
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:5] == ["True 10", "False 3", "4", "5",
                                              "[True, True, True, False, False]"]
+
+
+def test_a_workers_own_globals_stay_as_an_initializer_and_its_tasks_left_them() -> None:
+    """As in a worker process: the initializer's `global` and a task's module-level cache
+    stay in the worker, whatever their type; only the script rebinding a name reaches it."""
+    result = run_script("""
+        from subsandbox import SandboxPoolExecutor
+        STATE = None
+        COUNT = 0
+        CACHE = {}
+        LIMIT = 10
+
+        def init(value):
+            global STATE
+            STATE = value
+
+        def task(x):
+            return STATE, x
+
+        def count():
+            global COUNT
+            COUNT += 1
+            return COUNT
+
+        def remember(key):
+            CACHE[key] = True
+            return sorted(CACHE)
+
+        def limit():
+            return LIMIT, len(CACHE)
+
+        with SandboxPoolExecutor(1, initializer=init, initargs=("ready",)) as ex:
+            print(ex.submit(task, 1).result())
+            print([ex.submit(count).result() for _ in range(3)])
+            print([ex.submit(remember, k).result() for k in "ab"])
+            CACHE["script"] = True         # a change in place: the worker keeps its own
+            LIMIT = 20                     # a new binding: the worker gets it
+            print(ex.submit(limit).result())
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == ["('ready', 1)", "[1, 2, 3]",
+                                             "[['a'], ['a', 'b']]", "(20, 2)"]
 
 
 def test_unsendable_arguments_raise_at_submit(executor: SandboxPoolExecutor) -> None:
