@@ -50,7 +50,16 @@ _LAZY = {
     "TracemallocError": "errors",
 }
 
-__all__ = sorted(_LAZY)
+# Written out, not sorted(_LAZY): type checkers read only a literal __all__, and without
+# it `mypy --strict` in a user's project finds no public name here (tests/test_typing.py
+# checks that the two lists agree).
+__all__ = [
+    "AllocatorRaceWarning", "Arena", "BrokenSandbox", "BrokenSandboxPool", "Channel",
+    "ChannelClosed", "ChannelEmpty", "ChannelFull", "IsolationError", "NotShareableError",
+    "Policy", "PolicyError", "RemoteError", "Sandbox", "SandboxClosed",
+    "SandboxPoolExecutor", "SharedRef", "TaskInterrupted", "TracemallocError", "frozendict",
+    "immutableset", "is_shared", "share",
+]
 
 
 def __getattr__(name: str) -> "Any":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ParamSpec, TypeVar
 
 from . import _lifecycle
 from .executor import SandboxPoolExecutor
@@ -18,6 +18,7 @@ from .executor import SandboxPoolExecutor
 __all__ = ["default_executor", "run"]
 
 T = TypeVar("T")
+P = ParamSpec("P")  # the arguments are checked against fn's parameters
 
 _default: SandboxPoolExecutor | None = None
 _default_lock = threading.Lock()
@@ -44,7 +45,7 @@ def _forget_after_fork() -> None:
 _lifecycle.on_fork_child(_forget_after_fork)
 
 
-async def run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn(*args, **kwargs)`` in a sandbox of the shared pool and return its result.
 
     Cancelling the awaiting task cancels the call if it has not started yet.

@@ -67,7 +67,7 @@ from concurrent.futures._base import (
     RUNNING,
 )
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _crossing, _lifecycle, _untrusted
 from ._shipping import FunctionCache, Shipped
@@ -86,6 +86,7 @@ from .sandbox import Sandbox, _task_ids
 __all__ = ["SandboxPoolExecutor"]
 
 T = TypeVar("T")
+P = ParamSpec("P")  # the arguments are checked against fn's parameters
 
 # How many functions each worker keeps by token (and the pool keeps pickled).
 _FUNCTION_CACHE_SIZE = 64
@@ -940,7 +941,7 @@ class SandboxPoolExecutor(Executor):
         self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
         self._finalizer.atexit = False
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker sandbox; returns its Future.
 
         Raises ``TypeError`` at once when the function or the arguments cannot cross.

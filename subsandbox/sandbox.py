@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ParamSpec, TypeVar
 
 from . import _core, _crossing, _inside, _lifecycle, _untrusted
 from ._backend import ExecFailed, backend
@@ -33,6 +33,7 @@ from .errors import (
 __all__ = ["Sandbox"]
 
 T = TypeVar("T")
+P = ParamSpec("P")  # the arguments are checked against fn's parameters
 
 _BOOT = """\
 import sys
@@ -176,7 +177,7 @@ class Sandbox:
 
     # -- running code --------------------------------------------------------------------
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` in the sandbox and return its result.
 
         ``fn`` may be an importable function, or a function, lambda or class defined in
