@@ -20,6 +20,7 @@ What cannot cross raises ``TypeError`` that names the part at fault and why.
 from __future__ import annotations
 
 import builtins
+import functools  # already loaded by _pickle, which every sandbox imports
 import importlib
 import io
 import marshal
@@ -644,12 +645,33 @@ def _make_typevar(key: tuple[int, int], kind: str, name: str, constraints: tuple
     return tv
 
 
+# -- functools.cache / lru_cache of a function that crosses by value -------------------------
+#
+# The wrapper pickles by module and qualname, which the sandbox's __main__ does not have
+# (`@functools.cache def fib` of a script failed there with "no attribute 'fib'"). It
+# crosses as the function it wraps and its two parameters, and is wrapped again on the
+# other side, with an empty cache of its own. A wrapper that the function names as a
+# global (recursion) is met again while its function is pickled: pickle's memo keeps
+# the inner one, so the function and its name refer to the same wrapper there.
+
+def _reduce_lru_cached(wrapper: Any) -> Any:
+    if _importable(wrapper):
+        return NotImplemented
+    parameters = wrapper.cache_parameters()
+    return _make_lru_cached, (wrapper.__wrapped__, parameters["maxsize"], parameters["typed"])
+
+
+def _make_lru_cached(fn: Callable[..., Any], maxsize: int | None, typed: bool) -> Any:
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+
 # Reducers by exact type, looked up for every object the pickler meets: one dict lookup.
 _REDUCERS: dict[type, Callable[[Any], Any]] = {
     staticmethod: _reduce_staticmethod,
     classmethod: _reduce_classmethod,
     property: _reduce_property,
     types.MappingProxyType: _reduce_mappingproxy,
+    functools._lru_cache_wrapper: _reduce_lru_cached,
 }
 
 

@@ -1087,6 +1087,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,
         ("subsandbox._crossing", "_dataclass_sentinel"): _crossing._dataclass_sentinel,
         ("subsandbox._crossing", "_make_typevar"): _crossing._make_typevar,
+        ("subsandbox._crossing", "_make_lru_cached"): _crossing._make_lru_cached,
         ("subsandbox._inside", "exec_source"): enforcer.exec_source,
         ("importlib", "import_module"): lambda name, package=None: enforcer._import(
             name, fromlist=("*",)),

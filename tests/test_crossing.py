@@ -636,3 +636,37 @@ def test_a_global_reaches_the_sandbox_once_per_binding_of_the_script() -> None:
     """)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip() == "ok", result.stdout
+
+
+def test_a_cached_function_of_the_script_crosses_with_a_cache_of_its_own() -> None:
+    # functools.cache/lru_cache wrappers pickle by name, which a sandbox's __main__ does
+    # not have: a script's cached function, or any function that called one, failed with
+    # "no attribute 'fib'". fib(80) finishes only if the recursion goes through the cache.
+    result = run_script("""
+        import functools
+        import subsandbox
+
+        @functools.cache
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+        @functools.lru_cache(maxsize=8, typed=True)
+        def square(x):
+            return x * x
+
+        def uses(n):
+            return (fib(n) + square(3), fib.cache_info().hits > 0,
+                    square.cache_parameters() == {"maxsize": 8, "typed": True})
+
+        for policy in (None, subsandbox.Policy.compute()):
+            with subsandbox.Sandbox(policy=policy) as sb:
+                assert sb.call(fib, 80) == 23416728348467685
+                assert sb.call(uses, 30) == (832040 + 9, True, True)
+            with subsandbox.SandboxPoolExecutor(1, policy=policy) as ex:
+                assert ex.submit(fib, 80).result() == 23416728348467685
+                assert ex.submit(uses, 30).result() == (832040 + 9, True, True)
+        assert fib.cache_info().currsize == 0            # the script's cache was not used
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok", result.stdout
