@@ -760,19 +760,42 @@ class _Unpickler(_pickle.Unpickler):
         return self._refs[pid]
 
 
-def dumps(obj: object, what: str) -> tuple[bytes, tuple[object, ...]]:
+def dumps(obj: object, what: str, labels: tuple[str | None, ...] | None = None
+          ) -> tuple[bytes, tuple[object, ...]]:
     """Flatten ``obj`` for the trip: (pickle bytes, objects that cross by reference).
 
     ``what`` names the value in errors ("the arguments of f", "the result of f").
+    ``labels`` name the items of a tuple ``obj`` in errors as the caller wrote them
+    (``("args", "kwargs")`` gives ``args[0]``, ``kwargs['k']``; None: the item's own name),
+    instead of their place in a tuple the caller never saw.
     """
     refs: list[object] = []
     buf = io.BytesIO()
     try:
         _Pickler(buf, refs).dump(obj)
     except Exception as exc:
-        raise TypeError(f"{what} cannot cross into another interpreter: "
-                        f"{_diagnose(obj, exc)}") from exc
+        if labels is not None and type(obj) is tuple:
+            reason = _diagnose_labelled(obj, labels, exc)
+        else:
+            reason = _diagnose(obj, exc)
+        raise TypeError(f"{what} cannot cross into another interpreter: {reason}") from exc
     return buf.getvalue(), tuple(refs)
+
+
+def _diagnose_labelled(items: tuple[object, ...], labels: tuple[str | None, ...],
+                       exc: Exception) -> str:
+    for item, label in zip(items, labels):
+        inner = _try_pickle(item)
+        if inner is None:
+            continue
+        if label is not None and isinstance(item, (tuple, list, dict)) and item:
+            # Name the part inside (args[0], kwargs['k']), never the container itself.
+            for part_label, value, _ in _parts(item, label):
+                part_exc = _try_pickle(value)
+                if part_exc is not None:
+                    return _diagnose(value, part_exc, part_label)
+        return _diagnose(item, inner, label or "")
+    return _diagnose(items, exc)
 
 
 def loads(data: bytes, refs: tuple[object, ...]) -> Any:

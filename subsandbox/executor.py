@@ -341,7 +341,8 @@ class _Pool:
             if _is_channel_value(args) and _is_channel_value(pairs):
                 return _WorkItem(future, kind, shipped, True, args, pairs, timeout)
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}")
+        payload, refs = _crossing.dumps((args, kwargs), f"the arguments of {name}",
+                                        ("args", "kwargs"))
         return _WorkItem(future, kind, shipped, False, payload, refs, timeout)
 
     def _refuse_if_closed_locked(self) -> None:

@@ -188,7 +188,8 @@ class Sandbox:
         if not callable(fn):
             raise TypeError(f"Sandbox.call() needs a callable, not {type(fn).__name__}")
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        payload, refs = _crossing.dumps((fn, args, kwargs), f"the call {name}(...)")
+        payload, refs = _crossing.dumps((fn, args, kwargs), f"the call {name}(...)",
+                                        (None, "args", "kwargs"))
         return self._request("call", payload, refs)  # type: ignore[no-any-return]
 
     def exec(self, source: str, /) -> None:

@@ -293,10 +293,19 @@ def test_unsendable_global_is_named(sandbox: Sandbox) -> None:
     assert sandbox.call(add, 1) == 11  # the sandbox is unharmed
 
 
-def test_unsendable_argument_is_named(sandbox: Sandbox) -> None:
-    with pytest.raises(TypeError) as info:
-        sandbox.call(add, 1, b=threading.Lock())
-    assert "argument 'b'" in str(info.value) or "'b'" in str(info.value)
+def test_unsendable_argument_is_named_as_the_caller_wrote_it(sandbox: Sandbox) -> None:
+    # The path named the arguments by their place in the (fn, args, kwargs) tuple sent,
+    # which the caller never wrote: "item 1[0]" from call(), "item 0[0]" from submit().
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match=r"kwargs\['b'\] is a lock, which cannot be pickled"):
+        sandbox.call(add, 1, b=lock)
+    with pytest.raises(TypeError, match=r"args\[1\]\[0\] is a lock"):
+        sandbox.call(add, 1, (lock,))
+    with subsandbox.SandboxPoolExecutor(1) as pool:
+        with pytest.raises(TypeError, match=r"the arguments of add .*: args\[0\] is a lock"):
+            pool.submit(add, lock)
+        with pytest.raises(TypeError, match=r"kwargs\['b'\]\['x'\] is a lock"):
+            pool.submit(add, 1, b={"x": lock})
 
 
 def test_not_callable(sandbox: Sandbox) -> None:
