@@ -1052,6 +1052,30 @@ class _StdoutNotGranted(io.TextIOBase):
         pass
 
 
+def explain_missing_builtin(exc: BaseException) -> None:
+    """Add a note to a NameError for a builtin the installed policy does not grant.
+
+    Without it the sandboxed code gets a bare ``name 'open' is not defined``, which names
+    neither the policy nor the grant (an import refusal names both).
+    """
+    if type(exc) is not NameError or _installed_policy is None:
+        return
+    name, granted = exc.name, _installed_policy.builtins
+    if not isinstance(name, str) or name in granted or not hasattr(_builtins_module, name):
+        return
+    if name == "open":
+        grant = ".allow_read(dir) or .allow_write(dir), which grant open"
+    elif name == "__import__":
+        grant = "an import statement, and .allow_import(module)"
+    else:
+        grant = f".allow_builtins({name!r})"
+    exc.add_note(f"{name!r} is a builtin that the sandbox's policy "
+                 f"{_installed_policy.name!r} does not grant: widen it with {grant}")
+
+
+_installed_policy: _Enforcer | None = None
+
+
 # The interpreter's own stdout objects, kept alive while replaced (they never close fd 1).
 _replaced_stdout: list[object] = []
 
@@ -1061,11 +1085,11 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
 
     Called once, by ``_inside.serve``, before any request is read.
     """
-    global _installed
+    global _installed, _installed_policy
     if _installed:
         raise RuntimeError("a policy is already installed in this sandbox")
     _installed = True
-    enforcer = _Enforcer(spec)
+    enforcer = _installed_policy = _Enforcer(spec)
     _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
     _guard_enum_property(enforcer.name)
     _guard_singledispatch(enforcer)

@@ -52,6 +52,8 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
+    if _explain is not None:
+        _explain(exc)
     try:
         formatted = _format_exception(exc)
     except _core._Interrupt:
@@ -123,6 +125,8 @@ def _run(op: str, task_id: int, payload: Any, refs: tuple[object, ...],
 
 # How requests are unpickled here: the policy's loader once serve() installed one.
 _loads: Callable[[bytes, tuple[object, ...]], Any] = _crossing.loads
+# Under a policy: adds to a task's exception what the policy has to do with it.
+_explain: Callable[[BaseException], None] | None = None
 
 
 def gate_handlers() -> tuple[Any, ...]:
@@ -136,7 +140,7 @@ def gate_handlers() -> tuple[Any, ...]:
 
 
 def serve(parcel: int) -> None:
-    global _loads
+    global _loads, _explain
     requests, answers, policy = _core._parcel_take(parcel)
     # Before anything else imports: CPython 3.12 must never run a single-phase module's
     # init function in here, and no version a module with static types of its own
@@ -160,6 +164,7 @@ def serve(parcel: int) -> None:
         from . import _enforce
 
         loads = _enforce.install(policy)
+        _explain = _enforce.explain_missing_builtin
     _loads = loads
     _core._worker_enter()
     try:

@@ -233,6 +233,24 @@ def test_library_code_cannot_print_where_print_is_not_granted(
     assert "LITERAL 97" in out and "Class: numbers.Number" in out
 
 
+def test_a_builtin_the_policy_does_not_grant_is_explained_on_the_name_error() -> None:
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        with pytest.raises(NameError, match="'open' is not defined") as info:
+            sb.exec("open('/etc/hostname')")
+        assert info.value.__notes__ == [
+            "'open' is a builtin that the sandbox's policy 'compute' does not grant: widen "
+            "it with .allow_read(dir) or .allow_write(dir), which grant open"]
+        with pytest.raises(NameError) as info:
+            sb.exec("no_such_name")
+        assert not hasattr(info.value, "__notes__")  # not a builtin: nothing to explain
+    with subsandbox.SandboxPoolExecutor(1, policy=Policy.nothing()) as pool:
+        with pytest.raises(NameError) as info:
+            pool.submit(eval, "input").result()
+        assert info.value.__notes__ == [
+            "'input' is a builtin that the sandbox's policy 'nothing' does not grant: "
+            "widen it with .allow_builtins('input')"]
+
+
 def test_interrupt_works_under_a_policy() -> None:
     import threading
     import time
