@@ -34,10 +34,20 @@ if TYPE_CHECKING:
 from . import _core, _crossing
 
 
+# This package's own files: the frames of its machinery (the task's caller, exec_source)
+# lead every traceback and tell the user nothing.
+_PACKAGE_DIR = __file__.rpartition("/")[0] + "/"
+
+
 def _format_exception(exc: BaseException) -> str:
     import traceback
 
-    return "".join(traceback.format_exception(exc))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    if tb is None:
+        tb = exc.__traceback__  # raised by the machinery itself: its frames are the story
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _safe_str(exc: BaseException) -> str:

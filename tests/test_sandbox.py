@@ -645,3 +645,21 @@ def test_repr_says_what_state_the_sandbox_is_in() -> None:
     finally:
         sandbox.close()
     assert repr(sandbox) == f"<subsandbox.Sandbox id={sandbox.id} closed>"
+
+
+def test_a_remote_traceback_starts_at_the_callers_code(sandbox: Sandbox) -> None:
+    # It started with the sandbox's machinery (_inside._answer, exec_source), which says
+    # nothing to the reader; a failure of the machinery itself keeps its frames.
+    with pytest.raises(ValueError) as info:
+        sandbox.call(raise_value_error, "bad input")
+    tb = info.value.__cause__.tb  # type: ignore[union-attr]
+    frames = [line for line in tb.splitlines() if line.lstrip().startswith("File ")]
+    assert "raise_value_error" in frames[0] and "_inside.py" not in tb, tb
+    with pytest.raises(ZeroDivisionError) as info:
+        sandbox.exec("1 / 0")
+    assert info.value.__cause__.tb.splitlines()[1].strip().startswith(  # type: ignore[union-attr]
+        'File "<sandbox>", line 1'), info.value.__cause__
+    with subsandbox.SandboxPoolExecutor(1) as pool:
+        with pytest.raises(ValueError) as info:
+            pool.submit(raise_value_error, "bad input").result()
+    assert "_inside.py" not in info.value.__cause__.tb  # type: ignore[union-attr]
