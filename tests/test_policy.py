@@ -19,6 +19,8 @@ import subsandbox
 from subsandbox import Policy, PolicyError
 from subsandbox.policy import resolve
 
+from conftest import run_script
+
 
 # -- the value --------------------------------------------------------------------------------
 
@@ -249,6 +251,46 @@ def test_a_builtin_the_policy_does_not_grant_is_explained_on_the_name_error() ->
         assert info.value.__notes__ == [
             "'input' is a builtin that the sandbox's policy 'nothing' does not grant: "
             "widen it with .allow_builtins('input')"]
+
+
+def test_a_granted_module_of_ones_own_carries_its_dataclasses_and_enums_both_ways(
+        tmp_path: Path) -> None:
+    """What the guide tells users whose script's dataclasses cannot cross into a policy
+    sandbox: put them in a module and grant it. They cross by name, in and out."""
+    (tmp_path / "mymodels.py").write_text(
+        "import dataclasses, enum\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Point:\n"
+        "    x: int\n"
+        "    y: int\n"
+        "class Color(enum.Enum):\n"
+        "    RED = 1\n"
+        "def moved(p, dx):\n"
+        "    return dataclasses.replace(p, x=p.x + dx), Color.RED\n")
+    result = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import subsandbox, mymodels
+
+        def script_point():
+            return mymodels.Point(0, 0)
+
+        policy = subsandbox.Policy.compute().allow_import("mymodels")
+        with subsandbox.Sandbox(policy=policy) as sb:
+            point, color = sb.call(mymodels.moved, mymodels.Point(1, 2), 3)
+            assert point == mymodels.Point(4, 2) and color is mymodels.Color.RED
+            assert sb.call(script_point) == mymodels.Point(0, 0)
+        with subsandbox.Sandbox(policy=subsandbox.Policy.compute()) as sb:
+            try:
+                sb.call(mymodels.moved, mymodels.Point(1, 2), 3)
+            except ImportError as exc:
+                assert "allow_import('mymodels')" in str(exc), exc
+            else:
+                raise AssertionError("an ungranted module's class crossed")
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "ok", result.stdout
 
 
 def test_interrupt_works_under_a_policy() -> None:
