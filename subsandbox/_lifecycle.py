@@ -147,6 +147,8 @@ def close_all_at_exit(live: Callable[[], Sequence[_Closable]]) -> None:
     the process says which sandboxes and why on stderr and ends with status 1 at once.
     """
     def close_all() -> None:
+        global _exit_began
+        _exit_began = True
         sandboxes = live()
         stuck = _close_all(sandboxes, EXIT_GRACE) if sandboxes else []
         # Every sandbox is closed now: none of ours runs code again in this process.
@@ -167,6 +169,15 @@ def close_all_at_exit(live: Callable[[], Sequence[_Closable]]) -> None:
         os._exit(1)
 
     atexit.register(close_all)
+
+
+_exit_began = False
+
+
+def exit_began() -> bool:
+    """Whether the exit hook has begun interrupting and closing every sandbox: a call
+    interrupted from now on was interrupted by the exit, not by Sandbox.interrupt()."""
+    return _exit_began
 
 
 def exiting_by_ctrl_c() -> bool:

@@ -275,6 +275,11 @@ class Sandbox:
             exc.__cause__ = RemoteTraceback(formatted)
             raise exc
         if kind == "interrupted":
+            if _lifecycle.exit_began():
+                raise TaskInterrupted(
+                    "the call was interrupted because the program is exiting: subsandbox "
+                    "interrupts the calls still running then (close the sandbox, or let "
+                    "its call end, before the program exits)")
             raise TaskInterrupted("the call was interrupted by Sandbox.interrupt()")
         self._closing = True
         raise BrokenSandbox("the sandbox's worker stopped") from self._failure

@@ -104,18 +104,28 @@ def test_exit_interrupts_running_python_tasks(dev: bool) -> None:
     # A daemon thread is in the middle of a call that would never end: exit interrupts
     # the task, closes the sandbox, and the program's exit status is its own (an
     # interrupted exec() of a string must not turn it into "killed by SIGINT").
-    result = run(OPEN_EVERYTHING + """
+    # Registered before subsandbox's own exit hook, so run after it (atexit runs last
+    # first): waits for the daemon thread to have seen its call interrupted.
+    result = run("""
+import atexit, threading
+seen = threading.Event()
+atexit.register(seen.wait, 30)
+""" + OPEN_EVERYTHING + """
 def forever():
     try:
         sandboxes[0].call(exec, "while True: pass")
-    except subsandbox.TaskInterrupted:
-        pass
+    except subsandbox.TaskInterrupted as exc:
+        # Says who interrupted it: the exit, not a Sandbox.interrupt() of the program's.
+        assert "because the program is exiting" in str(exc), exc
+        os.write(1, b"interrupted by the exit\\n")
+        seen.set()
 
 threading.Thread(target=forever, daemon=True).start()
 time.sleep(0.2)
-print("main ends")
+print("main ends", flush=True)
 """, dev)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "main ends\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, "main ends\ninterrupted by the exit\n", "")
 
 
 def test_exit_gives_up_on_a_task_blocked_in_c() -> None:
