@@ -77,11 +77,9 @@ from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
     BrokenSandboxPool,
-    RemoteError,
-    RemoteTraceback,
     TaskInterrupted,
 )
-from .sandbox import Sandbox, _task_ids
+from .sandbox import Sandbox, _remote_exception, _task_ids
 
 __all__ = ["SandboxPoolExecutor"]
 
@@ -771,22 +769,6 @@ def _abandon_pools_after_fork() -> None:
 
 
 _lifecycle.on_fork_child(_abandon_pools_after_fork)
-
-
-def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
-                      refs: tuple[object, ...]) -> BaseException:
-    """The exception a task raised, with the sandbox's traceback as its cause (the same
-    decoding as Sandbox.call's)."""
-    try:
-        exc, type_name, message, formatted = loads(payload, refs)
-    except Exception as exc_loading:  # noqa: BLE001 - its class does not exist here
-        error = RemoteError("<exception that could not be rebuilt>", str(exc_loading))
-        error.__cause__ = exc_loading
-        return error
-    if exc is None:
-        exc = RemoteError(type_name, message)
-    exc.__cause__ = RemoteTraceback(formatted)
-    return exc  # type: ignore[no-any-return]
 
 
 def _settle(future: Future[Any], *, result: object = None,

@@ -264,15 +264,7 @@ class Sandbox:
         if kind == "ok":
             return self._loads(answer[1], answer[2])
         if kind == "raised":
-            try:
-                exc, type_name, message, formatted = self._loads(answer[1], answer[2])
-            except Exception as exc_loading:  # the class does not exist on this side
-                raise RemoteError("<exception that could not be rebuilt>",
-                                  str(exc_loading)) from exc_loading
-            if exc is None:
-                exc = RemoteError(type_name, message)
-            exc.__cause__ = RemoteTraceback(formatted)
-            raise exc
+            raise _remote_exception(self._loads, answer[1], answer[2])
         if kind == "interrupted":
             raise TaskInterrupted("the call was interrupted by Sandbox.interrupt()")
         self._closing = True
@@ -378,6 +370,35 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# What to do about an exception that cannot cross back (in RemoteError's message).
+_REBUILD_HINT = ("an exception class whose __init__ takes other arguments than its args "
+                 "needs a __reduce__")
+
+
+def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
+                      refs: tuple[object, ...]) -> BaseException:
+    """The exception a call or a pool's task raised, as the caller raises it: its own
+    class with the sandbox's traceback as ``__cause__``, or a RemoteError that says why
+    it could not be rebuilt."""
+    try:
+        exc, type_name, message, formatted = loads(payload, refs)
+    except Exception as exc_loading:  # noqa: BLE001 - e.g. its class does not exist here
+        error = RemoteError(
+            "<exception that could not be rebuilt>",
+            f"could not be made again here: {type(exc_loading).__name__}: {exc_loading}",
+            f"its class must be importable here; {_REBUILD_HINT}")
+        error.__cause__ = exc_loading
+        return error
+    if exc is None:
+        # The sandbox found that it would not cross (_inside._raised): it did not pickle,
+        # or its pickle did not load. Its class and text still come, with its traceback.
+        exc = RemoteError(type_name, message,
+                          f"could not be made again outside the sandbox: it did not pickle "
+                          f"there, or its pickle did not load; {_REBUILD_HINT}")
+    exc.__cause__ = RemoteTraceback(formatted)
+    return exc  # type: ignore[no-any-return]
 
 
 def _live_sandboxes() -> list[Sandbox]:

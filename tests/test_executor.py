@@ -269,6 +269,10 @@ def test_exception_of_a_class_that_cannot_cross_is_remote_error(
 
     error = executor.submit(raise_local).exception()
     assert isinstance(error, RemoteError) and "Local" in str(error)
+    assert isinstance(error.__cause__, RemoteTraceback)
+    # It says why, and what to do about it (as Sandbox.call does).
+    assert "could not be made again outside the sandbox" in str(error)
+    assert "needs a __reduce__" in str(error)
 
 
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
