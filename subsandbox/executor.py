@@ -79,7 +79,7 @@ from .errors import (
     BrokenSandboxPool,
     TaskInterrupted,
 )
-from .sandbox import Sandbox, _remote_exception, _task_ids
+from .sandbox import Sandbox, _refuse_inside_a_sandbox, _remote_exception, _task_ids
 
 __all__ = ["SandboxPoolExecutor"]
 
@@ -887,6 +887,8 @@ class SandboxPoolExecutor(Executor):
                  initargs: tuple[Any, ...] = (),
                  max_tasks_per_worker: int | None = None,
                  policy: Policy | None = None) -> None:
+        # As Sandbox() does; its workers would fail only at the first submit().
+        _refuse_inside_a_sandbox("a SandboxPoolExecutor")
         if max_workers is None:
             max_workers = _usable_cpu_count()
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):

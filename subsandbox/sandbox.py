@@ -49,6 +49,18 @@ _live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
+def _refuse_inside_a_sandbox(what: str) -> None:
+    """Raise RuntimeError if this runs inside a sandbox, where ``what`` cannot be made.
+
+    It never worked (an extension module the machinery needs refuses to load in a
+    subinterpreter), and the lifetime rules assume one creator: say so at once.
+    """
+    if _core.interpreter_id() != 0:
+        raise RuntimeError(f"{what} can only be made by the main interpreter, not inside "
+                           f"a sandbox: make it in the caller and pass work to it through "
+                           f"a Channel")
+
+
 class Sandbox:
     """An isolated interpreter with its own GIL, driven from the interpreter that made it.
 
@@ -64,12 +76,7 @@ class Sandbox:
                  _thread: SpareThread | None = None) -> None:
         # _thread: a started thread to serve this sandbox on (the executor's, on 3.12,
         # where no thread starts during exit); the caller releases it if this fails.
-        if _core.interpreter_id() != 0:
-            # It never worked (an extension module the machinery needs refuses to load
-            # in a subinterpreter), and the lifetime rules assume one creator: say so.
-            raise RuntimeError("a Sandbox can only be made by the main interpreter, not "
-                               "inside another sandbox: make it in the caller and pass "
-                               "work to it through a Channel")
+        _refuse_inside_a_sandbox("a Sandbox")
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
         # without running code that the sandbox chose (subsandbox._untrusted).

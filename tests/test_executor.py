@@ -78,6 +78,25 @@ def test_bad_arguments_are_named() -> None:
             ex.map(square, [1], chunksize=0)
 
 
+def make_an_executor_here() -> str:
+    import subsandbox
+
+    try:
+        subsandbox.SandboxPoolExecutor(1)
+    except RuntimeError as exc:
+        return str(exc)
+    return "made one"
+
+
+def test_an_executor_cannot_be_made_inside_a_sandbox(sandbox: subsandbox.Sandbox) -> None:
+    # It used to be made, and its first submit() failed with BrokenSandboxPool ("a worker
+    # sandbox could not be started"). Now its constructor says why at once, as Sandbox().
+    assert sandbox.call(make_an_executor_here).startswith(
+        "a SandboxPoolExecutor can only be made by the main interpreter, not inside a "
+        "sandbox: make it in the caller")
+    assert sandbox.call(abs, -1) == 1
+
+
 def test_tasks_run_in_sandboxes_not_here(executor: SandboxPoolExecutor) -> None:
     assert executor.submit(interpreter_id).result() != interpreter_id()
     assert executor.submit(square, 7).result() == 49
