@@ -373,6 +373,9 @@ class Sandbox:
         return started
 
     def __enter__(self) -> Sandbox:
+        # As a closed file does: a closed sandbox refuses the block, not its first call.
+        if self._closing:
+            raise SandboxClosed(self._closed_why)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -797,6 +797,19 @@ def test_a_shut_down_pool_says_so_before_it_pickles_anything() -> None:
     assert "pending=0 shut down" in repr(ex)
 
 
+def test_a_with_block_on_a_shut_down_pool_is_accepted_as_by_the_standard_executors() -> None:
+    # concurrent.futures' executors enter a with block after shutdown() (Executor.__enter__
+    # returns self; 3.12 to 3.14): a pool does the same, and submit() in it says why.
+    from concurrent.futures import ThreadPoolExecutor
+
+    for ex in (ThreadPoolExecutor(1), SandboxPoolExecutor(1)):
+        ex.shutdown()
+        with ex as entered:
+            assert entered is ex
+            with pytest.raises(RuntimeError, match="after shutdown"):
+                ex.submit(square, 1)
+
+
 class SlowToPickle(Exception):
     def __reduce__(self) -> Any:
         while True:

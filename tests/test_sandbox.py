@@ -201,6 +201,15 @@ def test_context_manager_closes() -> None:
     assert sb.closed
 
 
+def test_a_closed_sandbox_refuses_a_with_block() -> None:
+    # As a closed file does; it used to be accepted, and only the next call failed.
+    sb = Sandbox()
+    sb.close()
+    with pytest.raises(SandboxClosed, match="the sandbox is closed"):
+        with sb:
+            raise AssertionError("the block ran")
+
+
 # -- what call() accepts --------------------------------------------------------------------
 
 def test_call_module_function_by_reference(sandbox: Sandbox) -> None:
