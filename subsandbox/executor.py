@@ -181,6 +181,11 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
             timeout = self._wait(timeout)
         return super().exception(timeout)
 
+    def __repr__(self) -> str:
+        # Future's own (<Future at 0x... state=pending>): to its users it is a Future.
+        text = super().__repr__()
+        return "<Future" + text[text.index(" "):]
+
     def _wait(self, timeout: float | None) -> float | None:
         """Wait as result() does before the base class looks; the timeout it has left."""
         if _in_main_thread():
@@ -1046,10 +1051,14 @@ class SandboxPoolExecutor(Executor):
         pool = self._pool
         state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
                  else "running")
-        # After a shutdown or a failure the queue also holds the drivers' stop mark.
-        pending = len(pool.queue) - (state != "running")
+        # Tasks not started and not cancelled: the queue also holds cancelled ones (until
+        # a driver drops them), the drivers' stop mark (None) after a shutdown or a
+        # failure, and the task each driver holds (pending until it starts it).
+        futures = {id(item.future): item.future for item in pool.queue.unsettled()
+                   if item is not None}
+        pending = sum(future._state == PENDING for future in futures.values())
         return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
-                f"workers={pool.alive} pending={max(pending, 0)} {state}>")
+                f"workers={pool.alive} pending={pending} {state}>")
 
 
 def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:

@@ -797,6 +797,22 @@ def test_a_shut_down_pool_says_so_before_it_pickles_anything() -> None:
     assert "pending=0 shut down" in repr(ex)
 
 
+def test_repr_counts_pending_tasks_not_cancelled_ones_and_futures_read_as_futures() -> None:
+    with SandboxPoolExecutor(1) as ex:
+        busy = ex.submit(sleep_then, 0.5, 1)
+        while not busy.running():
+            time.sleep(0.01)
+        waiting, cancelled = ex.submit(square, 2), ex.schedule(square, (3,))
+        assert cancelled.cancel()
+        assert "pending=1 running>" in repr(ex)
+        # As concurrent.futures.Future's repr, not the private subclass's name.
+        assert repr(busy) == f"<Future at {id(busy):#x} state=running>"
+        assert repr(waiting) == f"<Future at {id(waiting):#x} state=pending>"
+        assert repr(cancelled) == f"<Future at {id(cancelled):#x} state=cancelled>"
+        assert waiting.result() == 4
+        assert repr(waiting) == f"<Future at {id(waiting):#x} state=finished returned int>"
+
+
 def test_a_with_block_on_a_shut_down_pool_is_accepted_as_by_the_standard_executors() -> None:
     # concurrent.futures' executors enter a with block after shutdown() (Executor.__enter__
     # returns self; 3.12 to 3.14): a pool does the same, and submit() in it says why.
