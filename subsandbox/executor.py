@@ -522,7 +522,7 @@ class _Pool:
         ``spares[0]``: a started thread for the sandbox (3.12), replaced once used."""
         spare, spares[0] = spares[0], None
         try:
-            sandbox = Sandbox(policy=self.policy, _thread=spare)
+            sandbox = Sandbox._on_thread(self.policy, spare)
         except BaseException as exc:  # noqa: BLE001
             if spare is not None:
                 spare.release()     # unused if the sandbox failed before it needed it

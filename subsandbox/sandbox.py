@@ -72,10 +72,19 @@ class Sandbox:
     default, None, is ``Policy.unrestricted()``. See docs/security.md.
     """
 
-    def __init__(self, policy: Policy | None = None, *,
-                 _thread: SpareThread | None = None) -> None:
-        # _thread: a started thread to serve this sandbox on (the executor's, on 3.12,
-        # where no thread starts during exit); the caller releases it if this fails.
+    def __init__(self, policy: Policy | None = None) -> None:
+        self._start(policy, None)
+
+    @classmethod
+    def _on_thread(cls, policy: Policy | None, thread: SpareThread | None) -> Sandbox:
+        """A sandbox served on ``thread``, a started thread (the executor's, on 3.12, where
+        no thread starts during exit; None: a new one); the caller releases it if this
+        fails. Not a keyword of __init__: the public signature stays Sandbox(policy)."""
+        sandbox = cls.__new__(cls)
+        sandbox._start(policy, thread)
+        return sandbox
+
+    def _start(self, policy: Policy | None, spare: SpareThread | None) -> None:
         _refuse_inside_a_sandbox("a Sandbox")
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
@@ -97,8 +106,8 @@ class Sandbox:
         try:
             parcel = _core._parcel_put((self._requests, self._answers, self._policy.spec()))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
-            if _thread is not None:
-                self._thread = _thread.run(self._serve, source)
+            if spare is not None:
+                self._thread = spare.run(self._serve, source)
             else:
                 self._thread = worker_thread(self._serve, args=(source,),
                                              name="subsandbox-worker",

@@ -201,6 +201,13 @@ def test_context_manager_closes() -> None:
     assert sb.closed
 
 
+def test_the_public_signature_has_no_private_parameter() -> None:
+    import inspect
+
+    # The executor's spare thread (3.12) goes through a private constructor instead.
+    assert list(inspect.signature(Sandbox).parameters) == ["policy"]
+
+
 def test_a_closed_sandbox_refuses_a_with_block() -> None:
     # As a closed file does; it used to be accepted, and only the next call failed.
     sb = Sandbox()
