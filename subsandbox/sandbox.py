@@ -176,6 +176,7 @@ class Sandbox:
 
     @property
     def closed(self) -> bool:
+        """Whether the sandbox is closed: its interpreter is gone and it runs nothing more."""
         return self._closed
 
     def __repr__(self) -> str:
