@@ -1575,7 +1575,7 @@ Arena_repr(PyObject *op)
     pthread_mutex_lock(&g_lock);
     int closed = a->closed;
     pthread_mutex_unlock(&g_lock);
-    return PyUnicode_FromFormat("<subsandbox Arena id=%llu nbytes=%zu%s>",
+    return PyUnicode_FromFormat("<subsandbox.Arena id=%llu nbytes=%zu%s>",
                                 (unsigned long long)a->id,
                                 __atomic_load_n(&a->nbytes, __ATOMIC_RELAXED),
                                 closed ? " closed" : "");

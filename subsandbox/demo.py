@@ -122,27 +122,36 @@ def _mib(n: float) -> str:
 
 
 class _Progress:
+    """A bar redrawn in place on a terminal. Elsewhere (a pipe, a log file) only its final
+    state is written, as one line: a log would get every redraw on a single line."""
+
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total, self.done = label, total, 0
+        self.live = sys.stdout.isatty()
         self.lock = threading.Lock()
         self.start = time.perf_counter()
-        self._draw()
+        if self.live:
+            self._draw()
 
     def step(self, _: object = None) -> None:
         with self.lock:
             self.done += 1
-            self._draw()
+            if self.live:
+                self._draw()
 
-    def _draw(self) -> None:
+    def _bar(self) -> str:
         width = 32
         filled = width * self.done // self.total
         elapsed = time.perf_counter() - self.start
-        sys.stdout.write(f"\r  {self.label:<10} |{'█' * filled}{'·' * (width - filled)}| "
-                         f"{self.done * CHUNK:>9,} docs  {elapsed:5.1f} s")
+        return (f"  {self.label:<10} |{'█' * filled}{'·' * (width - filled)}| "
+                f"{self.done * CHUNK:>9,} docs  {elapsed:5.1f} s")
+
+    def _draw(self) -> None:
+        sys.stdout.write("\r" + self._bar())
         sys.stdout.flush()
 
     def finish(self) -> None:
-        sys.stdout.write("\n")
+        sys.stdout.write("\n" if self.live else self._bar() + "\n")
 
 
 def _run(label: str, submit: Callable[..., Future[Any]], docs: Any, vocab: Any) -> tuple[

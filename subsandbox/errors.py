@@ -87,13 +87,18 @@ class RemoteTraceback(Exception):
 class RemoteError(Exception):
     """An exception raised in a sandbox that could not be rebuilt in the caller.
 
-    ``type_name`` is the qualified name of its class, ``message`` its ``str()``.
+    ``type_name`` is the qualified name of its class, ``message`` its ``str()``,
+    ``reason`` why it could not be rebuilt and what to do (also in the message). When
+    the caller failed to load it, that error is the ``__cause__``; otherwise the
+    ``__cause__`` is the sandbox's traceback (``RemoteTraceback``).
     """
 
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}" if message else type_name)
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        text = f"{type_name}: {message}" if message else type_name
+        super().__init__(f"{text} ({reason})" if reason else text)
         self.type_name = type_name
         self.message = message
+        self.reason = reason
 
 
 class TracemallocError(RuntimeError):

@@ -77,11 +77,9 @@ from .policy import Policy, resolve
 from .errors import (
     BrokenSandbox,
     BrokenSandboxPool,
-    RemoteError,
-    RemoteTraceback,
     TaskInterrupted,
 )
-from .sandbox import Sandbox, _task_ids
+from .sandbox import Sandbox, _refuse_inside_a_sandbox, _remote_exception, _task_ids
 
 __all__ = ["SandboxPoolExecutor"]
 
@@ -182,6 +180,11 @@ class _PoolFuture(Future):  # type: ignore[type-arg]
         if self._state != FINISHED:
             timeout = self._wait(timeout)
         return super().exception(timeout)
+
+    def __repr__(self) -> str:
+        # Future's own (<Future at 0x... state=pending>): to its users it is a Future.
+        text = super().__repr__()
+        return "<Future" + text[text.index(" "):]
 
     def _wait(self, timeout: float | None) -> float | None:
         """Wait as result() does before the base class looks; the timeout it has left."""
@@ -520,7 +523,7 @@ class _Pool:
         ``spares[0]``: a started thread for the sandbox (3.12), replaced once used."""
         spare, spares[0] = spares[0], None
         try:
-            sandbox = Sandbox(policy=self.policy, _thread=spare)
+            sandbox = Sandbox._on_thread(self.policy, spare)
         except BaseException as exc:  # noqa: BLE001
             if spare is not None:
                 spare.release()     # unused if the sandbox failed before it needed it
@@ -774,22 +777,6 @@ def _abandon_pools_after_fork() -> None:
 _lifecycle.on_fork_child(_abandon_pools_after_fork)
 
 
-def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
-                      refs: tuple[object, ...]) -> BaseException:
-    """The exception a task raised, with the sandbox's traceback as its cause (the same
-    decoding as Sandbox.call's)."""
-    try:
-        exc, type_name, message, formatted = loads(payload, refs)
-    except Exception as exc_loading:  # noqa: BLE001 - its class does not exist here
-        error = RemoteError("<exception that could not be rebuilt>", str(exc_loading))
-        error.__cause__ = exc_loading
-        return error
-    if exc is None:
-        exc = RemoteError(type_name, message)
-    exc.__cause__ = RemoteTraceback(formatted)
-    return exc  # type: ignore[no-any-return]
-
-
 def _settle(future: Future[Any], *, result: object = None,
             exc: BaseException | None = None) -> None:
     """Complete ``future`` unless it was cancelled meanwhile (a running scheduled task)."""
@@ -906,6 +893,8 @@ class SandboxPoolExecutor(Executor):
                  initargs: tuple[Any, ...] = (),
                  max_tasks_per_worker: int | None = None,
                  policy: Policy | None = None) -> None:
+        # As Sandbox() does; its workers would fail only at the first submit().
+        _refuse_inside_a_sandbox("a SandboxPoolExecutor")
         if max_workers is None:
             max_workers = _usable_cpu_count()
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
@@ -1063,10 +1052,14 @@ class SandboxPoolExecutor(Executor):
         pool = self._pool
         state = ("broken" if pool.broken else "shut down" if pool.shutdown_requested
                  else "running")
-        # After a shutdown or a failure the queue also holds the drivers' stop mark.
-        pending = len(pool.queue) - (state != "running")
+        # Tasks not started and not cancelled: the queue also holds cancelled ones (until
+        # a driver drops them), the drivers' stop mark (None) after a shutdown or a
+        # failure, and the task each driver holds (pending until it starts it).
+        futures = {id(item.future): item.future for item in pool.queue.unsettled()
+                   if item is not None}
+        pending = sum(future._state == PENDING for future in futures.values())
         return (f"<subsandbox.SandboxPoolExecutor max_workers={self._max_workers} "
-                f"workers={pool.alive} pending={max(pending, 0)} {state}>")
+                f"workers={pool.alive} pending={pending} {state}>")
 
 
 def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:

@@ -215,14 +215,17 @@ class Policy:
 
     @property
     def is_unrestricted(self) -> bool:
+        """Whether this is ``Policy.unrestricted()``: nothing is enforced."""
         return self._unrestricted
 
     @property
     def modules(self) -> tuple[str, ...]:
+        """The modules it may import (each with its submodules), sorted; () if unrestricted."""
         return self._modules
 
     @property
     def builtins(self) -> tuple[str, ...]:
+        """The names of the builtins the sandbox has, sorted; () if unrestricted (all)."""
         return self._builtins
 
     @property
@@ -232,13 +235,16 @@ class Policy:
 
     @property
     def read_dirs(self) -> tuple[str, ...]:
+        """The absolute directories it may read files under (``read`` in effects: anywhere)."""
         return self._read_dirs
 
     @property
     def write_dirs(self) -> tuple[str, ...]:
+        """The absolute directories it may write files under (``write`` in effects: anywhere)."""
         return self._write_dirs
 
     def allows_import(self, module: str) -> bool:
+        """Whether the sandbox may import ``module`` (a dotted name)."""
         if self._unrestricted:
             return True
         return grants(self._modules, module)
@@ -252,6 +258,7 @@ class Policy:
 
     @classmethod
     def from_spec(cls, spec: tuple[Any, ...] | None) -> Policy:
+        """The policy whose ``spec()`` this is (None: unrestricted); ValueError otherwise."""
         if spec is None:
             return cls.unrestricted()
         if not (isinstance(spec, tuple) and len(spec) == 7 and spec[0] == "subsandbox.policy/1"):

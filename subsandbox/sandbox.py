@@ -49,6 +49,18 @@ _live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
+def _refuse_inside_a_sandbox(what: str) -> None:
+    """Raise RuntimeError if this runs inside a sandbox, where ``what`` cannot be made.
+
+    It never worked (an extension module the machinery needs refuses to load in a
+    subinterpreter), and the lifetime rules assume one creator: say so at once.
+    """
+    if _core.interpreter_id() != 0:
+        raise RuntimeError(f"{what} can only be made by the main interpreter, not inside "
+                           f"a sandbox: make it in the caller and pass work to it through "
+                           f"a Channel")
+
+
 class Sandbox:
     """An isolated interpreter with its own GIL, driven from the interpreter that made it.
 
@@ -60,16 +72,20 @@ class Sandbox:
     default, None, is ``Policy.unrestricted()``. See docs/security.md.
     """
 
-    def __init__(self, policy: Policy | None = None, *,
-                 _thread: SpareThread | None = None) -> None:
-        # _thread: a started thread to serve this sandbox on (the executor's, on 3.12,
-        # where no thread starts during exit); the caller releases it if this fails.
-        if _core.interpreter_id() != 0:
-            # It never worked (an extension module the machinery needs refuses to load
-            # in a subinterpreter), and the lifetime rules assume one creator: say so.
-            raise RuntimeError("a Sandbox can only be made by the main interpreter, not "
-                               "inside another sandbox: make it in the caller and pass "
-                               "work to it through a Channel")
+    def __init__(self, policy: Policy | None = None) -> None:
+        self._start(policy, None)
+
+    @classmethod
+    def _on_thread(cls, policy: Policy | None, thread: SpareThread | None) -> Sandbox:
+        """A sandbox served on ``thread``, a started thread (the executor's, on 3.12, where
+        no thread starts during exit; None: a new one); the caller releases it if this
+        fails. Not a keyword of __init__: the public signature stays Sandbox(policy)."""
+        sandbox = cls.__new__(cls)
+        sandbox._start(policy, thread)
+        return sandbox
+
+    def _start(self, policy: Policy | None, spare: SpareThread | None) -> None:
+        _refuse_inside_a_sandbox("a Sandbox")
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
         # without running code that the sandbox chose (subsandbox._untrusted).
@@ -90,8 +106,8 @@ class Sandbox:
         try:
             parcel = _core._parcel_put((self._requests, self._answers, self._policy.spec()))
             source = _BOOT.format(path=list(sys.path), parcel=parcel)
-            if _thread is not None:
-                self._thread = _thread.run(self._serve, source)
+            if spare is not None:
+                self._thread = spare.run(self._serve, source)
             else:
                 self._thread = worker_thread(self._serve, args=(source,),
                                              name="subsandbox-worker",
@@ -160,6 +176,7 @@ class Sandbox:
 
     @property
     def closed(self) -> bool:
+        """Whether the sandbox is closed: its interpreter is gone and it runs nothing more."""
         return self._closed
 
     def __repr__(self) -> str:
@@ -265,15 +282,7 @@ class Sandbox:
         if kind == "ok":
             return self._loads(answer[1], answer[2])
         if kind == "raised":
-            try:
-                exc, type_name, message, formatted = self._loads(answer[1], answer[2])
-            except Exception as exc_loading:  # the class does not exist on this side
-                raise RemoteError("<exception that could not be rebuilt>",
-                                  str(exc_loading)) from exc_loading
-            if exc is None:
-                exc = RemoteError(type_name, message)
-            exc.__cause__ = RemoteTraceback(formatted)
-            raise exc
+            raise _remote_exception(self._loads, answer[1], answer[2])
         if kind == "interrupted":
             if _lifecycle.exit_began():
                 raise TaskInterrupted(
@@ -380,10 +389,42 @@ class Sandbox:
         return started
 
     def __enter__(self) -> Sandbox:
+        # As a closed file does: a closed sandbox refuses the block, not its first call.
+        if self._closing:
+            raise SandboxClosed(self._closed_why)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# What to do about an exception that cannot cross back (in RemoteError's message).
+_REBUILD_HINT = ("an exception class whose __init__ takes other arguments than its args "
+                 "needs a __reduce__")
+
+
+def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
+                      refs: tuple[object, ...]) -> BaseException:
+    """The exception a call or a pool's task raised, as the caller raises it: its own
+    class with the sandbox's traceback as ``__cause__``, or a RemoteError that says why
+    it could not be rebuilt."""
+    try:
+        exc, type_name, message, formatted = loads(payload, refs)
+    except Exception as exc_loading:  # noqa: BLE001 - e.g. its class does not exist here
+        error = RemoteError(
+            "<exception that could not be rebuilt>",
+            f"could not be made again here: {type(exc_loading).__name__}: {exc_loading}",
+            f"its class must be importable here; {_REBUILD_HINT}")
+        error.__cause__ = exc_loading
+        return error
+    if exc is None:
+        # The sandbox found that it would not cross (_inside._raised): it did not pickle,
+        # or its pickle did not load. Its class and text still come, with its traceback.
+        exc = RemoteError(type_name, message,
+                          f"could not be made again outside the sandbox: it did not pickle "
+                          f"there, or its pickle did not load; {_REBUILD_HINT}")
+    exc.__cause__ = RemoteTraceback(formatted)
+    return exc  # type: ignore[no-any-return]
 
 
 def _live_sandboxes() -> list[Sandbox]:

@@ -23,3 +23,7 @@ def test_demo_gets_the_same_answer_with_threads_and_sandboxes() -> None:
                                                                         "sandboxes "))]
     assert [row[0] for row in table[-2:]] == ["threads", "sandboxes"], proc.stdout
     assert any("2 sandboxes started in" in line for line in lines), proc.stdout
+    # Piped, as into a log: no progress bar redrawn in place, only each run's final bar.
+    assert "\r" not in proc.stdout, proc.stdout[:2000]
+    bars = [line.split("|")[0].strip() for line in lines if "docs" in line and "|" in line]
+    assert bars == ["threads", "sandboxes"], proc.stdout

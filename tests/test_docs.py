@@ -104,6 +104,29 @@ def test_every_public_name_is_in_the_guide() -> None:
     assert not missing, f"docs/guide.md never names these public names: {missing}"
 
 
+def test_every_public_callable_and_property_has_a_docstring() -> None:
+    # help() and an editor's hover show these; an accessor without one says nothing.
+    import inspect
+
+    missing = []
+    for name in subsandbox.__all__:
+        obj = getattr(subsandbox, name)
+        if not (obj.__doc__ or "").strip():
+            missing.append(name)
+        if not inspect.isclass(obj):
+            continue
+        for attr, value in vars(obj).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, (classmethod, staticmethod)):
+                value = value.__func__
+            if (callable(value) or isinstance(value, property)
+                    or inspect.isdatadescriptor(value) or inspect.ismethoddescriptor(value)):
+                if not (getattr(value, "__doc__", None) or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert not missing, f"public names without a docstring: {missing}"
+
+
 @pytest.mark.parametrize("path, line, source, marker", EXAMPLES)
 def test_example_runs(path: Path, line: int, source: str, marker: tuple[str, str] | None,
                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,6 +78,25 @@ def test_bad_arguments_are_named() -> None:
             ex.map(square, [1], chunksize=0)
 
 
+def make_an_executor_here() -> str:
+    import subsandbox
+
+    try:
+        subsandbox.SandboxPoolExecutor(1)
+    except RuntimeError as exc:
+        return str(exc)
+    return "made one"
+
+
+def test_an_executor_cannot_be_made_inside_a_sandbox(sandbox: subsandbox.Sandbox) -> None:
+    # It used to be made, and its first submit() failed with BrokenSandboxPool ("a worker
+    # sandbox could not be started"). Now its constructor says why at once, as Sandbox().
+    assert sandbox.call(make_an_executor_here).startswith(
+        "a SandboxPoolExecutor can only be made by the main interpreter, not inside a "
+        "sandbox: make it in the caller")
+    assert sandbox.call(abs, -1) == 1
+
+
 def test_tasks_run_in_sandboxes_not_here(executor: SandboxPoolExecutor) -> None:
     assert executor.submit(interpreter_id).result() != interpreter_id()
     assert executor.submit(square, 7).result() == 49
@@ -269,6 +288,10 @@ def test_exception_of_a_class_that_cannot_cross_is_remote_error(
 
     error = executor.submit(raise_local).exception()
     assert isinstance(error, RemoteError) and "Local" in str(error)
+    assert isinstance(error.__cause__, RemoteTraceback)
+    # It says why, and what to do about it (as Sandbox.call does).
+    assert "could not be made again outside the sandbox" in str(error)
+    assert "needs a __reduce__" in str(error)
 
 
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
@@ -772,6 +795,35 @@ def test_a_shut_down_pool_says_so_before_it_pickles_anything() -> None:
         with pytest.raises(RuntimeError, match="after shutdown"):
             call()
     assert "pending=0 shut down" in repr(ex)
+
+
+def test_repr_counts_pending_tasks_not_cancelled_ones_and_futures_read_as_futures() -> None:
+    with SandboxPoolExecutor(1) as ex:
+        busy = ex.submit(sleep_then, 0.5, 1)
+        while not busy.running():
+            time.sleep(0.01)
+        waiting, cancelled = ex.submit(square, 2), ex.schedule(square, (3,))
+        assert cancelled.cancel()
+        assert "pending=1 running>" in repr(ex)
+        # As concurrent.futures.Future's repr, not the private subclass's name.
+        assert repr(busy) == f"<Future at {id(busy):#x} state=running>"
+        assert repr(waiting) == f"<Future at {id(waiting):#x} state=pending>"
+        assert repr(cancelled) == f"<Future at {id(cancelled):#x} state=cancelled>"
+        assert waiting.result() == 4
+        assert repr(waiting) == f"<Future at {id(waiting):#x} state=finished returned int>"
+
+
+def test_a_with_block_on_a_shut_down_pool_is_accepted_as_by_the_standard_executors() -> None:
+    # concurrent.futures' executors enter a with block after shutdown() (Executor.__enter__
+    # returns self; 3.12 to 3.14): a pool does the same, and submit() in it says why.
+    from concurrent.futures import ThreadPoolExecutor
+
+    for ex in (ThreadPoolExecutor(1), SandboxPoolExecutor(1)):
+        ex.shutdown()
+        with ex as entered:
+            assert entered is ex
+            with pytest.raises(RuntimeError, match="after shutdown"):
+                ex.submit(square, 1)
 
 
 class SlowToPickle(Exception):

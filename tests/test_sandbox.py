@@ -201,6 +201,22 @@ def test_context_manager_closes() -> None:
     assert sb.closed
 
 
+def test_the_public_signature_has_no_private_parameter() -> None:
+    import inspect
+
+    # The executor's spare thread (3.12) goes through a private constructor instead.
+    assert list(inspect.signature(Sandbox).parameters) == ["policy"]
+
+
+def test_a_closed_sandbox_refuses_a_with_block() -> None:
+    # As a closed file does; it used to be accepted, and only the next call failed.
+    sb = Sandbox()
+    sb.close()
+    with pytest.raises(SandboxClosed, match="the sandbox is closed"):
+        with sb:
+            raise AssertionError("the block ran")
+
+
 # -- what call() accepts --------------------------------------------------------------------
 
 def test_call_module_function_by_reference(sandbox: Sandbox) -> None:
@@ -340,8 +356,32 @@ def test_exception_same_type_with_remote_traceback(sandbox: Sandbox) -> None:
 def test_exception_that_cannot_be_rebuilt_is_remote_error(sandbox: Sandbox) -> None:
     with pytest.raises(RemoteError) as info:
         sandbox.call(raise_unpicklable)
-    assert "Unpicklable" in str(info.value)
+    assert str(info.value).startswith("test_sandbox.Unpicklable: 1-2 (")
+    assert info.value.message == "1-2"
     assert isinstance(info.value.__cause__, RemoteTraceback)
+    # It says why, and what to do about it.
+    assert "could not be made again outside the sandbox" in str(info.value)
+    assert "__init__ takes other arguments than its args needs a __reduce__" in str(info.value)
+    assert sandbox.call(add, 2) == 12
+
+
+def raise_from_module(name: str) -> None:
+    import importlib
+
+    raise importlib.import_module(name).Failure("from inside")
+
+
+def test_exception_whose_class_is_missing_here_says_why(sandbox: Sandbox,
+                                                         tmp_path: Path) -> None:
+    # The class loads inside (its module is on the sandbox's path only), not here.
+    (tmp_path / "only_inside_errors.py").write_text("class Failure(Exception):\n    pass\n")
+    sandbox.exec(f"import sys; sys.path.insert(0, {str(tmp_path)!r})")
+    with pytest.raises(RemoteError) as info:
+        sandbox.call(raise_from_module, "only_inside_errors")
+    assert str(info.value).startswith("<exception that could not be rebuilt>: could not be "
+                                      "made again here: ModuleNotFoundError: ")
+    assert "only_inside_errors" in str(info.value) and "__reduce__" in str(info.value)
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
     assert sandbox.call(add, 2) == 12
 
 

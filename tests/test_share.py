@@ -471,6 +471,13 @@ def test_closed_arena_refuses_share():
     assert b.closed
 
 
+def test_arena_repr_is_dotted_as_the_other_classes():
+    a = Arena()
+    assert repr(a) == f"<subsandbox.Arena id={a.id} nbytes={a.nbytes}>"
+    a.close()
+    assert repr(a) == f"<subsandbox.Arena id={a.id} nbytes={a.nbytes} closed>"
+
+
 def test_big_objects_get_their_own_blocks():
     with Arena() as a:
         big = bytes(5 * 2**20)
