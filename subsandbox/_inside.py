@@ -10,8 +10,9 @@ on the second, one at a time:
     answer   ("ready", interpreter_id, config)  once, first
              ("refused", message)                instead, when guard.check() fails here
              ("ok", payload, refs)               pickled result
-             ("raised", payload, refs)           pickled (exception or None, type name,
-                                                 message, formatted traceback)
+             ("raised", payload, refs)           pickled (exception, type name, message,
+                                                 formatted traceback), or (None, the same,
+                                                 why it could not cross)
              ("interrupted", b"", ())            Sandbox.interrupt() stopped the task
 
 Only the standard library's pickle, marshal and this package's crossing code are
@@ -84,8 +85,10 @@ def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
         _loads(payload, refs)
     except _core._Interrupt:
         raise       # interrupt() stopped this pickling: the task is interrupted
-    except BaseException:  # noqa: BLE001 - a __reduce__ may raise SystemExit too
-        payload, refs = _crossing.dumps((None, kind, text, formatted), "the exception")
+    except BaseException as failure:  # noqa: BLE001 - a __reduce__ may raise SystemExit too
+        # Why, for the caller's RemoteError (its message says what to do about it).
+        why = f"{type(failure).__qualname__}: {_safe_str(failure)}"
+        payload, refs = _crossing.dumps((None, kind, text, formatted, why), "the exception")
     return "raised", payload, refs
 
 

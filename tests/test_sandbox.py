@@ -360,7 +360,8 @@ def test_exception_that_cannot_be_rebuilt_is_remote_error(sandbox: Sandbox) -> N
     assert info.value.message == "1-2"
     assert isinstance(info.value.__cause__, RemoteTraceback)
     # It says why, and what to do about it.
-    assert "could not be made again outside the sandbox" in str(info.value)
+    assert "could not be made again outside the sandbox: TypeError: " in str(info.value)
+    assert "missing 1 required positional argument: 'b'" in info.value.reason
     assert "__init__ takes other arguments than its args needs a __reduce__" in str(info.value)
     assert sandbox.call(add, 2) == 12
 
