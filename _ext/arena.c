@@ -1528,9 +1528,19 @@ Arena_close(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* `with` on a closed arena is refused at once, as a closed file's is: its block could
+ * share nothing into it. */
 static PyObject *
 Arena_enter(PyObject *op, PyObject *unused)
 {
+    ss_arena *a = ((ArenaObject *)op)->arena;
+    pthread_mutex_lock(&g_lock);
+    int closed = a->closed;
+    pthread_mutex_unlock(&g_lock);
+    if (closed) {
+        arena_refuse_closed(a);
+        return NULL;
+    }
     return Py_NewRef(op);
 }
 

@@ -469,6 +469,9 @@ def test_closed_arena_refuses_share():
     with Arena() as b:
         assert not b.closed
     assert b.closed
+    with pytest.raises(ValueError, match=r"^this Arena is closed"):
+        with b:     # refused at once, as a closed file's with block is
+            raise AssertionError("the block ran")
 
 
 def test_arena_repr_is_dotted_as_the_other_classes():
