@@ -296,7 +296,7 @@ class _Pool:
 
     def __init__(self, max_workers: int, initializer: Callable[..., object] | None,
                  initargs: tuple[Any, ...], max_tasks_per_worker: int | None,
-                 policy: Policy | None) -> None:
+                 policy: Policy | None, thread_name_prefix: str = "") -> None:
         self.max_workers = max_workers
         self.initializer = initializer
         self.initargs = initargs
@@ -325,6 +325,8 @@ class _Pool:
         self.watchdog: _Watchdog | None = None
         self.functions = FunctionCache(_FUNCTION_CACHE_SIZE)
         self.number = next(_pool_numbers)
+        # The threads' names, as ThreadPoolExecutor makes them: "<prefix>_<slot>".
+        self.thread_name_prefix = thread_name_prefix or f"SandboxPoolExecutor-{self.number}"
 
     # -- submitting --------------------------------------------------------------------
 
@@ -376,7 +378,7 @@ class _Pool:
         slot = len(self.threads)
         spare = self._spare_thread(slot)
         thread = worker_thread(self._drive, args=(slot, spare),
-                               name=f"SandboxPoolExecutor-{self.number}_{slot}")
+                               name=f"{self.thread_name_prefix}_{slot}")
         try:
             thread.start()
         except BaseException:
@@ -496,7 +498,7 @@ class _Pool:
         if backend.threads_start_at_exit:
             return None
         try:
-            return SpareThread(name=f"SandboxPoolExecutor-{self.number}_{slot}-spare",
+            return SpareThread(name=f"{self.thread_name_prefix}_{slot}-spare",
                                daemon=True)
         except RuntimeError:        # exiting already: the sandbox start will say so
             return None
@@ -800,7 +802,7 @@ class _Watchdog:
         self._retry: list[_WorkItem] = []
         self._stopped = False
         self._thread = worker_thread(self._run, daemon=False,
-                                     name=f"SandboxPoolExecutor-{pool.number}-watchdog")
+                                     name=f"{pool.thread_name_prefix}-watchdog")
         self._thread.start()
 
     def watch(self, item: _WorkItem, deadline: float) -> None:
@@ -885,14 +887,17 @@ class SandboxPoolExecutor(Executor):
     ``max_workers`` defaults to the number of CPUs this process may use. ``initializer``
     runs in each new worker sandbox (its failure breaks the pool: ``BrokenSandboxPool``).
     ``max_tasks_per_worker`` closes and replaces a worker after that many tasks.
-    ``policy`` is given to every worker sandbox.
+    ``policy`` is given to every worker sandbox. ``thread_name_prefix`` names the
+    threads that drive the workers (``<prefix>_<slot>``), as ``ThreadPoolExecutor``'s and
+    ``InterpreterPoolExecutor``'s do.
     """
 
     def __init__(self, max_workers: int | None = None, *,
                  initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = (),
                  max_tasks_per_worker: int | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None,
+                 thread_name_prefix: str = "") -> None:
         # As Sandbox() does; its workers would fail only at the first submit().
         _refuse_inside_a_sandbox("a SandboxPoolExecutor")
         if max_workers is None:
@@ -922,9 +927,12 @@ class SandboxPoolExecutor(Executor):
                                 f"{type(max_tasks_per_worker).__name__}")
             if max_tasks_per_worker <= 0:
                 raise ValueError("max_tasks_per_worker must be >= 1")
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, "
+                            f"not {type(thread_name_prefix).__name__}")
         self._max_workers = max_workers
         self._pool = _Pool(max_workers, initializer, initargs, max_tasks_per_worker,
-                           policy)
+                           policy, thread_name_prefix)
         with _global_shutdown_lock:
             _pools.add(self._pool)
         # An executor dropped without shutdown() lets its workers go once idle.

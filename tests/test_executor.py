@@ -330,6 +330,20 @@ def test_initializer_runs_in_each_worker() -> None:
         assert set(ex.map(lambda _: read(), range(8))) == {7}
 
 
+def test_thread_name_prefix_names_the_worker_threads_as_thread_pools_do() -> None:
+    def names() -> set[str]:
+        return {t.name for t in threading.enumerate()}
+
+    with SandboxPoolExecutor(2, thread_name_prefix="scorer") as ex:
+        assert list(ex.map(abs, [-1, -2, -3, -4])) == [1, 2, 3, 4]
+        drivers = {n for n in names() if n.startswith("scorer_")}
+        assert drivers and drivers <= {"scorer_0", "scorer_1"}, names()
+        assert ex.schedule(abs, (-1,), timeout=30).result() == 1
+        assert "scorer-watchdog" in names()
+    with pytest.raises(TypeError, match="thread_name_prefix must be a str"):
+        SandboxPoolExecutor(1, thread_name_prefix=3)  # type: ignore[arg-type]
+
+
 def _break_worker_then_return_unsendable() -> object:
     # Fault injection: break the worker's loop itself (no task can do that by accident)
     # so that this very task's answer cannot be sent.
