@@ -632,6 +632,15 @@ def test_a_global_reaches_the_sandbox_once_per_binding_of_the_script() -> None:
                 assert sb.call(limit) == 11
             gc.collect()
             assert gone() is None
+        # A pool's worker keeps its own the same way, its function sent once or each time.
+        LIMIT, CACHE = 20, {}
+        with subsandbox.SandboxPoolExecutor(1) as pool:
+            assert [pool.submit(count).result() for _ in range(3)] == [1, 2, 3]
+            assert [pool.submit(remember, k).result() for k in "ab"] == [["a"], ["a", "b"]]
+            CACHE["script"] = True
+            assert pool.submit(remember, "c").result() == ["a", "b", "c"]
+            LIMIT = 21
+            assert pool.submit(limit).result() == 21
         print("ok")
     """)
     assert result.returncode == 0, result.stderr[-4000:]
