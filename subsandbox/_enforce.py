@@ -646,7 +646,18 @@ class _Enforcer:
         return fn
 
     def loads(self, data: bytes, refs: tuple[object, ...]) -> object:
-        return _PolicyUnpickler(self, data, refs).load()
+        try:
+            return _PolicyUnpickler(self, data, refs).load()
+        except ImportError as exc:
+            # Raised before any code of the call ran, often for a module the user's code
+            # never names: a dataclass of the script is made again with dataclasses.
+            exc.add_note("raised while the sandbox loaded the call's function and "
+                         "arguments, before any of them ran; a module your code never "
+                         "imports may be one that a class of your script is made again "
+                         "with, as it crosses by value (a dataclass needs dataclasses, an "
+                         "enum enum): grant it, or define the class in a module of your own "
+                         "and grant that module")
+            raise
 
     def find_class(self, module: str, name: str) -> object:
         special = _machinery.get((module, name))

@@ -287,6 +287,22 @@ def test_a_granted_module_of_ones_own_carries_its_dataclasses_and_enums_both_way
                 assert "allow_import('mymodels')" in str(exc), exc
             else:
                 raise AssertionError("an ungranted module's class crossed")
+            # The script's own dataclass: refused for a module the script never named
+            # in the call, which the note explains.
+            import dataclasses
+
+            @dataclasses.dataclass
+            class Local:
+                x: int
+
+            try:
+                sb.call(repr, Local(1))
+            except ImportError as exc:
+                assert "'dataclasses'" in str(exc), exc
+                assert "before any of them ran" in exc.__notes__[0], exc.__notes__
+                assert "a dataclass needs dataclasses" in exc.__notes__[0], exc.__notes__
+            else:
+                raise AssertionError("the script's dataclass crossed under compute()")
         print("ok")
     """)
     assert result.returncode == 0, result.stderr[-4000:]
