@@ -1528,16 +1528,23 @@ Arena_close(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Whether close() was called: a->closed is written under g_lock (Arena_close). */
+static int
+arena_closed(ss_arena *a)
+{
+    pthread_mutex_lock(&g_lock);
+    int closed = a->closed;
+    pthread_mutex_unlock(&g_lock);
+    return closed;
+}
+
 /* `with` on a closed arena is refused at once, as a closed file's is: its block could
  * share nothing into it. */
 static PyObject *
 Arena_enter(PyObject *op, PyObject *unused)
 {
     ss_arena *a = ((ArenaObject *)op)->arena;
-    pthread_mutex_lock(&g_lock);
-    int closed = a->closed;
-    pthread_mutex_unlock(&g_lock);
-    if (closed) {
+    if (arena_closed(a)) {
         arena_refuse_closed(a);
         return NULL;
     }
@@ -1558,11 +1565,7 @@ Arena_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Arena_get_closed(PyObject *op, void *closure)
 {
-    ss_arena *a = ((ArenaObject *)op)->arena;
-    pthread_mutex_lock(&g_lock);
-    int closed = a->closed;
-    pthread_mutex_unlock(&g_lock);
-    return PyBool_FromLong(closed);
+    return PyBool_FromLong(arena_closed(((ArenaObject *)op)->arena));
 }
 
 static PyObject *
@@ -1582,9 +1585,7 @@ static PyObject *
 Arena_repr(PyObject *op)
 {
     ss_arena *a = ((ArenaObject *)op)->arena;
-    pthread_mutex_lock(&g_lock);
-    int closed = a->closed;
-    pthread_mutex_unlock(&g_lock);
+    int closed = arena_closed(a);
     return PyUnicode_FromFormat("<subsandbox.Arena id=%llu nbytes=%zu%s>",
                                 (unsigned long long)a->id,
                                 __atomic_load_n(&a->nbytes, __ATOMIC_RELAXED),

@@ -240,8 +240,11 @@ def _binding_tokens(namespace: dict[str, Any],
     if entry[1] >= _SWEEP_EVERY:
         entry[1] = 0
         get = namespace.get
-        for name in [n for n, (v, _) in sent.items() if get(n, _UNBOUND) is not v]:
-            sent.pop(name, None)
+        # list(): one step under the GIL, where iterating the dict itself could meet
+        # another thread's send adding a name ("dictionary changed size").
+        for name, (value, _) in list(sent.items()):
+            if get(name, _UNBOUND) is not value:
+                sent.pop(name, None)
     tokens = []
     for name, value in shipped.items():
         last = sent.get(name)
@@ -786,15 +789,9 @@ def _diagnose_labelled(items: tuple[object, ...], labels: tuple[str | None, ...]
                        exc: Exception) -> str:
     for item, label in zip(items, labels):
         inner = _try_pickle(item)
-        if inner is None:
-            continue
-        if label is not None and isinstance(item, (tuple, list, dict)) and item:
-            # Name the part inside (args[0], kwargs['k']), never the container itself.
-            for part_label, value, _ in _parts(item, label):
-                part_exc = _try_pickle(value)
-                if part_exc is not None:
-                    return _diagnose(value, part_exc, part_label)
-        return _diagnose(item, inner, label or "")
+        if inner is not None:
+            # _diagnose goes into the item's parts under its label: args[0], kwargs['k'].
+            return _diagnose(item, inner, label or "")
     return _diagnose(items, exc)
 
 

@@ -409,6 +409,7 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
     class with the sandbox's traceback as ``__cause__``, or a RemoteError that says why
     it could not be rebuilt."""
     try:
+        # (exc, type, message, traceback), or (None, the same, why it would not cross)
         exc, type_name, message, formatted, *why = loads(payload, refs)
     except Exception as exc_loading:  # noqa: BLE001 - e.g. its class does not exist here
         error = RemoteError(
@@ -420,9 +421,8 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
     if exc is None:
         # The sandbox found that it would not cross (_inside._raised): it did not pickle,
         # or its pickle did not load. Its class and text still come, with its traceback.
-        failure = why[0] if why else "it did not pickle there, or its pickle did not load"
         exc = RemoteError(type_name, message,
-                          f"could not be made again outside the sandbox: {failure}; "
+                          f"could not be made again outside the sandbox: {why[0]}; "
                           f"{_REBUILD_HINT}")
     exc.__cause__ = RemoteTraceback(formatted)
     return exc  # type: ignore[no-any-return]
