@@ -1,4 +1,4 @@
-"""asyncio on sandboxes: ``await subsandbox.aio.run(fn, *args)``.
+"""asyncio on sandboxes: ``await subsandbox.aio.run(fn, *args)``, stopped by cancellation.
 
 Runs the call on one shared ``SandboxPoolExecutor`` (as many workers as usable CPUs),
 created on first use and shut down at interpreter exit with the other pools. For a pool
@@ -48,8 +48,12 @@ _lifecycle.on_fork_child(_forget_after_fork)
 async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn(*args, **kwargs)`` in a sandbox of the shared pool and return its result.
 
-    Cancelling the awaiting task cancels the call if it has not started yet.
+    Cancelling the awaiting task (``task.cancel()``, ``asyncio.timeout()``,
+    ``asyncio.wait_for()``) cancels the call, and interrupts it if it is running, as a
+    ``SandboxPoolExecutor.schedule()`` task's ``cancel()`` does: the worker is kept.
     """
     loop = asyncio.get_running_loop()
-    future = default_executor().submit(fn, *args, **kwargs)
+    # schedule(), not submit(): wrap_future() cancels the pool's future when the awaiting
+    # task is cancelled, and only a scheduled task's future stops running code then.
+    future = default_executor().schedule(fn, args, kwargs)
     return await asyncio.wrap_future(future, loop=loop)

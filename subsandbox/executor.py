@@ -50,7 +50,6 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import math
 import os
 import sys
 import threading
@@ -79,7 +78,13 @@ from .errors import (
     BrokenSandboxPool,
     TaskInterrupted,
 )
-from .sandbox import Sandbox, _refuse_inside_a_sandbox, _remote_exception, _task_ids
+from .sandbox import (
+    Sandbox,
+    _check_timeout,
+    _refuse_inside_a_sandbox,
+    _remote_exception,
+    _task_ids,
+)
 
 __all__ = ["SandboxPoolExecutor"]
 
@@ -482,11 +487,18 @@ class _Pool:
         elif kind == "failed here":
             _settle(future, exc=answer[2])
         elif item.stop_reason == "timeout":
-            _settle(future, exc=FuturesTimeoutError(
-                f"the task ran longer than its timeout ({item.timeout} s) and was "
-                f"interrupted"))
+            self.time_out(item)         # settled at the deadline already (the watchdog)
         elif item.stop_reason != "cancel":
             _settle(future, exc=TaskInterrupted("the task was interrupted"))
+
+    def time_out(self, item: _WorkItem) -> None:
+        """Fail a task's future because its deadline passed (a no-op once settled)."""
+        future = item.future
+        if isinstance(future, _InterruptibleFuture):
+            future._on_cancel_running = None
+        _settle(future, exc=FuturesTimeoutError(
+            f"the task ran longer than its timeout ({item.timeout} s) and was "
+            f"interrupted"))
 
     # -- the drivers: one thread per worker slot ----------------------------------------
 
@@ -841,12 +853,21 @@ class _Watchdog:
                     # and cancel() of the pool with it: clamp.
                     self._cond.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
                 retry, self._retry = self._retry, []
+            timed_out = []
             for item in due:
                 with pool.lock:
                     if item.task_id not in pool.running or item.stop_reason is not None:
                         continue
                     item.stop_reason = "timeout"
-                retry.append(item)
+                timed_out.append(item)
+            # The future fails at its deadline, whatever the task does next: code blocked
+            # in C (a sleep, a read, a lock) sees the interrupt only when it returns to
+            # Python, and its worker stays busy until then. Settled before the interrupt,
+            # which waits for the sandbox's GIL: a C loop that holds it must not hold
+            # the future back too.
+            for item in timed_out:
+                pool.time_out(item)
+            retry.extend(timed_out)
             still: list[_WorkItem] = []
             for item in retry:
                 with pool.lock:
@@ -955,24 +976,14 @@ class SandboxPoolExecutor(Executor):
         """Run ``fn(*args, **kwargs)`` as a task that can be stopped while it runs.
 
         If it runs longer than ``timeout`` seconds (counted from when a worker starts
-        it), its Python code is interrupted and the future fails with ``TimeoutError``.
-        ``future.cancel()`` interrupts it while it runs too, and the future ends
-        cancelled. Either way the worker stays and runs the next task. Code blocked
-        inside a C function (``time.sleep``, a lock, a C extension's loop) is
-        interrupted only when it returns to Python.
+        it), the future fails with ``TimeoutError`` at that moment and the task's Python
+        code is interrupted. ``future.cancel()`` interrupts it while it runs too, and the
+        future ends cancelled. Either way the worker stays and runs the next task. Code
+        blocked inside a C function (``time.sleep``, a lock, a C extension's loop) is
+        interrupted only when it returns to Python: its future fails on time all the
+        same, and its worker takes the next task once that code has returned.
         """
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"timeout must be a number of seconds or None, "
-                                f"not {type(timeout).__name__}")
-            if not timeout >= 0:
-                raise ValueError("timeout must be a non-negative number of seconds")
-            if timeout == math.inf:
-                timeout = None          # no limit, as the caller says
-            elif timeout > threading.TIMEOUT_MAX:
-                raise ValueError(f"timeout must be at most threading.TIMEOUT_MAX "
-                                 f"({threading.TIMEOUT_MAX:.0f} s), or None (or inf) "
-                                 f"for no limit")
+        timeout = _check_timeout(timeout)
         if kwargs is None:
             kwargs = {}
         elif not isinstance(kwargs, dict):

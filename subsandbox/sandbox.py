@@ -10,6 +10,7 @@ sandboxes run in parallel, each under its own GIL.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import threading
 import time
@@ -96,6 +97,7 @@ class Sandbox:
         self._closed = False
         self._running_task = 0
         self._unanswered = 0                   # answers owed to abandoned requests
+        self._owed_task = 0                    # the last abandoned one, maybe still running
         self._failure: BaseException | None = None
         self._closed_why = "the sandbox is closed"
         self._requests = Channel()
@@ -209,16 +211,39 @@ class Sandbox:
                                         (None, "args", "kwargs"))
         return self._request("call", payload, refs)  # type: ignore[no-any-return]
 
-    def exec(self, source: str, /) -> None:
-        """Run source code in the sandbox's ``__main__`` module."""
+    def call_with_timeout(self, timeout: float | None, fn: Callable[P, T], /, *args: P.args,
+                          **kwargs: P.kwargs) -> T:
+        """``call(fn, *args, **kwargs)``, given up after ``timeout`` seconds.
+
+        When the time is up, ``TimeoutError`` is raised at once and the call is
+        interrupted, as ``interrupt()`` does: the sandbox stays usable. Code blocked in C
+        (a sleep, a read) is interrupted only when it returns to Python; until then the
+        sandbox is busy, and its next call waits for it. The time counts from this
+        method's start, so it includes waiting for another thread's call, or for an
+        earlier timed-out one, to end: if that takes all of it, nothing is sent.
+        """
+        seconds = _check_timeout(timeout)
+        if not callable(fn):
+            raise TypeError(f"Sandbox.call_with_timeout() needs a callable, "
+                            f"not {type(fn).__name__}")
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        payload, refs = _crossing.dumps((fn, args, kwargs), f"the call {name}(...)",
+                                        (None, "args", "kwargs"))
+        return self._request("call", payload, refs,  # type: ignore[no-any-return]
+                             seconds)
+
+    def exec(self, source: str, /, *, timeout: float | None = None) -> None:
+        """Run source code in the sandbox's ``__main__`` module; with ``timeout``, given
+        up after that many seconds as ``call_with_timeout`` does."""
         if not isinstance(source, str):
             raise TypeError(f"Sandbox.exec() needs source code as str, "
                             f"not {type(source).__name__}")
+        seconds = _check_timeout(timeout)
         # Sent as a call of a function that the sandbox already has: one path for all
         # requests. (A separate "exec" request that ran the code straight from the
         # worker loop corrupted 3.12.1's tuple free list at exit; not understood yet.)
         payload, refs = _crossing.dumps((_inside.exec_source, (source,), {}), "exec()")
-        self._request("call", payload, refs)
+        self._request("call", payload, refs, seconds)
 
     def _prepare_for_gate(self) -> None:
         """Before an executor's driver enters this sandbox through a gate (_inside)."""
@@ -232,19 +257,37 @@ class Sandbox:
         inside a C function is interrupted when it returns to Python (a wait in
         ``Channel.send``/``recv`` is woken, and fails before it moves an item); code
         that catches ``KeyboardInterrupt`` may ignore it, so callers that must stop a
-        task repeat the interrupt until the call returns. Returns whether a call was
-        interrupted.
+        task repeat the interrupt until the call returns. A call given up by
+        ``call_with_timeout`` (or Ctrl-C) that still runs is interrupted too. Returns
+        whether a call was interrupted.
         """
-        task = self._running_task
+        # A call given up (timeout, Ctrl-C) may still run: code that caught the first
+        # interrupt, or that was blocked in C. It is the one to stop then.
+        task = self._running_task or self._owed_task
         if not task or self._closed:
             return False
         return bool(_core._interrupt(self._id, task))
 
-    def _request(self, op: str, payload: Any, refs: tuple[object, ...]) -> Any:
-        with self._lock:
+    def _request(self, op: str, payload: Any, refs: tuple[object, ...],
+                 timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float:
+            return 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"the sandbox was busy with another call for the whole "
+                               f"timeout ({timeout} s): the call was not sent")
+        try:
             if self._closing:
                 raise SandboxClosed(self._closed_why)
-            self._collect_unanswered()
+            try:
+                self._collect_unanswered(None if deadline is None else left())
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the sandbox was still running an earlier call that was given up "
+                    f"for the whole timeout ({timeout} s): the call was not sent (code "
+                    f"blocked in C stops when it returns to Python)") from None
             task = next(_task_ids)
             # Set before sending: interrupt() may then come before the sandbox starts the
             # task, and the C side interrupts the task as it starts.
@@ -254,25 +297,55 @@ class Sandbox:
                 # (Ctrl-C) can be raised at any bytecode, even right after send() returns.
                 # If the worker died, its "dead" message is the answer.
                 self._requests.send((op, task, payload, refs))
-                answer = self._answers.recv()
-            except BaseException:
-                # Interrupted while waiting (Ctrl-C): remember the owed answer first (a
-                # second Ctrl-C must not lose the count), so the next request does not
-                # read it as its own; then stop the task too.
+                answer = self._answers.recv(timeout=None if deadline is None else left())
+            except BaseException as exc:
+                # Interrupted while waiting (Ctrl-C), or the time is up: remember the
+                # owed answer first (a second Ctrl-C must not lose the count), so the
+                # next request does not read it as its own; then stop the task too.
                 self._unanswered += 1
-                try:
-                    _core._interrupt(self._id, task)
-                except Exception:  # noqa: BLE001 - the first exception is the one to raise
-                    pass
+                self._owed_task = task
+                timed_out = deadline is not None and isinstance(exc, TimeoutError)
+                self._interrupt_given_up(task, wait=not timed_out)
+                if timed_out:
+                    raise TimeoutError(
+                        f"the call ran longer than its timeout ({timeout} s) and was "
+                        f"interrupted; the sandbox stays usable") from None
                 raise
             finally:
                 self._running_task = 0
+        finally:
+            self._lock.release()
         return self._unpack(answer)
 
+    def _interrupt_given_up(self, task: int, wait: bool) -> None:
+        """Interrupt a call its caller gave up. ``wait=False`` (a timeout, which must
+        raise on time): from another thread, since _core._interrupt waits for the
+        sandbox's GIL, which a long C call (a huge ``pow``, a regex) holds to its end."""
+
+        def interrupt() -> None:
+            try:
+                _core._interrupt(self._id, task)
+            except Exception:  # noqa: BLE001 - the caller's exception is the one to raise
+                pass
+
+        if not wait:
+            try:
+                worker_thread(interrupt, name=f"subsandbox-interrupt-{self._id}",
+                              daemon=True).start()
+                return
+            except RuntimeError:    # no thread starts during a 3.12 exit: wait, then
+                pass
+        interrupt()
+
     def _collect_unanswered(self, timeout: float | None = None) -> None:
+        """Read the answers owed to given-up calls; ``timeout`` bounds the whole wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._unanswered:
-            answer = self._answers.recv(timeout=timeout)
+            answer = self._answers.recv(
+                timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             self._unanswered -= 1
+            if not self._unanswered:
+                self._owed_task = 0
             if answer[0] == "dead":
                 self._closing = True
                 raise BrokenSandbox("the sandbox's worker stopped") from self._failure
@@ -351,6 +424,7 @@ class Sandbox:
         self._closing = self._closed = True
         self._running_task = 0
         self._unanswered = 0
+        self._owed_task = 0
         self._closed_why = ("the sandbox belongs to the parent process: sandboxes do not "
                             "cross fork(); make a new Sandbox in this process")
 
@@ -426,6 +500,23 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
                           f"{_REBUILD_HINT}")
     exc.__cause__ = RemoteTraceback(formatted)
     return exc  # type: ignore[no-any-return]
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """A timeout in seconds as the caller gave it, checked: None (or inf) for no limit."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, "
+                        f"not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError("timeout must be a non-negative number of seconds")
+    if timeout == math.inf:
+        return None                     # no limit, as the caller says
+    if timeout > threading.TIMEOUT_MAX:
+        raise ValueError(f"timeout must be at most threading.TIMEOUT_MAX "
+                         f"({threading.TIMEOUT_MAX:.0f} s), or None (or inf) for no limit")
+    return float(timeout)
 
 
 def _live_sandboxes() -> list[Sandbox]:

@@ -211,9 +211,37 @@ def test_an_interrupt_after_the_tasks_last_bytecode_leaves_no_request_behind() -
     # PyThreadState_SetAsyncExc(id, NULL), CPython 3.12's per-interpreter request flag
     # stayed set, and every later eval-breaker check in that sandbox went the slow way.
     with SandboxPoolExecutor(1) as pool:
-        assert pool.schedule(time.sleep, (0.6,), timeout=0.2).result() is None
+        with pytest.raises(FuturesTimeoutError, match="timeout"):
+            pool.schedule(time.sleep, (0.6,), timeout=0.2).result()
+        # Runs once the sleep has returned, in the same sandbox.
         assert pool.submit(subsandbox._core._testing_async_exc_requested).result() is False
         assert pool.submit(square, 4).result() == 16
+
+
+def read_one_byte(fd: int) -> bytes:
+    # Blocked in C (a read of a pipe): an interrupt lands only when the read returns.
+    return os.read(fd, 1)
+
+
+def test_a_timeout_fails_the_future_on_time_while_the_task_is_blocked_in_c(
+        executor: SandboxPoolExecutor) -> None:
+    # The future used to fail only once the C call returned (here: never, unless the
+    # test writes), long past its deadline.
+    before = executor.submit(interpreter_id).result()
+    r, w = os.pipe()
+    try:
+        future = executor.schedule(read_one_byte, (r,), timeout=0.2)
+        with pytest.raises(FuturesTimeoutError, match=r"longer than its timeout \(0.2 s\)"):
+            future.result(timeout=60)
+        # Failed while the read still waits: the one worker is busy with it.
+        queued = executor.submit(square, 6)
+        assert not queued.done()
+        os.write(w, b"x")
+        assert queued.result() == 36
+        assert executor.submit(interpreter_id).result() == before
+    finally:
+        os.close(w)
+        os.close(r)
 
 
 def test_timeout_not_reached_gives_the_result(executor: SandboxPoolExecutor) -> None:
@@ -447,6 +475,31 @@ def test_run_in_executor(executor: SandboxPoolExecutor) -> None:
                                            for i in range(5))))
 
     assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+def spin_and_report(channel: subsandbox.Channel) -> None:
+    channel.send("started")
+    try:
+        spin()
+    except KeyboardInterrupt:
+        channel.send("interrupted")
+        raise
+
+
+def test_cancelling_aio_run_interrupts_the_running_call() -> None:
+    reports = subsandbox.Channel()
+
+    async def main() -> None:
+        call = asyncio.ensure_future(aio.run(spin_and_report, reports))
+        assert await asyncio.to_thread(reports.recv, timeout=60) == "started"
+        call.cancel()       # as asyncio.timeout() and wait_for() do
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(main())
+    # Interrupted where it ran, not left running behind a cancelled awaitable.
+    assert reports.recv(timeout=60) == "interrupted"
+    assert asyncio.run(aio.run(square, 7)) == 49
 
 
 def test_aio_run_uses_the_shared_default_pool() -> None:

@@ -516,6 +516,119 @@ def test_interrupts_hammering_a_task_as_it_starts_never_reach_the_loop(sandbox: 
         assert sandbox.call(add, round_) == round_ + 10
 
 
+# -- call_with_timeout -------------------------------------------------------------------
+
+def read_one_byte(fd: int) -> bytes:
+    # Blocked in C (a read of a pipe): an interrupt lands only when the read returns.
+    return os.read(fd, 1)
+
+
+def spin_past_one_interrupt() -> None:
+    try:
+        spin_forever()
+    except KeyboardInterrupt:
+        spin_forever()          # catches the first interrupt and goes on
+
+
+def test_call_with_timeout_interrupts_runaway_code_and_the_sandbox_goes_on(
+        sandbox: Sandbox) -> None:
+    before = sandbox.call(interpreter_facts)[0]
+    with pytest.raises(TimeoutError, match=r"longer than its timeout \(0.2 s\)"):
+        sandbox.call_with_timeout(0.2, spin_forever)
+    assert sandbox.call(add, 1, b=2) == 3
+    assert sandbox.call_with_timeout(30, add, 4) == 14
+    assert sandbox.call(interpreter_facts)[0] == before
+    with pytest.raises(TimeoutError, match="longer than its timeout"):
+        sandbox.exec("while True: pass", timeout=0.2)
+    sandbox.exec("after = 2", timeout=30)
+    sandbox.exec("assert after == 2")
+
+
+def test_call_with_timeout_raises_on_time_while_the_call_is_blocked_in_c(
+        sandbox: Sandbox) -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(TimeoutError, match="longer than its timeout"):
+            sandbox.call_with_timeout(0.2, read_one_byte, r)
+        # Raised while the read still waits (nothing was written): the sandbox is busy
+        # with it, so a call with a timeout is refused unsent rather than queued.
+        with pytest.raises(TimeoutError, match="earlier call that was given up.*not sent"):
+            sandbox.call_with_timeout(0.2, add, 1)
+        os.write(w, b"x")
+        # The given-up call's answer (b"x") is read and dropped, not taken for this one.
+        assert sandbox.call(add, 5) == 15
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+def test_call_with_timeout_raises_on_time_while_a_c_call_holds_the_sandboxs_gil(
+        sandbox: Sandbox) -> None:
+    # A big pow() runs in C without letting go of the sandbox's GIL (seconds here), and
+    # an interrupt has to take that GIL: delivered from the caller's thread, it held the
+    # TimeoutError back until the pow was over.
+    with pytest.raises(TimeoutError, match="longer than its timeout"):
+        sandbox.call_with_timeout(0.1, pow, 7, 6_000_000)
+    # Raised while the pow still runs: the sandbox is still busy with it.
+    with pytest.raises(TimeoutError, match="earlier call that was given up.*not sent"):
+        sandbox.call_with_timeout(0.1, add, 1)
+    assert sandbox.call(add, 3) == 13
+
+
+def test_interrupt_reaches_a_given_up_call_that_caught_the_first_interrupt(
+        sandbox: Sandbox) -> None:
+    with pytest.raises(TimeoutError):
+        sandbox.call_with_timeout(0.2, spin_past_one_interrupt)
+    # It runs on, past the interrupt the timeout sent: interrupt() still reaches it. (Two
+    # interrupts that land before the task takes the first are one exception: repeat.)
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "interrupt() never reached the given-up call"
+        sandbox.interrupt()
+        try:
+            assert sandbox.call_with_timeout(0.1, add, 2) == 12
+            break
+        except TimeoutError as exc:
+            assert "not sent" in str(exc)   # still running: it was never this call
+    assert sandbox.interrupt() is False     # nothing runs now
+
+
+def test_call_with_timeout_counts_the_wait_for_another_threads_call(sandbox: Sandbox) -> None:
+    r, w = os.pipe()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(sandbox.call(read_one_byte, r)))
+    reader.start()
+    try:
+        while "running" not in repr(sandbox):
+            time.sleep(0.01)
+        with pytest.raises(TimeoutError, match="busy with another call.*not sent"):
+            sandbox.call_with_timeout(0.2, add, 1)
+    finally:
+        os.write(w, b"y")
+        reader.join()
+        os.close(w)
+        os.close(r)
+    assert got == [b"y"]        # the other thread's call was untouched
+    assert sandbox.call_with_timeout(30, add, 3) == 13
+
+
+@pytest.mark.parametrize("timeout, error, message", [
+    ("1", TypeError, "timeout must be a number of seconds or None, not str"),
+    (True, TypeError, "not bool"),
+    (-1, ValueError, "non-negative"),
+    (math.nan, ValueError, "non-negative"),
+    (1e300, ValueError, "at most threading.TIMEOUT_MAX"),
+])
+def test_call_with_timeout_refuses_a_bad_timeout_before_sending(
+        sandbox: Sandbox, timeout: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        sandbox.call_with_timeout(timeout, add, 1)
+    with pytest.raises(error, match=message):
+        sandbox.exec("x = 1", timeout=timeout)
+    assert sandbox.call_with_timeout(None, add, 1) == 11        # None and inf: no limit
+    assert sandbox.call_with_timeout(math.inf, add, 2) == 12
+
+
 # -- the command line and unsupported Pythons -------------------------------------------
 
 def test_info_command() -> None:
