@@ -702,17 +702,32 @@ class _Pool:
             item.stop_reason = "shutdown"
         self._interrupt_tasks([item])
 
-    def _stop_everything(self) -> None:
-        """No new tasks, pending ones cancelled, running ones interrupted; no wait."""
+    def _stop_everything(self, until_they_end: bool = False) -> None:
+        """No new tasks, pending ones cancelled, running ones interrupted; no wait.
+        ``until_they_end`` (kill_workers): the running tasks' futures fail at once, and
+        the tasks are interrupted again and again until they end."""
         with self.lock:
             self.shutdown_requested = True
             cancelled = self._drain_locked()
             self.queue.put(None)
             stopping = self._mark_running_stopped_locked()
+            # Those asked to stop before (a timeout, cancel(), terminate_workers()) too.
+            running = list(self.running.values()) if until_they_end else []
         for item in cancelled:
             item.future.cancel()
             item.future.set_running_or_notify_cancel()
         self._interrupt_tasks(stopping)
+        for item in running:
+            future = item.future
+            if isinstance(future, _InterruptibleFuture):
+                future._on_cancel_running = None
+            _settle(future, exc=TaskInterrupted("the task was stopped by kill_workers()"))
+        if running:
+            try:
+                watchdog = self._watchdog()
+            except RuntimeError:    # no thread starts during a 3.12 exit: once is all
+                return
+            watchdog.keep_interrupting(running)
 
     # -- fork (issue #8) ------------------------------------------------------------------
 
@@ -812,6 +827,7 @@ class _Watchdog:
         self._cond = threading.Condition(threading.Lock())
         self._deadlines: list[tuple[float, int, _WorkItem]] = []
         self._retry: list[_WorkItem] = []
+        self._persistent: list[_WorkItem] = []     # interrupted until they end
         self._stopped = False
         self._thread = worker_thread(self._run, daemon=False,
                                      name=f"{pool.thread_name_prefix}-watchdog")
@@ -825,6 +841,13 @@ class _Watchdog:
     def interrupt(self, item: _WorkItem) -> None:
         with self._cond:
             self._retry.append(item)
+            self._cond.notify()
+
+    def keep_interrupting(self, items: list[_WorkItem]) -> None:
+        """Interrupt ``items`` every few ms until each has ended (kill_workers): code
+        that catches KeyboardInterrupt cannot go on for long."""
+        with self._cond:
+            self._persistent.extend(items)
             self._cond.notify()
 
     def stop(self, join: bool = True) -> None:
@@ -845,7 +868,7 @@ class _Watchdog:
                     due = []
                     while self._deadlines and self._deadlines[0][0] <= now:
                         due.append(heapq.heappop(self._deadlines)[2])
-                    if due or self._retry:
+                    if due or self._retry or self._persistent:
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else None
                     # A deadline is at most TIMEOUT_MAX ahead (schedule() checks), but
@@ -853,6 +876,7 @@ class _Watchdog:
                     # and cancel() of the pool with it: clamp.
                     self._cond.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
                 retry, self._retry = self._retry, []
+                persistent = list(self._persistent)
             timed_out = []
             for item in due:
                 with pool.lock:
@@ -875,11 +899,23 @@ class _Watchdog:
                         continue
                 if not _core._interrupt(item.sandbox_id, item.task_id):
                     still.append(item)  # queued in its channel, or its answer is on the way
+            ended = []
+            for item in persistent:
+                with pool.lock:
+                    running = item.task_id in pool.running
+                if running:
+                    _core._interrupt(item.sandbox_id, item.task_id)
+                else:
+                    ended.append(item)
             del due, retry
-            if still:
+            if still or persistent:
                 with self._cond:
                     self._retry.extend(still)
-                    self._cond.wait(_INTERRUPT_RETRY_S)
+                    for item in ended:
+                        self._persistent.remove(item)
+                    if still or self._persistent:
+                        self._cond.wait(_INTERRUPT_RETRY_S)
+            del persistent, ended
 
 
 # More workers than any machine can hold sandboxes for (each is an interpreter with its
@@ -1057,6 +1093,32 @@ class SandboxPoolExecutor(Executor):
         and is raised without waiting further.
         """
         self._pool.shutdown(wait, cancel_futures, interrupt_running)
+
+    def terminate_workers(self) -> None:
+        """As 3.14's ``ProcessPoolExecutor.terminate_workers()``: stop everything now.
+
+        No new tasks are accepted, pending ones are cancelled, and running ones are
+        interrupted once (their futures fail with ``TaskInterrupted``), without waiting:
+        ``shutdown(wait=False, cancel_futures=True, interrupt_running=True)``. As a
+        process may handle SIGTERM, a task may catch the ``KeyboardInterrupt`` to clean
+        up; ``kill_workers()`` does not let it go on. The pool is then shut down.
+        """
+        self._pool.shutdown(False, True, True)
+
+    def kill_workers(self) -> None:
+        """As 3.14's ``ProcessPoolExecutor.kill_workers()``: ``terminate_workers()``,
+        and more, as SIGKILL is more than SIGTERM: the running tasks' futures fail at
+        once with ``TaskInterrupted``, and the tasks are interrupted again every few
+        milliseconds until they end, so that a cleanup in an ``except
+        KeyboardInterrupt`` or ``finally`` block is interrupted too.
+
+        A sandbox is a thread of this process, not a process that can be killed: code
+        that catches ``KeyboardInterrupt`` in a loop and goes on is not stopped, and
+        code blocked inside a C function ends only when that function returns to
+        Python. Until they end, their workers are busy, and ``shutdown(wait=True)``
+        and the program's exit wait for them.
+        """
+        self._pool._stop_everything(until_they_end=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc_val: object,
                  exc_tb: object) -> None:

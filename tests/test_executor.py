@@ -281,6 +281,66 @@ def test_scheduled_task_waits_its_turn_before_its_timeout_counts(
     assert (first.result(), second.result()) == (1, 2)
 
 
+def lengthy_cleanup() -> None:
+    try:
+        spin()
+    except KeyboardInterrupt:
+        spin()                  # a cleanup that would never end by itself
+
+
+def polite(channel: subsandbox.Channel) -> str:
+    channel.send("started")
+    try:
+        spin()
+    except KeyboardInterrupt:
+        return "cleaned up"
+    return "never"
+
+
+def test_terminate_workers_cancels_pending_and_interrupts_running_tasks_once() -> None:
+    pool = SandboxPoolExecutor(1)
+    started = subsandbox.Channel()
+    running = pool.submit(polite, started)
+    pending = pool.submit(square, 2)
+    assert started.recv(timeout=60) == "started"
+    pool.terminate_workers()
+    assert pending.cancelled()
+    # One interrupt, which the task may catch to clean up, as a process may with SIGTERM.
+    assert running.result() == "cleaned up"
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(square, 3)
+    pool.shutdown(wait=True)
+
+
+def test_kill_workers_fails_running_futures_at_once_and_interrupts_their_cleanup() -> None:
+    pool = SandboxPoolExecutor(2)
+    r, w = os.pipe()
+    try:
+        cleaning = pool.submit(lengthy_cleanup)
+        blocked = pool.submit(read_one_byte, r)
+        pending = pool.submit(square, 2)
+        while not (cleaning.running() and blocked.running()):
+            time.sleep(0.01)
+        pool.kill_workers()
+        assert pending.cancelled()
+        # At once, even for the task blocked in C (nothing was written to its pipe).
+        for future in (cleaning, blocked):
+            error = future.exception(timeout=0)
+            assert isinstance(error, subsandbox.TaskInterrupted), error
+            assert "kill_workers()" in str(error)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(square, 3)
+    finally:
+        os.close(w)     # the read returns (end of file): its worker can end
+    # The cleanup loop, which terminate_workers() leaves running, was interrupted too: the
+    # pool's threads end. (A thread that never ended would fail the join below.)
+    stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+    stopper.start()
+    stopper.join(120)
+    os.close(r)
+    assert not stopper.is_alive(), "kill_workers() left a task running"
+
+
 # -- faults -----------------------------------------------------------------------------
 
 def test_exception_carries_the_sandbox_traceback(executor: SandboxPoolExecutor) -> None:
