@@ -949,12 +949,13 @@ class SandboxPoolExecutor(Executor):
     ``InterpreterPoolExecutor``'s do.
     """
 
-    def __init__(self, max_workers: int | None = None, *,
+    # The positional parameters are ThreadPoolExecutor's and InterpreterPoolExecutor's,
+    # in their order, so that code calling those positionally runs unchanged.
+    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
                  initializer: Callable[..., object] | None = None,
-                 initargs: tuple[Any, ...] = (),
+                 initargs: tuple[Any, ...] = (), *,
                  max_tasks_per_worker: int | None = None,
-                 policy: Policy | None = None,
-                 thread_name_prefix: str = "") -> None:
+                 policy: Policy | None = None) -> None:
         # As Sandbox() does; its workers would fail only at the first submit().
         _refuse_inside_a_sandbox("a SandboxPoolExecutor")
         if max_workers is None:

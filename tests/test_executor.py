@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import itertools
 import os
 import re
@@ -419,6 +420,22 @@ def test_thread_name_prefix_names_the_worker_threads_as_thread_pools_do() -> Non
         timed.result()
     with pytest.raises(TypeError, match="thread_name_prefix must be a str"):
         SandboxPoolExecutor(1, thread_name_prefix=3)  # type: ignore[arg-type]
+
+
+def test_positional_parameters_are_thread_pool_executors_in_its_order() -> None:
+    # Code that builds a ThreadPoolExecutor (or 3.14's InterpreterPoolExecutor)
+    # positionally builds a SandboxPoolExecutor the same way; initializer and initargs
+    # were keyword-only before.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def positional(cls: type) -> list[str]:
+        return [p.name for p in inspect.signature(cls).parameters.values()
+                if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    assert positional(SandboxPoolExecutor) == positional(ThreadPoolExecutor)
+    with SandboxPoolExecutor(1, "positional", pow, (2, 3)) as ex:
+        assert ex.submit(abs, -5).result() == 5
+        assert any(t.name.startswith("positional_") for t in threading.enumerate())
 
 
 def _break_worker_then_return_unsendable() -> object:

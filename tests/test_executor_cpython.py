@@ -17,7 +17,9 @@ a thread, so a pool cannot start its first worker during exit there (3.13+ can).
 Not ported, and why:
 - test_pending_calls_race and test_threads_terminate: they share a threading.Event /
   Semaphore with the tasks, which sandboxes cannot (covered by the channel-event tests).
-- thread_name_prefix tests: SandboxPoolExecutor has no thread_name_prefix.
+- thread_name_prefix tests: their thread names are ThreadPoolExecutor's own; ours (the
+  drivers', and on 3.12 the threads kept ready for their next sandbox) are checked in
+  test_executor.py.
 - test_process_pool.py, test_deadlock.py: about processes, mp_context, pickling in a
   feeder thread and killed workers. Our counterparts (max_tasks_per_worker, broken
   workers, unpicklable arguments raising at submit) are in test_executor.py.
