@@ -100,6 +100,13 @@ class RemoteError(Exception):
         self.message = message
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception's own reduce calls cls(*self.args): one formatted string, which
+        # __init__ does not take. (A RemoteError a program logs through a process pool,
+        # or keeps with pickle, must load.) The traceback chain is not pickled, as for
+        # every exception.
+        return (type(self), (self.type_name, self.message, self.reason), self.__dict__)
+
 
 class TracemallocError(RuntimeError):
     """A sandbox was asked for while tracemalloc traces memory allocations.

@@ -366,6 +366,26 @@ def test_exception_that_cannot_be_rebuilt_is_remote_error(sandbox: Sandbox) -> N
     assert sandbox.call(add, 2) == 12
 
 
+def test_every_public_exception_survives_pickle(sandbox: Sandbox) -> None:
+    # A program logs errors through a process pool, or keeps them with pickle: each of
+    # ours loads again as itself. RemoteError did not (its __init__ takes three fields,
+    # Exception's reduce gave it the one formatted message).
+    import pickle
+
+    with pytest.raises(RemoteError) as info:
+        sandbox.call(raise_unpicklable)
+    made = {"RemoteError": info.value, "RemoteTraceback": RemoteTraceback("tb text")}
+    for name in subsandbox.errors.__all__:
+        cls = getattr(subsandbox.errors, name)
+        error = made.get(name) or cls(f"a {name}")
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is cls, name
+        assert str(again) == str(error) and again.args == error.args, name
+        assert vars(again) == vars(error), name
+    assert made["RemoteError"].reason and pickle.loads(
+        pickle.dumps(made["RemoteError"])).reason == made["RemoteError"].reason
+
+
 def raise_from_module(name: str) -> None:
     import importlib
 
