@@ -647,6 +647,47 @@ def test_a_global_reaches_the_sandbox_once_per_binding_of_the_script() -> None:
     assert result.stdout.strip() == "ok", result.stdout
 
 
+def test_threads_sending_from_one_namespace_never_break_the_bindings_sweep() -> None:
+    # The sender's sweep of the bindings it sent iterated its dict while another thread's
+    # send could add a name: "dictionary changed size during iteration" from a plain
+    # Sandbox.call. A switch interval of 1 us makes that interleaving near certain (the
+    # old sweep failed in every one of 4 runs, 3 of 4 threads each time).
+    import threading
+
+    from subsandbox import _crossing
+
+    namespace = {f"n{i}": object() for i in range(400)}
+    errors: list[BaseException] = []
+
+    def send(k: int) -> None:
+        try:
+            for i in range(3000):
+                name = f"n{(i * 7 + k * 101) % 400}"
+                if i % 5 == 0:
+                    namespace[name] = object()      # rebound: the sweep lets the old go
+                _crossing._binding_tokens(namespace, {name: namespace[name]})
+        except BaseException as exc:  # noqa: BLE001 - collected and checked below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    # And the sweep still does its job: after one more round of sends, the sender keeps
+    # only objects that the namespace binds now, none that was rebound away.
+    for _ in range(_crossing._SWEEP_EVERY):
+        _crossing._binding_tokens(namespace, {"n0": namespace["n0"]})
+    sent = _crossing._sent_bindings[id(namespace)][2]
+    assert sent and all(namespace[name] is value for name, (value, _) in sent.items())
+
+
 def test_a_cached_function_of_the_script_crosses_with_a_cache_of_its_own() -> None:
     # functools.cache/lru_cache wrappers pickle by name, which a sandbox's __main__ does
     # not have: a script's cached function, or any function that called one, failed with
