@@ -191,7 +191,9 @@ class Sandbox:
         elif self._closing:
             state = "closing"
         else:
-            state = "running" if self._running_task else "idle"
+            # A given-up call (a timeout, Ctrl-C) runs on until its answer arrives.
+            running = self._running_task or self._unanswered > self._answers.qsize()
+            state = "running" if running else "idle"
         return f"<subsandbox.Sandbox id={getattr(self, '_id', '?')} {state}>"
 
     # -- running code --------------------------------------------------------------------

@@ -574,7 +574,12 @@ def test_call_with_timeout_raises_on_time_while_the_call_is_blocked_in_c(
         # with it, so a call with a timeout is refused unsent rather than queued.
         with pytest.raises(TimeoutError, match="earlier call that was given up.*not sent"):
             sandbox.call_with_timeout(0.2, add, 1)
+        assert repr(sandbox).endswith(" running>")      # given up, but still reading
         os.write(w, b"x")
+        deadline = time.monotonic() + 30
+        while not repr(sandbox).endswith(" idle>"):     # its answer has come back
+            assert time.monotonic() < deadline, repr(sandbox)
+            time.sleep(0.01)
         # The given-up call's answer (b"x") is read and dropped, not taken for this one.
         assert sandbox.call(add, 5) == 15
     finally:
