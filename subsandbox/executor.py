@@ -716,7 +716,8 @@ class _Pool:
         for item in cancelled:
             item.future.cancel()
             item.future.set_running_or_notify_cancel()
-        self._interrupt_tasks(stopping)
+        # Settled before any interrupt: an interrupt waits for the sandbox's GIL, which
+        # a long C call holds to its end, and kill_workers() must not wait for that.
         for item in running:
             future = item.future
             if isinstance(future, _InterruptibleFuture):
@@ -724,10 +725,11 @@ class _Pool:
             _settle(future, exc=TaskInterrupted("the task was stopped by kill_workers()"))
         if running:
             try:
-                watchdog = self._watchdog()
-            except RuntimeError:    # no thread starts during a 3.12 exit: once is all
+                self._watchdog().keep_interrupting(running)     # its thread interrupts
                 return
-            watchdog.keep_interrupting(running)
+            except RuntimeError:    # no thread starts during a 3.12 exit: once is all
+                pass
+        self._interrupt_tasks(stopping)
 
     # -- fork (issue #8) ------------------------------------------------------------------
 

@@ -206,12 +206,7 @@ class Sandbox:
         they use. Shared objects cross by pointer. An exception raised inside is raised
         here, with the sandbox's traceback as its ``__cause__``.
         """
-        if not callable(fn):
-            raise TypeError(f"Sandbox.call() needs a callable, not {type(fn).__name__}")
-        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        payload, refs = _crossing.dumps((fn, args, kwargs), f"the call {name}(...)",
-                                        (None, "args", "kwargs"))
-        return self._request("call", payload, refs)  # type: ignore[no-any-return]
+        return self._call("call", fn, args, kwargs, None)  # type: ignore[no-any-return]
 
     def call_with_timeout(self, timeout: float | None, fn: Callable[P, T], /, *args: P.args,
                           **kwargs: P.kwargs) -> T:
@@ -224,15 +219,17 @@ class Sandbox:
         method's start, so it includes waiting for another thread's call, or for an
         earlier timed-out one, to end: if that takes all of it, nothing is sent.
         """
-        seconds = _check_timeout(timeout)
+        return self._call("call_with_timeout", fn, args, kwargs,  # type: ignore[no-any-return]
+                          _check_timeout(timeout))
+
+    def _call(self, method: str, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any], timeout: float | None) -> Any:
         if not callable(fn):
-            raise TypeError(f"Sandbox.call_with_timeout() needs a callable, "
-                            f"not {type(fn).__name__}")
+            raise TypeError(f"Sandbox.{method}() needs a callable, not {type(fn).__name__}")
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         payload, refs = _crossing.dumps((fn, args, kwargs), f"the call {name}(...)",
                                         (None, "args", "kwargs"))
-        return self._request("call", payload, refs,  # type: ignore[no-any-return]
-                             seconds)
+        return self._request("call", payload, refs, timeout)
 
     def exec(self, source: str, /, *, timeout: float | None = None) -> None:
         """Run source code in the sandbox's ``__main__`` module; with ``timeout``, given

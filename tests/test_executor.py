@@ -294,6 +294,8 @@ def polite(channel: subsandbox.Channel) -> str:
     try:
         spin()
     except KeyboardInterrupt:
+        for _ in range(3_000_000):  # a cleanup of some 0.1 s: a second interrupt ends it
+            pass
         return "cleaned up"
     return "never"
 
@@ -306,11 +308,28 @@ def test_terminate_workers_cancels_pending_and_interrupts_running_tasks_once() -
     assert started.recv(timeout=60) == "started"
     pool.terminate_workers()
     assert pending.cancelled()
-    # One interrupt, which the task may catch to clean up, as a process may with SIGTERM.
+    # One interrupt, which the task may catch to clean up, as a process may with SIGTERM
+    # (kill_workers() would interrupt the cleanup too).
     assert running.result() == "cleaned up"
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(square, 3)
     pool.shutdown(wait=True)
+
+
+def test_kill_workers_returns_at_once_while_a_c_call_holds_its_sandboxs_gil() -> None:
+    # An interrupt waits for the sandbox's GIL, which a big pow() holds for seconds here:
+    # sent from the caller, it held kill_workers() (and the futures) until the pow ended.
+    pool = SandboxPoolExecutor(1)
+    busy = pool.submit(pow, 7, 6_000_000)
+    while not busy.running():
+        time.sleep(0.01)
+    pool.kill_workers()
+    returned = time.monotonic()
+    assert isinstance(busy.exception(timeout=0), subsandbox.TaskInterrupted)
+    pool.shutdown(wait=True)        # the worker is free once the pow is over
+    # Not a speed figure: which came first. The pow alone takes ~2.5 s on the 2-core CI
+    # VM; had kill_workers() waited for it, the worker would be free at once.
+    assert time.monotonic() - returned > 0.3, "kill_workers() waited for the pow to end"
 
 
 def test_kill_workers_fails_running_futures_at_once_and_interrupts_their_cleanup() -> None:
