@@ -683,9 +683,22 @@ class _Pool:
         return stopping
 
     def _interrupt_tasks(self, items: list[_WorkItem]) -> None:
-        """Interrupt ``items`` now, from this thread: no watchdog thread is started, as
-        none can be during interpreter exit. _core._interrupt also catches a task sent
-        but not started (it is interrupted as it starts); False means it has ended."""
+        """Interrupt ``items``, from the watchdog's thread: an interrupt waits for the
+        sandbox's GIL, which a long C call (a big pow, a regex) holds to its end, and the
+        caller (shutdown(wait=False), terminate_workers()) must not wait for that. From
+        this thread where none can start (a 3.12 exit). _core._interrupt also catches a
+        task sent but not started (it is interrupted as it starts); False means it has
+        ended."""
+        if not items:
+            return
+        try:
+            watchdog = self._watchdog()
+        except RuntimeError:
+            watchdog = None
+        if watchdog is not None:
+            for item in items:
+                watchdog.interrupt(item)
+            return
         for item in items:
             try:
                 _core._interrupt(item.sandbox_id, item.task_id)
