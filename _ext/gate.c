@@ -17,7 +17,8 @@
  * refuses an interpreter that still has another thread state).
  *
  * Interrupts: while the gate is open, interp.c's interrupt() targets the gate's thread
- * state (ss_worker_set_thread), since that is where the sandbox's tasks run.
+ * state (ss_worker_set_thread), since that is where the sandbox's tasks run. The switch
+ * is made inside the sandbox, under its GIL, where interrupt() reads it.
  */
 #include "subsandbox.h"
 
@@ -162,9 +163,9 @@ close_gate(ss_gate *g)
     if (g->inner == NULL) {
         return;
     }
-    ss_worker_set_thread(g->interp_id, g->previous_thread);
     PyThreadState *outer = PyEval_SaveThread();
     PyEval_RestoreThread(g->inner);
+    ss_worker_set_thread(g->interp_id, g->previous_thread);
     clear_handlers(g);
     PyThreadState_Clear(g->inner);
     PyThreadState_DeleteCurrent();          /* releases the sandbox's GIL */
@@ -230,6 +231,9 @@ gate_open(PyObject *module, PyObject *arg)
         failure = take_error_text();
         clear_handlers(g);
     }
+    else {
+        g->previous_thread = ss_worker_set_thread(g->interp_id, g->inner->thread_id);
+    }
     leave(outer);
 
     if (g->handler == NULL) {
@@ -244,7 +248,6 @@ gate_open(PyObject *module, PyObject *arg)
         PyMem_RawFree(failure);
         return NULL;
     }
-    g->previous_thread = ss_worker_set_thread(g->interp_id, g->inner->thread_id);
     PyObject *capsule = PyCapsule_New(g, GATE_CAPSULE, gate_capsule_destructor);
     if (capsule == NULL) {
         close_gate(g);

@@ -3,15 +3,26 @@
  * A sandbox runs tasks on one thread of its own (the worker). The worker registers itself
  * here (interpreter, thread) and runs each task through run_task(), which records the
  * task's id while it runs. interrupt() may then be called from any thread of any
- * interpreter: under the registry lock it checks that the worker still runs *that* task,
- * enters the sandbox on a temporary thread state (waiting for the sandbox's GIL), and
- * schedules KeyboardInterrupt in the worker thread with PyThreadState_SetAsyncExc(). The
- * exception is raised at the next bytecode boundary of the task's Python code: code
- * blocked inside C is interrupted only when it returns to Python, except a wait in a
- * channel, which interrupt() wakes to raise it at once (queue.c).
+ * interpreter: it checks that the worker still runs *that* task, enters the sandbox on a
+ * temporary thread state (waiting for the sandbox's GIL), checks again, and schedules
+ * KeyboardInterrupt in the worker thread with PyThreadState_SetAsyncExc(). The exception
+ * is raised at the next bytecode boundary of the task's Python code: code blocked inside
+ * C is interrupted only when it returns to Python, except a wait in a channel, which
+ * interrupt() wakes to raise it at once (queue.c).
  *
- * Lock order: registry lock, then a sandbox's GIL. A worker never takes the registry lock
- * while holding its GIL, so the two cannot deadlock.
+ * Locks. The registry lock guards the list of workers and is never held while waiting
+ * for a sandbox's GIL: a long C call (a huge pow(), a regex) holds its sandbox's GIL to
+ * its end, and an interrupt that waited for that GIL under the registry lock stalled
+ * every sandbox's task starts and ends with it. So interrupt() holds at most one of the
+ * two at a time: it pins the worker under the registry lock, lets the lock go, and waits
+ * for the GIL; worker_exit() waits, with its GIL released, until no interrupt pins it.
+ * A worker may wait for its GIL while holding the registry lock (REGISTRY_LOCK's slow
+ * path takes the GIL back holding it), which is why interrupt() must not take the
+ * registry lock under the sandbox's GIL.
+ *
+ * What interrupt() reads under the sandbox's GIL alone (task, thread_id) is written only
+ * with both the registry lock and that GIL held, so either one gives a stable value;
+ * `interrupted` is only ever touched under the sandbox's GIL.
  */
 #include "subsandbox.h"
 #include "sync.h"
@@ -28,13 +39,15 @@ typedef struct worker {
     uint64_t last_task;     /* id of the last task started (ids only grow) */
     uint64_t interrupt_next;    /* a task not started yet, to interrupt when it starts */
     int interrupted;        /* an interrupt was scheduled for the current/last task */
+    int pins;               /* interrupt() calls inside the sandbox now (registry_lock) */
 } worker;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t unpinned = PTHREAD_COND_INITIALIZER;     /* some worker's pins hit 0 */
 static worker *workers = NULL;  /* guarded by registry_lock */
 
-/* Take the registry lock holding the GIL, without deadlocking against interrupt(), which
- * holds the lock while it waits for a sandbox's GIL (see ss_mutex_lock_with_gil). */
+/* Take the registry lock holding the GIL, without deadlocking against another thread of
+ * this interpreter that holds the lock and waits for the GIL (see ss_mutex_lock_with_gil). */
 #define REGISTRY_LOCK() ss_mutex_lock_with_gil(&registry_lock)
 #define REGISTRY_UNLOCK() pthread_mutex_unlock(&registry_lock)
 
@@ -111,7 +124,12 @@ worker_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     int64_t id = PyInterpreterState_GetID(PyInterpreterState_Get());
     worker *found = NULL;
-    REGISTRY_LOCK();
+    /* With the GIL released: an interrupt() that pinned this worker needs the GIL to
+     * finish, and the interpreter must not be ended while its visitor thread state lives
+     * (Py_EndInterpreter refuses one that has another thread state). Unlinked first, so
+     * no new interrupt() can pin it. */
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&registry_lock);
     for (worker **p = &workers; *p != NULL; p = &(*p)->next) {
         if ((*p)->interp_id == id) {
             found = *p;
@@ -119,7 +137,11 @@ worker_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
             break;
         }
     }
-    REGISTRY_UNLOCK();
+    while (found != NULL && found->pins > 0) {
+        pthread_cond_wait(&unpinned, &registry_lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    Py_END_ALLOW_THREADS
     PyMem_RawFree(found);
     Py_RETURN_NONE;
 }
@@ -221,6 +243,41 @@ take_interrupted(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(interrupted);
 }
 
+/* Schedule the interrupt in `w`'s running task, from a visitor thread state of the
+ * sandbox holding its GIL (interrupt() below). Returns whether it was scheduled. */
+static int
+deliver(worker *w)
+{
+    PyThreadState *visitor = PyThreadState_Get();
+    /* PyThreadState_SetAsyncExc() picks the first thread state of the interpreter with
+     * that thread id, newest first: on 3.12 the worker runs on a thread state carrying
+     * the id of the thread that created the sandbox (see worker_enter), so when that same
+     * thread interrupts (Ctrl-C in Sandbox.call, exit), our visitor would match first and
+     * take the exception. Hide the visitor. */
+    unsigned long visitor_id = visitor->thread_id;
+    visitor->thread_id = 0;
+    /* The sandbox's own subclass of KeyboardInterrupt (looked up here, in the sandbox,
+     * under its GIL): code inside catches it as KeyboardInterrupt, but CPython's
+     * run_eval_code_obj() (exec()/eval() of a string) only flags the *process* for exit
+     * by SIGINT when the type is exactly KeyboardInterrupt, so interrupting a task does
+     * not change the program's exit status. */
+    ss_state *st = ss_current_state();
+    PyObject *exc = st != NULL && st->interrupt_exc != NULL
+                    ? st->interrupt_exc : PyExc_KeyboardInterrupt;
+    PyErr_Clear();
+    int n = PyThreadState_SetAsyncExc(w->thread_id, exc);
+    visitor->thread_id = visitor_id;
+    PyErr_Clear();  /* an audit hook refusal must not leak into the sandbox */
+    if (n <= 0) {
+        return 0;
+    }
+    w->interrupted = 1;
+    /* A task blocked in a channel would see the exception only after its send() or
+     * recv() completes: wake it to raise it there instead. */
+    ss_queue_interrupt_waits(w->interp, w->thread_id);
+    return 1;
+}
+
 /* interrupt(interp_id, task_id) -> bool: schedule KeyboardInterrupt in the task if it is
  * still running, or have it interrupted as it starts if it was sent but not started. */
 static PyObject *
@@ -246,6 +303,7 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyThreadState *mine = PyEval_SaveThread();
     pthread_mutex_lock(&registry_lock);
     worker *w = find_worker((int64_t)interp_id);
+    int running = 0;
     if (w != NULL && task != 0 && w->task != task && task > w->last_task) {
         /* Sent but not started yet (still in the channel): the worker interrupts it
          * when it starts, so an interrupt right after call() is never lost. */
@@ -253,43 +311,31 @@ interrupt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         delivered = 1;
     }
     else if (w != NULL && w->task == task && task != 0) {
+        running = 1;
+        w->pins++;      /* `w` and its interpreter live until we unpin it */
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (running) {
         PyThreadState *visitor = PyThreadState_New(w->interp);
         if (visitor == NULL) {
             failed = 1;
         }
         else {
-            PyEval_RestoreThread(visitor);  /* waits for the sandbox's GIL */
-            /* PyThreadState_SetAsyncExc() picks the first thread state of the interpreter
-             * with that thread id, newest first: on 3.12 the worker runs on a thread state
-             * carrying the id of the thread that created the sandbox (see worker_enter),
-             * so when that same thread interrupts (Ctrl-C in Sandbox.call, exit), our
-             * visitor would match first and take the exception. Hide the visitor. */
-            unsigned long visitor_id = visitor->thread_id;
-            visitor->thread_id = 0;
-            /* The sandbox's own subclass of KeyboardInterrupt (looked up here, in the
-             * sandbox, under its GIL): code inside catches it as KeyboardInterrupt, but
-             * CPython's run_eval_code_obj() (exec()/eval() of a string) only flags the
-             * *process* for exit by SIGINT when the type is exactly KeyboardInterrupt,
-             * so interrupting a task does not change the program's exit status. */
-            ss_state *st = ss_current_state();
-            PyObject *exc = st != NULL && st->interrupt_exc != NULL
-                            ? st->interrupt_exc : PyExc_KeyboardInterrupt;
-            PyErr_Clear();
-            int n = PyThreadState_SetAsyncExc(w->thread_id, exc);
-            visitor->thread_id = visitor_id;
-            if (n > 0) {
-                w->interrupted = 1;
-                delivered = 1;
-                /* A task blocked in a channel would see the exception only after its
-                 * send() or recv() completes: wake it to raise it there instead. */
-                ss_queue_interrupt_waits(w->interp, w->thread_id);
+            PyEval_RestoreThread(visitor);  /* waits for the sandbox's GIL, lock-free */
+            /* The task may have ended while we waited: then there is nothing to stop,
+             * and an exception set now would fire in whatever runs next. */
+            if (w->task == task) {
+                delivered = deliver(w);
             }
-            PyErr_Clear();  /* an audit hook refusal must not leak into the sandbox */
             PyThreadState_Clear(visitor);
             PyThreadState_DeleteCurrent();
         }
+        pthread_mutex_lock(&registry_lock);
+        if (--w->pins == 0) {
+            pthread_cond_broadcast(&unpinned);
+        }
+        pthread_mutex_unlock(&registry_lock);
     }
-    pthread_mutex_unlock(&registry_lock);
     PyEval_RestoreThread(mine);
     if (failed) {
         PyErr_SetString(PyExc_RuntimeError, "cannot enter the sandbox to interrupt it");
@@ -326,8 +372,8 @@ ss_worker_set_thread(int64_t interp_id, unsigned long thread_id)
 
 /* ---- fork (lifecycle.c) ----------------------------------------------------------------
  * The registry lock is held across fork() so that no worker is half-registered and no
- * interrupt() is half-done in the child's copy. It is not a leaf lock (interrupt() waits
- * for a sandbox's GIL while holding it), so it is taken from the Python before-fork hook,
+ * pin is half-counted in the child's copy. It is not a leaf lock (a worker may wait for
+ * its GIL while holding it), so it is taken from the Python before-fork hook,
  * with the GIL released, and not from a pthread_atfork() handler, which runs after the
  * runtime's HEAD_LOCK is taken. In the child the parent's workers do not exist: the list
  * is dropped (not freed: its entries name interpreters the child must never touch). */
@@ -342,6 +388,9 @@ ss_registry_fork_done(int in_child)
 {
     if (in_child) {
         workers = NULL;
+        /* No thread of the child waits on it; a parent's waiter may have left its
+         * bookkeeping mid-change. */
+        pthread_cond_init(&unpinned, NULL);
     }
     REGISTRY_UNLOCK();
 }

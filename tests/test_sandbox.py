@@ -600,6 +600,52 @@ def test_call_with_timeout_raises_on_time_while_a_c_call_holds_the_sandboxs_gil(
     assert sandbox.call(add, 3) == 13
 
 
+def announce_then_pow(started: subsandbox.Channel) -> int:
+    started.send("started")
+    return pow(7, 6_000_000)    # seconds in C, holding the sandbox's GIL
+
+
+def test_an_interrupt_waiting_for_one_sandboxs_gil_holds_no_other_sandbox_back(
+        sandbox: Sandbox) -> None:
+    # interrupt() has to take the sandbox's GIL, which a big pow() holds to its end
+    # (seconds here). It used to wait for that GIL holding the process-wide lock of the
+    # worker registry, which every sandbox takes to start and end each call: every other
+    # sandbox stopped with the one being interrupted.
+    other = Sandbox()
+    try:
+        assert other.call(add, 1) == 11
+        outcome: list[BaseException] = []
+        started = subsandbox.Channel()
+
+        def run_pow() -> None:
+            try:
+                sandbox.call(announce_then_pow, started)
+            except BaseException as exc:  # noqa: BLE001 - the interrupt is the expected end
+                outcome.append(exc)
+
+        busy = threading.Thread(target=run_pow)
+        busy.start()
+        assert started.recv(timeout=60) == "started"
+        time.sleep(0.05)    # into the pow, which the interrupt is to wait for
+        interrupter = threading.Thread(target=sandbox.interrupt)
+        interrupter.start()
+        # Not a speed figure: which came first. The other sandbox must get through many
+        # calls while the interrupt still waits for the pow, not only once it is over.
+        calls = 0
+        while busy.is_alive() and calls < 200:
+            assert other.call(add, calls) == calls + 10
+            calls += 1
+        pow_still_running = busy.is_alive()
+        busy.join()
+        interrupter.join()
+        assert calls == 200 and pow_still_running, (
+            f"the other sandbox made only {calls} calls while the pow ran")
+        assert len(outcome) == 1 and isinstance(outcome[0], TaskInterrupted), outcome
+        assert sandbox.call(add, 4) == 14 and other.call(add, 5) == 15
+    finally:
+        other.close()
+
+
 def test_interrupt_reaches_a_given_up_call_that_caught_the_first_interrupt(
         sandbox: Sandbox) -> None:
     with pytest.raises(TimeoutError):
