@@ -683,7 +683,7 @@ class _Pool:
         return stopping
 
     def _interrupt_tasks(self, items: list[_WorkItem]) -> None:
-        """Interrupt ``items``, from the watchdog's thread: an interrupt waits for the
+        """Interrupt ``items`` through the watchdog: an interrupt waits for the
         sandbox's GIL, which a long C call (a big pow, a regex) holds to its end, and the
         caller (shutdown(wait=False), terminate_workers()) must not wait for that. From
         this thread where none can start (a 3.12 exit). _core._interrupt also catches a
@@ -834,15 +834,24 @@ def _settle(future: Future[Any], *, result: object = None,
 
 
 class _Watchdog:
-    """One thread per pool: interrupts tasks past their deadline, and retries interrupts
-    that found their task not yet started."""
+    """One thread per pool: fails tasks past their deadline, and sends the interrupts
+    that stop tasks (timeouts, cancel(), shutdown, kill_workers()), retrying those that
+    found their task not yet started.
+
+    It never waits for an interrupt itself: _core._interrupt waits for the sandbox's GIL,
+    which a long C call (a big pow, a regex) holds to its end. Each interrupt goes out
+    from a short-lived thread of its own, at most one per task at a time, so no other
+    deadline or interrupt of the pool waits with it."""
 
     def __init__(self, pool: _Pool) -> None:
         self._pool = pool
         self._cond = threading.Condition(threading.Lock())
         self._deadlines: list[tuple[float, int, _WorkItem]] = []
-        self._retry: list[_WorkItem] = []
-        self._persistent: list[_WorkItem] = []     # interrupted until they end
+        self._retry: list[_WorkItem] = []           # to interrupt now
+        self._again: list[_WorkItem] = []           # found nothing to stop: retry later
+        self._persistent: list[_WorkItem] = []      # interrupted until they end
+        self._sending: set[int] = set()             # task ids with an interrupt in flight
+        self._next_pass = 0.0       # when the retries and persistent interrupts go again
         self._stopped = False
         self._thread = worker_thread(self._run, daemon=False,
                                      name=f"{pool.thread_name_prefix}-watchdog")
@@ -872,26 +881,42 @@ class _Watchdog:
         if join and self._thread is not threading.current_thread():
             self._thread.join()
 
+    def _next_round_locked(self) -> tuple[list[_WorkItem], list[_WorkItem],
+                                          list[_WorkItem]] | None:
+        """Wait for work: (due, to interrupt, to interrupt until they end), or None once
+        stopped. Retries and persistent interrupts go every _INTERRUPT_RETRY_S."""
+        while True:
+            if self._stopped:
+                return None
+            now = time.monotonic()
+            due = []
+            while self._deadlines and self._deadlines[0][0] <= now:
+                due.append(heapq.heappop(self._deadlines)[2])
+            paced = bool(self._again or self._persistent)
+            if paced and now >= self._next_pass:
+                self._next_pass = now + _INTERRUPT_RETRY_S
+                retry = self._retry + self._again
+                self._retry, self._again = [], []
+                return due, retry, list(self._persistent)
+            if due or self._retry:
+                retry, self._retry = self._retry, []
+                return due, retry, []
+            waits = [self._deadlines[0][0] - now] if self._deadlines else []
+            if paced:
+                waits.append(self._next_pass - now)
+            # A deadline is at most TIMEOUT_MAX ahead (schedule() checks), but an
+            # OverflowError here would kill the watchdog and every timeout and cancel()
+            # of the pool with it: clamp.
+            self._cond.wait(min(min(waits), threading.TIMEOUT_MAX) if waits else None)
+
     def _run(self) -> None:
         pool = self._pool
         while True:
             with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    now = time.monotonic()
-                    due = []
-                    while self._deadlines and self._deadlines[0][0] <= now:
-                        due.append(heapq.heappop(self._deadlines)[2])
-                    if due or self._retry or self._persistent:
-                        break
-                    wait = self._deadlines[0][0] - now if self._deadlines else None
-                    # A deadline is at most TIMEOUT_MAX ahead (schedule() checks), but
-                    # an OverflowError here would kill the watchdog and every timeout
-                    # and cancel() of the pool with it: clamp.
-                    self._cond.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
-                retry, self._retry = self._retry, []
-                persistent = list(self._persistent)
+                work = self._next_round_locked()
+            if work is None:
+                return
+            due, retry, persistent = work
             timed_out = []
             for item in due:
                 with pool.lock:
@@ -901,36 +926,54 @@ class _Watchdog:
                 timed_out.append(item)
             # The future fails at its deadline, whatever the task does next: code blocked
             # in C (a sleep, a read, a lock) sees the interrupt only when it returns to
-            # Python, and its worker stays busy until then. Settled before the interrupt,
-            # which waits for the sandbox's GIL: a C loop that holds it must not hold
-            # the future back too.
+            # Python, and its worker stays busy until then.
             for item in timed_out:
                 pool.time_out(item)
-            retry.extend(timed_out)
-            still: list[_WorkItem] = []
-            for item in retry:
+            for item in timed_out + retry:
                 with pool.lock:
-                    if item.task_id not in pool.running:
-                        continue
-                if not _core._interrupt(item.sandbox_id, item.task_id):
-                    still.append(item)  # queued in its channel, or its answer is on the way
+                    running = item.task_id in pool.running
+                if running:
+                    self._send(item, retry_if_missed=True)
             ended = []
             for item in persistent:
                 with pool.lock:
                     running = item.task_id in pool.running
                 if running:
-                    _core._interrupt(item.sandbox_id, item.task_id)
+                    self._send(item, retry_if_missed=False)
                 else:
                     ended.append(item)
-            del due, retry
-            if still or persistent:
+            if ended:
                 with self._cond:
-                    self._retry.extend(still)
                     for item in ended:
                         self._persistent.remove(item)
-                    if still or self._persistent:
-                        self._cond.wait(_INTERRUPT_RETRY_S)
-            del persistent, ended
+            del due, retry, persistent, timed_out, ended, work
+
+    def _send(self, item: _WorkItem, retry_if_missed: bool) -> None:
+        """Interrupt ``item``'s task from a thread of its own, unless an interrupt of it
+        is still in flight. One that finds nothing to stop (queued in its channel, or
+        its answer on the way) is retried while the task is still registered as
+        running, when ``retry_if_missed``."""
+        with self._cond:
+            if item.task_id in self._sending:
+                return
+            self._sending.add(item.task_id)
+
+        def send() -> None:
+            try:
+                delivered = _core._interrupt(item.sandbox_id, item.task_id)
+            except RuntimeError:    # its sandbox is going away: nothing left to stop
+                delivered = True
+            with self._cond:
+                self._sending.discard(item.task_id)
+                if not delivered and retry_if_missed:
+                    self._again.append(item)
+                    self._cond.notify()
+
+        try:
+            worker_thread(send, name=f"{self._pool.thread_name_prefix}-interrupt",
+                          daemon=True).start()
+        except RuntimeError:    # no thread starts during a 3.12 exit: send it from here
+            send()
 
 
 # More workers than any machine can hold sandboxes for (each is an interpreter with its

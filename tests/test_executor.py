@@ -340,6 +340,34 @@ def test_stopping_returns_at_once_while_a_c_call_holds_its_sandboxs_gil(how: str
     # after the task's last bytecode, and the worker drops it.)
 
 
+def announce_then_pow(started: subsandbox.Channel) -> int:
+    started.send("started")
+    return pow(7, 6_000_000)    # seconds in C, holding the sandbox's GIL
+
+
+def test_a_deadline_is_kept_while_another_tasks_interrupt_waits_for_its_gil() -> None:
+    # The watchdog sent each interrupt itself, and an interrupt waits for the sandbox's
+    # GIL, which a big pow() holds to its end: every other deadline of the pool that fell
+    # in that wait was kept only once the pow was over.
+    pool = SandboxPoolExecutor(2)
+    try:
+        started = subsandbox.Channel()
+        # (The deadlines leave time for each worker to import this module first.)
+        hog = pool.schedule(announce_then_pow, (started,), timeout=1.0)
+        assert started.recv(timeout=60) == "started"
+        spinner = pool.schedule(spin, timeout=1.2)  # due while the hog's interrupt waits
+        with pytest.raises(FuturesTimeoutError):
+            hog.result(timeout=60)
+        with pytest.raises(FuturesTimeoutError):
+            spinner.result(timeout=60)
+        failed = time.monotonic()
+    finally:
+        pool.shutdown(wait=True)    # returns once the pow is over
+    # Not a speed figure: which came first. The pow alone takes ~2.5 s on the 2-core CI
+    # VM; had the spinner's deadline waited for it, it would have failed just before.
+    assert time.monotonic() - failed > 0.3, "the spinner's deadline waited for the pow"
+
+
 def test_kill_workers_fails_running_futures_at_once_and_interrupts_their_cleanup() -> None:
     pool = SandboxPoolExecutor(2)
     r, w = os.pipe()
