@@ -566,6 +566,9 @@ def test_call_with_timeout_interrupts_runaway_code_and_the_sandbox_goes_on(
 
 def test_call_with_timeout_raises_on_time_while_the_call_is_blocked_in_c(
         sandbox: Sandbox) -> None:
+    # This module imported in the sandbox first, so that the read starts well within
+    # its timeout (a call interrupted before it starts does not run at all).
+    assert sandbox.call(add, 0) == 10
     r, w = os.pipe()
     try:
         with pytest.raises(TimeoutError, match="longer than its timeout"):
@@ -592,6 +595,7 @@ def test_call_with_timeout_raises_on_time_while_a_c_call_holds_the_sandboxs_gil(
     # A big pow() runs in C without letting go of the sandbox's GIL (seconds here), and
     # an interrupt has to take that GIL: delivered from the caller's thread, it held the
     # TimeoutError back until the pow was over.
+    assert sandbox.call(add, 0) == 10     # imported first: the pow starts within 0.1 s
     with pytest.raises(TimeoutError, match="longer than its timeout"):
         sandbox.call_with_timeout(0.1, pow, 7, 6_000_000)
     # Raised while the pow still runs: the sandbox is still busy with it.
