@@ -345,19 +345,32 @@ def announce_then_pow(started: subsandbox.Channel) -> int:
     return pow(7, 6_000_000)    # seconds in C, holding the sandbox's GIL
 
 
+def meet(arrived: subsandbox.Channel, go: subsandbox.Channel) -> None:
+    arrived.send("here")
+    assert go.recv(timeout=60) == "go"
+
+
 def test_a_deadline_is_kept_while_another_tasks_interrupt_waits_for_its_gil() -> None:
     # The watchdog sent each interrupt itself, and an interrupt waits for the sandbox's
     # GIL, which a big pow() holds to its end: every other deadline of the pool that fell
     # in that wait was kept only once the pow was over.
     pool = SandboxPoolExecutor(2)
     try:
+        # Both workers import this module first (two tasks that wait for each other run
+        # on both), so that the spinner below starts at once, even under a sanitizer.
+        arrived, go = subsandbox.Channel(), subsandbox.Channel()
+        meetings = [pool.submit(meet, arrived, go) for _ in range(2)]
+        assert [arrived.recv(timeout=60) for _ in meetings] == ["here", "here"]
+        for _ in meetings:
+            go.send("go")
+        for meeting in meetings:
+            meeting.result(timeout=60)
         started = subsandbox.Channel()
-        # (The deadlines leave time for each worker to import this module first.)
-        hog = pool.schedule(announce_then_pow, (started,), timeout=1.0)
+        hog = pool.schedule(announce_then_pow, (started,))
         assert started.recv(timeout=60) == "started"
-        spinner = pool.schedule(spin, timeout=1.2)  # due while the hog's interrupt waits
-        with pytest.raises(FuturesTimeoutError):
-            hog.result(timeout=60)
+        time.sleep(0.05)        # into the pow
+        assert hog.cancel()     # its interrupt now waits for the pow's end
+        spinner = pool.schedule(spin, timeout=0.3)
         with pytest.raises(FuturesTimeoutError):
             spinner.result(timeout=60)
         failed = time.monotonic()
