@@ -66,7 +66,7 @@ from concurrent.futures._base import (
     RUNNING,
 )
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from . import _core, _crossing, _lifecycle, _untrusted
 from ._shipping import FunctionCache, Shipped
@@ -79,6 +79,7 @@ from .errors import (
     TaskInterrupted,
 )
 from .sandbox import (
+    _DELIVERY_GRACE_S,
     Sandbox,
     _check_timeout,
     _refuse_inside_a_sandbox,
@@ -833,6 +834,14 @@ def _settle(future: Future[Any], *, result: object = None,
         pass
 
 
+class _Round(NamedTuple):
+    """What the watchdog does in one round."""
+    due: list[_WorkItem]            # past their deadline now
+    late: list[_WorkItem]           # timed out, their interrupt not delivered in the grace
+    retry: list[_WorkItem]          # to interrupt once
+    persistent: list[_WorkItem]     # to interrupt until they end (kill_workers)
+
+
 class _Watchdog:
     """One thread per pool: fails tasks past their deadline, and sends the interrupts
     that stop tasks (timeouts, cancel(), shutdown, kill_workers()), retrying those that
@@ -841,7 +850,13 @@ class _Watchdog:
     It never waits for an interrupt itself: _core._interrupt waits for the sandbox's GIL,
     which a long C call (a big pow, a regex) holds to its end. Each interrupt goes out
     from a short-lived thread of its own, at most one per task at a time, so no other
-    deadline or interrupt of the pool waits with it."""
+    deadline or interrupt of the pool waits with it.
+
+    A task past its deadline fails once its interrupt is delivered, as
+    Sandbox.call_with_timeout raises (_DELIVERY_GRACE_S): a channel wait it was in has
+    then failed without taking an item, so what the caller sends next is not taken by
+    the task it gave up. A C call holding its GIL delays delivery: the future fails
+    after the grace all the same."""
 
     def __init__(self, pool: _Pool) -> None:
         self._pool = pool
@@ -851,6 +866,8 @@ class _Watchdog:
         self._again: list[_WorkItem] = []           # found nothing to stop: retry later
         self._persistent: list[_WorkItem] = []      # interrupted until they end
         self._sending: set[int] = set()             # task ids with an interrupt in flight
+        self._unsettled: dict[int, _WorkItem] = {}  # timed out, their interrupt not sent
+        self._grace: list[tuple[float, int, _WorkItem]] = []    # when they fail anyway
         self._next_pass = 0.0       # when the retries and persistent interrupts go again
         self._stopped = False
         self._thread = worker_thread(self._run, daemon=False,
@@ -881,10 +898,9 @@ class _Watchdog:
         if join and self._thread is not threading.current_thread():
             self._thread.join()
 
-    def _next_round_locked(self) -> tuple[list[_WorkItem], list[_WorkItem],
-                                          list[_WorkItem]] | None:
-        """Wait for work: (due, to interrupt, to interrupt until they end), or None once
-        stopped. Retries and persistent interrupts go every _INTERRUPT_RETRY_S."""
+    def _next_round_locked(self) -> _Round | None:
+        """Wait for work, or None once stopped. Retries and persistent interrupts go
+        every _INTERRUPT_RETRY_S."""
         while True:
             if self._stopped:
                 return None
@@ -892,16 +908,21 @@ class _Watchdog:
             due = []
             while self._deadlines and self._deadlines[0][0] <= now:
                 due.append(heapq.heappop(self._deadlines)[2])
+            late = []
+            while self._grace and self._grace[0][0] <= now:
+                item = heapq.heappop(self._grace)[2]
+                if self._unsettled.pop(item.task_id, None) is not None:
+                    late.append(item)
             paced = bool(self._again or self._persistent)
             if paced and now >= self._next_pass:
                 self._next_pass = now + _INTERRUPT_RETRY_S
                 retry = self._retry + self._again
                 self._retry, self._again = [], []
-                return due, retry, list(self._persistent)
-            if due or self._retry:
+                return _Round(due, late, retry, list(self._persistent))
+            if due or late or self._retry:
                 retry, self._retry = self._retry, []
-                return due, retry, []
-            waits = [self._deadlines[0][0] - now] if self._deadlines else []
+                return _Round(due, late, retry, [])
+            waits = [heap[0][0] - now for heap in (self._deadlines, self._grace) if heap]
             if paced:
                 waits.append(self._next_pass - now)
             # A deadline is at most TIMEOUT_MAX ahead (schedule() checks), but an
@@ -916,7 +937,7 @@ class _Watchdog:
                 work = self._next_round_locked()
             if work is None:
                 return
-            due, retry, persistent = work
+            due, late, retry, persistent = work
             timed_out = []
             for item in due:
                 with pool.lock:
@@ -924,10 +945,17 @@ class _Watchdog:
                         continue
                     item.stop_reason = "timeout"
                 timed_out.append(item)
-            # The future fails at its deadline, whatever the task does next: code blocked
-            # in C (a sleep, a read, a lock) sees the interrupt only when it returns to
-            # Python, and its worker stays busy until then.
-            for item in timed_out:
+            if timed_out:
+                with self._cond:
+                    # Failed once its interrupt is sent (_send), or at the latest then.
+                    at_the_latest = time.monotonic() + _DELIVERY_GRACE_S
+                    for item in timed_out:
+                        self._unsettled[item.task_id] = item
+                        heapq.heappush(self._grace, (at_the_latest, item.task_id, item))
+            # Interrupts not delivered within the grace (a C call holds the GIL): the
+            # future fails now all the same, and the worker stays busy until the call
+            # returns, as it does for code blocked in C (a sleep, a read).
+            for item in late:
                 pool.time_out(item)
             for item in timed_out + retry:
                 with pool.lock:
@@ -946,7 +974,7 @@ class _Watchdog:
                 with self._cond:
                     for item in ended:
                         self._persistent.remove(item)
-            del due, retry, persistent, timed_out, ended, work
+            del due, late, retry, persistent, timed_out, ended, work
 
     def _send(self, item: _WorkItem, retry_if_missed: bool) -> None:
         """Interrupt ``item``'s task from a thread of its own, unless an interrupt of it
@@ -959,15 +987,21 @@ class _Watchdog:
             self._sending.add(item.task_id)
 
         def send() -> None:
+            delivered = True
             try:
-                delivered = _core._interrupt(item.sandbox_id, item.task_id)
+                delivered = bool(_core._interrupt(item.sandbox_id, item.task_id))
             except RuntimeError:    # its sandbox is going away: nothing left to stop
-                delivered = True
-            with self._cond:
-                self._sending.discard(item.task_id)
-                if not delivered and retry_if_missed:
-                    self._again.append(item)
-                    self._cond.notify()
+                pass
+            finally:
+                # Whatever happened, later interrupts of this task must not be skipped.
+                with self._cond:
+                    self._sending.discard(item.task_id)
+                    if not delivered and retry_if_missed:
+                        self._again.append(item)
+                        self._cond.notify()
+                    timed_out = self._unsettled.pop(item.task_id, None)
+                if timed_out is not None:   # settled outside the lock: callbacks run
+                    self._pool.time_out(timed_out)
 
         try:
             worker_thread(send, name=f"{self._pool.thread_name_prefix}-interrupt",
@@ -1071,12 +1105,15 @@ class SandboxPoolExecutor(Executor):
         """Run ``fn(*args, **kwargs)`` as a task that can be stopped while it runs.
 
         If it runs longer than ``timeout`` seconds (counted from when a worker starts
-        it), the future fails with ``TimeoutError`` at that moment and the task's Python
-        code is interrupted. ``future.cancel()`` interrupts it while it runs too, and the
-        future ends cancelled. Either way the worker stays and runs the next task. Code
-        blocked inside a C function (``time.sleep``, a lock, a C extension's loop) is
-        interrupted only when it returns to Python: its future fails on time all the
-        same, and its worker takes the next task once that code has returned.
+        it), the task's Python code is interrupted and the future fails with
+        ``TimeoutError`` as soon as the interrupt is delivered: a channel wait the task
+        was in has then failed without taking an item. ``future.cancel()`` interrupts it
+        while it runs too, and the future ends cancelled at once. Either way the worker
+        stays and runs the next task. Code blocked inside a C function (``time.sleep``,
+        a lock, a C extension's loop) is interrupted only when it returns to Python: its
+        future fails on time all the same, and its worker takes the next task once that
+        code has returned. A C call that holds its sandbox's GIL (a huge ``pow``) delays
+        the delivery itself: its future fails 0.1 s after the deadline.
         """
         timeout = _check_timeout(timeout)
         if kwargs is None:

@@ -45,6 +45,13 @@ _inside.serve({parcel})
 
 _task_ids = itertools.count(1)
 
+# How long a timeout waits for its interrupt to be delivered before it is raised anyway.
+# Delivered, the call is stopped where it stands: a channel wait it was in has failed
+# without taking an item, so nothing the caller sends next is taken by the call it gave
+# up. Delivery takes the sandbox's GIL, which running Python code hands over within the
+# switch interval (5 ms) and a C call only when it returns (a huge pow: seconds).
+_DELIVERY_GRACE_S = 0.1
+
 # Sandboxes not yet closed; closed at interpreter exit (_lifecycle.close_all_at_exit).
 _live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -212,10 +219,14 @@ class Sandbox:
                           **kwargs: P.kwargs) -> T:
         """``call(fn, *args, **kwargs)``, given up after ``timeout`` seconds.
 
-        When the time is up, ``TimeoutError`` is raised at once and the call is
-        interrupted, as ``interrupt()`` does: the sandbox stays usable. Code blocked in C
-        (a sleep, a read) is interrupted only when it returns to Python; until then the
-        sandbox is busy, and its next call waits for it. The time counts from this
+        When the time is up, the call is interrupted, as ``interrupt()`` does, and
+        ``TimeoutError`` is raised once the interrupt is delivered: a channel wait the
+        call was in has then failed without taking an item. The sandbox stays usable.
+        Delivery takes the sandbox's GIL, which a C call holding it (a huge ``pow``)
+        gives up only when it returns: the error is then raised 0.1 s after the timeout,
+        and the interrupt lands later. Code blocked in C (a sleep, a read) is interrupted
+        only when it returns to Python; until then the sandbox is busy, and its next
+        call waits for it. The time counts from this
         method's start, so it includes waiting for another thread's call, or for an
         earlier timed-out one, to end: if that takes all of it, nothing is sent.
         """
@@ -320,8 +331,9 @@ class Sandbox:
 
     def _interrupt_given_up(self, task: int, wait: bool) -> None:
         """Interrupt a call its caller gave up. ``wait=False`` (a timeout, which must
-        raise on time): from another thread, since _core._interrupt waits for the
-        sandbox's GIL, which a long C call (a huge ``pow``, a regex) holds to its end."""
+        raise on time): from another thread, waited for at most _DELIVERY_GRACE_S, since
+        _core._interrupt waits for the sandbox's GIL, which a long C call (a huge
+        ``pow``, a regex) holds to its end."""
 
         def interrupt() -> None:
             try:
@@ -331,11 +343,14 @@ class Sandbox:
 
         if not wait:
             try:
-                worker_thread(interrupt, name=f"subsandbox-interrupt-{self._id}",
-                              daemon=True).start()
-                return
+                sender = worker_thread(interrupt, name=f"subsandbox-interrupt-{self._id}",
+                                       daemon=True)
+                sender.start()
             except RuntimeError:    # no thread starts during a 3.12 exit: wait, then
                 pass
+            else:
+                sender.join(_DELIVERY_GRACE_S)
+                return
         interrupt()
 
     def _collect_unanswered(self, timeout: float | None = None) -> None:

@@ -761,6 +761,20 @@ def test_interrupt_of_a_task_blocked_in_send_queues_nothing(sandbox: Sandbox) ->
     assert sandbox.call(abs, -3) == 3
 
 
+def test_call_with_timeout_returns_once_a_recv_it_gave_up_can_take_nothing(
+        sandbox: Sandbox) -> None:
+    # TimeoutError used to be raised before the interrupt was delivered: an item sent
+    # right after it could still be taken by the recv() of the call given up.
+    ch = Channel()
+    assert sandbox.call(abs, -1) == 1    # the sandbox's start is not part of the timeout
+    for i in range(20):
+        with pytest.raises(TimeoutError):
+            sandbox.call_with_timeout(0.05, recv_n, ch, 1)
+        ch.send(f"kept {i}")    # for the next call, not the one given up
+        assert sandbox.call_with_timeout(LIVENESS, recv_n, ch, 1) == (f"kept {i}",)
+    assert ch.qsize() == 0
+
+
 def test_executor_timeout_stops_a_task_blocked_in_recv() -> None:
     from concurrent.futures import TimeoutError as FuturesTimeoutError
 
