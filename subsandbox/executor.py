@@ -82,7 +82,9 @@ from .sandbox import (
     _DELIVERY_GRACE_S,
     Sandbox,
     _check_timeout,
+    _interrupt_in_background,
     _refuse_inside_a_sandbox,
+    _send_interrupt,
     _remote_exception,
     _task_ids,
 )
@@ -701,10 +703,7 @@ class _Pool:
                 watchdog.interrupt(item)
             return
         for item in items:
-            try:
-                _core._interrupt(item.sandbox_id, item.task_id)
-            except RuntimeError:  # its sandbox is going away: nothing left to stop
-                pass
+            _send_interrupt(item.sandbox_id, item.task_id)
 
     def _interrupt_if_unmarked(self, item: _WorkItem) -> None:
         """A task published as shutdown(interrupt_running=True) or a Ctrl-C looked at the
@@ -986,28 +985,19 @@ class _Watchdog:
                 return
             self._sending.add(item.task_id)
 
-        def send() -> None:
-            delivered = True
-            try:
-                delivered = bool(_core._interrupt(item.sandbox_id, item.task_id))
-            except RuntimeError:    # its sandbox is going away: nothing left to stop
-                pass
-            finally:
-                # Whatever happened, later interrupts of this task must not be skipped.
-                with self._cond:
-                    self._sending.discard(item.task_id)
-                    if not delivered and retry_if_missed:
-                        self._again.append(item)
-                        self._cond.notify()
-                    timed_out = self._unsettled.pop(item.task_id, None)
-                if timed_out is not None:   # settled outside the lock: callbacks run
-                    self._pool.time_out(timed_out)
+        def sent(delivered: bool) -> None:
+            # Whatever happened, later interrupts of this task must not be skipped.
+            with self._cond:
+                self._sending.discard(item.task_id)
+                if not delivered and retry_if_missed:
+                    self._again.append(item)
+                    self._cond.notify()
+                timed_out = self._unsettled.pop(item.task_id, None)
+            if timed_out is not None:   # settled outside the lock: callbacks run
+                self._pool.time_out(timed_out)
 
-        try:
-            worker_thread(send, name=f"{self._pool.thread_name_prefix}-interrupt",
-                          daemon=True).start()
-        except RuntimeError:    # no thread starts during a 3.12 exit: send it from here
-            send()
+        _interrupt_in_background(item.sandbox_id, item.task_id, done=sent,
+                                 name=f"{self._pool.thread_name_prefix}-interrupt")
 
 
 # More workers than any machine can hold sandboxes for (each is an interpreter with its

@@ -52,6 +52,41 @@ _task_ids = itertools.count(1)
 # switch interval (5 ms) and a C call only when it returns (a huge pow: seconds).
 _DELIVERY_GRACE_S = 0.1
 
+
+def _send_interrupt(sandbox_id: int, task: int) -> bool:
+    """``_core._interrupt``: whether the task was interrupted (or will be as it starts).
+    A sandbox going away has nothing left to stop: True."""
+    try:
+        return bool(_core._interrupt(sandbox_id, task))
+    except RuntimeError:
+        return True
+
+
+def _interrupt_in_background(sandbox_id: int, task: int, *, name: str,
+                             done: Callable[[bool], object] | None = None
+                             ) -> threading.Thread | None:
+    """Send the interrupt from a short-lived thread, since _core._interrupt waits for the
+    sandbox's GIL, which a long C call (a huge ``pow``, a regex) holds to its end; then
+    ``done(delivered)`` on that thread, whatever happened. Where no thread can start (a
+    3.12 exit) it is sent from this one, and None is returned."""
+
+    def send() -> None:
+        delivered = True
+        try:
+            delivered = _send_interrupt(sandbox_id, task)
+        finally:
+            if done is not None:
+                done(delivered)
+
+    try:
+        sender = worker_thread(send, name=name, daemon=True)
+        sender.start()
+    except RuntimeError:
+        send()
+        return None
+    return sender
+
+
 # Sandboxes not yet closed; closed at interpreter exit (_lifecycle.close_all_at_exit).
 _live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -331,27 +366,14 @@ class Sandbox:
 
     def _interrupt_given_up(self, task: int, wait: bool) -> None:
         """Interrupt a call its caller gave up. ``wait=False`` (a timeout, which must
-        raise on time): from another thread, waited for at most _DELIVERY_GRACE_S, since
-        _core._interrupt waits for the sandbox's GIL, which a long C call (a huge
-        ``pow``, a regex) holds to its end."""
-
-        def interrupt() -> None:
-            try:
-                _core._interrupt(self._id, task)
-            except Exception:  # noqa: BLE001 - the caller's exception is the one to raise
-                pass
-
-        if not wait:
-            try:
-                sender = worker_thread(interrupt, name=f"subsandbox-interrupt-{self._id}",
-                                       daemon=True)
-                sender.start()
-            except RuntimeError:    # no thread starts during a 3.12 exit: wait, then
-                pass
-            else:
-                sender.join(_DELIVERY_GRACE_S)
-                return
-        interrupt()
+        raise on time): from another thread, waited for at most _DELIVERY_GRACE_S."""
+        if wait:
+            _send_interrupt(self._id, task)
+            return
+        sender = _interrupt_in_background(self._id, task,
+                                          name=f"subsandbox-interrupt-{self._id}")
+        if sender is not None:
+            sender.join(_DELIVERY_GRACE_S)
 
     def _collect_unanswered(self, timeout: float | None = None) -> None:
         """Read the answers owed to given-up calls; ``timeout`` bounds the whole wait."""

@@ -345,6 +345,24 @@ def announce_then_pow(started: subsandbox.Channel) -> int:
     return pow(7, 6_000_000)    # seconds in C, holding the sandbox's GIL
 
 
+def test_a_timeout_fails_after_the_grace_while_a_c_call_holds_the_gil() -> None:
+    # The interrupt cannot be delivered while the pow holds its sandbox's GIL; the
+    # future fails after the grace (0.1 s) all the same, not when the pow is over.
+    pool = SandboxPoolExecutor(1)
+    try:
+        assert pool.submit(square, 3).result(timeout=60) == 9   # this module imported
+        started = subsandbox.Channel()
+        hog = pool.schedule(announce_then_pow, (started,), timeout=0.3)
+        assert started.recv(timeout=60) == "started"
+        with pytest.raises(FuturesTimeoutError, match=r"longer than its timeout \(0.3 s\)"):
+            hog.result(timeout=60)
+        failed = time.monotonic()
+    finally:
+        pool.shutdown(wait=True)    # returns once the pow is over
+    # Not a speed figure: which came first (the pow alone takes ~2.5 s on the CI VM).
+    assert time.monotonic() - failed > 0.3, "the future waited for the pow to end"
+
+
 def meet(arrived: subsandbox.Channel, go: subsandbox.Channel) -> None:
     arrived.send("here")
     assert go.recv(timeout=60) == "go"
