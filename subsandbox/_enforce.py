@@ -63,7 +63,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ast
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any
+    from typing import Any, TextIO
 
     from _typeshed import ReadableBuffer
 
@@ -1063,6 +1063,67 @@ class _StdoutNotGranted(io.TextIOBase):
         pass
 
 
+# What a line of a sandbox's stderr may not carry as is: C0 and C1 controls (ESC and CSI
+# start terminal escape sequences: colours, cursor moves, a window title, a clipboard
+# write), DEL, and the bidirectional overrides and isolates that make text display in
+# another order than it reads ("Trojan Source", CVE-2021-42574). A tab passes.
+_STDERR_ESCAPES = {
+    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                 *range(0x2066, 0x206A))
+    if code != 0x09
+}
+
+
+class _LabelledStderr(io.TextIOBase):
+    """``sys.stderr`` of a sandbox under a policy.
+
+    stderr stays open: it carries warnings and unraisable exceptions, which must not
+    become errors, and their text is partly the sandboxed code's to choose (a warning's
+    message, an exception's). So each line goes to the process's stderr behind a label
+    that names the sandbox, and with its control characters written as escapes: sandboxed
+    code cannot pass a line off as the caller's, nor drive the terminal it lands on.
+    A partial line waits for its end, or for ``flush()``, which the interpreter calls at
+    the end of each warning, each unraisable report and at exit.
+    """
+
+    def __init__(self, stream: TextIO | io.TextIOBase, label: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._label = label
+        self._pending: list[str] = []
+        self._at_line_start = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        *complete, rest = text.split("\n")
+        if complete:
+            self._pending.append(complete[0])
+            complete[0] = "".join(self._pending)
+            self._pending.clear()
+            for line in complete:
+                self._emit(line, end="\n")
+        if rest:
+            self._pending.append(rest)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            partial = "".join(self._pending)
+            self._pending.clear()
+            self._emit(partial, end="")
+        self._stream.flush()
+
+    def _emit(self, line: str, *, end: str) -> None:
+        label = self._label if self._at_line_start else ""
+        self._stream.write(label + line.translate(_STDERR_ESCAPES) + end)
+        self._at_line_start = bool(end)
+
+
 def explain_missing_builtin(exc: BaseException) -> None:
     """Add a note to a NameError for a builtin the installed policy does not grant.
 
@@ -1087,8 +1148,9 @@ def explain_missing_builtin(exc: BaseException) -> None:
 _installed_policy: _Enforcer | None = None
 
 
-# The interpreter's own stdout objects, kept alive while replaced (they never close fd 1).
-_replaced_stdout: list[object] = []
+# The interpreter's own stdout and stderr objects, kept alive while replaced (they never
+# close fd 1 or 2).
+_replaced_streams: list[object] = []
 
 
 def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
@@ -1142,10 +1204,15 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     main.update({"__name__": "__main__", "__doc__": None, "__builtins__": enforcer.builtins})
 
     if "print" not in enforcer.builtins:
-        _replaced_stdout.extend((sys.stdout, sys.__stdout__))
+        _replaced_streams.extend((sys.stdout, sys.__stdout__))
         refusing = _StdoutNotGranted(enforcer.name)
         sys.stdout = refusing
         setattr(sys, "__stdout__", refusing)  # Final in typeshed; replaced here on purpose
+    if sys.stderr is not None:
+        _replaced_streams.extend((sys.stderr, sys.__stderr__))
+        labelled = _LabelledStderr(sys.stderr, f"[sandbox {_core.interpreter_id()}] ")
+        sys.stderr = labelled
+        setattr(sys, "__stderr__", labelled)  # as __stdout__ above
 
     sys.addaudithook(enforcer.hook)
     return enforcer.loads

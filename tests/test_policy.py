@@ -235,6 +235,52 @@ def test_library_code_cannot_print_where_print_is_not_granted(
     assert "LITERAL 97" in out and "Class: numbers.Number" in out
 
 
+def test_what_a_sandbox_writes_to_stderr_is_labelled_and_cannot_drive_the_terminal(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """An unraisable exception's report (text the sandboxed code chose) reaches the
+    process's stderr line by line behind the sandbox's label, with terminal escapes, bell,
+    carriage return and bidi overrides written as escapes; a line of its own cannot pass
+    for the caller's."""
+    source = (
+        "class Noisy:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('\\x1b]0;title\\x07 \\x1b[2J\\rfake\\n"
+        "[main] all good \\u202eevil\\x9b')\n"
+        "Noisy()\n")
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec(source)
+        label = f"[sandbox {sb.id}] "
+        assert sb.call(eval, "1 + 1") == 2
+    _, err = capfd.readouterr()
+    lines = err.splitlines()
+    assert lines and all(line.startswith(label) for line in lines), lines
+    assert f"{label}ValueError: \\x1b]0;title\\x07 \\x1b[2J\\x0dfake" in lines
+    assert f"{label}[main] all good \\u202eevil\\x9b" in lines
+    assert not any(ch in err for ch in "\x1b\x07\r\u202e\x9b"), repr(err)
+
+
+def test_labelled_stderr_joins_pieces_into_lines_and_flushes_a_partial_one() -> None:
+    """The unraisable hook writes a report in pieces: one label per line, wherever the
+    pieces break; a flushed partial line is written, and its rest follows unlabelled."""
+    import io
+
+    from subsandbox._enforce import _LabelledStderr
+
+    out = io.StringIO()
+    err = _LabelledStderr(out, "[sb] ")
+    err.write("Exception ")
+    err.write("ignored\nTrace")
+    assert out.getvalue() == "[sb] Exception ignored\n"
+    err.flush()
+    err.write("back:\tx\n\n")
+    err.write("end")
+    err.flush()
+    assert out.getvalue() == "[sb] Exception ignored\n[sb] Traceback:\tx\n[sb] \n[sb] end"
+    with pytest.raises(TypeError, match="must be str, not bytes"):
+        err.write(b"raw")  # type: ignore[arg-type]
+    assert not err.isatty()  # so that 3.13+ tracebacks are not coloured for a terminal
+
+
 def test_a_builtin_the_policy_does_not_grant_is_explained_on_the_name_error() -> None:
     with subsandbox.Sandbox(policy=Policy.compute()) as sb:
         with pytest.raises(NameError, match="'open' is not defined") as info:
