@@ -219,10 +219,38 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                             else f"the attribute {name!r}")
                     raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code "
                                    f"that uses {what} ({where})")
+            elif op == "MATCH_CLASS":
+                _check_class_pattern(co, instr, None if entered else previous, policy_name)
             if op != "CACHE" and op != "EXTENDED_ARG":
                 previous = instr
                 entered = False
         stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+
+
+def _check_class_pattern(co: types.CodeType, instr: dis.Instruction,
+                         previous: dis.Instruction | None, policy_name: str) -> None:
+    """A class pattern (``case C(a, k=b)``) reads attributes of the subject in C, with no
+    audit event: by the names of its keyword sub-patterns, a constant tuple pushed right
+    before MATCH_CLASS, and by the names in ``C.__match_args__`` for its positional ones.
+    Those the class chooses at run time (a class body may set ``__match_args__``, and a
+    metaclass can make any subject match), so no reading of the code can check them:
+    positional sub-patterns are refused, keyword ones must pass the ``getattr`` rule (not
+    ``format``: ``case str(format=f)`` would hand out the subject's ``str.format``)."""
+    line = instr.positions.lineno if instr.positions else None
+    where = f"{co.co_filename}, line {line}, in {co.co_name}"
+    if instr.arg:
+        raise PolicyError(
+            f"the sandbox's policy {policy_name!r} refuses code that uses a class pattern "
+            f"with positional sub-patterns ({where}): they read the attributes the class's "
+            f"__match_args__ names, which the policy cannot check; name them as keywords, "
+            f"case Point(x=x, y=y), or for a builtin type write case int() as n")
+    names = (previous.argval if previous is not None and previous.opname == "LOAD_CONST"
+             else None)
+    if type(names) is not tuple or not all(name_allowed(name) for name in names):
+        shown = (", ".join(repr(n) for n in names if not name_allowed(n))
+                 if type(names) is tuple else "names it cannot read")
+        raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code that uses a "
+                          f"class pattern with the attribute {shown} ({where})")
 
 
 # -- effects, as the audit hook sees them ------------------------------------------------------

@@ -140,6 +140,39 @@ result = (repr(p), f"{p.y:>3}", list(squares(4)), vars(p), caught, type(p).__nam
         False, 3)
 
 
+def test_match_statements_work_under_compute_with_keyword_class_patterns(
+        compute: subsandbox.Sandbox) -> None:
+    """Mapping, sequence, literal and keyword class patterns pass the check; a positional
+    class pattern is refused with the rewrite that works."""
+    compute.exec("""
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+def describe(value):
+    match value:
+        case {"kind": "circle", "r": r}:
+            return ("circle", r)
+        case [first, *rest]:
+            return ("seq", first, len(rest))
+        case Point(x=0, y=y):
+            return ("on the y axis", y)
+        case int() | float() as n if n < 0:
+            return ("negative", n)
+        case str() as s:
+            return ("text", s)
+        case _:
+            return ("other",)
+result = [describe(v) for v in ({"kind": "circle", "r": 2}, (1, 2, 3), Point(0, 5), -3.5,
+                                "hi", None)]
+""")
+    assert compute.call(eval, "result") == [
+        ("circle", 2), ("seq", 1, 2), ("on the y axis", 5), ("negative", -3.5),
+        ("text", "hi"), ("other",)]
+    with pytest.raises(PolicyError, match=r"class pattern with positional sub-patterns .*"
+                       r"case Point\(x=x, y=y\)"):
+        compute.exec("match 3:\n    case int(n):\n        pass\n")
+
+
 def test_library_code_that_makes_code_still_works(compute: subsandbox.Sandbox) -> None:
     """namedtuple and typing evaluate generated code: it passes the check; wraps works."""
     compute.exec("""

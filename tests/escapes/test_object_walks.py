@@ -6,6 +6,8 @@ import sys
 
 from pathlib import Path
 
+import pytest
+
 import subsandbox
 from ._escape import assert_not_read, assert_refused, attempt
 
@@ -333,3 +335,56 @@ def test_guard_annotations_hand_out_no_class(sb: subsandbox.Sandbox) -> None:
     for name, annotations in outcome.items():
         for key, value in annotations.items():
             assert isinstance(value, str), (name, key, value)
+
+
+def test_class_pattern_keyword_reads_globals(sb: subsandbox.Sandbox, secret: Path) -> None:
+    """``case object(__globals__=G)``: MATCH_CLASS reads the attribute in C, with no audit
+    event; the guarded getattr's globals hold the real builtins (found by a red-team run)."""
+    outcome = attempt(sb, """
+        match getattr:
+            case object(__globals__=G):
+                result = G['__builtins__']['open'](secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+    assert "class pattern with the attribute '__globals__'" in str(outcome)
+
+
+def test_class_pattern_positional_names_come_from_match_args(
+        sb: subsandbox.Sandbox, secret: Path) -> None:
+    """``case C(g)`` reads the attribute ``C.__match_args__`` names, and a metaclass makes
+    any subject match: no refused name appears anywhere in the code."""
+    outcome = attempt(sb, """
+        class AnySubject(type):
+            def __instancecheck__(cls, obj):
+                return True
+        class Globals(metaclass=AnySubject):
+            __match_args__ = ('_' + '_globals_' + '_',)
+        match getattr:
+            case Globals(g):
+                result = g['__builtins__']['open'](secret).read()
+    """, secret=str(secret))
+    assert_not_read(outcome, secret)
+    assert "positional sub-patterns" in str(outcome)
+
+
+def test_class_pattern_in_a_function_crossing_by_value(sb: subsandbox.Sandbox) -> None:
+    """The same pattern in a function sent with ``call`` is checked when it is made."""
+    def attack() -> object:
+        match getattr:
+            case object(__globals__=g):
+                return sorted(g)
+        return None
+
+    with pytest.raises(subsandbox.PolicyError, match="class pattern with the attribute"):
+        sb.call(attack)
+
+
+def test_class_pattern_format_hands_out_no_str_format(sb: subsandbox.Sandbox) -> None:
+    """``case str(format=f)`` would bind the subject's str.format: a template walk."""
+    outcome = attempt(sb, """
+        match '{0.__globals__}':
+            case str(format=f):
+                result = f(getattr)
+    """)
+    assert_refused(outcome)
+    assert "class pattern with the attribute 'format'" in str(outcome)
