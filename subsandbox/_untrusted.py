@@ -242,14 +242,21 @@ class _ResultUnpickler(pickle._Unpickler):
                 return super().find_class(module, name)
             if module.partition(".")[0] not in _EFFECT_MODULES:
                 value = super().find_class(module, name)
+                # The class must be the one defined under this very name, as pickle itself
+                # writes it: a path through another object ('random', '_os._Environ' is
+                # os._Environ, whose __setitem__ calls os.putenv) would let a granted
+                # module lend out the classes of any module it imported.
                 if (isinstance(value, type) and not issubclass(value, type)
+                        and getattr(value, "__module__", None) == module
+                        and getattr(value, "__qualname__", None) == name
                         and not _instances_are_callable(value)):
                     return value
         raise pickle.UnpicklingError(
             f"{module}.{name} cannot come out of a sandbox under the policy "
             f"{self._policy.name!r}: only data can, and the data classes of the modules "
-            f"the policy grants (not their functions, not callable objects, not the "
-            f"classes of modules of effects such as io, os or subprocess)")
+            f"the policy grants, each by its own module and name (not their functions, "
+            f"not callable objects, not the classes of modules of effects such as io, os "
+            f"or subprocess)")
 
     def persistent_load(self, pid: Any) -> object:
         return self._refs[pid]

@@ -142,3 +142,34 @@ def test_an_exception_whose_pickle_raises_a_base_exception_fails_only_its_call(
         with pytest.raises(subsandbox.RemoteError):
             sb.exec("raise E('x')")
         assert sb.call(abs, -3) == 3
+
+
+def test_a_result_cannot_reach_a_class_through_another_module(tmp_path: Path) -> None:
+    """``random._os._Environ`` is ``os._Environ``: the loader checked the module the pickle
+    named (random, granted), then followed the path; pickle's SETITEM then called its
+    ``__setitem__``, which ran ``os.putenv`` in the caller (found by a red-team run, with
+    the bytes a sandbox writes once it controls its own pickler)."""
+    import os
+    import subprocess
+
+    from subsandbox._untrusted import loader
+
+    name = "SUBSANDBOX_ESCAPE_" + os.urandom(4).hex().upper()
+    payload = (
+        pickle.PROTO + bytes([4])
+        + b"\x8c\x06random\x8c\x0c_os._Environ\x93"    # STACK_GLOBAL random / _os._Environ
+        + b"(}cbuiltins\nstr\ncbuiltins\nstr\ncbuiltins\nstr\ncbuiltins\nstr\ntR"
+        + pickle.BINUNICODE + len(name).to_bytes(4, "little") + name.encode()
+        + pickle.BINUNICODE + (5).to_bytes(4, "little") + b"owned"
+        + pickle.SETITEM + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError,
+                       match=r"random\._os\._Environ cannot come out .* each by its own "
+                             r"module and name"):
+        loader(Policy.compute())(payload, ())
+    seen = subprocess.run(["sh", "-c", f'echo "${{{name}:-unset}}"'], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert seen == "unset"
+    # The same class by its own name is refused too: os is a module of effects.
+    with pytest.raises(pickle.UnpicklingError, match=r"os\._Environ cannot come out"):
+        loader(Policy.compute().allow_import("os"))(payload.replace(
+            b"\x8c\x06random\x8c\x0c_os._Environ", b"\x8c\x02os\x8c\x08_Environ"), ())
