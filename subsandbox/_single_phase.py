@@ -21,7 +21,8 @@ interpreter importing ``_datetime`` first, 60 sandboxes are clean.
 So every 3.12 sandbox refuses these modules itself, with the ImportError CPython would
 raise, before anything of theirs runs. The standard library's pure-Python fallbacks
 (``_pydatetime``, ``_pydecimal``, ElementTree's Python parser) take over, as they already
-did after CPython's refusal. The list is every module of CPython 3.12.1's own build
+did after CPython's refusal; ``_pydatetime``'s classes are renamed ``datetime`` as it loads,
+so that its values pickle as the caller's (``_PublicModuleNames``). The list is every module of CPython 3.12.1's own build
 (``lib-dynload`` and the built-in ones) that an isolated interpreter refuses as
 single-phase; ``tests/test_single_phase.py`` checks it against the running Python.
 Third-party single-phase modules cannot be known before their init runs: see
@@ -49,7 +50,12 @@ import sys
 # Imported in every sandbox: no typing (docs/lifecycle.md, "Memory of closed sandboxes").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from importlib.abc import Loader as _Loader
     from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
+else:
+    _Loader = object   # importlib.abc is not imported in a sandbox for this
 
 SINGLE_PHASE_STDLIB = frozenset({
     "_ctypes", "_curses", "_curses_panel", "_datetime", "_decimal", "_elementtree",
@@ -70,12 +76,58 @@ SHARED_STATIC_TYPES_STDLIB = frozenset({"xxsubtype"} | (
 _SINGLE_PHASE_REFUSED = SINGLE_PHASE_STDLIB if sys.version_info < (3, 13) else frozenset()
 
 
+class _PublicModuleNames(_Loader):
+    """Loader of ``_pydatetime`` in a 3.12 sandbox, where it stands in for ``_datetime``.
+
+    Its classes say ``__module__ == '_pydatetime'``, so pickle wrote a sandbox's datetime
+    as ``_pydatetime.datetime``: the caller, whose ``datetime`` is ``_datetime``'s, got a
+    foreign class back, equal to none of its own datetimes. Named ``datetime``, as
+    ``_datetime``'s classes are (and as ``_pydecimal`` names its own ``decimal``), they
+    pickle as the caller's classes, whose constructors take the same pickled state.
+    """
+
+    def __init__(self, loader: _Loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loader, name)   # get_source, get_code... for tracebacks
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and value.__module__ == "_pydatetime":
+                value.__module__ = "datetime"
+        # The one class whose pickled form differs: _pydatetime's timezone pickles its
+        # slots as state, which _datetime's refuses; both take (offset[, name]).
+        module.timezone.__reduce__ = _timezone_reduce
+
+
+def _timezone_reduce(self: Any) -> tuple[object, ...]:
+    return (type(self), self.__getinitargs__())
+
+
+# The pure-Python stand-ins whose classes are renamed as they load (3.12 only: from 3.13 on
+# _datetime loads in sandboxes).
+_RENAMED_FALLBACKS = frozenset({"_pydatetime"}) if sys.version_info < (3, 13) else frozenset()
+
+
 class RefuseSinglePhase:
     """A meta path finder, first in ``sys.meta_path``, that raises an ImportError for the
     modules above before any finder locates them (so none of their code runs)."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name in _RENAMED_FALLBACKS:
+            from importlib.machinery import PathFinder
+
+            spec = PathFinder.find_spec(name)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PublicModuleNames(spec.loader)
+            return spec
         if name in _SINGLE_PHASE_REFUSED:
             raise ImportError(
                 f"module {name} does not support loading in subinterpreters (subsandbox "

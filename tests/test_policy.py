@@ -113,6 +113,33 @@ result = (
         "2024-01-31", "hi!", True, 2, [1], 1)
 
 
+def test_data_classes_of_granted_modules_come_back(compute: subsandbox.Sandbox) -> None:
+    """The result loader takes each class by its own module and name, as pickle writes
+    them: C types, pure-Python classes, enums and nested containers all load."""
+    import collections
+    import datetime
+    import decimal
+    import fractions
+    import re
+    import statistics
+
+    compute.exec("""
+import collections, datetime, decimal, fractions, re, statistics
+result = (decimal.Decimal("1.10"), fractions.Fraction(2, 3),
+          collections.OrderedDict(a=1), collections.Counter("aab"),
+          collections.deque([1, 2], maxlen=3), collections.defaultdict(list, k=[1]),
+          datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc),
+          statistics.NormalDist(1.0, 2.0), re.IGNORECASE | re.MULTILINE,
+          re.compile("a+", re.I))
+""")
+    assert compute.call(eval, "result") == (
+        decimal.Decimal("1.10"), fractions.Fraction(2, 3), collections.OrderedDict(a=1),
+        collections.Counter("aab"), collections.deque([1, 2], maxlen=3),
+        collections.defaultdict(list, k=[1]),
+        datetime.datetime(2026, 11, 28, tzinfo=datetime.timezone.utc),
+        statistics.NormalDist(1.0, 2.0), re.IGNORECASE | re.MULTILINE, re.compile("a+", re.I))
+
+
 def test_ordinary_python_works_under_compute(compute: subsandbox.Sandbox) -> None:
     """Classes, super(), generators, literal str.format, f-strings, vars(), exceptions."""
     compute.exec("""

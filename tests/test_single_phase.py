@@ -154,3 +154,35 @@ def test_the_list_holds_every_single_phase_module_of_this_python() -> None:
     refused = {name for name, outcome in outcomes.items() if outcome == "refused"}
     assert "_datetime" in refused and "_decimal" in refused   # the probe itself works
     assert refused <= SINGLE_PHASE_STDLIB, sorted(refused - SINGLE_PHASE_STDLIB)
+
+
+@pytest.mark.parametrize("policy", [None, subsandbox.Policy.compute()],
+                         ids=["unrestricted", "compute"])
+def test_datetimes_cross_both_ways_as_the_callers_own_classes(
+        policy: subsandbox.Policy | None) -> None:
+    """On 3.12 a sandbox's datetime is _pydatetime's: its values came back as
+    ``_pydatetime.datetime``, equal to none of the caller's (and refused outright under a
+    policy, which does not grant _pydatetime). Every public class, aware and naive, must
+    come back as the caller's own, equal to what was sent and with the same repr."""
+    import datetime as dt
+
+    offset = dt.timezone(dt.timedelta(hours=-3), "BRT")
+    values = (dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5, 6),
+              dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc),
+              dt.datetime(2026, 1, 2, 12, tzinfo=offset), dt.time(1, 2, 3, 4, tzinfo=offset),
+              dt.timedelta(1, 2, 3), offset, dt.timezone.utc, dt.datetime.max, dt.date.min)
+    def make() -> tuple[object, ...]:
+        import datetime
+
+        return (datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone(
+            datetime.timedelta(hours=5))), datetime.timedelta(days=-1))
+
+    with subsandbox.Sandbox(policy=policy) as sb:
+        made = sb.call(make)
+        back = sb.call(lambda v: v, values)
+        shown = sb.call(repr, values)
+    assert back == values and shown == repr(values)
+    assert [type(v) for v in back] == [type(v) for v in values]
+    assert made == (dt.datetime(2026, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+                    dt.timedelta(days=-1))
+    assert type(made[0]) is dt.datetime and type(made[0].tzinfo) is dt.timezone
