@@ -54,6 +54,7 @@ import posixpath
 import sys
 import types
 import _string  # type: ignore[import-not-found]
+from _operator import itemgetter as _itemgetter
 
 from . import _crossing, _grants
 from .errors import PolicyError
@@ -314,17 +315,19 @@ _machinery: dict[tuple[str, str], object] = {}
 _checking: set[int] = set()  # threads looking at their own stack (see _Enforcer.hook)
 
 
-class _Enforcer:
+class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties below
     """The installed policy: its builtins, its import gate, its audit hook.
 
-    Read-only once made: its attributes are properties without setters over slots whose
-    member descriptors are gone from the class (see ``_seal``), and the audit hook refuses
-    changing the class. What decides what is allowed cannot be rewritten by code that got
-    hold of the enforcer (through a getter that skipped the name rule, say).
+    Read-only once made: its fields are the items of a tuple, which no Python code can
+    change, read through properties over ``operator.itemgetter`` (which hands out nothing
+    else), and the audit hook refuses changing the class. What decides what is allowed
+    cannot be rewritten by code that got hold of the enforcer (through a getter that
+    skipped the name rule, say). Slots made read-only did not hold: a property's getter
+    kept the slot's member descriptor reachable, and its ``__set__`` rewrote ``effects``
+    (a red-team run found it).
     """
 
-    __slots__ = ("name", "modules", "effects", "read_dirs", "write_dirs", "stdlib",
-                 "import_roots", "main_dict", "builtins", "replacements")
+    __slots__ = ()
 
     if TYPE_CHECKING:
         name: str
@@ -337,22 +340,39 @@ class _Enforcer:
         main_dict: dict[str, Any]
         builtins: dict[str, object]
         replacements: Mapping[tuple[str, str], Callable[..., object]]
+    else:
+        name = property(_itemgetter(0), doc="The policy's name.")
+        modules = property(_itemgetter(1), doc="The modules it grants.")
+        effects = property(_itemgetter(2), doc="The effects it grants.")
+        read_dirs = property(_itemgetter(3), doc="Where open() may read.")
+        write_dirs = property(_itemgetter(4), doc="Where open() may write.")
+        stdlib = property(_itemgetter(5), doc="The standard library's directory.")
+        import_roots = property(_itemgetter(6), doc="Where imports may read files.")
+        main_dict = property(_itemgetter(7), doc="The sandbox's __main__ namespace.")
+        builtins = property(_itemgetter(8), doc="The builtins sandboxed code gets.")
+        replacements = property(_itemgetter(9), doc="Guarded stand-ins, by (module, name).")
 
-    def __init__(self, spec: PolicySpec) -> None:
-        put = _slot_setters  # only until install() returns (it empties them)
+    def __new__(cls, spec: PolicySpec) -> _Enforcer:
         (_, name, modules, granted, effects, read_dirs, write_dirs) = spec
-        put["name"](self, "".join([name]))
-        put["modules"](self, tuple("".join([m]) for m in modules))
-        put["effects"](self, tuple("".join([e]) for e in effects))
-        put["read_dirs"](self, tuple(read_dirs))
-        put["write_dirs"](self, tuple(write_dirs))
-        put["main_dict"](self, sys.modules["__main__"].__dict__)
         stdlib = posixpath.dirname(posixpath.realpath(os.__file__))
-        put["stdlib"](self, stdlib)
-        put["import_roots"](self, tuple(sorted({posixpath.realpath(p or os.getcwd())
-                                                for p in sys.path} | {stdlib})))
-        put["builtins"](self, self._make_builtins(granted))
-        put["replacements"](self, types.MappingProxyType(self._make_replacements()))
+        # Filled below: their contents are bound methods of the enforcer itself.
+        builtins: dict[str, object] = {}
+        replacements: dict[tuple[str, str], Callable[..., object]] = {}
+        self = super().__new__(cls, (
+            "".join([name]),
+            tuple("".join([m]) for m in modules),
+            tuple("".join([e]) for e in effects),
+            tuple(read_dirs),
+            tuple(write_dirs),
+            stdlib,
+            tuple(sorted({posixpath.realpath(p or os.getcwd()) for p in sys.path} | {stdlib})),
+            sys.modules["__main__"].__dict__,
+            builtins,
+            types.MappingProxyType(replacements),
+        ))
+        builtins.update(self._make_builtins(granted))
+        replacements.update(self._make_replacements())
+        return self
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"the sandbox's policy is read-only (setting {name!r})")
@@ -890,29 +910,6 @@ def _guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
     return guard
 
 
-def _seal(cls: type) -> dict[str, Callable[[object, object], None]]:
-    """Turn each slot of ``cls`` into a read-only property; return the slots' setters.
-
-    The member descriptors leave the class: with them gone, not even
-    ``object.__setattr__(obj, name, value)`` can write a slot (it finds a property with no
-    setter), and nothing but the returned setters can.
-    """
-    setters: dict[str, Callable[[object, object], None]] = {}
-    for slot in vars(cls)["__slots__"]:
-        member = vars(cls)[slot]
-        setters[slot] = member.__set__
-        get = member.__get__
-
-        def read(self: object, _get: Callable[[object], object] = get) -> object:
-            return _get(self)
-
-        delattr(cls, slot)
-        setattr(cls, slot, property(read, doc=f"The policy's {slot} (read-only)."))
-    return setters
-
-
-_slot_setters = _seal(_Enforcer)
-
 _MISSING = object()
 _installed = False
 # Public attributes left out of module views: they look attributes up by name
@@ -1191,7 +1188,6 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         raise RuntimeError("a policy is already installed in this sandbox")
     _installed = True
     enforcer = _installed_policy = _Enforcer(spec)
-    _slot_setters.clear()  # from now on nothing can rewrite the enforcer's policy
     _guard_enum_property(enforcer.name)
     _guard_singledispatch(enforcer)
     from . import _core, errors

@@ -192,6 +192,20 @@ def test_enforcer_state_is_read_only() -> None:
             write()
     assert enforcer.effects == () and "os" not in enforcer.modules
     assert not vars(type(enforcer)).get("__dict__")  # no instance dict to write into
+    # A red-team run lifted the policy through the getter of a read-only property: its
+    # default argument was the slot's member descriptor's bound __get__, whose __self__
+    # has a __set__. No getter may lead to anything that writes.
+    prop = vars(type(enforcer))["effects"]
+    with pytest.raises(AttributeError):
+        prop.fget.__defaults__[0].__self__.__set__(enforcer, ALL_EFFECTS)
+    for field in ("name", "modules", "effects", "read_dirs", "write_dirs", "stdlib",
+                  "import_roots", "main_dict", "builtins", "replacements"):
+        getter = vars(type(enforcer))[field].fget
+        for inner in ("__self__", "__defaults__", "__closure__", "__wrapped__", "__func__"):
+            assert getattr(getter, inner, None) is None, (field, inner)
+    assert not [v for v in vars(type(enforcer)).values()
+                if type(v).__name__ in ("member_descriptor", "getset_descriptor")]
+    assert enforcer.effects == ()
     for name in ("_real_import", "_modules", "_getframe", "views", "import_system_globals",
                  "_checking", "_machinery"):
         assert not hasattr(enforcer, name), name
