@@ -104,7 +104,8 @@ ss_exec(PyObject *module)
         || ss_queue_exec(module, st) < 0
         || ss_xvalue_exec(module, st) < 0
         || ss_gate_exec(module, st) < 0
-        || ss_lifecycle_exec(module, st) < 0)
+        || ss_lifecycle_exec(module, st) < 0
+        || ss_compile_guard_exec(module, st) < 0)
     {
         return -1;
     }

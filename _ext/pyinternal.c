@@ -55,8 +55,9 @@ ss_rt_small_int(long v)
     return NULL;
 }
 
-PyObject *
-ss_rt_latin1_char(Py_UCS4 ch)
+#if SS_LATIN1_SINGLETONS_INTERNED
+static PyObject *
+latin1_char(Py_UCS4 ch)
 {
     if (ch < 128) {
         return (PyObject *)&_Py_SINGLETON(strings).ascii[ch];
@@ -66,6 +67,7 @@ ss_rt_latin1_char(Py_UCS4 ch)
     }
     return NULL;
 }
+#endif
 
 PyObject *
 ss_rt_byte_char(unsigned char ch)
@@ -93,6 +95,7 @@ static Py_ssize_t st_count;
 static Py_ssize_t st_maxlen;    /* the longest static string's length */
 static int st_ready;            /* 0 not built, 1 built, -1 failed (layout not recognised) */
 static PyObject *st_empty;      /* _Py_STR(empty) */
+static PyObject *st_one[256];   /* the interned static strings of one character */
 
 static inline size_t
 st_slot(Py_hash_t h)
@@ -168,6 +171,9 @@ ss_rt_init(void)
             }
             i = (i + 1) & st_mask;
         }
+        if (a->length == 1 && st_one[((unsigned char *)(a + 1))[0]] == NULL) {
+            st_one[((unsigned char *)(a + 1))[0]] = (PyObject *)a;
+        }
         if (!dup) {
             table[i] = (PyObject *)a;
             count++;
@@ -212,6 +218,16 @@ ss_rt_static_str(const void *data, int kind, Py_ssize_t len, Py_hash_t hash)
         i = (i + 1) & st_mask;
     }
     return NULL;
+}
+
+PyObject *
+ss_rt_one_char(Py_UCS4 ch)
+{
+#if SS_LATIN1_SINGLETONS_INTERNED
+    return latin1_char(ch);
+#else
+    return ch < 256 && st_ready == 1 ? st_one[ch] : NULL;
+#endif
 }
 
 /* For the tests: the static strings as a tuple (a new reference). */

@@ -13,7 +13,9 @@
 int ss_rt_is_static(PyObject *op);
 /* The runtime's singleton for a value, or NULL when it has none. Borrowed, immortal. */
 PyObject *ss_rt_small_int(long v);
-PyObject *ss_rt_latin1_char(Py_UCS4 ch);
+/* The runtime's one-character string that interning in every interpreter leaves as it
+ * is (SS_LATIN1_SINGLETONS_INTERNED), or NULL: the caller copies the character. */
+PyObject *ss_rt_one_char(Py_UCS4 ch);
 PyObject *ss_rt_byte_char(unsigned char ch);
 PyObject *ss_rt_empty_bytes(void);
 PyObject *ss_rt_empty_tuple(void);

@@ -86,6 +86,21 @@ ss_str_mark_shared(PyObject *op)
     _PyASCIIObject_CAST(op)->state.statically_allocated = 1;
 }
 
+/* ---- the runtime's one-character strings --------------------------------------------
+ * 3.13+ intern the Latin-1 singletons at runtime start (state
+ * SSTATE_INTERNED_IMMORTAL_STATIC, never written again), so interning in any interpreter
+ * returns them as they are, and share() uses them. 3.12 does not: a code object made
+ * from a tuple that holds one interns it in place (Objects/codeobject.c,
+ * intern_string_constants, intern_strings), and for the eleven letters with an equal
+ * static identifier (_Py_ID(a), _Py_ID(x)...) that stores the identifier into the tuple.
+ * There a shared one-character string is that identifier, or a copy of ours, pre-marked
+ * interned like every other. Found by a hunt with the tuple's pages read-only. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SS_LATIN1_SINGLETONS_INTERNED 1
+#else
+#  define SS_LATIN1_SINGLETONS_INTERNED 0
+#endif
+
 /* ---- the process's "died of Ctrl-C" flag ----------------------------------------------
  * Py_RunMain() exits by SIGINT when _PyRuntime.signals.unhandled_keyboard_interrupt is set
  * after finalization. The main module's run sets it when it ends in KeyboardInterrupt.

@@ -291,7 +291,7 @@ copy_str(ctx *c, PyObject *s)
         return ss_rt_empty_str();
     }
     if (len == 1) {
-        PyObject *r = ss_rt_latin1_char(PyUnicode_READ(kind, data, 0));
+        PyObject *r = ss_rt_one_char(PyUnicode_READ(kind, data, 0));
         if (r != NULL) {
             return r;
         }
@@ -655,10 +655,12 @@ visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
     /* An object referenced only by the container being walked cannot be met again: it
      * needs no memo entry (most rows, fields, keys and values are such). The walk's own
      * references to `o` are taken after this test. Nor can it be a static or shared
-     * object: those are immortal, their reference count is far above `known`. */
+     * object: those are immortal, their reference count is far above `known`. A static
+     * string is not taken as it is: copy_str decides which of them interning leaves alone
+     * (SS_LATIN1_SINGLETONS_INTERNED). */
     int once = Py_REFCNT(o) <= known;
     if (!once) {
-        if (ss_rt_is_static(o)) {
+        if (ss_rt_is_static(o) && Py_TYPE(o) != &PyUnicode_Type) {
             *res = o;
             return 0;
         }

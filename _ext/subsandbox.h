@@ -232,5 +232,7 @@ uint64_t ss_fork_generation(void);
 void ss_parcel_fork_prepare(void);
 void ss_parcel_fork_done(int in_child);
 int ss_lifecycle_exec(PyObject *module, ss_state *st);
+/* compile_guard.c: the process-wide audit hook that keeps shared tuples out of compile(). */
+int ss_compile_guard_exec(PyObject *module, ss_state *st);
 
 #endif /* SUBSANDBOX_H */

@@ -6,6 +6,7 @@ interpreters and the main one at once while the shared graph's pages are read-on
 Importable by raw interpreters (standard library and subsandbox only), and a script:
 ``python _shared_ops.py INTERPRETERS ROUNDS`` prints a dict of counts.
 """
+import ast
 import base64
 import binascii
 import codecs
@@ -76,7 +77,10 @@ def make_dict():
         "long_ucs2": "\u4e2d" * 5000,
         "long_latin": "\xe9" * 5000,
         "codeish": ("alpha", "beta", "gamma_q"),
-        "consts": (None, 1, "zz_const_q", "not an identifier!", (2, "inner_q")),
+        # One-character strings made at run time: on 3.12 chr(97) is not interned while
+        # the equal _Py_ID(a) is, and a code object made from them stored the latter.
+        "consts": (None, 1, "zz_const_q", "not an identifier!", (2, "inner_q"),
+                   *map(chr, b"_abcdenprsx\xe9")),
         "nums": ("12345", "1.5e3", "  42  ", "\u0663\u0664", "1+2j", "-0.0"),
         "strs": ("a", "\xe9", "\u4e2d", "\U0001f600", "ab", "", "__add__"),
     }
@@ -203,7 +207,7 @@ def str_methods(g):
     out.append(r(lambda: "".join(g["strs"])))
     out.append(r(lambda: os.path.join(*g["names"])))
     out.append(r(lambda: [ord(c) for c in g["strs"] if len(c) == 1]))
-    out.append(r(lambda: [chr(ord(c)) is c for c in g["strs"] if len(c) == 1]))
+    out.append(r(lambda: [sys.intern(c) is c for c in g["strs"] if len(c) == 1]))
     return out
 
 
@@ -240,6 +244,12 @@ def code_ops(g):
                                     co_qualname=g["ident_uc"]).co_name))
     # marshal of code with shared pieces
     out.append(r(lambda: marshal.loads(marshal.dumps(co.replace(co_consts=g["consts"]))).co_consts))
+    # An AST whose constants are shared tuples, after equal local constants: the compiler
+    # merges a tuple constant's items in place (subsandbox's compile hook gives it a copy).
+    out.append(r(lambda: eval(compile(ast.fix_missing_locations(ast.Expression(ast.Tuple(
+        [ast.Constant("".join(["zz_", "const_q"])), ast.Constant(float("2.5")),
+         ast.Constant(g["consts"]), ast.Constant((0, g["tup"])),
+         ast.Constant(frozenset({g["tup"]}))], ast.Load()))), "<ast>", "eval"))))
     return out
 
 

@@ -335,3 +335,63 @@ def test_code_objects_made_from_shared_tuples_in_every_interpreter():
              for t in (names, consts, consts[2])]
     assert after == before
     assert sys.intern(fresh("alpha_zz")) is not names[0]    # never put in main's table
+
+
+def _tuple_bytes(t):
+    """A tuple's whole memory, GC header included: the items are pointers in it."""
+    return ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
+
+
+def test_code_made_from_shared_one_character_strings_leaves_the_tuple_alone():
+    """On 3.12 the runtime's one-character strings (chr(97)) are not interned, and for
+    eleven letters an equal static identifier (_Py_ID(a)) is: a code object made from a
+    shared tuple that held the former stored the latter into it (a hunt with the pages
+    read-only found it). Every character of Latin-1, made at run time, shares to a string
+    that interning leaves as it is."""
+    chars = share(tuple(chr(c) for c in range(1, 256)))
+    names = share(tuple(chr(c) for c in b"_abcdenprsx"))
+    before = [_tuple_bytes(chars), _tuple_bytes(names)]
+    co = compile("a = 1\n", "x", "exec")
+    made = co.replace(co_consts=chars, co_names=names)
+    assert made.co_consts == tuple(chr(c) for c in range(1, 256))
+    assert [_tuple_bytes(chars), _tuple_bytes(names)] == before
+    for s in chars:
+        assert sys.intern(s) == s and str_state(s) & 3, repr(s)   # interned: left alone
+
+
+def test_compile_of_an_ast_with_a_shared_tuple_constant_never_writes_into_it():
+    """CPython's compiler merges a tuple constant's items with equal constants met before
+    and stores them into the tuple (merge_consts_recursive / const_cache_insert): an
+    ast.Constant holding a shared tuple got this interpreter's objects written into
+    process-wide memory. subsandbox's audit hook gives the compiler a local copy; the
+    code is the same, in every interpreter, for a shared tuple at any depth."""
+    shared = Arena().share(("zz_item_q", 2.5, b"payload", 10**30, ("zz_inner_q", 2.5)))
+    before = [_tuple_bytes(shared), _tuple_bytes(shared[4])]
+    local_str, local_float = "".join(["zz_", "item_q"]), float("2.5")
+
+    def module(*constants):
+        body = [ast.Assign([ast.Name(f"v{i}", ast.Store())], ast.Constant(value))
+                for i, value in enumerate(constants)]
+        return ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))
+
+    tree = module(local_str, local_float, shared, (1, shared), frozenset({shared}))
+    ns: dict[str, object] = {}
+    exec(compile(tree, "<generated>", "exec"), ns)
+    assert ns["v2"] == shared and ns["v3"] == (1, shared) and ns["v4"] == {shared}
+    assert [_tuple_bytes(shared), _tuple_bytes(shared[4])] == before
+    copy = tree.body[2].value.value                     # the compiler got a copy
+    assert copy == shared and copy is not shared and not in_arena(copy)
+    assert in_arena(copy[3]) and in_arena(copy[4][0])  # of the containers only
+    # The same in another interpreter, with the tuple's pages read-only: a store dies.
+    iid = _subinterp.create()
+    try:
+        _subinterp.run(iid, (
+            "import ast\nfrom subsandbox import _core\n"
+            f"t = _core._testing_import({_core._testing_export(shared)})\n"
+            "tree = ast.fix_missing_locations(ast.Module(body=[ast.Assign("
+            "[ast.Name('a', ast.Store())], ast.Constant(float('2.5'))), ast.Assign("
+            "[ast.Name('b', ast.Store())], ast.Constant(t))], type_ignores=[]))\n"
+            "ns = {}\nexec(compile(tree, '<gen>', 'exec'), ns)\nassert ns['b'] == t\n"))
+    finally:
+        _subinterp.destroy(iid)
+    assert [_tuple_bytes(shared), _tuple_bytes(shared[4])] == before
