@@ -183,20 +183,67 @@ def _handler_offsets(co: types.CodeType) -> set[int]:
     return out
 
 
+# What FOR_ITER steps over at the target dis names (its END_FOR) when its iterator is
+# done, landing on the instruction after (Python/bytecodes.c, FOR_ITER: JUMPBY(oparg + 1)
+# on 3.12 and 3.14, JUMPBY(oparg + 2) on 3.13, which also skips a POP_TOP).
+_FOR_ITER_SKIPS = ("END_FOR", "POP_TOP") if sys.version_info[:2] == (3, 13) else ("END_FOR",)
+
+
+def _landings(co: types.CodeType, instructions: list[dis.Instruction],
+              policy_name: str) -> set[int]:
+    """Every offset where control arrives other than from the instruction before it:
+    jump targets as the interpreter computes them, and exception handlers.
+
+    The name check reads each instruction as ``dis`` decodes it, so each landing must be
+    where an instruction starts. A jump into an EXTENDED_ARG group runs the instruction
+    with a short argument (``dis`` read ``LOAD_ATTR`` of ``co_names[128]``, the jump ran
+    it on ``co_names[0]``, ``__globals__``), and FOR_ITER's exit lands past the END_FOR
+    that ``dis`` names as its target (right on a MATCH_CLASS whose names were built at
+    run time): both found by a red-team run with bytecode crafted by hand. Such code is
+    refused; CPython's compiler never makes it."""
+    starts: set[int] = set()
+    after_prefix = False
+    at = {instr.offset: instr for instr in instructions}
+    for instr in instructions:
+        if not after_prefix:
+            starts.add(instr.offset)
+        after_prefix = instr.opname == "EXTENDED_ARG"
+    # typeshed says a code object; dis reads the bytes it is given (3.12-3.14).
+    landings = set(dis.findlabels(co.co_code)) | _handler_offsets(co)  # type: ignore[arg-type]
+    for instr in instructions:
+        if instr.opname != "FOR_ITER":
+            continue
+        target = instr.argval
+        for k, name in enumerate(_FOR_ITER_SKIPS):
+            skipped = at.get(target + 2 * k) if isinstance(target, int) else None
+            if skipped is None or skipped.opname != name:
+                raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code it "
+                                  f"cannot read (FOR_ITER at {instr.offset} in "
+                                  f"{co.co_name} does not end on {name})")
+        landings.add(target + 2 * len(_FOR_ITER_SKIPS))
+    strays = sorted(landings - starts)
+    if strays:
+        raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code it cannot "
+                          f"read (control lands at offset {strays[0]} of {co.co_name}, "
+                          f"where no instruction starts)")
+    return landings
+
+
 def check_code(code: types.CodeType, policy_name: str) -> None:
     """Raise PolicyError if ``code`` (or code nested in it) breaks the name rule."""
     stack = [code]
     while stack:
         co = stack.pop()
-        handlers = _handler_offsets(co)
+        instructions = list(dis.get_instructions(co))
+        landings = _landings(co, instructions, policy_name)
         previous = None
         # Whether control can arrive at the current instruction other than straight from
-        # `previous` (a jump or an exception handler lands on it, or on an EXTENDED_ARG or
-        # CACHE in between): then what `previous` pushed is not necessarily on the stack.
+        # `previous` (a jump or an exception handler lands on it, or on an EXTENDED_ARG
+        # in between): then what `previous` pushed is not necessarily on the stack.
         entered = False
-        for instr in dis.get_instructions(co):
+        for instr in instructions:
             op = instr.opname
-            entered = entered or instr.is_jump_target or instr.offset in handlers
+            entered = entered or instr.offset in landings
             if op in _ATTRIBUTE_OPS:
                 name = instr.argval
                 if not isinstance(name, str):

@@ -6,6 +6,7 @@ import os
 import pickle
 import socket
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,87 @@ def test_function_by_value_with_dunder_code(sb: subsandbox.Sandbox, secret: Path
     except Exception as exc:  # noqa: BLE001
         outcome = exc
     assert_not_read(outcome, secret)
+
+
+def _unit(name: str, arg: int = 0) -> bytes:
+    """One instruction of this CPython's bytecode, with its inline cache entries."""
+    import dis
+
+    op = dis.opmap[name]
+    caches = (dis._get_cache_size(name) if hasattr(dis, "_get_cache_size")  # 3.13+
+              else dis._inline_cache_entries[op])
+    return bytes([op, arg]) + b"\x00\x00" * caches
+
+
+def _crafted(template: object, code: bytes, **replace: object) -> object:
+    fn: types.FunctionType = template  # type: ignore[assignment]
+    return types.FunctionType(fn.__code__.replace(
+        co_code=code, co_linetable=b"", co_exceptiontable=b"", co_stacksize=8,
+        **replace), {})
+
+
+def test_a_jump_past_an_extended_arg_prefix(sb: subsandbox.Sandbox, canary: Path) -> None:
+    """A jump onto an instruction itself, past its EXTENDED_ARG, runs it with the low
+    byte of its argument: ``dis`` (and the name check) read ``LOAD_ATTR co_names[128]``
+    ('real'), the interpreter ran ``co_names[0]``, ``__globals__`` (a red-team run,
+    bytecode crafted in the caller and sent by value)."""
+    import dis
+
+    def template(x):  # type: ignore[no-untyped-def]
+        return x.real
+
+    code = (_unit("RESUME") + _unit("LOAD_FAST", 0) + _unit("JUMP_FORWARD", 1)
+            + _unit("EXTENDED_ARG", 1) + _unit("LOAD_ATTR", 0) + _unit("RETURN_VALUE"))
+    names = ("__globals__",) + tuple(f"n{i}" for i in range(1, 128)) + ("real",)
+    read = _crafted(template, code, co_names=names)
+    assert [i.argval for i in dis.get_instructions(read) if i.opname == "LOAD_ATTR"] \
+        == ["real"]                                   # what a reading of the code sees
+    def attack(read, canary):  # type: ignore[no-untyped-def]
+        g = read(getattr)                 # the guard getattr: subsandbox._enforce's globals
+        def no_frame(depth):  # type: ignore[no-untyped-def]
+            raise ValueError              # the hook then takes every caller for library code
+        g["_getframe"] = no_frame
+        g["_SANDBOXED_CODE_EVENTS"] = g["_SANDBOXED_CODE_EVENTS"] | {"os.system"}
+        return g["_real_import"]("os").system(f"touch {canary}")
+
+    with pytest.raises(subsandbox.PolicyError, match="where no instruction starts"):
+        sb.call(attack, read, str(canary))
+    assert not canary.exists()
+
+
+def test_a_for_loop_exit_past_what_dis_calls_its_target(sb: subsandbox.Sandbox,
+                                                        canary: Path) -> None:
+    """FOR_ITER's exit skips the END_FOR at its target without looking at it: put a
+    ``LOAD_CONST ('real',)`` there and a MATCH_CLASS after it, and the check saw a class
+    pattern on 'real' while the interpreter ran it on names built at run time."""
+    skip = 2 if sys.version_info[:2] == (3, 13) else 1
+
+    def template(subject, cls, names, empty):  # type: ignore[no-untyped-def]
+        match subject:
+            case object(real=r):
+                return r
+
+    head = (_unit("RESUME") + _unit("LOAD_FAST", 0) + _unit("LOAD_FAST", 1)
+            + _unit("LOAD_FAST", 2) + _unit("LOAD_FAST", 3) + _unit("GET_ITER"))
+    body = _unit("POP_TOP") + _unit("JUMP_BACKWARD", (len(_unit("FOR_ITER"))
+                                                       + len(_unit("POP_TOP"))
+                                                       + len(_unit("JUMP_BACKWARD"))) // 2)
+    tail = (_unit("NOP") * (skip - 1) + _unit("LOAD_CONST", 1) + _unit("MATCH_CLASS", 0)
+            + _unit("RETURN_VALUE"))
+    code = head + _unit("FOR_ITER", len(body) // 2) + body + tail
+    read_attrs = _crafted(template, code, co_consts=(None, ("real",)))
+
+    def attack(read_attrs, canary):  # type: ignore[no-untyped-def]
+        (g,) = read_attrs(getattr, object, ("__" + "globals__",), ())
+        def no_frame(depth):  # type: ignore[no-untyped-def]
+            raise ValueError
+        g["_getframe"] = no_frame
+        g["_SANDBOXED_CODE_EVENTS"] = g["_SANDBOXED_CODE_EVENTS"] | {"os.system"}
+        return g["_real_import"]("os").system(f"touch {canary}")
+
+    with pytest.raises(subsandbox.PolicyError, match="cannot read .*FOR_ITER"):
+        sb.call(attack, read_attrs, str(canary))
+    assert not canary.exists()
 
 
 def test_class_by_value_with_dunder_code(sb: subsandbox.Sandbox) -> None:
