@@ -125,10 +125,26 @@ def _existing_typevar(key: tuple[int, int], kind: str, name: str, *rest: object)
     return tv
 
 
-def _type_of(obj: object) -> type:
+class _Metaclass:
+    """Stands for a class's metaclass: ``_existing_class`` is given one and ignores it."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError("a sandbox under a policy cannot make a class in "
+                                     "this interpreter: it may only return data")
+
+
+_METACLASS = _Metaclass()
+
+
+def _type_of(obj: object) -> object:
     """``type`` as pickle needs it here: ``type(None)``, and a class's metaclass (which
-    ``_existing_class`` does not use). Never the three-argument form that makes a class."""
-    return type(obj)
+    ``_existing_class`` does not use). Never a metaclass itself: ``type(int)`` is
+    ``type``, and a pickle that called what it got back made a class in the caller
+    (found by a red-team run); a class's metaclass comes out as an inert stand-in."""
+    kind = type(obj)
+    return _METACLASS if issubclass(kind, type) else kind
 
 
 _MACHINERY: dict[tuple[str, str], object] = {

@@ -173,3 +173,22 @@ def test_a_result_cannot_reach_a_class_through_another_module(tmp_path: Path) ->
     with pytest.raises(pickle.UnpicklingError, match=r"os\._Environ cannot come out"):
         loader(Policy.compute().allow_import("os"))(payload.replace(
             b"\x8c\x06random\x8c\x0c_os._Environ", b"\x8c\x02os\x8c\x08_Environ"), ())
+
+
+def test_a_result_cannot_make_a_class_through_type_of_a_class(sb: subsandbox.Sandbox) -> None:
+    """``type`` in a result is ``type(x)``, never the three-argument form; but
+    ``type(int)`` is ``type`` itself, and calling what came back made a class in the
+    caller (a red-team run; class bodies may define ``__reduce__``)."""
+    outcome = attempt(sb, """
+        class TypeOfInt:
+            def __call__(self, *a):
+                pass
+            def __reduce__(self):
+                return (type, (int,))
+        class Made:
+            def __reduce__(self):
+                return (TypeOfInt(), ("MadeInCaller", (dict,), {"note": "x"}))
+        result = Made()
+    """)
+    assert_refused(outcome)
+    assert "cannot make a class in this interpreter" in str(outcome)
