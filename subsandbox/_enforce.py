@@ -269,6 +269,15 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                                    f"that uses {what} ({where})")
             elif op == "MATCH_CLASS":
                 _check_class_pattern(co, instr, None if entered else previous, policy_name)
+            elif op == "CALL_INTRINSIC_1" and instr.argrepr == "INTRINSIC_IMPORT_STAR":
+                # `from m import *` reads, in C, every name the object's __all__ lists (a
+                # red-team run listed __globals__ in __all__ of a library function and
+                # made __import__ return it). Names are spelled out instead.
+                line = instr.positions.lineno if instr.positions else None
+                raise PolicyError(
+                    f"the sandbox's policy {policy_name!r} refuses code that uses "
+                    f"'from ... import *' ({co.co_filename}, line {line}, in {co.co_name}): "
+                    f"name what you import, from math import sqrt, pi")
             if op != "CACHE" and op != "EXTENDED_ARG":
                 previous = instr
                 entered = False
@@ -668,21 +677,30 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         defaults = (frozenset(functools.WRAPPER_ASSIGNMENTS),
                     frozenset(functools.WRAPPER_UPDATES))
 
-        def plain_names(names: Iterable[str], default: frozenset[str]) -> tuple[str, ...]:
+        def plain_names(names: Iterable[str], default: frozenset[str],
+                        setting: bool = False) -> tuple[str, ...]:
             out = []
             for name in names:
                 if not isinstance(name, str):
                     raise TypeError(f"attribute name must be string, not "
                                     f"'{type(name).__name__}'")
                 name = "".join([name])  # a plain str, compared and used as itself
-                out.append(name if name in default else checked(name))
+                if name not in default:
+                    checked(name)
+                    # `assigned` names are set on the wrapper too, which may be a library
+                    # function: setting __all__ on the guarded getattr let `import *` read
+                    # __globals__ from it (a red-team run).
+                    if setting and not attribute_allowed(name, setting=True):
+                        raise PolicyError(f"the sandbox's policy {self.name!r} does not "
+                                          f"allow setting the attribute {name!r}")
+                out.append(name)
             return tuple(out)
 
         def update_wrapper(wrapper: Callable[..., object], wrapped: Callable[..., object],
                            assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                            updated: Iterable[str] = functools.WRAPPER_UPDATES,
                            ) -> Callable[..., object]:
-            assigned = plain_names(assigned, defaults[0])
+            assigned = plain_names(assigned, defaults[0], setting=True)
             updated = plain_names(updated, defaults[1])
             # __dict__ (a default) copies every entry of wrapped's namespace: of a class,
             # that is str.format, type.__subclasses__...; into a dict the caller may own
@@ -699,7 +717,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                   assigned: Iterable[str] = functools.WRAPPER_ASSIGNMENTS,
                   updated: Iterable[str] = functools.WRAPPER_UPDATES,
                   ) -> Callable[[Callable[..., object]], Callable[..., object]]:
-            assigned = plain_names(assigned, defaults[0])
+            assigned = plain_names(assigned, defaults[0], setting=True)
             updated = plain_names(updated, defaults[1])
 
             def wraps(wrapper: Callable[..., object]) -> Callable[..., object]:

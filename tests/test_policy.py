@@ -195,6 +195,10 @@ result = [describe(v) for v in ({"kind": "circle", "r": 2}, (1, 2, 3), Point(0, 
     assert compute.call(eval, "result") == [
         ("circle", 2), ("seq", 1, 2), ("on the y axis", 5), ("negative", -3.5),
         ("text", "hi"), ("other",)]
+    with pytest.raises(PolicyError, match=r"'from \.\.\. import \*'.*from math import sqrt"):
+        compute.exec("from math import *\n")
+    compute.exec("from math import sqrt, pi\nroot = sqrt(pi * pi)\n")
+    assert compute.call(eval, "root") == pytest.approx(3.141592653589793)
     with pytest.raises(PolicyError, match=r"class pattern with positional sub-patterns .*"
                        r"case Point\(x=x, y=y\)"):
         compute.exec("match 3:\n    case int(n):\n        pass\n")

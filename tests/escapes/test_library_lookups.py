@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import subsandbox
-from ._escape import assert_not_read, assert_refused, attempt
+from ._escape import assert_not_read, assert_refused, attempt, text_of
 
 # Given the real os module as `os`: what an attacker does with it.
 READ_WITH_REAL_OS = """
@@ -224,3 +224,33 @@ def test_a_library_may_register_its_own_functions_by_annotation_as_it_is_importe
             result = (ss_dispatch_lib.kind(1), ss_dispatch_lib.kind('a'), refusals)
         """)
     assert outcome == ("int", "object", ["PolicyError", "PolicyError"])
+
+
+def test_import_star_reads_what_all_lists(sb: subsandbox.Sandbox) -> None:
+    """``from m import *`` reads every name of ``m.__all__`` in C. A red-team run set
+    ``__all__ = ['__globals__']`` on the guarded getattr (through update_wrapper), made
+    ``__import__`` return it, and got subsandbox._enforce's globals."""
+    outcome = attempt(sb, """
+        import functools
+        class H:
+            __all__ = ["__globals__"]
+        functools.update_wrapper(getattr, H, assigned=("__all__",), updated=())
+        __builtins__["__import__"] = lambda *a, **k: getattr
+        from anything import *
+        result = sorted(k for k in __globals__ if k.startswith("_real"))
+    """)
+    assert_refused(outcome)
+    assert "_real_import" not in text_of(outcome)
+    # Each layer on its own: the star import, and setting a dunder through update_wrapper.
+    outcome = attempt(sb, "from json import *\nresult = dumps(1)")
+    assert_refused(outcome)
+    assert "from ... import *" in str(outcome)
+    outcome = attempt(sb, """
+        import functools
+        class H:
+            __all__ = ["x"]
+        def f(): pass
+        functools.update_wrapper(f, H, assigned=("__all__",), updated=())
+        result = f.__all__
+    """)
+    assert_refused(outcome)
