@@ -743,13 +743,7 @@ ss_arena_of(PyObject *op)
 int
 ss_is_shared(PyObject *op)
 {
-    if (ss_rt_is_static(op)) {
-        /* Not a runtime 1-character string that interning still writes or replaces
-         * (3.12, SS_LATIN1_SINGLETONS_INTERNED): share() copies those. */
-        return !PyUnicode_CheckExact(op) || PyUnicode_GET_LENGTH(op) != 1
-               || ss_rt_one_char(PyUnicode_READ_CHAR(op, 0)) == op;
-    }
-    return block_of_object(op) != NULL;
+    return ss_rt_is_shareable_static(op) || block_of_object(op) != NULL;
 }
 
 void

@@ -230,6 +230,29 @@ ss_rt_one_char(Py_UCS4 ch)
 #endif
 }
 
+int
+ss_rt_is_shareable_static(PyObject *op)
+{
+    if (!ss_rt_is_static(op)) {
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(op)) {
+        return 1;
+    }
+    /* A static string is shared as it is only when it is the one share() would pick for
+     * its characters: a string interning leaves alone in every interpreter. */
+    Py_ssize_t len = PyUnicode_GET_LENGTH(op);
+    if (len == 0) {
+        return op == ss_rt_empty_str();
+    }
+    if (len == 1) {
+        return op == ss_rt_one_char(PyUnicode_READ_CHAR(op, 0));
+    }
+    Py_hash_t h = _PyASCIIObject_CAST(op)->hash;   /* set by interning at runtime start */
+    return h != -1
+           && ss_rt_static_str(PyUnicode_DATA(op), PyUnicode_KIND(op), len, h) == op;
+}
+
 /* For the tests: the static strings as a tuple (a new reference). */
 PyObject *
 ss_rt_static_strings(void)

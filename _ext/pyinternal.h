@@ -16,6 +16,9 @@ PyObject *ss_rt_small_int(long v);
 /* The runtime's one-character string that interning in every interpreter leaves as it
  * is (SS_LATIN1_SINGLETONS_INTERNED), or NULL: the caller copies the character. */
 PyObject *ss_rt_one_char(Py_UCS4 ch);
+/* True for a static object that share() returns as it is: not a static string that
+ * interning in some interpreter still writes or replaces (ss_rt_one_char). */
+int ss_rt_is_shareable_static(PyObject *op);
 PyObject *ss_rt_byte_char(unsigned char ch);
 PyObject *ss_rt_empty_bytes(void);
 PyObject *ss_rt_empty_tuple(void);

@@ -656,11 +656,11 @@ visit(ctx *c, PyObject *o, Py_ssize_t known, PyObject **res)
      * needs no memo entry (most rows, fields, keys and values are such). The walk's own
      * references to `o` are taken after this test. Nor can it be a static or shared
      * object: those are immortal, their reference count is far above `known`. A static
-     * string is not taken as it is: copy_str decides which of them interning leaves alone
-     * (SS_LATIN1_SINGLETONS_INTERNED). */
+     * string that interning may still write goes to copy_str like any other
+     * (ss_rt_is_shareable_static). */
     int once = Py_REFCNT(o) <= known;
     if (!once) {
-        if (ss_rt_is_static(o) && Py_TYPE(o) != &PyUnicode_Type) {
+        if (ss_rt_is_shareable_static(o)) {
             *res = o;
             return 0;
         }

@@ -187,6 +187,8 @@ def _handler_offsets(co: types.CodeType) -> set[int]:
 # done, landing on the instruction after (Python/bytecodes.c, FOR_ITER: JUMPBY(oparg + 1)
 # on 3.12 and 3.14, JUMPBY(oparg + 2) on 3.13, which also skips a POP_TOP).
 _FOR_ITER_SKIPS = ("END_FOR", "POP_TOP") if sys.version_info[:2] == (3, 13) else ("END_FOR",)
+# Jumps, whose targets dis computes as the interpreter does (FOR_ITER's exit aside).
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 
 
 def _landings(co: types.CodeType, instructions: list[dis.Instruction],
@@ -202,31 +204,37 @@ def _landings(co: types.CodeType, instructions: list[dis.Instruction],
     run time): both found by a red-team run with bytecode crafted by hand. Such code is
     refused; CPython's compiler never makes it."""
     starts: set[int] = set()
+    landings = _handler_offsets(co)
     after_prefix = False
-    at = {instr.offset: instr for instr in instructions}
+    at: dict[int, dis.Instruction] | None = None     # by offset, made for the first loop
     for instr in instructions:
         if not after_prefix:
             starts.add(instr.offset)
         after_prefix = instr.opname == "EXTENDED_ARG"
-    # typeshed says a code object; dis reads the bytes it is given (3.12-3.14).
-    landings = set(dis.findlabels(co.co_code)) | _handler_offsets(co)  # type: ignore[arg-type]
-    for instr in instructions:
-        if instr.opname != "FOR_ITER":
-            continue
-        target = instr.argval
-        for k, name in enumerate(_FOR_ITER_SKIPS):
-            skipped = at.get(target + 2 * k) if isinstance(target, int) else None
-            if skipped is None or skipped.opname != name:
-                raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code it "
-                                  f"cannot read (FOR_ITER at {instr.offset} in "
-                                  f"{co.co_name} does not end on {name})")
-        landings.add(target + 2 * len(_FOR_ITER_SKIPS))
+        if instr.opcode in _JUMPS:
+            landings.add(instr.argval)      # the target dis computes, as findlabels does
+        if instr.opname == "FOR_ITER":
+            if at is None:
+                at = {i.offset: i for i in instructions}
+            for n, name in enumerate(_FOR_ITER_SKIPS):
+                skipped = at.get(instr.argval + 2 * n)
+                if skipped is None or skipped.opname != name:
+                    raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code "
+                                      f"it cannot read (FOR_ITER at {instr.offset} in "
+                                      f"{co.co_name} does not end on {name})")
+            landings.add(instr.argval + 2 * len(_FOR_ITER_SKIPS))
     strays = sorted(landings - starts)
     if strays:
         raise PolicyError(f"the sandbox's policy {policy_name!r} refuses code it cannot "
                           f"read (control lands at offset {strays[0]} of {co.co_name}, "
                           f"where no instruction starts)")
     return landings
+
+
+def _where(co: types.CodeType, instr: dis.Instruction) -> str:
+    """Where an instruction is, as a traceback says it."""
+    line = instr.positions.lineno if instr.positions else None
+    return f"{co.co_filename}, line {line}, in {co.co_name}"
 
 
 def check_code(code: types.CodeType, policy_name: str) -> None:
@@ -260,8 +268,7 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                 else:
                     ok = attribute_allowed(name, setting)
                 if not ok:
-                    line = instr.positions.lineno if instr.positions else None
-                    where = f"{co.co_filename}, line {line}, in {co.co_name}"
+                    where = _where(co, instr)
                     what = ("str.format on a template that is not a literal with plain "
                             "fields (use an f-string)" if name in _FORMAT_NAMES
                             else f"the attribute {name!r}")
@@ -273,11 +280,10 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                 # `from m import *` reads, in C, every name the object's __all__ lists (a
                 # red-team run listed __globals__ in __all__ of a library function and
                 # made __import__ return it). Names are spelled out instead.
-                line = instr.positions.lineno if instr.positions else None
                 raise PolicyError(
                     f"the sandbox's policy {policy_name!r} refuses code that uses "
-                    f"'from ... import *' ({co.co_filename}, line {line}, in {co.co_name}): "
-                    f"name what you import, from math import sqrt, pi")
+                    f"'from ... import *' ({_where(co, instr)}): name what you import, "
+                    f"from math import sqrt, pi")
             if op != "CACHE" and op != "EXTENDED_ARG":
                 previous = instr
                 entered = False
@@ -293,8 +299,7 @@ def _check_class_pattern(co: types.CodeType, instr: dis.Instruction,
     metaclass can make any subject match), so no reading of the code can check them:
     positional sub-patterns are refused, keyword ones must pass the ``getattr`` rule (not
     ``format``: ``case str(format=f)`` would hand out the subject's ``str.format``)."""
-    line = instr.positions.lineno if instr.positions else None
-    where = f"{co.co_filename}, line {line}, in {co.co_name}"
+    where = _where(co, instr)
     if instr.arg:
         raise PolicyError(
             f"the sandbox's policy {policy_name!r} refuses code that uses a class pattern "
@@ -690,9 +695,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                     # `assigned` names are set on the wrapper too, which may be a library
                     # function: setting __all__ on the guarded getattr let `import *` read
                     # __globals__ from it (a red-team run).
-                    if setting and not attribute_allowed(name, setting=True):
-                        raise PolicyError(f"the sandbox's policy {self.name!r} does not "
-                                          f"allow setting the attribute {name!r}")
+                    if setting:
+                        checked(name, setting=True)
                 out.append(name)
             return tuple(out)
 

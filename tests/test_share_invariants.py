@@ -58,6 +58,11 @@ def str_state(s):
     return ctypes.c_uint32.from_address(id(s) + 4 * WORD).value
 
 
+def _tuple_bytes(t):
+    """A tuple's whole memory, GC header included: the items are pointers in it."""
+    return ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
+
+
 def in_arena(x):
     return bool(_core._testing_is_shared_address(id(x)))
 
@@ -314,11 +319,9 @@ def test_code_objects_made_from_shared_tuples_in_every_interpreter():
     place (codeobject.c intern_strings); 3.13+ stores the result back into the tuple even
     when it is the same string (docs/shared-memory.md), so it must always be the same
     string: the tuple's bytes never change while interpreters do it at once."""
-    import ctypes
     names = share(tuple(fresh(n) for n in ("alpha_zz", "beta_zz", "gamma_zz")))
     consts = share((None, fresh("a const str"), (1, fresh("inner_const_q"))))
-    before = [ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
-              for t in (names, consts, consts[2])]
+    before = [_tuple_bytes(t) for t in (names, consts, consts[2])]
     interps = [_subinterp.create() for _ in range(2)]
     try:
         script = CODE_NAMES.replace("NAMES", "N").replace("CONSTS", "K")
@@ -331,15 +334,9 @@ def test_code_objects_made_from_shared_tuples_in_every_interpreter():
     finally:
         for iid in interps:
             _subinterp.destroy(iid)
-    after = [ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
-             for t in (names, consts, consts[2])]
+    after = [_tuple_bytes(t) for t in (names, consts, consts[2])]
     assert after == before
     assert sys.intern(fresh("alpha_zz")) is not names[0]    # never put in main's table
-
-
-def _tuple_bytes(t):
-    """A tuple's whole memory, GC header included: the items are pointers in it."""
-    return ctypes.string_at(id(t) - 2 * WORD, 2 * WORD + type(t).__sizeof__(t))
 
 
 def test_code_made_from_shared_one_character_strings_leaves_the_tuple_alone():
