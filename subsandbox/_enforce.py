@@ -28,9 +28,11 @@ Runs in the sandbox only (``_inside.serve`` calls ``install(spec)`` before it an
    policy does not grant, wherever they come from: opening files (by mode and directory),
    directory listings, processes and ``os`` process control, sockets, ctypes and non-stdlib
    native code, threads, interpreter-wide hooks, ``gc``'s object walks, other threads'
-   frames; and, when the code that raised the event is sandboxed code, frame and code
-   access, new code or function objects, ``marshal``, ``__class__`` and other dunder
-   assignment, and running unchecked code.
+   frames, running unchecked code; while sandboxed code is anywhere on the stack (a C
+   callable it hands to library code runs under the library's frame), new code or
+   function objects, ``marshal``, and setting ``__code__``, ``__class__`` or
+   ``__bases__``; and, when the code that raised the event is sandboxed code, frame
+   access and other dunder assignment.
 
 "Sandboxed code" is code whose globals are not the namespace of a loaded module other than
 ``__main__``: the user's functions, ``exec``'d source, and anything they build. Library
@@ -347,11 +349,27 @@ _INTROSPECTION_EVENTS = frozenset("""
     gc.get_objects gc.get_referrers gc.get_referents sys._current_frames
     sys._current_exceptions builtins.breakpoint builtins.input
 """.split())
-# Refused when sandboxed code raises them (library code needs them: tracebacks, pickle).
+# Refused when sandboxed code raises them (library code needs them: tracebacks, warnings,
+# namedtuple's module name).
 _SANDBOXED_CODE_EVENTS = frozenset("""
-    object.__getattr__ code.__new__ function.__new__ marshal.loads marshal.load
-    marshal.dumps cpython.PyThreadState_SetAsyncExc sys._getframe sys._getframemodulename
+    object.__getattr__ sys._getframe sys._getframemodulename
 """.split())
+# Refused when sandboxed code is anywhere on the stack, not only when it raised them: a C
+# callable that sandboxed code hands to a library function as a callback (json's
+# object_hook, a key, what functools.singledispatch dispatches to) runs under the
+# library's frame, so FunctionType, code.replace or object.__setattr__ called that way
+# looked like the library's own doing (a red-team run made functions with the real
+# builtins, and set a library function's __code__, that way). No library code makes or
+# rewrites code for sandboxed code; the exceptions are our own loaders (_MAKERS below).
+_CODE_EVENTS = frozenset("""
+    code.__new__ function.__new__ marshal.loads marshal.load marshal.dumps
+    cpython.PyThreadState_SetAsyncExc
+""".split())
+# Attributes whose change runs other code, or changes what an object or a class is,
+# checked the same stack-wide way (object.__setattr__ is raised for these on functions and
+# any object, and for every attribute of a class). Not __defaults__: namedtuple sets it
+# for sandboxed code, and a default is a value, which sandboxed code could pass anyway.
+_CODE_SETTINGS = frozenset({"__code__", "__class__", "__bases__"})
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth", ".zip", ".egg")
@@ -468,7 +486,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             name: _guard(method, name) for name, method in (
                 ("getattr", self._getattr), ("hasattr", self._hasattr),
                 ("setattr", self._setattr), ("delattr", self._delattr), ("vars", self._vars),
-                ("exec", self._exec), ("eval", self._eval), ("compile", self._compile))
+                ("exec", self._exec), ("eval", self._eval), ("compile", self._compile),
+                ("globals", self._globals), ("locals", self._locals))
         }
         out: dict[str, object] = {"__name__": "builtins", "__doc__": None, "__debug__": __debug__}
         for name, value in real.items():
@@ -514,6 +533,35 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         # The same rule as getattr: a name getattr refuses is not in the copy either
         # (vars(str)["format"] would be str.format on any template).
         return {k: v for k, v in vars(*obj).items() if name_allowed(k)}
+
+    def _calling_frame(self, builtin: str) -> types.FrameType:
+        """The frame of the code that called the guarded ``builtin``, which must be
+        sandboxed code. The real globals() and locals() answer for the frame that called
+        them: handed to a library function as a callback (a class attribute its method
+        calls as ``self.x()``, a functools.partial), they answered with the library
+        module's globals, which hold the real builtins."""
+        me = _thread.get_ident()
+        _checking.add(me)
+        try:
+            frame = _getframe(3)  # 0: here, 1: _globals/_locals, 2: the guard, 3: the caller
+        finally:
+            _checking.discard(me)
+        if not self._sandboxed_frame(frame):
+            raise PolicyError(f"the sandbox's policy {self.name!r} lets {builtin}() answer "
+                              f"only for sandboxed code, not for library code that calls "
+                              f"it (here {frame.f_code.co_name!r} of "
+                              f"{dict.get(frame.f_globals, '__name__')!r}): call "
+                              f"{builtin}() yourself and pass on what it returns")
+        return frame
+
+    def _globals(self) -> dict[str, Any]:
+        return self._calling_frame("globals").f_globals
+
+    def _locals(self) -> Mapping[str, object]:
+        # f_locals of a function's frame is a live proxy on 3.13+ (PEP 667), where
+        # locals() returns a snapshot: the same here.
+        namespace = self._calling_frame("locals").f_locals
+        return namespace if type(namespace) is dict else dict(namespace)
 
     def _compile(self,
                  source: str | ReadableBuffer | ast.Module | ast.Expression | ast.Interactive,
@@ -805,28 +853,49 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
     # -- the audit hook ----------------------------------------------------------------------
 
-    def _sandboxed_caller(self, depth: int = 0) -> bool:
-        """Whether the code that raised the event being audited is sandboxed code.
-
-        ``depth``: how many of our own calls lie between the hook and here. Reading the
-        stack raises "sys._getframe" itself; the hook lets this thread's own look through.
-        """
-        me = _thread.get_ident()
-        _checking.add(me)
-        try:
-            frame = _getframe(2 + depth)  # 0: here, 1: the hook, 2: who raised it
-        except ValueError:
-            return False  # raised from C with no Python frame (an interrupt): ours
-        finally:
-            _checking.discard(me)
-        g = frame.f_globals
+    def _sandboxed_frame(self, frame: types.FrameType) -> bool:
+        """Whether ``frame`` runs sandboxed code (see the top of this module)."""
         if frame.f_builtins is self.builtins:
             return True
+        g = frame.f_globals
         name = dict.get(g, "__name__")
         if type(name) is not str or name == "__main__":
             return True
         module = _modules.get(name)
         return module is None or getattr(module, "__dict__", None) is not g
+
+    def _raiser(self, depth: int) -> types.FrameType | None:
+        """The frame of the code that raised the event being audited, ``depth`` calls of
+        ours below the hook; None when it was raised from C with no Python frame (an
+        interrupt). Reading the stack raises "sys._getframe" itself; the hook lets this
+        thread's own look through."""
+        me = _thread.get_ident()
+        _checking.add(me)
+        try:
+            return _getframe(3 + depth)  # 0: here, 1: our caller, 2: the hook, 3: who raised it
+        except ValueError:
+            return None
+        finally:
+            _checking.discard(me)
+
+    def _sandboxed_caller(self, depth: int = 0) -> bool:
+        """Whether the code that raised the event being audited is sandboxed code."""
+        frame = self._raiser(depth)
+        return frame is not None and self._sandboxed_frame(frame)
+
+    def _sandboxed_on_stack(self) -> bool:
+        """Whether sandboxed code is anywhere on this thread's stack, where the event was
+        not raised by one of our own loaders (_MAKERS: they check the code they make) or
+        by the import system (which unmarshals the modules it loads)."""
+        frame = self._raiser(0)
+        if frame is not None and (frame.f_code in _MAKERS or any(
+                frame.f_globals is g for g in _import_system_globals)):
+            return False
+        while frame is not None:
+            if self._sandboxed_frame(frame):
+                return True
+            frame = frame.f_back
+        return False
 
     def _import_system_caller(self) -> bool:
         """Whether the event comes from the import system running a module's code."""
@@ -857,14 +926,23 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         elif event in _SANDBOXED_CODE_EVENTS:
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
+        elif event in _CODE_EVENTS:
+            if self._sandboxed_on_stack():
+                raise self.refuse(f"{event} while sandboxed code runs", "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
             # Raised for attribute changes on classes: the enforcement's own classes are
             # never changed once installed (their methods decide what is allowed).
             if args and any(args[0] is cls for cls in _SEALED_CLASSES):
                 raise self.refuse(f"changing {args[0].__name__}", "introspection")
             name = args[1] if len(args) > 1 else None
-            if isinstance(name, str) and _is_dunder(name) and self._sandboxed_caller():
-                raise self.refuse(f"setting {name!r} from sandboxed code", "introspection")
+            if isinstance(name, str) and _is_dunder(name):
+                if name in _CODE_SETTINGS:
+                    if self._sandboxed_on_stack():
+                        raise self.refuse(f"setting {name!r} while sandboxed code runs",
+                                          "introspection")
+                elif self._sandboxed_caller():
+                    raise self.refuse(f"setting {name!r} from sandboxed code",
+                                      "introspection")
         elif event == "exec":
             # Any code run by anyone but the import system is checked: library code that
             # evaluates a string the user chose (typing.get_type_hints evaluating string
@@ -1240,6 +1318,13 @@ def explain_missing_builtin(exc: BaseException) -> None:
 
 
 _installed_policy: _Enforcer | None = None
+
+# Our loaders of what crosses by value, which make functions (and marshal their code)
+# while sandboxed code may be on the stack (a value it receives from a channel): each
+# checks the code it makes (make_function) or only fills in one it made, and none calls
+# anything that sandboxed code chose. The events they raise themselves are let through.
+_MAKERS = frozenset({_Enforcer.make_function.__code__, _crossing._make_function.__code__,
+                     _crossing._fill_function.__code__, _crossing._reduce_function.__code__})
 
 
 # The interpreter's own stdout and stderr objects, kept alive while replaced (they never

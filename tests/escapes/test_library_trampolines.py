@@ -1,0 +1,156 @@
+"""C callables that sandboxed code hands to library code, to run them "as the library".
+
+The audit hook tells sandboxed code from library code by the frame that raised an event.
+A C callable (FunctionType, code.replace, object.__setattr__, globals) passed to a library
+function as a callback runs with the library's frame on top: before these tests, the
+events it raised were judged the library's, and the frame-sensitive builtins answered for
+the library's frame (a red-team run, round 4). Each attempt stores what it obtained in
+``result``: the real process id means it reached the real builtins.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import subsandbox
+
+from ._escape import assert_refused, attempt, text_of
+
+# Code compiled inside the sandbox: it passes the code check (it only names a global).
+STAGE2 = '''
+code = [c for c in compile("def f(*a, **k):\\n    return __import__('os').getpid()\\n",
+                           "<stage2>", "exec").co_consts if type(c).__name__ == "code"][0]
+FunctionType = type(lambda: 0)
+'''
+
+
+def assert_escape_refused(outcome: object) -> None:
+    assert_refused(outcome)
+    assert str(os.getpid()) not in text_of(outcome), "the real builtins were reached"
+
+
+def test_function_type_from_a_json_hook(sb: subsandbox.Sandbox) -> None:
+    """FunctionType(code, {}) under json's frame took json's builtins: the real ones."""
+    outcome = attempt(sb, STAGE2 + '''
+import functools, json
+f = json.loads("{}", object_hook=functools.partial(FunctionType, code))
+result = f()
+''')
+    assert_escape_refused(outcome)
+
+
+def test_function_type_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """singledispatch's wrapper is library code that calls what was registered."""
+    outcome = attempt(sb, STAGE2 + '''
+import functools
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, FunctionType)
+result = sd(code, {})()
+''')
+    assert_escape_refused(outcome)
+
+
+def test_setting_code_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """object.__setattr__(json.dumps, '__code__', code) run by functools."""
+    outcome = attempt(sb, STAGE2 + '''
+import functools, json
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, object.__setattr__)
+sd(json.dumps, "__code__", code)
+result = json.dumps()
+''')
+    assert_escape_refused(outcome)
+
+
+def test_code_replace_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """code.replace with names the check refuses, made inside the sandbox."""
+    outcome = attempt(sb, STAGE2 + '''
+import functools
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, type(code).replace)
+result = sd(code, co_names=("__globals__",)).co_names
+''')
+    assert_refused(outcome)
+    assert "__globals__" not in text_of(outcome).replace("'__globals__' while", "")
+
+
+def test_copy_sets_code_by_a_state_key(sb: subsandbox.Sandbox) -> None:
+    """copy._reconstruct does setattr(y, key, value) for a state the sandbox chose; the
+    key is a dict key, never seen by the code check (UserDict.copy calls copy.copy)."""
+    outcome = attempt(sb, STAGE2 + '''
+import collections, json
+victim = json.dumps
+def give_victim():
+    return victim
+class U(collections.UserDict):
+    __copy__ = None
+    def __reduce_ex__(self, protocol):
+        return (give_victim, (), (None, {"__code__": code}))
+try:
+    U().copy()
+except AttributeError:
+    pass
+result = json.dumps()
+''')
+    assert_escape_refused(outcome)
+
+
+def test_class_change_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """__class__ assignment, which sandboxed code may not do itself, run by functools."""
+    outcome = attempt(sb, '''
+import functools
+class A: pass
+class B: pass
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, object.__setattr__)
+a = A()
+sd(a, "__class__", B)
+result = type(a).__name__
+''')
+    assert_refused(outcome)
+
+
+@pytest.mark.parametrize("builtin", ["globals", "locals"])
+def test_frame_builtins_called_by_a_library_method(sb: subsandbox.Sandbox,
+                                                   builtin: str) -> None:
+    """Counter.__repr__ calls self.most_common(): a builtin as a class attribute is not
+    bound, so globals() answered for collections' frame (its globals hold the real
+    builtins), and locals() for Counter.__repr__'s."""
+    outcome = attempt(sb, f'''
+import collections
+class C(collections.Counter):
+    most_common = staticmethod({builtin})
+result = repr(C(a=1))
+''')
+    assert_refused(outcome)
+    assert "_collections_abc" not in text_of(outcome)
+
+
+def test_frame_builtins_through_c_callables_in_sandboxed_code(sb: subsandbox.Sandbox) -> None:
+    """Called through C (a partial, reduce) from sandboxed code, they answer for it."""
+    outcome = attempt(sb, '''
+def f():
+    a = 1
+    return sorted(next(iter(locals, None)))   # iter() calls locals() from C
+result = f()
+''')
+    assert outcome == ["a"]
+
+
+def test_globals_and_locals_still_answer_for_sandboxed_code(sb: subsandbox.Sandbox) -> None:
+    """The guarded globals() and locals() behave as the builtins do for sandboxed code."""
+    outcome = attempt(sb, '''
+x = 1
+def f(a, b=2):
+    c = a + b
+    return sorted(locals())
+class K:
+    y = 3
+    names = sorted(k for k in locals() if not k.startswith("__"))
+g = globals()
+g["made_here"] = 5
+result = (f(1), K.names, made_here, "x" in globals(), [n for n in locals() if n == "x"])
+''')
+    assert outcome == (["a", "b", "c"], ["y"], 5, True, ["x"]), outcome
