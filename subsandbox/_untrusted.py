@@ -37,6 +37,7 @@ import builtins
 import copyreg
 import io
 import pickle
+import sys
 from typing import Any, Callable
 
 from . import _core, _crossing, errors
@@ -167,25 +168,61 @@ for _type in (_core.frozendict, _core.immutableset, _core.ChannelClosed,
     _MACHINERY[(_type.__module__, _type.__qualname__)] = _type
 
 
-# The pure-Python unpickler's own BUILD, which _ResultUnpickler guards.
-_BUILD: Callable[[Any], None] = pickle._Unpickler.dispatch[pickle.BUILD[0]]
+# The pure-Python unpickler's own opcodes that _ResultUnpickler wraps: BUILD, and those
+# that make an object BUILD may then fill.
+_DISPATCH = pickle._Unpickler.dispatch
+_BUILD: Callable[[Any], None] = _DISPATCH[pickle.BUILD[0]]
+# REDUCE makes an object BUILD may fill when it calls a class or one of these.
+_CONSTRUCTORS = (copyreg._reconstructor, copyreg.__newobj__,  # type: ignore[attr-defined]
+                 copyreg.__newobj_ex__)                       # type: ignore[attr-defined]
+
+
+def _fresh_after(load: Callable[[Any], None], maker_at: int) -> Callable[[Any], None]:
+    """``load``, an opcode that calls what lies ``maker_at`` items down the stack (a
+    class for NEWOBJ and NEWOBJ_EX, anything for REDUCE), recording what it made as fresh
+    when that was a class or one of copyreg's constructors. (OBJ and INST, of protocols
+    0 and 1, which the sandbox's pickler never writes, make nothing BUILD may fill.)"""
+    def making(self: _ResultUnpickler) -> None:
+        maker = self.stack[-maker_at] if len(self.stack) >= maker_at else None
+        load(self)
+        if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
+            made = self.stack[-1]
+            # An enum class called with a value answers with its existing member, which a
+            # BUILD would then change in this interpreter for everyone. (enum is looked up,
+            # not imported: where nothing imported it there are no members, and a sandbox
+            # that imported it would keep its strings for good, docs/lifecycle.md.)
+            enum = sys.modules.get("enum")
+            if not isinstance(made, type) and not (enum and isinstance(made, enum.Enum)):
+                self._fresh[id(made)] = made
+    return making
 
 
 class _ResultUnpickler(pickle._Unpickler):
     stack: list[Any]        # the pure-Python unpickler's stack (not in typeshed)
 
     def _load_build(self) -> None:
-        """BUILD, refused on a class: its state would be set as the class's attributes
-        (a caller's class, or one of this package's, is on the stack through
-        find_class)."""
-        if isinstance(self.stack[-2], type):
+        """BUILD, only on an object that this load made: by NEWOBJ, or by REDUCE of a
+        class or of copyreg's constructors. Not on a class (its state would be set as the
+        class's attributes: a caller's class, or one of this package's, is on the stack
+        through find_class), nor on anything else that find_class hands out or that a
+        function makes: a red-team run set __module__ and __name__ of the caller's
+        copyreg.__newobj__, and every pickle.dumps in the caller then imported a module
+        the sandbox named."""
+        target = self.stack[-2]
+        if isinstance(target, type):
             raise pickle.UnpicklingError(
                 "a sandbox under a policy cannot set attributes of a class: it may only "
                 "return data")
+        if self._fresh.get(id(target)) is not target:
+            raise pickle.UnpicklingError(
+                f"a sandbox under a policy can set the state only of objects its result "
+                f"makes, not of {type(target).__name__!r} objects this interpreter has")
         _BUILD(self)
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(_DISPATCH)
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
+    for _op, _maker_at in ((pickle.NEWOBJ, 2), (pickle.NEWOBJ_EX, 3), (pickle.REDUCE, 2)):
+        dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at)
 
     def __init__(self, file: io.BytesIO, refs: tuple[object, ...], policy: Policy) -> None:
         super().__init__(file)
@@ -194,6 +231,7 @@ class _ResultUnpickler(pickle._Unpickler):
         self._inert: dict[int, _Inert] = {}           # placeholders made, by id
         self._owned: dict[int, list[_Inert]] = {}     # placeholders inside each one's state
         self._kept: set[int] = set()                  # inside a caller's class state
+        self._fresh: dict[int, object] = {}           # objects made here, by id
         self._own = {
             ("subsandbox._crossing", "_make_function"): self._make_function,
             ("subsandbox._crossing", "_fill_function"): self._fill_function,

@@ -192,3 +192,79 @@ def test_a_result_cannot_make_a_class_through_type_of_a_class(sb: subsandbox.San
     """)
     assert_refused(outcome)
     assert "cannot make a class in this interpreter" in str(outcome)
+
+
+def _str(text: str) -> bytes:
+    data = text.encode()
+    return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+
+def test_a_result_cannot_set_attributes_of_a_callers_function() -> None:
+    """BUILD on a function find_class handed out (copyreg.__newobj__, which the loader
+    lets through for REDUCE): the result renamed the caller's own function to
+    ``this.hijacked``, and every later pickle.dumps of a plain object in the caller
+    imported ``this`` (a red-team run, round 4). Run in a process of its own: the change
+    would have lasted for the process."""
+    result = run_script("""
+        import copyreg, pickle, sys
+        from subsandbox import Policy
+        from subsandbox._untrusted import loader
+
+        def s(text):
+            data = text.encode()
+            return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+        payload = (b"\\x80\\x02ccopyreg\\n__newobj__\\nN}" + s("__module__") + s("this")
+                   + b"s" + s("__qualname__") + s("hijacked") + b"s\\x86b.")
+        try:
+            loader(Policy.compute())(payload, ())
+        except pickle.UnpicklingError as exc:
+            assert "set the state only of objects its result makes" in str(exc), exc
+        else:
+            raise AssertionError("the result was loaded")
+        assert copyreg.__newobj__.__module__ == "copyreg", copyreg.__newobj__.__module__
+        assert copyreg.__newobj__.__qualname__ == "__newobj__"
+        class Point:
+            pass
+        pickle.dumps(Point(), protocol=2)
+        assert "this" not in sys.modules
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "ok\n"
+
+
+def test_a_result_cannot_set_attributes_of_an_enum_member() -> None:
+    """``re.RegexFlag(2)`` answers with the caller's own ``re.IGNORECASE``: a BUILD after
+    it would change that member for the whole interpreter."""
+    from subsandbox._untrusted import loader
+
+    import re
+
+    payload = (pickle.PROTO + bytes([4]) + _str("re") + _str("RegexFlag") + pickle.STACK_GLOBAL
+               + pickle.BININT1 + bytes([2]) + pickle.TUPLE1 + pickle.REDUCE
+               + pickle.EMPTY_DICT + _str("note") + _str("set by a sandbox") + pickle.SETITEM
+               + pickle.BUILD + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match="objects its result makes"):
+        loader(Policy.compute())(payload, ())
+    assert "note" not in vars(re.IGNORECASE)
+    # Without the BUILD, the member itself comes back, as it should.
+    assert loader(Policy.compute())(payload.replace(
+        pickle.EMPTY_DICT + _str("note") + _str("set by a sandbox") + pickle.SETITEM
+        + pickle.BUILD, b""), ()) is re.IGNORECASE
+
+
+def test_objects_with_state_still_come_back() -> None:
+    """What BUILD is for: objects the result makes, with their state (REDUCE of a class,
+    then __setstate__; NEWOBJ, then a dict state), shared within the result."""
+    import random
+    from collections import OrderedDict
+
+    from subsandbox._untrusted import loader
+
+    rng = random.Random(5)
+    ordered = OrderedDict(a=1)
+    ordered.note = "kept"  # type: ignore[attr-defined]  # an instance dict: a dict state
+    value = loader(Policy.compute())(pickle.dumps([rng, rng, ordered], protocol=5), ())
+    assert value[0] is value[1] and value[0].random() == random.Random(5).random()
+    assert value[2] == {"a": 1} and value[2].note == "kept"
