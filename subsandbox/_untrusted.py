@@ -148,6 +148,18 @@ def _type_of(obj: object) -> object:
     return _METACLASS if issubclass(kind, type) else kind
 
 
+def _dataclass_sentinel(name: str) -> object:
+    """A dataclasses sentinel (``MISSING``...), where this interpreter has dataclasses
+    already: a value coming out never makes the caller import a module, and without
+    dataclasses no class here can hold one."""
+    module = sys.modules.get("dataclasses")
+    if module is None or name not in _crossing._DATACLASS_SENTINELS:
+        raise pickle.UnpicklingError(
+            f"dataclasses.{name} cannot come out of a sandbox under a policy where this "
+            f"interpreter has not imported dataclasses")
+    return getattr(module, name)
+
+
 _MACHINERY: dict[tuple[str, str], object] = {
     ("builtins", "type"): _type_of,
     ("subsandbox._crossing", "_make_class"): _existing_class,
@@ -156,7 +168,7 @@ _MACHINERY: dict[tuple[str, str], object] = {
     ("subsandbox._crossing", "_EMPTY_CELL"): _crossing._EMPTY_CELL,
     # Data: a read-only view of a dict, a dataclasses sentinel by its name.
     ("subsandbox._crossing", "_make_mappingproxy"): _crossing._make_mappingproxy,
-    ("subsandbox._crossing", "_dataclass_sentinel"): _crossing._dataclass_sentinel,
+    ("subsandbox._crossing", "_dataclass_sentinel"): _dataclass_sentinel,
     ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
     ("copyreg", "__newobj__"): copyreg.__newobj__,        # type: ignore[attr-defined]
     ("copyreg", "__newobj_ex__"): copyreg.__newobj_ex__,  # type: ignore[attr-defined]

@@ -268,3 +268,30 @@ def test_objects_with_state_still_come_back() -> None:
     value = loader(Policy.compute())(pickle.dumps([rng, rng, ordered], protocol=5), ())
     assert value[0] is value[1] and value[0].random() == random.Random(5).random()
     assert value[2] == {"a": 1} and value[2].note == "kept"
+
+
+def test_a_result_does_not_make_the_caller_import_dataclasses() -> None:
+    """A dataclasses sentinel in a result was looked up by importing dataclasses in the
+    caller: a returned value made the caller import a module (a red-team run)."""
+    result = run_script("""
+        import pickle, sys
+        from subsandbox import Policy
+        from subsandbox._untrusted import loader
+
+        payload = (pickle.PROTO + bytes([4])
+                   + b"\\x8c\\x14subsandbox._crossing\\x8c\\x13_dataclass_sentinel\\x93"
+                   + b"\\x8c\\x07MISSING\\x85R.")
+        assert "dataclasses" not in sys.modules
+        try:
+            loader(Policy.compute())(payload, ())
+        except pickle.UnpicklingError as exc:
+            assert "has not imported dataclasses" in str(exc), exc
+        else:
+            raise AssertionError("the result was loaded")
+        assert "dataclasses" not in sys.modules
+        import dataclasses
+        assert loader(Policy.compute())(payload, ()) is dataclasses.MISSING
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "ok\n"
