@@ -30,8 +30,7 @@ Runs in the sandbox only (``_inside.serve`` calls ``install(spec)`` before it an
    native code, threads, interpreter-wide hooks, ``gc``'s object walks, other threads'
    frames, running unchecked code; while sandboxed code is anywhere on the stack (a C
    callable it hands to library code runs under the library's frame), new code or
-   function objects, ``marshal``, and setting ``__code__``, ``__class__`` or
-   ``__bases__``; and, when the code that raised the event is sandboxed code, frame
+   function objects, ``marshal``, and setting ``__code__`` or ``__class__``; and, when the code that raised the event is sandboxed code, frame
    access and other dunder assignment.
 
 "Sandboxed code" is code whose globals are not the namespace of a loaded module other than
@@ -367,9 +366,11 @@ _CODE_EVENTS = frozenset("""
 """.split())
 # Attributes whose change runs other code, or changes what an object or a class is,
 # checked the same stack-wide way (object.__setattr__ is raised for these on functions and
-# any object, and for every attribute of a class). Not __defaults__: namedtuple sets it
-# for sandboxed code, and a default is a value, which sandboxed code could pass anyway.
-_CODE_SETTINGS = frozenset({"__code__", "__class__", "__bases__"})
+# any object, and for every attribute of a class). Not __defaults__ (collections.namedtuple
+# sets it) nor __bases__ (typing.NamedTuple sets it) for sandboxed code: a default is a
+# value sandboxed code could pass anyway, and new bases give a class only what a class
+# statement could.
+_CODE_SETTINGS = frozenset({"__code__", "__class__"})
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth", ".zip", ".egg")

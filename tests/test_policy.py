@@ -228,6 +228,21 @@ result = (tuple(Pair(1)), kind(3), kind("s"), named.__name__, named.__doc__)
     assert compute.call(eval, "result") == ((1, 0), "int", "object", "named", "doc")
 
 
+def test_library_code_that_rebases_a_class_still_works() -> None:
+    """typing.NamedTuple sets __bases__ of the class it makes, with the sandboxed class
+    body on the stack; that stays allowed where only __code__ and __class__ are
+    refused stack-wide."""
+    with subsandbox.Sandbox(policy=Policy.compute().allow_import("typing")) as sb:
+        sb.exec("""
+import typing
+class Point(typing.NamedTuple):
+    x: int
+    y: int = 2
+result = (tuple(Point(1)), isinstance(Point(1), tuple), Point._fields)
+""")
+        assert sb.call(eval, "result") == ((1, 2), True, ("x", "y"))
+
+
 def test_call_by_reference_and_exceptions(compute: subsandbox.Sandbox) -> None:
     assert compute.call(json.dumps, {"a": 1}) == '{"a": 1}'
     assert compute.call(sorted, [3, 1, 2]) == [1, 2, 3]
