@@ -884,19 +884,43 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         frame = self._raiser(depth)
         return frame is not None and self._sandboxed_frame(frame)
 
-    def _sandboxed_on_stack(self) -> bool:
-        """Whether sandboxed code is anywhere on this thread's stack, where the event was
-        not raised by one of our own loaders (_MAKERS: they check the code they make) or
-        by the import system (which unmarshals the modules it loads)."""
+    def _sandboxed_on_stack(self, event: str) -> bool:
+        """Whether sandboxed code is anywhere on this thread's stack, where ``event`` was
+        not raised by one of our own loaders (_MAKERS: they check the code they make), by
+        the import system (which unmarshals the modules it loads), or by what 3.14's
+        annotationlib may do (_annotationlib_may)."""
         frame = self._raiser(0)
         if frame is not None and (frame.f_code in _MAKERS or any(
-                frame.f_globals is g for g in _import_system_globals)):
+                frame.f_globals is g for g in _import_system_globals)
+                or self._annotationlib_may(frame, event)):
             return False
         while frame is not None:
             if self._sandboxed_frame(frame):
                 return True
             frame = frame.f_back
         return False
+
+    def _annotationlib_may(self, frame: types.FrameType, event: str) -> bool:
+        """3.14's annotationlib, which typing and dataclasses call for annotations as
+        forward references, makes a function of an annotate function's code with globals
+        of its own (``call_annotate_function``), and turns its stand-ins for missing
+        names into ForwardRef objects by setting their ``__class__``. The first is let
+        through only where those globals carry this policy's builtins: a function made
+        with globals that have no ``__builtins__`` runs with the builtins of the frame
+        that made it, annotationlib's, the real ones, and the annotate function whose
+        code it runs may be any function sandboxed code wrote (its STRING format, and a
+        second FORWARDREF try, use such globals: refused under a policy)."""
+        annotationlib = _modules.get("annotationlib")
+        if annotationlib is None or frame.f_globals is not getattr(annotationlib,
+                                                                   "__dict__", None):
+            return False
+        if event == "object.__setattr__":
+            return frame.f_code.co_name == "transmogrify"
+        if event != "function.__new__" or frame.f_code.co_name != "call_annotate_function":
+            return False
+        made_with = frame.f_locals.get("globals")
+        return isinstance(made_with, dict) and dict.get(made_with,
+                                                        "__builtins__") is self.builtins
 
     def _import_system_caller(self) -> bool:
         """Whether the event comes from the import system running a module's code."""
@@ -928,7 +952,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
         elif event in _CODE_EVENTS:
-            if self._sandboxed_on_stack():
+            if self._sandboxed_on_stack(event):
                 raise self.refuse(f"{event} while sandboxed code runs", "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
             # Raised for attribute changes on classes: the enforcement's own classes are
@@ -938,7 +962,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             name = args[1] if len(args) > 1 else None
             if isinstance(name, str) and _is_dunder(name):
                 if name in _CODE_SETTINGS:
-                    if self._sandboxed_on_stack():
+                    if self._sandboxed_on_stack(event):
                         raise self.refuse(f"setting {name!r} while sandboxed code runs",
                                           "introspection")
                 elif self._sandboxed_caller():

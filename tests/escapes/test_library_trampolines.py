@@ -11,6 +11,7 @@ the library's frame (a red-team run, round 4). Each attempt stores what it obtai
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -154,3 +155,33 @@ g["made_here"] = 5
 result = (f(1), K.names, made_here, "x" in globals(), [n for n in locals() if n == "x"])
 ''')
     assert outcome == (["a", "b", "c"], ["y"], 5, True, ["x"]), outcome
+
+
+def test_an_annotate_function_run_with_the_real_builtins(sb: subsandbox.Sandbox) -> None:
+    """3.14: singledispatch's register(f) asks typing for f's annotations as forward
+    references; annotationlib then runs f.__annotate__'s code as a new function whose
+    globals, on a second try, lack __builtins__, so it took annotationlib's own: the
+    real ones, and ``import os`` in that code got the real os. (__annotate__ is set
+    through a trampoline: functions raise no audit event for it.) Earlier versions have
+    no __annotate__ protocol: the attempt must not reach the real os there either."""
+    outcome = attempt(sb, '''
+import functools
+def annotate(format):
+    if format == 1:
+        raise NameError("x")        # VALUE fails: typing asks for FORWARDREF
+    if format == 3:
+        raise NotImplementedError   # FORWARDREF: annotationlib's own evaluation
+    import os                       # the policy's gate refuses it, unless the builtins
+    return {"x": os.getpid()}       # are the real ones
+def f(x):
+    return "f"
+setter = functools.singledispatch(lambda *a: None)
+setter.register(object, object.__setattr__)
+setter(f, "__annotate__", annotate)
+dispatch = functools.singledispatch(lambda x: "object")
+dispatch.register(f)
+result = dispatch(1)
+''')
+    assert str(os.getpid()) not in text_of(outcome)
+    if sys.version_info >= (3, 14):
+        assert_refused(outcome)
