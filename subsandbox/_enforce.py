@@ -262,7 +262,12 @@ def check_code(code: types.CodeType, policy_name: str) -> None:
                 if op == "IMPORT_FROM" and name.startswith("_"):
                     ok = False
                 elif name in _FORMAT_NAMES and not setting:
-                    ok = (previous is not None and not entered
+                    # Only LOAD_ATTR reads from what the instruction before pushed last:
+                    # LOAD_SUPER_ATTR reads from what the global `super`, called with the
+                    # two values below, returns (`super(0, "{}").format`, with any
+                    # `super` bound in the function's globals, was str.format; a red-team
+                    # run).
+                    ok = (op == "LOAD_ATTR" and previous is not None and not entered
                           and previous.opname == "LOAD_CONST"
                           and isinstance(previous.argval, str)
                           and plain_template(previous.argval))
@@ -900,6 +905,16 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             frame = frame.f_back
         return False
 
+    def _library_function(self, obj: object) -> bool:
+        """Whether ``obj`` is a function of a loaded module (not one sandboxed code, or a
+        library on its behalf, made in a namespace of its own): its __defaults__ and
+        __kwdefaults__ are the library's, for every caller in this sandbox."""
+        if not isinstance(obj, types.FunctionType):
+            return False
+        name = dict.get(obj.__globals__, "__name__")
+        module = _modules.get(name) if type(name) is str and name != "__main__" else None
+        return module is not None and getattr(module, "__dict__", None) is obj.__globals__
+
     def _annotationlib_may(self, frame: types.FrameType, event: str) -> bool:
         """3.14's annotationlib, which typing and dataclasses call for annotations as
         forward references, makes a function of an annotate function's code with globals
@@ -961,7 +976,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                 raise self.refuse(f"changing {args[0].__name__}", "introspection")
             name = args[1] if len(args) > 1 else None
             if isinstance(name, str) and _is_dunder(name):
-                if name in _CODE_SETTINGS:
+                if name in _CODE_SETTINGS or self._library_function(args[0]):
                     if self._sandboxed_on_stack(event):
                         raise self.refuse(f"setting {name!r} while sandboxed code runs",
                                           "introspection")

@@ -12,7 +12,7 @@ import pytest
 
 import subsandbox
 from subsandbox import Policy, PolicyError
-from ._escape import assert_refused, attempt
+from ._escape import assert_refused, attempt, text_of
 
 ALL_EFFECTS = ("read", "write", "network", "processes", "native", "hooks", "threads")
 
@@ -296,3 +296,24 @@ finally:
     parse = getattr(dis, "_parse_exception_table", None)
     if parse is not None:
         assert found == {entry.target for entry in parse(code)}
+
+
+def test_format_read_through_a_super_stand_in(sb: subsandbox.Sandbox) -> None:
+    """``super(0, "{}").format`` in a function whose compile does not bind ``super``
+    compiles to LOAD_SUPER_ATTR, which calls the global ``super`` with the two values and
+    reads ``format`` from what it returns; the check took the literal right before it
+    (the second value) for the owner. With ``super`` bound to ``lambda c, o: str`` it
+    handed out ``str.format``, whose walk reached ``getattr.__globals__`` and, through
+    ``AttributeError.obj``, the enforcement's module globals (a red-team run, round 5)."""
+    outcome = attempt(sb, '''
+ns = {"super": lambda cls, obj: str}
+exec("def get():\\n    return super(0, '{}').format\\n", ns)
+fmt = ns["get"]()
+try:
+    fmt("{0.__globals__.x}", getattr)
+except AttributeError as exc:
+    reached = exc.obj
+result = sorted(reached)[:3]
+''')
+    assert_refused(outcome)
+    assert "_SANDBOXED_CODE_EVENTS" not in text_of(outcome)

@@ -185,3 +185,16 @@ result = dispatch(1)
     assert str(os.getpid()) not in text_of(outcome)
     if sys.version_info >= (3, 14):
         assert_refused(outcome)
+
+
+def test_library_function_defaults_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """object.__setattr__(json.dumps, "__kwdefaults__", ...) run by functools: a library
+    function's defaults are every caller's in the sandbox (a red-team run, round 5)."""
+    outcome = attempt(sb, '''
+import functools, json
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, object.__setattr__)
+sd(json.dumps, "__kwdefaults__", {"indent": 7})
+result = json.dumps([1])
+''')
+    assert_refused(outcome)
