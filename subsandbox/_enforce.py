@@ -468,7 +468,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
     # -- policy questions --------------------------------------------------------------------
 
     def allows_import(self, module: str) -> bool:
-        return _grants.grants(self.modules, module)
+        # Only a plain str: a subclass answers ==, startswith and hash as it likes.
+        return type(module) is str and _grants.grants(self.modules, module)
 
     def _import_refused(self, module: str) -> ImportError:
         top = module.partition(".")[0]
@@ -643,6 +644,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
     def view(self, name: str) -> types.ModuleType:
         """The module as sandboxed code sees it: public attributes, submodules as views."""
+        if type(name) is not str:
+            raise TypeError(f"module name must be str, not {type(name).__name__}")
         v = _views.get(name)
         if v is not None:
             return v
@@ -674,6 +677,12 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         value = vars(real).get(attr, _MISSING)
         module_name = (value.__name__ if isinstance(value, types.ModuleType)
                        else sub if value is _MISSING and sub in _modules else None)
+        if isinstance(value, types.ModuleType) and (
+                type(module_name) is not str or _modules.get(module_name) is not value):
+            # A module that is not the one its name says: its __name__ may be an object of
+            # sandboxed code's (a str subclass that importlib took as a name once and that
+            # later hashed and compared like "sys": a red-team run got a view of sys so).
+            raise self._import_refused(sub)
         if module_name is not None:
             if self.allows_import(module_name):
                 if module_name not in _modules:
@@ -905,6 +914,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             frame = frame.f_back
         return False
 
+    def _raised_by_our_pickler(self) -> bool:
+        """Whether the event comes from _crossing's frames (its pickler saving a global)."""
+        frame = self._raiser(0)
+        return frame is not None and frame.f_globals is vars(_crossing)
+
     def _library_function(self, obj: object) -> bool:
         """Whether ``obj`` is a function of a loaded module (not one sandboxed code, or a
         library on its behalf, made in a namespace of its own): its __defaults__ and
@@ -992,6 +1006,17 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if isinstance(code, types.CodeType) and not self._import_system_caller():
                 check_code(code, self.name)
         elif event == "import":
+            name = args[0] if args else None
+            if type(name) is not str:
+                # importlib hashes, compares and splits the name with its own methods:
+                # a str subclass steers which module it loads and where it binds it.
+                raise ImportError(f"the sandbox's policy {self.name!r} imports modules only "
+                                  f"by a plain str name, not by a {type(name).__name__}")
+            if (name not in _modules and not self.allows_import(name)
+                    and self._raised_by_our_pickler()):
+                # pickle imports the module a global names (an object's __module__, which
+                # a class body sets) with the real __import__, from our frame.
+                raise self._import_refused(name)
             self._check_import(args)
         elif event == "pickle.find_class":
             if self._sandboxed_caller():
@@ -1177,6 +1202,27 @@ def _guard_enum_property(policy_name: str) -> None:
 
         _add_member_.__qualname__ = "EnumType._add_member_"
         enum.EnumType._add_member_ = _add_member_  # type: ignore[attr-defined]
+
+
+def _guard_traceback_suggestions() -> None:
+    """Formatting an ImportError with ``name_from`` (``from m import x`` failed) makes
+    traceback suggest a name: it imports ``exc.name`` with the real ``__import__`` to
+    read its ``dir()``. Sandboxed code raises ImportError with any name it likes, and
+    the sandbox formats what it raises: a red-team run imported ungranted modules so, and,
+    with a str subclass as the name, steered importlib. Here only a module that is
+    already loaded, named by a plain str, is looked at."""
+    original = traceback._compute_suggestion_error  # type: ignore[attr-defined]
+
+    def _compute_suggestion_error(exc_value: BaseException, tb: object,
+                                  wrong_name: object) -> object:
+        if isinstance(exc_value, ImportError):
+            name = exc_value.name
+            if type(name) is not str or name not in _modules:
+                return None
+        return original(exc_value, tb, wrong_name)
+
+    traceback._compute_suggestion_error = (  # type: ignore[attr-defined]
+        _compute_suggestion_error)
 
 
 def _guard_singledispatch(enforcer: _Enforcer) -> None:
@@ -1384,6 +1430,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     enforcer = _installed_policy = _Enforcer(spec)
     _guard_enum_property(enforcer.name)
     _guard_singledispatch(enforcer)
+    _guard_traceback_suggestions()
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {
