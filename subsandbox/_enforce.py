@@ -371,11 +371,16 @@ _CODE_EVENTS = frozenset("""
 """.split())
 # Attributes whose change runs other code, or changes what an object or a class is,
 # checked the same stack-wide way (object.__setattr__ is raised for these on functions and
-# any object, and for every attribute of a class). Not __defaults__ (collections.namedtuple
-# sets it) nor __bases__ (typing.NamedTuple sets it) for sandboxed code: a default is a
-# value sandboxed code could pass anyway, and new bases give a class only what a class
-# statement could.
+# any object, and for every attribute of a class). So are all dunders of library
+# functions and library classes (_library_function, _library_class). Not __defaults__
+# (collections.namedtuple sets it) nor __bases__ (typing.NamedTuple sets it) of what library
+# code makes for sandboxed code: a default is a value sandboxed code could pass anyway,
+# and new bases give a class only what a class statement could.
 _CODE_SETTINGS = frozenset({"__code__", "__class__"})
+# What only names or describes a class: library code that makes a class for sandboxed code
+# (namedtuple, with type() in its own frame) names it after the fact, and until then the
+# class's __module__ is the library's.
+_NAMING_DUNDERS = frozenset({"__module__", "__qualname__", "__name__", "__doc__"})
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth", ".zip", ".egg")
@@ -929,6 +934,17 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         module = _modules.get(name) if type(name) is str and name != "__main__" else None
         return module is not None and getattr(module, "__dict__", None) is obj.__globals__
 
+    def _library_class(self, obj: object) -> bool:
+        """Whether ``obj`` is a class of a loaded module other than ``__main__``, by the
+        ``__module__`` its namespace holds: the library's classes, and any class whose
+        body claims a loaded module (sandboxed code's own classes are ``__main__``'s, as
+        are the ones namedtuple, dataclasses, enum and typing make for it). Its dunders
+        shape what library code does with its instances, for every caller."""
+        if not isinstance(obj, type):
+            return False
+        name = vars(obj).get("__module__")
+        return type(name) is str and name != "__main__" and name in _modules
+
     def _annotationlib_may(self, frame: types.FrameType, event: str) -> bool:
         """3.14's annotationlib, which typing and dataclasses call for annotations as
         forward references, makes a function of an annotate function's code with globals
@@ -984,13 +1000,18 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if self._sandboxed_on_stack(event):
                 raise self.refuse(f"{event} while sandboxed code runs", "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
-            # Raised for attribute changes on classes: the enforcement's own classes are
-            # never changed once installed (their methods decide what is allowed).
+            # Raised by the setters of a type's own descriptors (__name__, __qualname__,
+            # __module__, __doc__, __bases__, __abstractmethods__, __annotations__...), of
+            # a function's __code__/__defaults__/__kwdefaults__, and of __class__; not by
+            # a plain class attribute, which no audit event reports. The enforcement's own
+            # classes are never changed once installed (their methods decide what is
+            # allowed).
             if args and any(args[0] is cls for cls in _SEALED_CLASSES):
                 raise self.refuse(f"changing {args[0].__name__}", "introspection")
             name = args[1] if len(args) > 1 else None
             if isinstance(name, str) and _is_dunder(name):
-                if name in _CODE_SETTINGS or self._library_function(args[0]):
+                if (name in _CODE_SETTINGS or self._library_function(args[0])
+                        or (name not in _NAMING_DUNDERS and self._library_class(args[0]))):
                     if self._sandboxed_on_stack(event):
                         raise self.refuse(f"setting {name!r} while sandboxed code runs",
                                           "introspection")

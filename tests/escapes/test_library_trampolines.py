@@ -198,3 +198,42 @@ sd(json.dumps, "__kwdefaults__", {"indent": 7})
 result = json.dumps([1])
 ''')
     assert_refused(outcome)
+
+
+def test_library_class_bases_through_singledispatch(sb: subsandbox.Sandbox) -> None:
+    """type.__setattr__(json.JSONDecoder, "__bases__", ...) run by functools: the bases of
+    a library class are every caller's. (Only the attributes a type sets through its own
+    descriptors raise an audit event: __bases__, __name__, __module__, __doc__,
+    __abstractmethods__, __annotations__; a plain class attribute such as __getattr__
+    raises none, which security.md lists as open.)"""
+    outcome = attempt(sb, '''
+import functools, json
+class Hooked:
+    def __getattr__(self, name):
+        return ("hooked", name)
+sd = functools.singledispatch(lambda *a: None)
+sd.register(object, type.__setattr__)
+sd(json.JSONDecoder, "__bases__", (Hooked,))
+result = json.JSONDecoder().anything
+''')
+    assert_refused(outcome)
+    assert "hooked" not in text_of(outcome)
+
+
+def test_library_code_still_sets_dunders_on_sandboxed_classes(sb: subsandbox.Sandbox) -> None:
+    """What library code does to the sandbox's own classes stays allowed (total_ordering
+    sets comparison dunders, namedtuple its __new__'s defaults)."""
+    outcome = attempt(sb, '''
+import collections, functools
+@functools.total_ordering
+class Version:
+    def __init__(self, n):
+        self.n = n
+    def __eq__(self, other):
+        return self.n == other.n
+    def __lt__(self, other):
+        return self.n < other.n
+Pair = collections.namedtuple("Pair", "a b", defaults=[2])
+result = (Version(2) >= Version(1), tuple(Pair(1)))
+''')
+    assert outcome == (True, (1, 2)) or isinstance(outcome, ImportError), outcome
