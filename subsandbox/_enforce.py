@@ -903,21 +903,25 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         frame = self._raiser(depth)
         return frame is not None and self._sandboxed_frame(frame)
 
-    def _sandboxed_on_stack(self, event: str) -> bool:
-        """Whether sandboxed code is anywhere on this thread's stack, where ``event`` was
-        not raised by one of our own loaders (_MAKERS: they check the code they make), by
-        the import system (which unmarshals the modules it loads), or by what 3.14's
-        annotationlib may do (_annotationlib_may)."""
+    def _code_event_refused(self, event: str) -> bool:
+        """Whether ``event`` (making code or a function, marshal, setting __code__ or
+        __class__, a library function's or class's dunder) is refused: always under a
+        policy, unless raised by one of our own loaders (_MAKERS: they check the code they
+        make), by the import system (which unmarshals the modules it loads), or by what
+        3.14's annotationlib may do (_annotationlib_may); or from C with no Python frame
+        (Sandbox.interrupt()'s async exception).
+
+        Not "when sandboxed code is on the stack": a worker thread always has it at the
+        bottom (the boot code runs in __main__), but a pool's gate thread runs a task's
+        handlers with none, and the trial load of an exception the task raised, after the
+        task's frames are gone, called what the exception's reductions chose:
+        FunctionType(code, {}) then made a function with the real builtins (a red-team
+        run, round 7)."""
         frame = self._raiser(0)
-        if frame is not None and (frame.f_code in _MAKERS or any(
-                frame.f_globals is g for g in _import_system_globals)
-                or self._annotationlib_may(frame, event)):
+        if frame is None or frame.f_code in _MAKERS or any(
+                frame.f_globals is g for g in _import_system_globals):
             return False
-        while frame is not None:
-            if self._sandboxed_frame(frame):
-                return True
-            frame = frame.f_back
-        return False
+        return not self._annotationlib_may(frame, event)
 
     def _raised_by_our_pickler(self) -> bool:
         """Whether the event comes from _crossing's frames (its pickler saving a global)."""
@@ -997,8 +1001,9 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
         elif event in _CODE_EVENTS:
-            if self._sandboxed_on_stack(event):
-                raise self.refuse(f"{event} while sandboxed code runs", "introspection")
+            if self._code_event_refused(event):
+                raise self.refuse(f"{event}, by anyone but the sandbox's loaders",
+                                  "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
             # Raised by the setters of a type's own descriptors (__name__, __qualname__,
             # __module__, __doc__, __bases__, __abstractmethods__, __annotations__...), of
@@ -1012,8 +1017,9 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if isinstance(name, str) and _is_dunder(name):
                 if (name in _CODE_SETTINGS or self._library_function(args[0])
                         or (name not in _NAMING_DUNDERS and self._library_class(args[0]))):
-                    if self._sandboxed_on_stack(event):
-                        raise self.refuse(f"setting {name!r} while sandboxed code runs",
+                    if self._code_event_refused(event):
+                        raise self.refuse(f"setting {name!r} of {type(args[0]).__name__} "
+                                          f"{getattr(args[0], '__qualname__', '?')!r}",
                                           "introspection")
                 elif self._sandboxed_caller():
                     raise self.refuse(f"setting {name!r} from sandboxed code",
@@ -1254,8 +1260,10 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
     ran that in ``re``'s globals with the real ``__import__``; the class it made landed in
     ``.registry``. The code check sees the annotation's code, never the globals it runs in.
     Now ``register(f)`` takes annotations only from plain functions whose globals, all along
-    ``__wrapped__``, have the policy's builtins: sandboxed code's. ``singledispatchmethod``
-    calls the module's ``singledispatch``, so it gets this one too."""
+    ``__wrapped__``, have the policy's builtins: sandboxed code's; and reads the first one as
+    a value, a class or a union, never evaluated by typing (class_annotated says why).
+    ``singledispatchmethod`` calls the module's ``singledispatch``, so it gets this one
+    too."""
     import functools
 
     real_singledispatch = functools.singledispatch
@@ -1290,6 +1298,39 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
                 return True
         return False
 
+    def class_annotated(fn: Any) -> Any:
+        """The class ``fn``'s first annotation names, read as a value, never evaluated
+        by typing: typing.get_type_hints (and 3.14's annotationlib) hand objects of
+        their own (ForwardRef) to code the annotations run, and a ForwardRef evaluates
+        any string in any loaded module's globals, or with the real builtins in empty
+        ones (a red-team run, round 7, reached the real sys so)."""
+        refusal = (f"the sandbox's policy {enforcer.name!r} takes register()'s class from "
+                   f"an annotation only when it is a class, a union of classes or a "
+                   f"dotted name of one, in a plain function of sandboxed code (an "
+                   f"annotation is never evaluated under a policy): name the class, "
+                   f"@f.register(int)")
+        if not annotations_of_sandboxed_code(fn):
+            raise PolicyError(refusal)
+        annotations = fn.__annotations__
+        first = next(iter(dict.values(annotations)), None) if type(annotations) is dict \
+            else None
+        if type(first) is str:
+            # A dotted name ("str", "decimal.Decimal") is looked up, not evaluated: in the
+            # function's globals or the policy's builtins, then attribute by attribute
+            # under the getattr rule.
+            parts = str.split(first, ".")
+            if not all(str.isidentifier(p) and name_allowed(p) for p in parts):
+                raise PolicyError(refusal)
+            value = dict.get(fn.__globals__, parts[0], _MISSING)
+            if value is _MISSING:
+                value = enforcer.builtins.get(parts[0], _MISSING)
+            for part in parts[1:]:
+                value = getattr(value, part, _MISSING)
+            first = value
+        if not (isinstance(first, type) or type(first) is types.UnionType):
+            raise PolicyError(refusal)
+        return first
+
     def singledispatch(func: Callable[..., Any]) -> Callable[..., Any]:
         dispatcher = real_singledispatch(func)
         real_register = dispatcher.register
@@ -1297,12 +1338,8 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
         def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
             if (func is None and not issubclass(type(cls), type)
                     and type(cls) is not types.UnionType
-                    and not annotations_of_sandboxed_code(cls)
                     and not a_library_registering_its_own(cls, sys._getframe(1))):
-                raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
-                                  f"register() by the annotations of {cls!r}: they would "
-                                  f"be evaluated in a library's globals (register a plain "
-                                  f"function of your own, or name the class)")
+                return real_register(class_annotated(cls), cls)
             return real_register(cls, func)
 
         register.__doc__ = real_register.__doc__

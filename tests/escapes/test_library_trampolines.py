@@ -237,3 +237,87 @@ Pair = collections.namedtuple("Pair", "a b", defaults=[2])
 result = (Version(2) >= Version(1), tuple(Pair(1)))
 ''')
     assert outcome == (True, (1, 2)) or isinstance(outcome, ImportError), outcome
+
+
+POOL_TRIAL_LOAD = '''
+def payload():
+    return __import__("os").getpid()
+
+def get_function_type():
+    return type(get_function_type)
+
+def get_code():
+    module = compile(PAYLOAD, "payload", "exec")
+    return [c for c in module.co_consts if type(c).__name__ == "code"][0]
+
+class Lazy:
+    def __init__(self, f):
+        self.f = f
+    def __call__(self):
+        pass
+    def __reduce__(self):
+        return (self.f, ())
+
+class MakeFunction:
+    def __call__(self):
+        pass
+    def __reduce__(self):
+        return (Lazy(get_function_type), (Lazy(get_code), {}))
+
+class Boom(Exception):
+    def __reduce__(self):
+        return (MakeFunction(), ())
+
+raise Boom("trial load me")
+'''
+
+
+@pytest.mark.parametrize("policy", ["nothing", "compute"])
+def test_a_pool_tasks_exception_trial_load_makes_no_function(policy: str) -> None:
+    """A pool runs tasks on a gate thread, where no frame of sandboxed code lies under
+    the task's handlers; the trial load of the exception a task raised then called what
+    its reductions chose, FunctionType(code, {}), which gave the function the real
+    builtins, and the function ran as the trial load's result (a red-team run, round 7).
+    The payload returns the real pid into the exception's message if it ran."""
+    source = f"PAYLOAD = {POOL_TRIAL_LOAD.split('def get_function_type')[0]!r}\n"
+    with subsandbox.SandboxPoolExecutor(1, policy=getattr(subsandbox.Policy, policy)()) as pool:
+        future = pool.submit(exec, source + POOL_TRIAL_LOAD)
+        error = future.exception(timeout=60)
+    assert error is not None
+    assert str(os.getpid()) not in text_of(error)
+    assert "function.__new__" in str(error), error
+
+
+def test_register_never_evaluates_annotations(sb: subsandbox.Sandbox) -> None:
+    """register(f) had typing evaluate f's annotations: an annotation could capture
+    typing's ForwardRef (3.12/3.13: a GenericAlias with a string argument, whose origin's
+    __class_getitem__ typing calls with it; 3.14: an undefined name, which annotationlib
+    turns into a stand-in and then a ForwardRef), and a ForwardRef evaluates any string
+    in any loaded module's globals (module=...) or with the real builtins in empty ones
+    (a red-team run, round 7)."""
+    outcome = attempt(sb, '''
+import functools
+caught = []
+class Ours:
+    def __class_getitem__(cls, item):
+        caught.append(item[0])
+        return list[int]
+def capture(x):
+    caught.append(x)
+    return int
+def f(x: type(list[int])(Ours, ("X",))):
+    pass
+try:
+    def g(x: capture(Undefined)):   # 3.14 evaluates it later; earlier versions now
+        pass
+    targets = (f, g)
+except NameError:
+    targets = (f,)
+for h in targets:
+    try:
+        functools.singledispatch(lambda x: x).register(h)
+    except Exception:
+        pass
+result = [type(c).__name__ for c in caught]
+''')
+    assert outcome == [] or isinstance(outcome, ImportError), outcome
