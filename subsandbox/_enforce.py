@@ -1039,6 +1039,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                 # a str subclass steers which module it loads and where it binds it.
                 raise ImportError(f"the sandbox's policy {self.name!r} imports modules only "
                                   f"by a plain str name, not by a {type(name).__name__}")
+            if name in _GUARDED_ON_IMPORT and name not in _guarded_modules:
+                # Import it here, fully, and patch it before anyone gets it: the import
+                # system then finds it in sys.modules.
+                _guarded_modules.add(name)
+                _guard_forward_refs(self, _real_import(name))
             if (name not in _modules and not self.allows_import(name)
                     and self._raised_by_our_pickler()):
                 # pickle imports the module a global names (an object's __module__, which
@@ -1250,6 +1255,83 @@ def _guard_traceback_suggestions() -> None:
 
     traceback._compute_suggestion_error = (  # type: ignore[attr-defined]
         _compute_suggestion_error)
+
+
+def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
+    """A ForwardRef evaluates its string in globals it is told of (``module=``, an
+    owner's, explicit ones), or with the builtins of the frame that evaluates it in
+    empty ones: typing's or annotationlib's, the real ones; and 3.14's annotationlib
+    looks a bare name up in the real builtins module itself. A red-team run (round 7)
+    got the real ``sys`` from ``ForwardRef('sys', module='subsandbox._enforce')``. Here,
+    in the sandbox's copy of typing (3.12, 3.13) or annotationlib (3.14), a forward
+    reference is evaluated only in globals that carry the policy's builtins, and
+    annotationlib's bare names fall back on the policy's builtins."""
+    builtins_of_policy = enforcer.builtins
+
+    def refuse(ref: object) -> PolicyError:
+        return PolicyError(f"the sandbox's policy {enforcer.name!r} evaluates a forward "
+                           f"reference ({ref!r}) only in the globals of sandboxed code")
+
+    def sandboxed_globals(g: object) -> bool:
+        return type(g) is dict and dict.get(g, "__builtins__") is builtins_of_policy
+
+    if module.__name__ == "typing" and sys.version_info < (3, 14):
+        forward_ref = module.ForwardRef
+        real_evaluate = forward_ref._evaluate
+
+        def _evaluate(self: Any, globalns: Any, localns: Any, *args: Any,
+                      **kwargs: Any) -> Any:
+            g = globalns if globalns is not None else localns
+            named = self.__forward_module__
+            if named is not None:
+                g = (getattr(_modules.get(named), "__dict__", g) if type(named) is str
+                     else None)
+            if not sandboxed_globals(g):
+                raise refuse(self)
+            # The globals checked, passed on as such: nothing is looked up twice.
+            return real_evaluate(self, g, localns if localns is not None else g,
+                                 *args, **kwargs)
+
+        forward_ref._evaluate = _evaluate
+    elif module.__name__ == "annotationlib":
+        forward_ref = module.ForwardRef
+        real_evaluate = forward_ref.evaluate
+        string_format = module.Format.STRING
+
+        def evaluate(self: Any, *, globals: Any = None, locals: Any = None,
+                     type_params: Any = None, owner: Any = None,
+                     format: Any = module.Format.VALUE) -> Any:
+            if format != string_format:
+                g, own = globals, owner if owner is not None else self.__owner__
+                named = self.__forward_module__
+                if g is None and named is not None:
+                    g = (getattr(_modules.get(named), "__dict__", None)
+                         if type(named) is str else None)
+                if g is None and own is not None:
+                    if isinstance(own, type):
+                        name = getattr(own, "__module__", None)
+                        g = (getattr(_modules.get(name), "__dict__", None)
+                             if type(name) is str else None)
+                    elif isinstance(own, types.ModuleType):
+                        g = getattr(own, "__dict__", None)
+                    elif callable(own):
+                        g = getattr(own, "__globals__", None)
+                if not sandboxed_globals(g):
+                    raise refuse(self)
+                globals = g  # passed on as checked: no owner's __globals__ read twice
+            return real_evaluate(self, globals=globals, locals=locals,
+                                 type_params=type_params, owner=owner, format=format)
+
+        forward_ref.evaluate = evaluate
+        policy_builtins = types.ModuleType("builtins")
+        vars(policy_builtins).update(builtins_of_policy)
+        setattr(module, "builtins", policy_builtins)
+
+
+# Modules patched in place as they are first imported in the sandbox (see the "import"
+# event in _Enforcer.hook), or at install if already there.
+_GUARDED_ON_IMPORT = ("typing", "annotationlib")
+_guarded_modules: set[str] = set()
 
 
 def _guard_singledispatch(enforcer: _Enforcer) -> None:
@@ -1489,6 +1571,10 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     _guard_enum_property(enforcer.name)
     _guard_singledispatch(enforcer)
     _guard_traceback_suggestions()
+    for name in _GUARDED_ON_IMPORT:
+        if name in _modules:
+            _guarded_modules.add(name)
+            _guard_forward_refs(enforcer, _modules[name])
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {

@@ -17,7 +17,7 @@ import pytest
 
 import subsandbox
 
-from ._escape import assert_refused, attempt, text_of
+from ._escape import REFUSALS, assert_refused, attempt, text_of
 
 # Code compiled inside the sandbox: it passes the code check (it only names a global).
 STAGE2 = '''
@@ -321,3 +321,41 @@ for h in targets:
 result = [type(c).__name__ for c in caught]
 ''')
     assert outcome == [] or isinstance(outcome, ImportError), outcome
+
+
+FORWARD_REF = """
+try:
+    import annotationlib
+    FR = annotationlib.ForwardRef
+except ImportError:
+    import typing
+    FR = typing.ForwardRef
+def ev(ref, g):
+    if hasattr(ref, "evaluate"):
+        return ref.evaluate(globals=g)
+    try:
+        return ref._evaluate(g, None, (), recursive_guard=frozenset())
+    except TypeError:
+        return ref._evaluate(g, None, recursive_guard=frozenset())
+"""
+
+
+def test_a_forward_ref_evaluates_only_in_sandboxed_globals() -> None:
+    """Where typing (or 3.14's annotationlib) is granted, ForwardRef is at hand: it
+    evaluated a string in any loaded module's globals (module=...), or with the real
+    builtins in empty ones, and 3.14's annotationlib looked bare names up in the real
+    builtins module (a red-team run, round 7). In the sandbox's own globals it works."""
+    policy = subsandbox.Policy.compute().allow_import("typing", "annotationlib")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        sb.exec(FORWARD_REF)
+        for source in ("result = repr(ev(FR('sys', module='subsandbox._enforce'), None))",
+                       "result = repr(ev(FR('__import__'), {}))",
+                       "result = repr(ev(FR('__import__(\\'sys\\')'), {}))"):
+            outcome = attempt(sb, source)
+            assert_refused(outcome)
+            assert "module 'sys'" not in text_of(outcome)
+            assert "built-in function" not in text_of(outcome)
+        outcome = attempt(sb, "result = (ev(FR('int'), globals()) is int,"
+                              " repr(ev(FR('__import__'), globals())))")
+        assert isinstance(outcome, tuple) and outcome[0] is True, outcome
+        assert "built-in" not in outcome[1], outcome  # the policy's guarded __import__
