@@ -28,10 +28,11 @@ Runs in the sandbox only (``_inside.serve`` calls ``install(spec)`` before it an
    policy does not grant, wherever they come from: opening files (by mode and directory),
    directory listings, processes and ``os`` process control, sockets, ctypes and non-stdlib
    native code, threads, interpreter-wide hooks, ``gc``'s object walks, other threads'
-   frames, running unchecked code; while sandboxed code is anywhere on the stack (a C
-   callable it hands to library code runs under the library's frame), new code or
-   function objects, ``marshal``, and setting ``__code__`` or ``__class__``; and, when the code that raised the event is sandboxed code, frame
-   access and other dunder assignment.
+   frames, running unchecked code; new code or function objects, ``marshal``, and
+   setting ``__code__``, ``__class__`` or a library function's or class's dunders, by
+   anyone but our loaders and the import system (a C callable sandboxed code hands to
+   library code runs under the library's frame); and, when the code that raised the
+   event is sandboxed code, frame access and other dunder assignment.
 
 "Sandboxed code" is code whose globals are not the namespace of a loaded module other than
 ``__main__``: the user's functions, ``exec``'d source, and anything they build. Library
@@ -358,13 +359,14 @@ _INTROSPECTION_EVENTS = frozenset("""
 _SANDBOXED_CODE_EVENTS = frozenset("""
     object.__getattr__ sys._getframe sys._getframemodulename
 """.split())
-# Refused when sandboxed code is anywhere on the stack, not only when it raised them: a C
-# callable that sandboxed code hands to a library function as a callback (json's
-# object_hook, a key, what functools.singledispatch dispatches to) runs under the
-# library's frame, so FunctionType, code.replace or object.__setattr__ called that way
-# looked like the library's own doing (a red-team run made functions with the real
-# builtins, and set a library function's __code__, that way). No library code makes or
-# rewrites code for sandboxed code; the exceptions are our own loaders (_MAKERS below).
+# Refused whoever raises them, not only sandboxed code: a C callable that sandboxed code
+# hands to a library function as a callback (json's object_hook, a key, what
+# functools.singledispatch dispatches to) runs under the library's frame, so
+# FunctionType, code.replace or object.__setattr__ called that way looked like the
+# library's own doing (a red-team run made functions with the real builtins, and set a
+# library function's __code__, that way). No library code makes or rewrites code for
+# sandboxed code; the exceptions are our own loaders (_MAKERS below), the import system
+# and 3.14's annotationlib (_Enforcer._code_event_refused).
 _CODE_EVENTS = frozenset("""
     code.__new__ function.__new__ marshal.loads marshal.load marshal.dumps
     cpython.PyThreadState_SetAsyncExc
