@@ -1045,7 +1045,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                 # Import it here, fully, and patch it before anyone gets it: the import
                 # system then finds it in sys.modules.
                 _guarded_modules.add(name)
-                _guard_forward_refs(self, _real_import(name))
+                _guard_on_import(self, _real_import(name))
             if (name not in _modules and not self.allows_import(name)
                     and self._raised_by_our_pickler()):
                 # pickle imports the module a global names (an object's __module__, which
@@ -1330,9 +1330,62 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
         setattr(module, "builtins", policy_builtins)
 
 
+def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> None:
+    """dataclasses runs the methods it writes (field names in their source) in the
+    namespace of ``sys.modules[cls.__module__]``, or in empty globals, which take the real
+    builtins; enum.global_enum writes a class's members into that namespace. A class body
+    sets ``__module__`` to anything: an eighth red-team run put code in a field name of
+    a class claiming ``subsandbox._enforce`` (where dataclasses is granted), and rewrote
+    that module's globals with global_enum (where enum is). Here each acts on a class
+    only where that namespace is the sandbox's own (it carries the policy's builtins),
+    or for a module's own top-level code, as a library defines its classes."""
+    def namespace_of(cls: object, own_module: types.ModuleType) -> None:
+        name = vars(cls).get("__module__") if isinstance(cls, type) else None
+        target = _modules.get(name) if type(name) is str else None
+        namespace = getattr(target, "__dict__", None)
+        if (type(namespace) is dict
+                and dict.get(namespace, "__builtins__") is enforcer.builtins):
+            return
+        frame: types.FrameType | None = sys._getframe(2)
+        while frame is not None and frame.f_globals is vars(own_module):
+            frame = frame.f_back
+        if (frame is not None and namespace is not None and frame.f_globals is namespace
+                and frame.f_code.co_name == "<module>"):
+            return
+        raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
+                          f"{own_module.__name__} for a class whose __module__ is {name!r}: it "
+                          f"would run or write in that module's namespace; define the class "
+                          f"in sandboxed code and leave __module__ alone")
+
+    if module.__name__ == "dataclasses":
+        real_process_class = module._process_class
+
+        def _process_class(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            namespace_of(cls, module)
+            return real_process_class(cls, *args, **kwargs)
+
+        setattr(module, "_process_class", _process_class)
+    elif module.__name__ == "enum":
+        real_global_enum = module.global_enum
+
+        def global_enum(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            namespace_of(cls, module)
+            return real_global_enum(cls, *args, **kwargs)
+
+        global_enum.__doc__ = real_global_enum.__doc__
+        setattr(module, "global_enum", global_enum)
+
+
+def _guard_on_import(enforcer: _Enforcer, module: types.ModuleType) -> None:
+    if module.__name__ in ("typing", "annotationlib"):
+        _guard_forward_refs(enforcer, module)
+    else:
+        _guard_module_namespaces(enforcer, module)
+
+
 # Modules patched in place as they are first imported in the sandbox (see the "import"
 # event in _Enforcer.hook), or at install if already there.
-_GUARDED_ON_IMPORT = ("typing", "annotationlib")
+_GUARDED_ON_IMPORT = ("typing", "annotationlib", "dataclasses", "enum")
 _guarded_modules: set[str] = set()
 
 
@@ -1576,7 +1629,7 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
     for name in _GUARDED_ON_IMPORT:
         if name in _modules:
             _guarded_modules.add(name)
-            _guard_forward_refs(enforcer, _modules[name])
+            _guard_on_import(enforcer, _modules[name])
     from . import _core, errors
 
     machinery: dict[tuple[str, str], object] = {

@@ -359,3 +359,68 @@ def test_a_forward_ref_evaluates_only_in_sandboxed_globals() -> None:
                               " repr(ev(FR('__import__'), globals())))")
         assert isinstance(outcome, tuple) and outcome[0] is True, outcome
         assert "built-in" not in outcome[1], outcome  # the policy's guarded __import__
+
+
+DATACLASS_FIELD = '''
+from dataclasses import dataclass
+got = []
+class C:
+    "a docstring, so dataclasses does not call inspect.signature for one"
+    __module__ = MODULE
+    __annotations__ = {FIELD: int}
+    def x(self, b):
+        got.append(b)
+        return True
+C = dataclass(init=False, repr=False, eq=True, match_args=False)(C)
+C() == C()
+result = repr(got[0]["__import__"])
+'''
+
+
+@pytest.mark.parametrize("module", ["subsandbox._enforce", "not.loaded.anywhere"])
+def test_dataclass_code_in_a_field_name_runs_in_no_library_namespace(module: str) -> None:
+    """dataclasses writes its methods' source from the field names, which a class body's
+    __annotations__ chooses, and ran it in sys.modules[cls.__module__]'s namespace (or in
+    empty globals, which take the real builtins): a field named 'x(__builtins__)#' handed
+    the real builtins to the class's method (a red-team run, round 8, where dataclasses
+    is granted)."""
+    field = "x(__builtins__),)#" if sys.version_info < (3, 13) else "x(__builtins__)#"
+    policy = subsandbox.Policy.compute().allow_import("dataclasses")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, DATACLASS_FIELD.replace("MODULE", repr(module))
+                          .replace("FIELD", repr(field)))
+        assert_refused(outcome)
+        assert "built-in function" not in text_of(outcome)
+        outcome = attempt(sb, """
+from dataclasses import dataclass
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int = 2
+result = (repr(Point(1)), Point(1) == Point(1, 2))
+""")
+        assert outcome == ("Point(x=1, y=2)", True), outcome
+
+
+def test_global_enum_writes_into_no_library_namespace() -> None:
+    """enum.global_enum wrote a class's members into sys.modules[cls.__module__]: an enum
+    claiming subsandbox._enforce replaced the audit hook's own globals (a red-team run,
+    round 8, where enum is granted)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("enum")) as sb:
+        outcome = attempt(sb, """
+import enum
+class Yes(enum.Enum):
+    __module__ = "subsandbox._enforce"
+    _under = 1
+enum.global_enum(Yes)
+result = "written"
+""")
+        assert_refused(outcome)
+        outcome = attempt(sb, """
+import enum
+@enum.global_enum
+class Mine(enum.IntEnum):
+    ONE = 1
+result = (ONE.value, repr(ONE))
+""")
+        assert outcome == (1, "__main__.ONE"), outcome
