@@ -49,6 +49,31 @@ _COMPUTE_MODULES = (
 
 _EFFECTS = ("read", "write", "network", "processes", "native", "hooks", "threads")
 
+# Modules no restricting policy can grant, each with why: what it hands sandboxed code is
+# the interpreter itself (its real modules, builtins or frames), or code it runs in
+# namespaces sandboxed code chooses, or with the real builtins (red-team runs found each
+# of inspect, timeit, code and annotationlib doing so). Policy.unrestricted() has them.
+UNGRANTABLE_MODULES = {
+    "sys": "its modules dict holds every real module",
+    "builtins": "it is the real builtins",
+    "importlib": "import_module() imports past the policy and returns real modules",
+    "inspect": "it reads any attribute by name (getmembers), hands out frames, and "
+               "evaluates annotations in any module's namespace (eval_str)",
+    "annotationlib": "it evaluates annotations in any module's namespace (eval_str)",
+    "timeit": "it runs code in a namespace it fills with the real builtins",
+    "code": "it runs code in a namespace it fills with the real builtins",
+    "doctest": "it runs code in a namespace it fills with the real builtins",
+    "runpy": "it runs modules' code past the policy",
+    "pdb": "it is a debugger: frames, and code run in any of them",
+    "bdb": "it is a debugger's core: frames, and code run in any of them",
+    "trace": "it runs code in a namespace it fills with the real builtins",
+    "profile": "it runs code in a namespace it fills with the real builtins",
+    "cProfile": "it runs code in a namespace it fills with the real builtins",
+    "pydoc": "it imports modules by name past the policy and walks their attributes",
+    "rlcompleter": "it reads any attribute by name",
+    "subsandbox": "it is the machinery that enforces the policy",
+}
+
 
 def _absolute_dirs(dirs: Iterable[str | os.PathLike[str]], method: str) -> tuple[str, ...]:
     out = []
@@ -145,6 +170,11 @@ class Policy:
             if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
                 raise ValueError(f"Policy.allow_import() takes dotted module names, "
                                  f"not {name!r}")
+            top = name.partition(".")[0]
+            if top in UNGRANTABLE_MODULES:
+                raise ValueError(f"Policy.allow_import(): {name!r} cannot be granted to "
+                                 f"a sandbox under a policy: {UNGRANTABLE_MODULES[top]} "
+                                 f"(use Policy.unrestricted() for code you trust)")
         return self._widen(f"import({','.join(names)})", modules=self._modules + names)
 
     def allow_builtins(self, *names: str) -> Policy:
