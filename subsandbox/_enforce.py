@@ -1277,6 +1277,13 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
     def sandboxed_globals(g: object) -> bool:
         return type(g) is dict and dict.get(g, "__builtins__") is builtins_of_policy
 
+    def harmless_locals(namespace: object) -> bool:
+        # Names are looked up in the locals first: get_type_hints of a class swaps the
+        # two, so the locals were sys.modules[cls.__module__]'s namespace, which a class
+        # body names (a red-team run, round 10). A module's namespace has __builtins__.
+        return namespace is None or (type(namespace) is dict and dict.get(
+            namespace, "__builtins__", builtins_of_policy) is builtins_of_policy)
+
     if module.__name__ == "typing" and sys.version_info < (3, 14):
         forward_ref = module.ForwardRef
         real_evaluate = forward_ref._evaluate
@@ -1288,7 +1295,7 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
             if named is not None:
                 g = (getattr(_modules.get(named), "__dict__", g) if type(named) is str
                      else None)
-            if not sandboxed_globals(g):
+            if not sandboxed_globals(g) or not harmless_locals(localns):
                 raise refuse(self)
             # The globals checked, passed on as such: nothing is looked up twice.
             return real_evaluate(self, g, localns if localns is not None else g,
@@ -1318,7 +1325,7 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
                         g = getattr(own, "__dict__", None)
                     elif callable(own):
                         g = getattr(own, "__globals__", None)
-                if not sandboxed_globals(g):
+                if not sandboxed_globals(g) or not harmless_locals(locals):
                     raise refuse(self)
                 globals = g  # passed on as checked: no owner's __globals__ read twice
             return real_evaluate(self, globals=globals, locals=locals,
@@ -1339,8 +1346,25 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
     that module's globals with global_enum (where enum is). Here each acts on a class
     only where that namespace is the sandbox's own (it carries the policy's builtins),
     or for a module's own top-level code, as a library defines its classes."""
+    def plain_module_name(cls: type) -> bool:
+        """Whether ``cls.__module__``, as the library will read it, is the plain str in
+        the class's own namespace: not a property of its metaclass (a data descriptor
+        there wins over the class's namespace, and may answer differently each time: a
+        red-team run, round 10), nor a metaclass's own __getattribute__."""
+        meta = type(cls)
+        if meta.__getattribute__ is not type.__getattribute__:
+            return False
+        mro: tuple[type, ...] = getattr(meta, "__mro__")
+        for base in mro:
+            if base is not type and base is not object and type(
+                    vars(base).get("__module__", "")) is not str:
+                return False
+        return type(vars(cls).get("__module__")) is str
+
     def namespace_of(cls: object, own_module: types.ModuleType) -> None:
         name = vars(cls).get("__module__") if isinstance(cls, type) else None
+        if isinstance(cls, type) and not plain_module_name(cls):
+            name = None  # what the library reads as cls.__module__ may be another name
         target = _modules.get(name) if type(name) is str else None
         namespace = getattr(target, "__dict__", None)
         if (type(namespace) is dict

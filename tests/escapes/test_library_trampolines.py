@@ -439,3 +439,50 @@ def test_modules_that_hand_out_the_interpreter_cannot_be_granted(name: str) -> N
     with pytest.raises(ValueError, match=f"{name!r} cannot be granted"):
         subsandbox.Policy.compute().allow_import(name)
     assert subsandbox.Policy.compute().allow_import("json", "fractions") is not None
+
+
+def test_get_type_hints_of_a_class_claiming_a_library_module() -> None:
+    """get_type_hints(cls) swaps its namespaces for a class: the locals, where names are
+    looked up first, were sys.modules[cls.__module__]'s (a red-team run, round 10)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("typing")) as sb:
+        outcome = attempt(sb, """
+import typing
+class C:
+    __builtins__ = globals()["__builtins__"]
+    __module__ = "subsandbox._enforce"
+    x: "__builtins__"
+result = repr(typing.get_type_hints(C)["x"])[:60]
+""")
+        assert_refused(outcome)
+        assert "built-in function" not in text_of(outcome)
+
+
+@pytest.mark.parametrize("module", ["dataclasses", "enum"])
+def test_a_metaclass_property_cannot_rename_the_module(module: str) -> None:
+    """The guard read __module__ from the class's namespace ("__main__"); the library
+    read cls.__module__, which a metaclass's property answered with another module (a
+    red-team run, round 10)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import(module)) as sb:
+        if module == "dataclasses":
+            source = """
+from dataclasses import dataclass
+class Meta(type):
+    __module__ = property(lambda cls: "subsandbox._enforce")
+class C(metaclass=Meta):
+    "doc"
+    __annotations__ = {"x": int}
+dataclass(C)
+result = "processed"
+"""
+        else:
+            source = """
+import enum
+class Meta(enum.EnumType):
+    __module__ = property(lambda cls: "subsandbox._enforce")
+class E(enum.Enum, metaclass=Meta):
+    _under = 1
+enum.global_enum(E)
+result = "written"
+"""
+        outcome = attempt(sb, source)
+        assert_refused(outcome)
