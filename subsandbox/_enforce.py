@@ -1280,9 +1280,16 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
     def harmless_locals(namespace: object) -> bool:
         # Names are looked up in the locals first: get_type_hints of a class swaps the
         # two, so the locals were sys.modules[cls.__module__]'s namespace, which a class
-        # body names (a red-team run, round 10). A module's namespace has __builtins__.
-        return namespace is None or (type(namespace) is dict and dict.get(
-            namespace, "__builtins__", builtins_of_policy) is builtins_of_policy)
+        # body names (a red-team run, round 10; round 11 named 'builtins', whose
+        # namespace has no __builtins__ key). No module's namespace but the sandbox's.
+        if namespace is None:
+            return True
+        if type(namespace) is not dict:
+            return False
+        if dict.get(namespace, "__builtins__") is builtins_of_policy:
+            return True
+        return "__builtins__" not in namespace and not any(
+            getattr(m, "__dict__", None) is namespace for m in list(_modules.values()))
 
     if module.__name__ == "typing" and sys.version_info < (3, 14):
         forward_ref = module.ForwardRef
@@ -1361,7 +1368,7 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
                 return False
         return type(vars(cls).get("__module__")) is str
 
-    def namespace_of(cls: object, own_module: types.ModuleType) -> None:
+    def namespace_of(cls: object, own_module: types.ModuleType) -> dict[str, Any]:
         name = vars(cls).get("__module__") if isinstance(cls, type) else None
         if isinstance(cls, type) and not plain_module_name(cls):
             name = None  # what the library reads as cls.__module__ may be another name
@@ -1369,13 +1376,13 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
         namespace = getattr(target, "__dict__", None)
         if (type(namespace) is dict
                 and dict.get(namespace, "__builtins__") is enforcer.builtins):
-            return
+            return namespace
         frame: types.FrameType | None = sys._getframe(2)
         while frame is not None and frame.f_globals is vars(own_module):
             frame = frame.f_back
-        if (frame is not None and namespace is not None and frame.f_globals is namespace
+        if (frame is not None and type(namespace) is dict and frame.f_globals is namespace
                 and frame.f_code.co_name == "<module>"):
-            return
+            return namespace
         raise PolicyError(f"the sandbox's policy {enforcer.name!r} refuses "
                           f"{own_module.__name__} for a class whose __module__ is {name!r}: it "
                           f"would run or write in that module's namespace; define the class "
@@ -1392,9 +1399,20 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
     elif module.__name__ == "enum":
         real_global_enum = module.global_enum
 
-        def global_enum(cls: Any, *args: Any, **kwargs: Any) -> Any:
-            namespace_of(cls, module)
-            return real_global_enum(cls, *args, **kwargs)
+        def global_enum(cls: Any, update_str: bool = False) -> Any:
+            # enum's own steps (the same in 3.12 to 3.14), with the namespace checked
+            # once and written into as checked: the real one reads cls.__module__ again
+            # after setting __repr__, which a metaclass's __setattr__ had renamed in
+            # between (a red-team run, round 11).
+            namespace = namespace_of(cls, module)
+            if issubclass(cls, module.Flag):
+                cls.__repr__ = module.global_flag_repr
+            else:
+                cls.__repr__ = module.global_enum_repr
+            if not issubclass(cls, module.ReprEnum) or update_str:
+                cls.__str__ = module.global_str
+            namespace.update(cls.__members__)
+            return cls
 
         global_enum.__doc__ = real_global_enum.__doc__
         setattr(module, "global_enum", global_enum)

@@ -486,3 +486,49 @@ result = "written"
 """
         outcome = attempt(sb, source)
         assert_refused(outcome)
+
+
+def test_get_type_hints_of_a_class_claiming_a_c_module() -> None:
+    """The same swap with a C module's namespace as the locals ('builtins' has no
+    __builtins__ key): '__import__' evaluated to the real one (a red-team run, round 11)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("typing")) as sb:
+        outcome = attempt(sb, """
+import typing
+class C:
+    __builtins__ = globals()["__builtins__"]
+    __module__ = "builtins"
+    x: "__import__"
+result = repr(typing.get_type_hints(C)["x"])
+""")
+        assert_refused(outcome)
+        assert "built-in function" not in text_of(outcome)
+
+
+def test_global_enum_writes_where_it_checked() -> None:
+    """global_enum read cls.__module__ again after setting __repr__, and a metaclass's
+    __setattr__ renamed the class in between (update_wrapper sets __module__ as library
+    code): the members went over the audit hook's globals (a red-team run, round 11)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("enum")) as sb:
+        outcome = attempt(sb, """
+import enum, functools
+class Fake:
+    __module__ = "subsandbox._enforce"
+class M(enum.EnumType):
+    def __setattr__(cls, name, value):
+        if name == "__repr__":
+            try:
+                functools.update_wrapper(cls, Fake)
+            except Exception:
+                pass
+            return
+        return enum.EnumType.__setattr__(cls, name, value)
+class Yes(enum.Enum, metaclass=M):
+    _under = 1
+enum.global_enum(Yes)
+result = (_under.value, Yes.__module__)
+""")
+        # Written where it was checked, the sandbox's own namespace, whatever the class
+        # says its module is by then.
+        assert outcome == (1, "subsandbox._enforce"), outcome
+        outcome = attempt(sb, "import enum\nresult = 'still refused'\nimport os")
+        assert_refused(outcome)
