@@ -441,22 +441,6 @@ def test_modules_that_hand_out_the_interpreter_cannot_be_granted(name: str) -> N
     assert subsandbox.Policy.compute().allow_import("json", "fractions") is not None
 
 
-def test_get_type_hints_of_a_class_claiming_a_library_module() -> None:
-    """get_type_hints(cls) swaps its namespaces for a class: the locals, where names are
-    looked up first, were sys.modules[cls.__module__]'s (a red-team run, round 10)."""
-    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("typing")) as sb:
-        outcome = attempt(sb, """
-import typing
-class C:
-    __builtins__ = globals()["__builtins__"]
-    __module__ = "subsandbox._enforce"
-    x: "__builtins__"
-result = repr(typing.get_type_hints(C)["x"])[:60]
-""")
-        assert_refused(outcome)
-        assert "built-in function" not in text_of(outcome)
-
-
 @pytest.mark.parametrize("module", ["dataclasses", "enum"])
 def test_a_metaclass_property_cannot_rename_the_module(module: str) -> None:
     """The guard read __module__ from the class's namespace ("__main__"); the library
@@ -488,17 +472,20 @@ result = "written"
         assert_refused(outcome)
 
 
-def test_get_type_hints_of_a_class_claiming_a_c_module() -> None:
-    """The same swap with a C module's namespace as the locals ('builtins' has no
-    __builtins__ key): '__import__' evaluated to the real one (a red-team run, round 11)."""
+@pytest.mark.parametrize("module, name", [("subsandbox._enforce", "__builtins__"),
+                                          ("builtins", "__import__")])
+def test_get_type_hints_of_a_class_claiming_a_module(module: str, name: str) -> None:
+    """get_type_hints(cls) swaps its namespaces for a class: the locals, where names are
+    looked up first, were sys.modules[cls.__module__]'s (a red-team run, round 10), or a
+    C module's, which has no __builtins__ key (round 11): the real builtins came out."""
     with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("typing")) as sb:
-        outcome = attempt(sb, """
+        outcome = attempt(sb, f"""
 import typing
 class C:
     __builtins__ = globals()["__builtins__"]
-    __module__ = "builtins"
-    x: "__import__"
-result = repr(typing.get_type_hints(C)["x"])
+    __module__ = {module!r}
+    x: {name!r}
+result = repr(typing.get_type_hints(C)["x"])[:60]
 """)
         assert_refused(outcome)
         assert "built-in function" not in text_of(outcome)
