@@ -372,8 +372,8 @@ _CODE_EVENTS = frozenset("""
     cpython.PyThreadState_SetAsyncExc
 """.split())
 # Attributes whose change runs other code, or changes what an object or a class is,
-# checked the same stack-wide way (object.__setattr__ is raised for these on functions and
-# any object, and for every attribute of a class). So are all dunders of library
+# refused the same way, whoever sets them (object.__setattr__ is raised for these on
+# functions and any object, and for a type's own descriptors). So are all dunders of library
 # functions and library classes (_library_function, _library_class). Not __defaults__
 # (collections.namedtuple sets it) nor __bases__ (typing.NamedTuple sets it) of what library
 # code makes for sandboxed code: a default is a value sandboxed code could pass anyway,
@@ -405,6 +405,33 @@ _import_system_globals = tuple(
 _views: dict[str, types.ModuleType] = {}
 _machinery: dict[tuple[str, str], object] = {}
 _checking: set[int] = set()  # threads looking at their own stack (see _Enforcer.hook)
+
+
+def _own_frame(depth: int) -> types.FrameType | None:
+    """``sys._getframe(depth)`` as our caller would see it (0: our caller), or None past
+    the stack's bottom. Reading the stack raises "sys._getframe" itself; the hook lets
+    this thread's own look through."""
+    me = _thread.get_ident()
+    _checking.add(me)
+    try:
+        return _getframe(depth + 1)
+    except ValueError:
+        return None
+    finally:
+        _checking.discard(me)
+
+
+def _module_namespace(namespace: object) -> bool:
+    """Whether ``namespace`` is the namespace of a loaded module other than ``__main__``:
+    the library's, where code runs with the real builtins."""
+    name = dict.get(namespace, "__name__") if type(namespace) is dict else None
+    if type(name) is not str or name == "__main__":
+        return False
+    return getattr(_modules.get(name), "__dict__", None) is namespace
+
+
+def _import_system_frame(frame: types.FrameType) -> bool:
+    return any(frame.f_globals is g for g in _import_system_globals)
 
 
 class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties below
@@ -554,19 +581,14 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         them: handed to a library function as a callback (a class attribute its method
         calls as ``self.x()``, a functools.partial), they answered with the library
         module's globals, which hold the real builtins."""
-        me = _thread.get_ident()
-        _checking.add(me)
-        try:
-            frame = _getframe(3)  # 0: here, 1: _globals/_locals, 2: the guard, 3: the caller
-        finally:
-            _checking.discard(me)
-        if not self._sandboxed_frame(frame):
-            raise PolicyError(f"the sandbox's policy {self.name!r} lets {builtin}() answer "
-                              f"only for sandboxed code, not for library code that calls "
-                              f"it (here {frame.f_code.co_name!r} of "
-                              f"{dict.get(frame.f_globals, '__name__')!r}): call "
-                              f"{builtin}() yourself and pass on what it returns")
-        return frame
+        frame = _own_frame(3)  # 0: here, 1: _globals/_locals, 2: the guard, 3: the caller
+        if frame is not None and self._sandboxed_frame(frame):
+            return frame
+        caller = ("no Python code" if frame is None else
+                  f"{frame.f_code.co_name!r} of {dict.get(frame.f_globals, '__name__')!r}")
+        raise PolicyError(f"the sandbox's policy {self.name!r} lets {builtin}() answer only "
+                          f"for sandboxed code, not for library code that calls it (here "
+                          f"{caller}): call {builtin}() yourself and pass on what it returns")
 
     def _globals(self) -> dict[str, Any]:
         return self._calling_frame("globals").f_globals
@@ -877,28 +899,13 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
     def _sandboxed_frame(self, frame: types.FrameType) -> bool:
         """Whether ``frame`` runs sandboxed code (see the top of this module)."""
-        if frame.f_builtins is self.builtins:
-            return True
-        g = frame.f_globals
-        name = dict.get(g, "__name__")
-        if type(name) is not str or name == "__main__":
-            return True
-        module = _modules.get(name)
-        return module is None or getattr(module, "__dict__", None) is not g
+        return frame.f_builtins is self.builtins or not _module_namespace(frame.f_globals)
 
     def _raiser(self, depth: int) -> types.FrameType | None:
         """The frame of the code that raised the event being audited, ``depth`` calls of
         ours below the hook; None when it was raised from C with no Python frame (an
-        interrupt). Reading the stack raises "sys._getframe" itself; the hook lets this
-        thread's own look through."""
-        me = _thread.get_ident()
-        _checking.add(me)
-        try:
-            return _getframe(3 + depth)  # 0: here, 1: our caller, 2: the hook, 3: who raised it
-        except ValueError:
-            return None
-        finally:
-            _checking.discard(me)
+        interrupt)."""
+        return _own_frame(3 + depth)  # 0: here, 1: our caller, 2: the hook, 3: who raised it
 
     def _sandboxed_caller(self, depth: int = 0) -> bool:
         """Whether the code that raised the event being audited is sandboxed code."""
@@ -920,8 +927,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         FunctionType(code, {}) then made a function with the real builtins (a red-team
         run, round 7)."""
         frame = self._raiser(0)
-        if frame is None or frame.f_code in _MAKERS or any(
-                frame.f_globals is g for g in _import_system_globals):
+        if frame is None or frame.f_code in _MAKERS or _import_system_frame(frame):
             return False
         return not self._annotationlib_may(frame, event)
 
@@ -934,11 +940,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         """Whether ``obj`` is a function of a loaded module (not one sandboxed code, or a
         library on its behalf, made in a namespace of its own): its __defaults__ and
         __kwdefaults__ are the library's, for every caller in this sandbox."""
-        if not isinstance(obj, types.FunctionType):
-            return False
-        name = dict.get(obj.__globals__, "__name__")
-        module = _modules.get(name) if type(name) is str and name != "__main__" else None
-        return module is not None and getattr(module, "__dict__", None) is obj.__globals__
+        return isinstance(obj, types.FunctionType) and _module_namespace(obj.__globals__)
 
     def _library_class(self, obj: object) -> bool:
         """Whether ``obj`` is a class of a loaded module other than ``__main__``, by the
@@ -975,15 +977,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
     def _import_system_caller(self) -> bool:
         """Whether the event comes from the import system running a module's code."""
-        me = _thread.get_ident()
-        _checking.add(me)
-        try:
-            frame = _getframe(2)  # 0: here, 1: the hook, 2: who raised the event
-        except ValueError:
-            return False
-        finally:
-            _checking.discard(me)
-        return any(frame.f_globals is g for g in _import_system_globals)
+        frame = _own_frame(2)  # 0: here, 1: the hook, 2: who raised the event
+        return frame is not None and _import_system_frame(frame)
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
@@ -1642,10 +1637,10 @@ def explain_missing_builtin(exc: BaseException) -> None:
 
 _installed_policy: _Enforcer | None = None
 
-# Our loaders of what crosses by value, which make functions (and marshal their code)
-# while sandboxed code may be on the stack (a value it receives from a channel): each
-# checks the code it makes (make_function) or only fills in one it made, and none calls
-# anything that sandboxed code chose. The events they raise themselves are let through.
+# Our loaders of what crosses by value, which make functions (and marshal their code):
+# each checks the code it makes (make_function) or only fills in one it made, and none
+# calls anything that sandboxed code chose. The events they raise themselves are let
+# through (_Enforcer._code_event_refused).
 _MAKERS = frozenset({_Enforcer.make_function.__code__, _crossing._make_function.__code__,
                      _crossing._fill_function.__code__, _crossing._reduce_function.__code__})
 
