@@ -72,6 +72,12 @@ UNGRANTABLE_MODULES = {
     "pydoc": "it imports modules by name past the policy and walks their attributes",
     "rlcompleter": "it reads any attribute by name",
     "subsandbox": "it is the machinery that enforces the policy",
+    # The code check decodes bytecode with dis, which reads opcode's tables (lists) at
+    # every call: a sandbox that cleared dis.hasjrel hid jump targets from the check.
+    "dis": "the policy's code check decodes bytecode with it, through opcode tables "
+           "(lists) that whoever holds the module can change",
+    "opcode": "the policy's code check decodes bytecode with its tables (lists), which "
+              "whoever holds the module can change",
 }
 
 
