@@ -24,3 +24,11 @@ ss_interp_config(PyInterpreterState *interp, ss_interp_facts *out)
     out->allow_exec = (flags & Py_RTFLAGS_EXEC) != 0;
     return 0;
 }
+
+/* Set by Py_EndInterpreter (and Py_FinalizeEx) after the atexit callbacks, before the
+ * interpreter's modules are cleared; the same field and accessor in 3.12, 3.13, 3.14. */
+int
+ss_interp_finalizing(PyInterpreterState *interp)
+{
+    return _PyInterpreterState_GetFinalizing(interp) != NULL;
+}

@@ -105,7 +105,8 @@ ss_exec(PyObject *module)
         || ss_xvalue_exec(module, st) < 0
         || ss_gate_exec(module, st) < 0
         || ss_lifecycle_exec(module, st) < 0
-        || ss_compile_guard_exec(module, st) < 0)
+        || ss_compile_guard_exec(module, st) < 0
+        || ss_seal_exec(module, st) < 0)
     {
         return -1;
     }
@@ -134,6 +135,10 @@ ss_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->not_shareable_error);
     Py_VISIT(st->interrupt_exc);
     Py_VISIT(st->gate_failed_error);
+    Py_VISIT(st->guarded_type);
+    Py_VISIT(st->seal_error);
+    Py_VISIT(st->seal_breach);
+    Py_VISIT(st->seal_labels);
     return 0;
 }
 
@@ -150,6 +155,10 @@ ss_clear(PyObject *module)
     Py_CLEAR(st->not_shareable_error);
     Py_CLEAR(st->interrupt_exc);
     Py_CLEAR(st->gate_failed_error);
+    Py_CLEAR(st->guarded_type);
+    Py_CLEAR(st->seal_error);
+    Py_CLEAR(st->seal_breach);
+    Py_CLEAR(st->seal_labels);
     return 0;
 }
 

@@ -43,6 +43,12 @@ typedef struct {
     PyObject *gate_failed_error;    /* subsandbox._core._GateFailed (a RuntimeError): the
                                      * sandbox behind a gate could not run or answer a
                                      * task (gate.c); other errors are the task's */
+    PyTypeObject *guarded_type;     /* subsandbox._core.guarded_function (seal.c) */
+    PyObject *seal_error;           /* what a guarded function raises after a breach */
+    PyObject *seal_breach;          /* NULL while the seal holds; then what broke it */
+    PyObject *seal_labels;          /* {address of a sealed class's dict: "the class m.q"} */
+    int sealed;                     /* seal() ran: the enforcement's namespaces are watched */
+    int seal_watcher;               /* this interpreter's dict watcher id, or -1 */
     int64_t interp_id;              /* id of the interpreter that owns this state */
 } ss_state;
 
@@ -75,6 +81,9 @@ typedef struct {
     int allow_exec;
 } ss_interp_facts;
 int ss_interp_config(PyInterpreterState *interp, ss_interp_facts *out);
+/* Whether `interp` has begun its finalization (Py_EndInterpreter or Py_FinalizeEx: past
+ * atexit, about to clear its modules). */
+int ss_interp_finalizing(PyInterpreterState *interp);
 
 /* ---- arenas and shared objects (arena.c, share.c) --------------------------------- */
 
@@ -234,5 +243,7 @@ void ss_parcel_fork_done(int in_child);
 int ss_lifecycle_exec(PyObject *module, ss_state *st);
 /* compile_guard.c: the process-wide audit hook that keeps shared tuples out of compile(). */
 int ss_compile_guard_exec(PyObject *module, ss_state *st);
+/* seal.c: the policy's enforcement fails closed once its namespaces are rewritten. */
+int ss_seal_exec(PyObject *module, ss_state *st);
 
 #endif /* SUBSANDBOX_H */

@@ -369,7 +369,7 @@ def _reduce_class(cls: type) -> Any:
         # version its own way; its instances are plain dicts, and cross as such.
         raise _cannot_cross(cls, "a TypedDict class cannot be made again from its "
                                  "attributes")
-    if not _typevars_tracked and _GENERIC_ATTRS.intersection(vars(cls)):
+    if not _typevars_tracked[0] and _GENERIC_ATTRS.intersection(vars(cls)):
         _track_typevars()
     args = (_class_key(cls), cls.__name__, cls.__qualname__, cls.__module__, cls.__bases__,
             type(cls), _creation_namespace(cls))
@@ -604,18 +604,22 @@ _TYPEVAR_KINDS = ("TypeVar", "ParamSpec", "TypeVarTuple")
 _GENERIC_ATTRS = frozenset({"__orig_bases__", "__parameters__", "__type_params__"})
 _rebuilt_typevars: dict[tuple[int, int], object] = {}
 _typevar_keys: dict[int, tuple[int, int]] = {}  # by id() of the TypeVar, held in the above
-_typevars_tracked = False
+# Holds True once the reducers are in: a list, not a global rebound, because a sandbox under
+# a policy seals this module's namespace (_enforce.install; seal.c) and any rebinding of it
+# afterwards breaks the policy.
+_typevars_tracked = [False]
 
 
 def _track_typevars() -> None:
     """Give the type variables' types a reducer: done the first time a generic class (or,
     with ``typing`` imported, anything) is pickled here, so that a sandbox that never
     meets one does not import even the small builtin ``_typing``."""
-    global _typevars_tracked
-    typing_types = importlib.import_module("_typing")
+    # Loaded already wherever typing is (no import: once a policy's seal is broken, every
+    # import is refused, and an exception must still cross).
+    typing_types = sys.modules.get("_typing") or importlib.import_module("_typing")
     for kind in _TYPEVAR_KINDS:
         _REDUCERS[getattr(typing_types, kind)] = _reduce_typevar
-    _typevars_tracked = True
+    _typevars_tracked[0] = True
 
 
 def _reduce_typevar(tv: Any) -> Any:
@@ -684,7 +688,7 @@ class _Pickler(_pickle.Pickler):
         self._refs = refs
         if not _dataclass_sentinel_names:
             _track_dataclass_sentinels()
-        if not _typevars_tracked and "typing" in sys.modules:
+        if not _typevars_tracked[0] and "typing" in sys.modules:
             _track_typevars()
 
     def persistent_id(self, obj: object) -> int | None:
@@ -697,7 +701,9 @@ class _Pickler(_pickle.Pickler):
         reduce = _REDUCERS.get(type(obj))
         if reduce is not None:
             return reduce(obj)
-        if isinstance(obj, types.FunctionType) and not _importable(obj):
+        # Exactly a function: isinstance() takes a fake __class__, and a fake "function"
+        # would have _reduce_function run what its attributes are (a red-team run).
+        if type(obj) is types.FunctionType and not _importable(obj):
             return _reduce_function(obj)
         if isinstance(obj, type) and obj.__module__ in _MAIN_MODULES:
             return _reduce_class(obj)
@@ -842,7 +848,7 @@ _Part = tuple[str, object, "type | None"]
 def _parts(obj: object, path: str) -> list[_Part]:
     """The parts of ``obj`` that cross with it."""
     parts: list[_Part] = []
-    if isinstance(obj, types.FunctionType) and not _importable(obj):
+    if type(obj) is types.FunctionType and not _importable(obj):
         label = path or f"function {obj.__qualname__!r}"
         for name in sorted(_global_names(obj.__code__)):
             if name in obj.__globals__:

@@ -58,8 +58,8 @@ import types
 import _string  # type: ignore[import-not-found]
 from _operator import itemgetter as _itemgetter
 
-from . import _crossing, _grants
-from .errors import PolicyError
+from . import _core, _crossing, _grants
+from .errors import _TERMINAL_ESCAPES, PolicyError
 
 # Not `import typing` at run time (see _inside.py): names for annotations only.
 TYPE_CHECKING = False
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 import linecache  # noqa: F401
 import traceback  # noqa: F401
 
-__all__ = ["install", "attribute_allowed", "check_code"]
+__all__ = ["install", "seal", "attribute_allowed", "check_code"]
 
 # -- the name rule ---------------------------------------------------------------------------
 
@@ -397,28 +397,25 @@ def _under(path: str, dirs: tuple[str, ...] | list[str]) -> bool:
 # mutable state: module globals, not attributes of the _Enforcer, so that the enforcer, if
 # it ever leaked, hands out none of them by a plain attribute name.
 _real_import = _builtins_module.__import__
-_getframe = sys._getframe
 _modules = sys.modules
 _import_system_globals = tuple(
     vars(sys.modules[m]) for m in ("_frozen_importlib", "_frozen_importlib_external",
                                     "zipimport") if m in sys.modules)
 _views: dict[str, types.ModuleType] = {}
 _machinery: dict[tuple[str, str], object] = {}
-_checking: set[int] = set()  # threads looking at their own stack (see _Enforcer.hook)
+# _own_frame(depth): ``sys._getframe(depth)`` as the function that calls it would see it
+# (0: that function), or None past the stack's bottom; read through the C API, which raises
+# no audit event for the hook to judge (seal.c).
+_own_frame: Callable[[int], types.FrameType | None] = _core.frame_at
 
 
-def _own_frame(depth: int) -> types.FrameType | None:
-    """``sys._getframe(depth)`` as our caller would see it (0: our caller), or None past
-    the stack's bottom. Reading the stack raises "sys._getframe" itself; the hook lets
-    this thread's own look through."""
-    me = _thread.get_ident()
-    _checking.add(me)
-    try:
-        return _getframe(depth + 1)
-    except ValueError:
-        return None
-    finally:
-        _checking.discard(me)
+def _sealed(fn: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
+    """``fn`` as the interpreter, sandboxed code or a library may call it: behind the seal
+    (seal.c), which refuses to run it once anything rewrote the enforcement's state (the
+    namespaces ``install`` seals). It exposes only its name and doc: no ``__self__``,
+    ``__wrapped__``, ``__globals__`` or closure, and it binds as a method as a function
+    does, so it may stand for one in a library class."""
+    return _core.guarded(fn, name if name is not None else fn.__name__, fn.__doc__)
 
 
 def _module_namespace(namespace: object) -> bool:
@@ -581,7 +578,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         them: handed to a library function as a callback (a class attribute its method
         calls as ``self.x()``, a functools.partial), they answered with the library
         module's globals, which hold the real builtins."""
-        frame = _own_frame(3)  # 0: here, 1: _globals/_locals, 2: the guard, 3: the caller
+        frame = _own_frame(2)  # 0: here, 1: _globals/_locals, 2: the caller (the guard is C)
         if frame is not None and self._sandboxed_frame(frame):
             return frame
         caller = ("no Python code" if frame is None else
@@ -661,7 +658,10 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         _real_import(name, None, None, (), 0)
         if fromlist:
             for item in fromlist:
-                if isinstance(item, str) and not item.startswith("_") and item != "*":
+                # An exact str: a subclass's own startswith and __format__ would choose
+                # which submodule names are tried (a red-team run, round 12).
+                item = "".join([item]) if isinstance(item, str) else None
+                if item is not None and not item.startswith("_") and item != "*":
                     sub = f"{name}.{item}"
                     if self.allows_import(sub):
                         try:
@@ -695,7 +695,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
         # Module attributes, not methods: a module's __getattr__ and __dir__ are looked up
         # in its namespace (PEP 562), which is what these assignments fill.
-        v.__getattr__ = __getattr__  # type: ignore[method-assign]
+        v.__getattr__ = _sealed(__getattr__)  # type: ignore[method-assign]
         v.__all__ = public  # type: ignore[attr-defined]
         v.__dir__ = lambda: list(public)  # type: ignore[method-assign]
         _views[name] = v
@@ -824,10 +824,10 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
         for fn in (attrgetter, methodcaller, update_wrapper, wraps):
             fn.__qualname__ = fn.__name__
-        return {("operator", "attrgetter"): attrgetter,
-                ("operator", "methodcaller"): methodcaller,
-                ("functools", "update_wrapper"): update_wrapper,
-                ("functools", "wraps"): wraps}
+        return {("operator", "attrgetter"): _sealed(attrgetter),
+                ("operator", "methodcaller"): _sealed(methodcaller),
+                ("functools", "update_wrapper"): _sealed(update_wrapper),
+                ("functools", "wraps"): _sealed(wraps)}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -912,11 +912,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         frame = self._raiser(depth)
         return frame is not None and self._sandboxed_frame(frame)
 
-    def _code_event_refused(self, event: str) -> bool:
+    def _code_event_refused(self, event: str, args: tuple[object, ...]) -> bool:
         """Whether ``event`` (making code or a function, marshal, setting __code__ or
         __class__, a library function's or class's dunder) is refused: always under a
-        policy, unless raised by one of our own loaders (_MAKERS: they check the code they
-        make), by the import system (which unmarshals the modules it loads), or by what
+        policy, unless raised by one of our own loaders for what it made itself (_MAKERS:
+        they check the code they make), by the import system unmarshalling a module, or by what
         3.14's annotationlib may do (_annotationlib_may); or from C with no Python frame
         (Sandbox.interrupt()'s async exception).
 
@@ -927,9 +927,15 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         FunctionType(code, {}) then made a function with the real builtins (a red-team
         run, round 7)."""
         frame = self._raiser(0)
-        if frame is None or frame.f_code in _MAKERS or _import_system_frame(frame):
+        if frame is None:
             return False
-        return not self._annotationlib_may(frame, event)
+        if _import_system_frame(frame):
+            return event not in _IMPORT_SYSTEM_CODE_EVENTS
+        permits = _MAKERS.get(frame.f_code)
+        if permits is not None:
+            local = permits.get(event)
+            return local is None or not _made_by(frame, local, args)
+        return not self._annotationlib_may(frame, event, args)
 
     def _raised_by_our_pickler(self) -> bool:
         """Whether the event comes from _crossing's frames (its pickler saving a global)."""
@@ -953,7 +959,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         name = vars(obj).get("__module__")
         return type(name) is str and name != "__main__" and name in _modules
 
-    def _annotationlib_may(self, frame: types.FrameType, event: str) -> bool:
+    def _annotationlib_may(self, frame: types.FrameType, event: str,
+                           args: tuple[object, ...]) -> bool:
         """3.14's annotationlib, which typing and dataclasses call for annotations as
         forward references, makes a function of an annotate function's code with globals
         of its own (``call_annotate_function``), and turns its stand-ins for missing
@@ -968,7 +975,12 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                                                                    "__dict__", None):
             return False
         if event == "object.__setattr__":
-            return frame.f_code.co_name == "transmogrify"
+            # Only what transmogrify does: a stand-in of its own becomes a ForwardRef (a C
+            # callable run from its frame must not set any other __class__: round 12).
+            return (frame.f_code.co_name == "transmogrify" and len(args) > 2
+                    and type(args[0]) is getattr(annotationlib, "_Stringifier", None)
+                    and args[1] == "__class__"
+                    and args[2] is getattr(annotationlib, "ForwardRef", None))
         if event != "function.__new__" or frame.f_code.co_name != "call_annotate_function":
             return False
         made_with = frame.f_locals.get("globals")
@@ -982,8 +994,6 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "sys._getframe" or event == "sys._getframemodulename":
-            if _thread.get_ident() in _checking:
-                return
             if self._sandboxed_caller():
                 raise PolicyError(f"the sandbox's policy {self.name!r} does not allow "
                                   f"frame access ({event})")
@@ -998,7 +1008,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if self._sandboxed_caller():
                 raise self.refuse(f"{event} from sandboxed code", "introspection")
         elif event in _CODE_EVENTS:
-            if self._code_event_refused(event):
+            if self._code_event_refused(event, args):
                 raise self.refuse(f"{event}, by anyone but the sandbox's loaders",
                                   "introspection")
         elif event == "object.__setattr__" or event == "object.__delattr__":
@@ -1014,7 +1024,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             if isinstance(name, str) and _is_dunder(name):
                 if (name in _CODE_SETTINGS or self._library_function(args[0])
                         or (name not in _NAMING_DUNDERS and self._library_class(args[0]))):
-                    if self._code_event_refused(event):
+                    if self._code_event_refused(event, args):
                         raise self.refuse(f"setting {name!r} of {type(args[0]).__name__} "
                                           f"{getattr(args[0], '__qualname__', '?')!r}",
                                           "introspection")
@@ -1038,9 +1048,12 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                                   f"by a plain str name, not by a {type(name).__name__}")
             if name in _GUARDED_ON_IMPORT and name not in _guarded_modules:
                 # Import it here, fully, and patch it before anyone gets it: the import
-                # system then finds it in sys.modules.
+                # system then finds it in sys.modules. Then seal it (seal.c): rebinding
+                # a patched function there would undo the patch.
                 _guarded_modules.add(name)
-                _guard_on_import(self, _real_import(name))
+                module = _real_import(name)
+                _guard_on_import(self, module)
+                _core.seal(_patched_namespaces(module), PolicyError)
             if (name not in _modules and not self.allows_import(name)
                     and self._raised_by_our_pickler()):
                 # pickle imports the module a global names (an object's __module__, which
@@ -1136,19 +1149,10 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
 
 def _guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``method`` as a plain function, to hand to sandboxed code as a builtin.
-
-    A bound method carries the enforcer as ``__self__``; this function carries nothing
-    sandboxed code can reach by a name the rule allows (its closure and globals are
-    dunders). Its annotations are the method's (strings, see the top of this module).
-    """
-    def guard(*args: Any, **kwargs: Any) -> Any:
-        return method(*args, **kwargs)
-
-    guard.__name__ = guard.__qualname__ = name
-    guard.__doc__ = method.__doc__
-    guard.__annotations__ = dict(method.__annotations__)
-    return guard
+    """``method`` (a bound method of the enforcer) as a builtin of sandboxed code, behind
+    the seal: the guarded function carries nothing sandboxed code could reach the enforcer
+    by (a bound method's ``__self__``, a function's closure or globals)."""
+    return _sealed(method, name)
 
 
 _MISSING = object()
@@ -1214,8 +1218,7 @@ def _guard_enum_property(policy_name: str) -> None:
         except KeyError:
             raise AttributeError(f"{ownerclass!r} has no attribute {name!r}") from None
 
-    __get__.__qualname__ = "property.__get__"
-    enum.property.__get__ = __get__  # type: ignore[method-assign]
+    enum.property.__get__ = _sealed(__get__)  # type: ignore[method-assign]
 
     # 3.13+: EnumType._add_member_(name, member) does setattr(cls, name, ...) as library
     # code, so the audit hook's refusal of dunder assignment from sandboxed code did not
@@ -1229,8 +1232,7 @@ def _guard_enum_property(policy_name: str) -> None:
                                   f"member name {name!r}")
             add_member(cls, name, member)
 
-        _add_member_.__qualname__ = "EnumType._add_member_"
-        enum.EnumType._add_member_ = _add_member_  # type: ignore[attr-defined]
+        enum.EnumType._add_member_ = _sealed(_add_member_)  # type: ignore[attr-defined]
 
 
 def _guard_traceback_suggestions() -> None:
@@ -1251,7 +1253,7 @@ def _guard_traceback_suggestions() -> None:
         return original(exc_value, tb, wrong_name)
 
     traceback._compute_suggestion_error = (  # type: ignore[attr-defined]
-        _compute_suggestion_error)
+        _sealed(_compute_suggestion_error))
 
 
 def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
@@ -1303,7 +1305,7 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
             return real_evaluate(self, g, localns if localns is not None else g,
                                  *args, **kwargs)
 
-        forward_ref._evaluate = _evaluate
+        forward_ref._evaluate = _sealed(_evaluate)
     elif module.__name__ == "annotationlib":
         forward_ref = module.ForwardRef
         real_evaluate = forward_ref.evaluate
@@ -1333,7 +1335,7 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
             return real_evaluate(self, globals=globals, locals=locals,
                                  type_params=type_params, owner=owner, format=format)
 
-        forward_ref.evaluate = evaluate
+        forward_ref.evaluate = _sealed(evaluate, "evaluate")
         policy_builtins = types.ModuleType("builtins")
         vars(policy_builtins).update(builtins_of_policy)
         setattr(module, "builtins", policy_builtins)
@@ -1372,7 +1374,7 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
         if (type(namespace) is dict
                 and dict.get(namespace, "__builtins__") is enforcer.builtins):
             return namespace
-        frame: types.FrameType | None = sys._getframe(2)
+        frame: types.FrameType | None = _own_frame(2)
         while frame is not None and frame.f_globals is vars(own_module):
             frame = frame.f_back
         if (frame is not None and type(namespace) is dict and frame.f_globals is namespace
@@ -1390,7 +1392,7 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
             namespace_of(cls, module)
             return real_process_class(cls, *args, **kwargs)
 
-        setattr(module, "_process_class", _process_class)
+        setattr(module, "_process_class", _sealed(_process_class))
     elif module.__name__ == "enum":
         real_global_enum = module.global_enum
 
@@ -1410,7 +1412,21 @@ def _guard_module_namespaces(enforcer: _Enforcer, module: types.ModuleType) -> N
             return cls
 
         global_enum.__doc__ = real_global_enum.__doc__
-        setattr(module, "global_enum", global_enum)
+        setattr(module, "global_enum", _sealed(global_enum))
+
+
+def _patched_namespaces(module: types.ModuleType) -> tuple[dict[str, Any] | type, ...]:
+    """Where ``_guard_on_import`` patched ``module``: what the seal watches once it has
+    (rebinding a patched function there would undo the patch). Not typing's namespace,
+    which typing's own module __getattr__ writes into as it makes names on first use
+    (3.14: ``_lazy_annotationlib``): its ForwardRef class, which the patch is on."""
+    if module.__name__ == "typing":
+        return (module.ForwardRef,) if sys.version_info < (3, 14) else ()
+    if module.__name__ == "annotationlib":
+        return (vars(module), module.ForwardRef)
+    if module.__name__ == "enum":
+        return (vars(module), module.property, module.EnumType)
+    return (vars(module),)
 
 
 def _guard_on_import(enforcer: _Enforcer, module: types.ModuleType) -> None:
@@ -1512,16 +1528,16 @@ def _guard_singledispatch(enforcer: _Enforcer) -> None:
         def register(cls: Any, func: Callable[..., Any] | None = None) -> Any:
             if (func is None and not issubclass(type(cls), type)
                     and type(cls) is not types.UnionType
-                    and not a_library_registering_its_own(cls, sys._getframe(1))):
+                    and not a_library_registering_its_own(cls, _own_frame(1))):
                 return real_register(class_annotated(cls), cls)
             return real_register(cls, func)
 
         register.__doc__ = real_register.__doc__
-        dispatcher.register = register  # type: ignore[method-assign]
+        dispatcher.register = _sealed(register)  # type: ignore[method-assign]
         return dispatcher
 
     singledispatch.__doc__ = real_singledispatch.__doc__
-    functools.singledispatch = singledispatch  # type: ignore[assignment]
+    functools.singledispatch = _sealed(singledispatch)
 
 
 class _StdoutNotGranted(io.TextIOBase):
@@ -1557,12 +1573,7 @@ class _StdoutNotGranted(io.TextIOBase):
 # start terminal escape sequences: colours, cursor moves, a window title, a clipboard
 # write), DEL, and the bidirectional overrides and isolates that make text display in
 # another order than it reads ("Trojan Source", CVE-2021-42574). A tab passes.
-_STDERR_ESCAPES = {
-    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
-                 *range(0x2066, 0x206A))
-    if code != 0x09
-}
+_STDERR_ESCAPES = _TERMINAL_ESCAPES
 
 
 class _LabelledStderr(io.TextIOBase):
@@ -1637,12 +1648,36 @@ def explain_missing_builtin(exc: BaseException) -> None:
 
 _installed_policy: _Enforcer | None = None
 
-# Our loaders of what crosses by value, which make functions (and marshal their code):
-# each checks the code it makes (make_function) or only fills in one it made, and none
-# calls anything that sandboxed code chose. The events they raise themselves are let
-# through (_Enforcer._code_event_refused).
-_MAKERS = frozenset({_Enforcer.make_function.__code__, _crossing._make_function.__code__,
-                     _crossing._fill_function.__code__, _crossing._reduce_function.__code__})
+# What our loaders of what crosses by value may do that the hook refuses everyone else
+# (_CODE_EVENTS): by the loader's code, each event it raises itself, and the local variable
+# of its frame that the event's first argument must be (make_function checks the code it
+# unmarshals, then makes one function of it; _reduce_function marshals a function's code
+# to send it). Not "whatever is raised while a loader's frame is on top": the loaders
+# touch objects sandboxed code chose (a function's namespace and attributes as a result
+# is pickled; a count or a state as an exception is loaded again), and the C callables
+# those objects hold run with the loader's frame on top. A red-team run (round 12) had a
+# fake function's vars().items() make FunctionType(code, {}) "as" _reduce_function, which
+# took the real builtins; an int-like count's __index__ could do it in make_function.
+_MAKERS: dict[types.CodeType, dict[str, str]] = {
+    _Enforcer.make_function.__code__: {"marshal.loads": "code_bytes",
+                                       "function.__new__": "code"},
+    _crossing._reduce_function.__code__: {"marshal.dumps": "code"},
+}
+# What the import system may do of the same: unmarshal the modules it loads (.pyc files).
+# Nothing else: its frames also touch what sandboxed code passes to __import__.
+_IMPORT_SYSTEM_CODE_EVENTS = frozenset({"marshal.loads", "marshal.load"})
+
+
+def _made_by(frame: types.FrameType, local: str, args: tuple[object, ...]) -> bool:
+    """Whether the event's first argument is the loader's own ``local``: the very object,
+    or for bytes (marshal.loads audits a copy), equal exact bytes."""
+    value = frame.f_locals.get(local, _MISSING)
+    arg = args[0] if args else _MISSING
+    if value is _MISSING or arg is _MISSING:
+        return False
+    if type(value) is bytes:
+        return type(arg) is bytes and arg == value
+    return arg is value
 
 
 # The interpreter's own stdout and stderr objects, kept alive while replaced (they never
@@ -1715,5 +1750,37 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         sys.stderr = labelled
         setattr(sys, "__stderr__", labelled)  # as __stdout__ above
 
-    sys.addaudithook(enforcer.hook)
-    return enforcer.loads
+    sys.addaudithook(_sealed(enforcer.hook, "audit hook"))
+    return _sealed(enforcer.loads)
+
+
+# Modules whose namespaces the enforcement reads while it decides, besides subsandbox's
+# own: the code check decodes bytecode with dis (and opcode's tables), the path checks
+# resolve with posixpath, pickling goes through pickle/copyreg, the patched libraries
+# call what their namespaces hold. None of them rebinds a global of its own once loaded.
+_SEALED_MODULES = ("dis", "opcode", "types", "os", "posixpath", "genericpath", "stat",
+                   "_thread", "marshal", "pickle", "_pickle", "copyreg", "io", "_io",
+                   "_string", "operator", "_operator", "functools", "traceback",
+                   "linecache", "_frozen_importlib", "_frozen_importlib_external")
+
+
+def seal() -> None:
+    """Seal the enforcement's state (seal.c), once the sandbox's machinery has taken what
+    ``install`` returned (_inside.serve): from now on, a change to any namespace it
+    decides by (this module's and subsandbox's others, the modules above, the patched
+    libraries as they load, its own classes) breaks the policy: every guarded function
+    (the audit hook, the builtins, module views, the patched library functions) refuses
+    from then on, and the sandbox can only compute. Red-team runs ended every escape they
+    found by rewriting such state; whatever way in the next one finds, that last step
+    now stops the sandbox instead."""
+    if not _installed:
+        raise RuntimeError("no policy is installed in this sandbox")
+    own = [vars(m) for name, m in list(_modules.items())
+           if name.startswith("subsandbox.") and isinstance(m, types.ModuleType)]
+    stdlib = [vars(_modules[name]) for name in _SEALED_MODULES if name in _modules]
+    tables: list[dict[Any, Any]] = [_DROPPED, _DROP_REASONS, _STDERR_ESCAPES, _machinery]
+    classes: list[type] = [_Enforcer, _PolicyUnpickler, _StdoutNotGranted, _LabelledStderr]
+    namespaces: list[dict[Any, Any] | type] = [*own, *stdlib, *tables, *classes]
+    _core.seal(tuple(namespaces), PolicyError)
+    for name in _guarded_modules:
+        _core.seal(_patched_namespaces(_modules[name]), PolicyError)

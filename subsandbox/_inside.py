@@ -24,6 +24,7 @@ driver thread enters the sandbox and calls the handler that ``gate_handlers()`` 
 
 from __future__ import annotations
 
+import _pickle
 import sys
 
 # Not `import typing`: a sandbox that imports it keeps ~1,300 more strings for good
@@ -82,13 +83,28 @@ def _raised(exc: BaseException) -> tuple[str, bytes, tuple[object, ...]]:
         # with the real globals of any module they claim to come from.
         payload, refs = _crossing.dumps((exc.with_traceback(None), kind, text, formatted),
                                         "the exception")
-        _loads(payload, refs)
+        # A plain PolicyError rebuilds from its message: no trial load. Once the policy's
+        # seal is broken, the trial load itself is refused, and the caller should still be
+        # told why in a PolicyError. (errors.py is loaded only where a policy is.)
+        errors = sys.modules.get("subsandbox.errors")
+        if errors is None or type(exc) is not errors.PolicyError or vars(exc):
+            _loads(payload, refs)
     except _core._Interrupt:
         raise       # interrupt() stopped this pickling: the task is interrupted
     except BaseException as failure:  # noqa: BLE001 - a __reduce__ may raise SystemExit too
         # Why, for the caller's RemoteError (its message says what to do about it).
         why = f"{type(failure).__qualname__}: {_safe_str(failure)}"
-        payload, refs = _crossing.dumps((None, kind, text, formatted, why), "the exception")
+        try:
+            payload, refs = _crossing.dumps((None, kind, text, formatted, why),
+                                            "the exception")
+        except _core._Interrupt:
+            raise
+        except BaseException:  # noqa: BLE001
+            # Even that failed (once a policy's seal is broken, any import our pickler
+            # would make is refused): plain strings, which C's pickle writes unaided. The
+            # worker must answer, whatever happened to the policy.
+            payload, refs = _pickle.dumps(
+                (None, str(kind), str(text), str(formatted), str(why)), protocol=5), ()
     return "raised", payload, refs
 
 
@@ -179,6 +195,9 @@ def serve(parcel: int) -> None:
         loads = _enforce.install(policy)
         _explain = _enforce.explain_missing_builtin
     _loads = loads
+    if policy is not None:
+        # Last: no global of ours may be rebound once the enforcement's state is sealed.
+        _enforce.seal()
     _core._worker_enter()
     try:
         answers.send(("ready", _core.interpreter_id(), tuple(_core.interpreter_config().items())))

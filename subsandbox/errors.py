@@ -69,6 +69,19 @@ class PolicyError(PermissionError):
     """The sandbox's policy does not allow this effect; the message names it."""
 
 
+# Characters that drive a terminal (C0 and C1 controls, bidirectional overrides), as the
+# escapes that show them instead, for text a sandbox under a policy chose that lands on the
+# caller's terminal or log: its stderr lines (tab kept), and the traceback of what it
+# raised (tab and newline kept).
+_TERMINAL_ESCAPES = {
+    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                 *range(0x2066, 0x206A))
+    if code != 0x09
+}
+_TRACEBACK_ESCAPES = {code: text for code, text in _TERMINAL_ESCAPES.items() if code != 0x0A}
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback of an exception raised inside a sandbox.
 

@@ -154,22 +154,28 @@ def test_update_wrapper_dict_into_a_class_body_dict(sb: subsandbox.Sandbox) -> N
     assert_refused(outcome)
 
 
-def test_guards_are_plain_functions(sb: subsandbox.Sandbox) -> None:
-    """A guard handed out as a builtin is a function, not a bound method of the enforcer
-    (whose __self__ a getter that skips the name rule would hand out)."""
+def test_guards_hold_nothing_of_the_enforcer(sb: subsandbox.Sandbox) -> None:
+    """A guard handed out as a builtin is a guarded function (seal.c), not a bound method
+    of the enforcer (whose __self__ a getter that skips the name rule would hand out), and
+    what the guarded library functions return are plain functions."""
     outcome = attempt(sb, """
-        kinds = {type(f).__name__ for f in (getattr, hasattr, setattr, delattr, vars, exec,
-                                            eval, compile, __import__)}
+        guards = {type(f).__name__ for f in (getattr, hasattr, setattr, delattr, vars, exec,
+                                             eval, compile, __import__)}
+        made = set()
         try:
             import operator, functools
-            kinds |= {type(operator.attrgetter('x')).__name__,
-                      type(operator.methodcaller('x')).__name__,
-                      type(functools.wraps(len)).__name__}
+            guards.add(type(operator.attrgetter).__name__)
+            made = {type(operator.attrgetter('x')).__name__,
+                    type(operator.methodcaller('x')).__name__,
+                    type(functools.wraps(len)).__name__}
         except ImportError:
             pass
-        result = sorted(kinds)
+        result = (sorted(guards), sorted(made),
+                  [n for n in ('__self__', '__func__', '__wrapped__', '__closure__')
+                   if n in dir(getattr)])
     """)
-    assert outcome == ["function"]
+    expected_made = [] if sb.policy.name == "nothing" else ["function"]
+    assert outcome == (["guarded_function"], expected_made, [])
 
 
 def test_enforcer_state_is_read_only() -> None:

@@ -522,3 +522,94 @@ result = (_under.value, Yes.__module__)
         assert outcome == (1, "subsandbox._enforce"), outcome
         outcome = attempt(sb, "import enum\nresult = 'still refused'\nimport os")
         assert_refused(outcome)
+
+
+# Round 12: objects sandboxed code chose, handled by our own loaders, whose frames the
+# audit hook trusted with making functions. A lazy chain of C callables makes and calls
+# FunctionType(code, G) when it is advanced; G has no __builtins__, so a function made
+# "as" one of our frames took its builtins, the real ones.
+CHAIN = '''
+code = [c for c in compile("def f():\\n    global out\\n    out = __import__('os').getpid()\\n",
+                           "<stage2>", "exec").co_consts if type(c).__name__ == "code"][0]
+FunctionType = type(lambda: 0)
+G = {}
+chain = map(next, map(iter, map(FunctionType, [code], [G]), [None]))
+'''
+
+
+def assert_chain_did_not_run(sb: subsandbox.Sandbox, outcome: object) -> None:
+    assert str(os.getpid()) not in text_of(outcome), "the real builtins were reached"
+    assert sb.call(eval, "G.get('out')") is None, "the chain ran with the real builtins"
+
+
+def test_a_fake_function_in_a_result(sb: subsandbox.Sandbox) -> None:
+    """isinstance(obj, FunctionType) took a fake __class__, and _reduce_function, one of
+    the frames allowed to make functions, iterated what the fake's __dict__ answered."""
+    outcome = attempt(sb, CHAIN + '''
+class Items:
+    items = staticmethod(lambda: chain)
+class Fake:
+    __class__ = property(lambda self: FunctionType)
+    __code__ = code
+    __globals__ = {}
+    __closure__ = None
+    __defaults__ = None
+    __kwdefaults__ = None
+    __dict__ = Items()
+result = Fake()
+''')
+    assert_chain_did_not_run(sb, outcome)
+
+
+def test_a_function_whose_globals_answer_in(sb: subsandbox.Sandbox) -> None:
+    """A real function with a dict subclass for globals: _reduce_function's `name in
+    fn_globals` took the truth of what __contains__ returned, a __bool__ that advanced
+    the chain, in _reduce_function's frame."""
+    outcome = attempt(sb, CHAIN + '''
+class Truth:
+    __bool__ = staticmethod(chain.__next__)
+class Glob(dict):
+    def __contains__(self, name):
+        return Truth()
+ns = Glob()
+exec("def g():\\n    return helper\\n", ns)
+result = ns["g"]
+''')
+    assert_chain_did_not_run(sb, outcome)
+
+
+def test_a_fake_function_in_a_pool_task_exception() -> None:
+    """The same fake, raised by a pool task: the exception is pickled in the sandbox. The
+    function the chain would make writes into the worker's __main__, which a second task
+    reads."""
+    def task() -> None:
+        source = ("def f():\n    setattr(__import__('sys').modules['__main__'], 'ESCAPED',"
+                  " __import__('os').getpid())\n")
+        code = [c for c in compile(source, "<stage2>", "exec").co_consts
+                if type(c).__name__ == "code"][0]
+        function_type = type(lambda: 0)
+        chain = map(next, map(iter, map(function_type, [code], [{}]), [None]))
+
+        class Items:
+            items = staticmethod(lambda: chain)
+
+        class Fake:
+            __class__ = property(lambda self: function_type)
+            __code__ = code
+            __globals__: dict[str, object] = {}
+            __closure__ = None
+            __defaults__ = None
+            __kwdefaults__ = None
+            __dict__ = Items()
+
+        raise ValueError(Fake())
+
+    def peek() -> object:
+        return globals().get("ESCAPED")
+
+    with subsandbox.SandboxPoolExecutor(max_workers=1,
+                                        policy=subsandbox.Policy.compute()) as pool:
+        with pytest.raises(Exception) as caught:
+            pool.submit(task).result()
+        assert pool.submit(peek).result() is None, "the chain ran with the real builtins"
+    assert str(os.getpid()) not in str(caught.value)
