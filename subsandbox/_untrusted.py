@@ -75,6 +75,53 @@ def _instances_are_callable(cls: type) -> bool:
     return any("__call__" in vars(base) for base in cls.__mro__ if base is not object)
 
 
+def _instances_are_iterators(cls: type) -> bool:
+    """An iterator class (itertools.count, collections.deque's iterator...): handed to a
+    constructor, a lazy or endless iterator made the caller loop in C, its GIL held, past
+    every timeout (a red-team run: ``deque(count(), 0)`` froze the caller)."""
+    return any("__next__" in vars(base) for base in cls.__mro__ if base is not object)
+
+
+def _refuse(what: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(f"a sandbox under a policy may only return data: {what}")
+
+
+def _check_call(maker: object, args: object, kwargs: object = None, *,
+                called: bool = False) -> None:
+    """What a REDUCE or NEWOBJ is about to call, checked before the call runs here, in the
+    caller: its arguments must be a tuple (``f(*args)`` unpacks any iterable) of finite
+    data, no size for bytes to allocate; a class called (REDUCE: ``called``) must be made
+    by ``type.__call__`` (an enum class called with one value looks its member up; with
+    more, it makes a new class, whose ``__eq__`` the sandbox chose: a red-team run, round
+    12). NEWOBJ calls ``cls.__new__`` itself."""
+    if type(args) is not tuple or not (kwargs is None or type(kwargs) is dict):
+        raise _refuse("a call's arguments must be a tuple")
+    values = list(args) + (list(kwargs.values()) if kwargs else [])
+    for value in values:
+        if isinstance(value, range) or _instances_are_iterators(type(value)):
+            raise _refuse(f"a {type(value).__name__} cannot be handed to "
+                          f"{getattr(maker, '__qualname__', maker)!r}: it would be "
+                          f"iterated here, for as long as it lasts")
+    if maker is bytes or maker is bytearray:
+        if any(isinstance(value, int) for value in values):
+            raise _refuse(f"{maker.__name__}() of a size")
+    if maker is _re_compile and len(args) > 1:
+        flags = args[1]
+        re = sys.modules["re"]
+        if not isinstance(flags, int) or int(flags) & int(re.DEBUG):
+            raise _refuse("a pattern compiled with re.DEBUG prints here")
+    if called and isinstance(maker, type) and type(maker).__call__ is not type.__call__:
+        enum = sys.modules.get("enum")
+        if not (enum is not None and isinstance(maker, enum.EnumType) and len(args) == 1):
+            raise _refuse(f"calling the class {maker.__qualname__!r}, whose metaclass "
+                          f"{type(maker).__qualname__!r} has a __call__ of its own")
+
+
+def _re_compile(*args: object) -> object:
+    """re._compile, as _RECONSTRUCTORS lets it through (re is imported only when it is)."""
+    return sys.modules["re"]._compile(*args)
+
+
 _NO_FUNCTION = ("a function cannot come out of a sandbox that runs under a policy: it "
                 "would run the sandbox's code here; return data instead")
 
@@ -140,12 +187,18 @@ _METACLASS = _Metaclass()
 
 
 def _type_of(obj: object) -> object:
-    """``type`` as pickle needs it here: ``type(None)``, and a class's metaclass (which
-    ``_existing_class`` does not use). Never a metaclass itself: ``type(int)`` is
-    ``type``, and a pickle that called what it got back made a class in the caller
-    (found by a red-team run); a class's metaclass comes out as an inert stand-in."""
-    kind = type(obj)
-    return _METACLASS if issubclass(kind, type) else kind
+    """``type`` as pickle needs it here: ``type(None)`` (and of the other singletons), and
+    a class's metaclass (which ``_existing_class`` does not use). Never a metaclass
+    itself: ``type(int)`` is ``type``, and a pickle that called what it got back made a
+    class in the caller (found by a red-team run); a class's metaclass comes out as an
+    inert stand-in. Nothing else: ``type`` of one of the loader's own bound methods was
+    ``types.MethodType``, which made a method whose function's ``__dict__`` BUILD then
+    wrote into (a red-team run, round 12)."""
+    if isinstance(obj, type):
+        return _METACLASS
+    if obj is None or obj is NotImplemented or obj is Ellipsis:
+        return type(obj)
+    raise _refuse(f"type() of a {type(obj).__name__} object")
 
 
 def _dataclass_sentinel(name: str) -> object:
@@ -189,13 +242,16 @@ _CONSTRUCTORS = (copyreg._reconstructor, copyreg.__newobj__,  # type: ignore[att
                  copyreg.__newobj_ex__)                       # type: ignore[attr-defined]
 
 
-def _fresh_after(load: Callable[[Any], None], maker_at: int) -> Callable[[Any], None]:
+def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
+                 ) -> Callable[[Any], None]:
     """``load``, an opcode that calls what lies ``maker_at`` items down the stack (a
     class for NEWOBJ and NEWOBJ_EX, anything for REDUCE), recording what it made as fresh
     when that was a class or one of copyreg's constructors. (OBJ and INST, of protocols
     0 and 1, which the sandbox's pickler never writes, make nothing BUILD may fill.)"""
     def making(self: _ResultUnpickler) -> None:
         maker = self.stack[-maker_at] if len(self.stack) >= maker_at else None
+        if maker is not None:
+            _check_call(maker, *self.stack[1 - maker_at:], called=called)
         load(self)
         if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
             made = self.stack[-1]
@@ -233,8 +289,9 @@ class _ResultUnpickler(pickle._Unpickler):
 
     dispatch = dict(_DISPATCH)
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
-    for _op, _maker_at in ((pickle.NEWOBJ, 2), (pickle.NEWOBJ_EX, 3), (pickle.REDUCE, 2)):
-        dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at)
+    for _op, _maker_at, _called in ((pickle.NEWOBJ, 2, False), (pickle.NEWOBJ_EX, 3, False),
+                                    (pickle.REDUCE, 2, True)):
+        dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at, _called)
 
     def __init__(self, file: io.BytesIO, refs: tuple[object, ...], policy: Policy) -> None:
         super().__init__(file)
@@ -304,6 +361,9 @@ class _ResultUnpickler(pickle._Unpickler):
                 return value
         elif self._policy.allows_import(module) and not any(
                 part.startswith("__") for part in name.split(".")):
+            if (module, name) == ("re", "_compile"):
+                super().find_class(module, name)    # imports re here, as pickle would
+                return _re_compile
             if (module, name) in _RECONSTRUCTORS:
                 return super().find_class(module, name)
             if module.partition(".")[0] not in _EFFECT_MODULES:
@@ -315,7 +375,8 @@ class _ResultUnpickler(pickle._Unpickler):
                 if (isinstance(value, type) and not issubclass(value, type)
                         and getattr(value, "__module__", None) == module
                         and getattr(value, "__qualname__", None) == name
-                        and not _instances_are_callable(value)):
+                        and not _instances_are_callable(value)
+                        and not _instances_are_iterators(value)):
                     return value
         raise pickle.UnpicklingError(
             f"{module}.{name} cannot come out of a sandbox under the policy "

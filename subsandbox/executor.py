@@ -486,7 +486,8 @@ class _Pool:
             else:
                 _settle(future, result=result)
         elif kind == "raised":
-            _settle(future, exc=_remote_exception(self.loads, answer[2], answer[3]))
+            _settle(future, exc=_remote_exception(self.loads, answer[2], answer[3],
+                                                  self.loads is not _crossing.loads))
         elif kind == "failed here":
             _settle(future, exc=answer[2])
         elif item.stop_reason == "timeout":

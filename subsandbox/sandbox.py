@@ -27,6 +27,7 @@ from .errors import (
     IsolationError,
     RemoteError,
     RemoteTraceback,
+    _TRACEBACK_ESCAPES,
     SandboxClosed,
     TaskInterrupted,
 )
@@ -393,7 +394,8 @@ class Sandbox:
         if kind == "ok":
             return self._loads(answer[1], answer[2])
         if kind == "raised":
-            raise _remote_exception(self._loads, answer[1], answer[2])
+            raise _remote_exception(self._loads, answer[1], answer[2],
+                                    not self.policy.is_unrestricted)
         if kind == "interrupted":
             if _lifecycle.exit_began():
                 raise TaskInterrupted(
@@ -516,10 +518,17 @@ _REBUILD_HINT = ("an exception class whose __init__ takes other arguments than i
 
 
 def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload: bytes,
-                      refs: tuple[object, ...]) -> BaseException:
+                      refs: tuple[object, ...], untrusted: bool = False) -> BaseException:
     """The exception a call or a pool's task raised, as the caller raises it: its own
     class with the sandbox's traceback as ``__cause__``, or a RemoteError that says why
-    it could not be rebuilt."""
+    it could not be rebuilt.
+
+    ``untrusted``: the sandbox runs under a policy, and all of this is its code's choice.
+    Then only an ``Exception`` comes out as itself (a SystemExit or KeyboardInterrupt
+    would end or interrupt the caller: a RemoteError), its traceback's text has its
+    terminal controls escaped, and an ImportError loses ``name_from``, from which the
+    caller's traceback module would import the module ``name`` names to suggest a name
+    (a red-team run, round 12, ran a module's top-level code in the caller so)."""
     try:
         # (exc, type, message, traceback), or (None, the same, why it would not cross)
         exc, type_name, message, formatted, *why = loads(payload, refs)
@@ -530,6 +539,21 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
             f"its class must be importable here; {_REBUILD_HINT}")
         error.__cause__ = exc_loading
         return error
+    if untrusted:
+        type_name, message, formatted = (
+            text if type(text) is str else "<not a str>"
+            for text in (type_name, message, formatted))
+        formatted = formatted.translate(_TRACEBACK_ESCAPES)
+        if exc is not None and not isinstance(exc, Exception):
+            # Not an exception instance at all (a red-team run sent back a caller's class,
+            # whose __cause__ the line below then set), or one that is not an error of the
+            # call: SystemExit, KeyboardInterrupt, GeneratorExit.
+            why = [f"a sandbox under a policy raised {type_name}, which reaches the caller "
+                   f"only as a RemoteError" if isinstance(exc, BaseException)
+                   else f"it came back as a {type(exc).__name__}, not an exception"]
+            exc = None
+        elif isinstance(exc, ImportError):
+            exc.name_from = None  # 3.12+: see the docstring
     if exc is None:
         # The sandbox found that it would not cross (_inside._raised): it did not pickle,
         # or its pickle did not load. Its class and text still come, with its traceback.
