@@ -287,7 +287,10 @@ seal_watcher(PyDict_WatchEvent event, PyObject *dict, PyObject *key,
      * __annotate_func__ and __annotations_cache__, a module's __annotate__ and
      * __annotations__): reading one is no breach, and the enforcement reads no
      * annotations of the namespaces it seals. */
-    if (key != NULL && PyUnicode_Check(key)
+    /* An exact str only: a dict hands its watcher the key it was given, and a str
+     * subclass that hashes and compares as "_under" but reads "__annotations__" rebound
+     * _under unseen (a red-team run, round 13). */
+    if (key != NULL && PyUnicode_CheckExact(key)
         && (PyUnicode_CompareWithASCIIString(key, "__annotations__") == 0
             || PyUnicode_CompareWithASCIIString(key, "__annotations_cache__") == 0
             || PyUnicode_CompareWithASCIIString(key, "__annotate_func__") == 0

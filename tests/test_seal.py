@@ -175,6 +175,33 @@ def test_guarded_functions_and_the_seal_in_a_fresh_interpreter() -> None:
     assert out.stdout.strip() == "ok"
 
 
+def test_a_key_that_reads_as_a_name_cpython_fills_in_is_still_a_breach() -> None:
+    """A dict hands its watcher the key it was given: a str subclass that hashes and
+    compares as "x" but reads "__annotations__" rebound "x" past the watcher's exception
+    for names CPython fills in itself (a red-team run, round 13)."""
+    out = run_script("""
+        import types
+        from subsandbox import _core
+
+        class K(str):
+            def __hash__(self):
+                return hash("x")
+            def __eq__(self, other):
+                return other == "x"
+
+        namespace = types.ModuleType("enforcement").__dict__
+        namespace["x"] = 1
+        _core.seal((namespace,), RuntimeError)
+        namespace["__annotations__"] = {}          # what CPython itself does: no breach
+        assert _core.seal_breach() is None
+        namespace[K("__annotations__")] = 2         # rebinds "x"
+        assert namespace["x"] == 2 and _core.seal_breach() is not None
+        print("ok")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
 def test_the_worker_answers_after_a_breach_in_the_middle_of_a_task() -> None:
     """A breach refuses every import, our pickler's own too: the task's exception must
     still reach the caller, and the sandbox stay up to refuse the next one (on 3.14 the

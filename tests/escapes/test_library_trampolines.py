@@ -613,3 +613,76 @@ def test_a_fake_function_in_a_pool_task_exception() -> None:
             pool.submit(task).result()
         assert pool.submit(peek).result() is None, "the chain ran with the real builtins"
     assert str(os.getpid()) not in str(caught.value)
+
+
+# Round 13 (the sandbox's side): each needs one more grant, and each got the real builtins
+# (or the real sys) on 3.12 to 3.14 before its fix.
+
+def test_pickle_loads_a_global_only_as_the_sandbox_sees_it() -> None:
+    """C's Unpickler.find_class imports through the policy's gate, then walks the name on
+    the real module: json's codecs.sys, pickle's sys, decoder.__builtins__."""
+    def global_ref(module: str, dotted: str) -> bytes:
+        m, n = module.encode(), dotted.encode()
+        return (b"\x80\x04\x8c" + bytes([len(m)]) + m + b"\x8c" + bytes([len(n)]) + n
+                + b"\x93.")
+
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("pickle")) as sb:
+        for module, name in (("pickle", "sys"), ("json", "codecs.sys"),
+                             ("json", "decoder.__builtins__"), ("builtins", "eval"),
+                             ("operator", "attrgetter")):
+            outcome = attempt(sb, "import pickle\nresult = repr(pickle.loads(DATA))",
+                              DATA=global_ref(module, name))
+            assert_escape_refused(outcome)
+        # What the sandbox sees under a name still loads: a class of a granted module.
+        outcome = attempt(sb, "import pickle, fractions\n"
+                              "result = pickle.loads(pickle.dumps(fractions.Fraction(1, 3)))"
+                              " == fractions.Fraction(1, 3)")
+        assert outcome is True, outcome
+
+
+@pytest.mark.parametrize("module, source", [
+    ("dataclasses", """
+import dataclasses
+class FakeField:
+    _field_type = None
+    init = True
+    name = "__getattribute__"
+got = []
+class Meta(type):
+    __dataclass_fields__ = {"x": FakeField()}
+    def __new__(mcls, *args, **changes):
+        if changes:
+            got.append(changes)
+            return None
+        return super().__new__(mcls, *args)
+class C(metaclass=Meta):
+    pass
+dataclasses.replace(C)
+import json
+og = got[0]["__getattribute__"]
+result = og(json.loads, "__globals__")["__builtins__"]["__import__"]("posix").getpid()
+"""),
+    ("ast", """
+import ast
+class C:
+    _fields = ("__getattribute__",)
+(name, og), = ast.iter_fields(C)
+import json
+result = og(json.loads, "__globals__")["__builtins__"]["__import__"]("posix").getpid()
+"""),
+])
+def test_a_library_reads_no_attribute_by_a_name_sandboxed_code_lists(module: str,
+                                                                      source: str) -> None:
+    """dataclasses.replace (asdict, astuple) and ast.iter_fields read getattr(obj,
+    name) for the names a class lists: "__getattribute__" gave the unbound
+    object.__getattribute__, which reads any function's __globals__: the real builtins."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import(module)) as sb:
+        outcome = attempt(sb, source)
+        assert_escape_refused(outcome)
+        # The library still works for what it is for.
+        ordinary = ("import dataclasses\n@dataclasses.dataclass\nclass P:\n    x: int\n"
+                    "result = (dataclasses.asdict(dataclasses.replace(P(1), x=2)),)"
+                    if module == "dataclasses" else
+                    "import ast\nresult = (ast.dump(ast.parse('x + 1', mode='eval')),)")
+        outcome = attempt(sb, ordinary)
+        assert isinstance(outcome, tuple), outcome
