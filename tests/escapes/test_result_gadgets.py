@@ -461,3 +461,107 @@ def test_type_of_a_loader_method_is_refused() -> None:
     with pytest.raises(pickle.UnpicklingError, match="type\\(\\) of a method"):
         loader(Policy.nothing())(payload, ())
     assert "__wrapped__" not in vars(copyreg.__newobj__)
+
+
+# Round 13 (the caller's side): ways round round 12's checks, and what they left.
+
+def g(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def i(n: int) -> bytes:
+    b = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return pickle.LONG1 + bytes([len(b)]) + b
+
+
+@pytest.mark.parametrize("payload", [
+    # INST: bytes(10**9) by a protocol 0 opcode, which called past every check.
+    pickle.MARK + i(10**9) + b"ibuiltins\nbytes\n",
+    # OBJ: deque(range(2**62), 0), which looped for ever.
+    pickle.MARK + g("collections", "deque") + g("builtins", "range") + pickle.MARK
+    + i(2**62) + pickle.TUPLE + pickle.REDUCE + i(0) + pickle.OBJ,
+], ids=["INST", "OBJ"])
+def test_protocol_0_calls_are_not_read(payload: bytes) -> None:
+    from subsandbox._untrusted import loader
+
+    with pytest.raises(pickle.UnpicklingError, match="INST and OBJ"):
+        loader(Policy.compute())(pickle.PROTO + bytes([2]) + payload + pickle.STOP, ())
+
+
+@pytest.mark.parametrize("constructor", [
+    g("copyreg", "__newobj__") + pickle.MARK + g("builtins", "bytes") + i(10**9),
+    g("copyreg", "_reconstructor") + pickle.MARK + g("builtins", "bytearray") * 2 + i(10**9),
+    g("copyreg", "__newobj_ex__") + pickle.MARK + g("builtins", "bytes") + pickle.MARK
+    + i(10**9) + pickle.TUPLE + pickle.EMPTY_DICT,
+], ids=["__newobj__", "_reconstructor", "__newobj_ex__"])
+def test_copyregs_constructors_are_held_to_their_class_rules(constructor: bytes) -> None:
+    """copyreg's constructors call the class they are given: bytes(10**9) through them."""
+    from subsandbox._untrusted import loader
+
+    payload = pickle.PROTO + bytes([2]) + constructor + pickle.TUPLE + pickle.REDUCE
+    with pytest.raises(pickle.UnpicklingError, match="of a size"):
+        loader(Policy.nothing())(payload + pickle.STOP, ())
+
+
+@pytest.mark.parametrize("source, policy, refusal", [
+    # An iterable that is not a container: 2**128 addresses into a deque.
+    ("import ipaddress, collections\n"
+     "class R:\n    def __reduce__(self):\n"
+     "        return (collections.deque, (ipaddress.IPv6Network('::/0'), 0))\n",
+     Policy.compute().allow_import("ipaddress"), "iterable 'IPv6Network'"),
+    # Fraction("1e16000000") computes 10**16000000 in the caller.
+    ("import fractions\n"
+     "class R:\n    def __reduce__(self):\n"
+     "        return (fractions.Fraction, ('1e16000000',))\n",
+     Policy.compute(), "numerator and denominator"),
+    # re.Scanner compiles with the flags it is given: re.DEBUG printed in the caller.
+    ("import re\n"
+     "class R:\n    def __reduce__(self):\n"
+     "        return (re.Scanner, ([('AB|c', None)], re.DEBUG))\n",
+     Policy.compute(), "re.Scanner cannot come out"),
+])
+def test_a_result_cannot_make_the_caller_work_for_ever(source: str, policy: Policy,
+                                                        refusal: str) -> None:
+    with subsandbox.Sandbox(policy=policy) as sb:
+        sb.exec(source + "result = R()")
+        with pytest.raises(pickle.UnpicklingError, match=refusal):
+            sb.call_with_timeout(30, eval, "result")
+        # Data of those modules still comes back.
+        assert sb.call(eval, "(1, 2)") == (1, 2)
+
+
+def test_a_nested_slice_chain_does_not_come_back() -> None:
+    """2,000,000 nested slices: CPython frees slices without its trashcan, and dropping
+    the result overflowed the caller's C stack (3.12, 3.13)."""
+    from subsandbox._untrusted import loader
+
+    payload = (pickle.PROTO + bytes([2]) + g("builtins", "slice") + pickle.BINPUT + b"\x00"
+               + (pickle.BINGET + b"\x00") * 999 + pickle.NONE
+               + (pickle.TUPLE1 + pickle.REDUCE) * 1000 + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match="builtins.slice"):
+        loader(Policy.nothing())(payload, ())
+
+
+def test_the_loader_keeps_nothing_it_made() -> None:
+    """The unpickler's bound methods in its own table made a cycle that held every object
+    a load made until the caller's next garbage collection."""
+    import gc
+    import weakref
+
+    from subsandbox._untrusted import _ResultUnpickler
+
+    class Probe:
+        pass
+
+    gc.disable()
+    try:
+        unpickler = _ResultUnpickler(__import__("io").BytesIO(pickle.dumps(1)), (),
+                                     Policy.nothing())
+        made = Probe()
+        unpickler._fresh[id(made)] = made
+        assert unpickler.load() == 1
+        alive = weakref.ref(made)
+        del made, unpickler
+        assert alive() is None, "the load kept what it made"
+    finally:
+        gc.enable()
