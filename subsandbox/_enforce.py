@@ -908,9 +908,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         return _own_frame(3 + depth)  # 0: here, 1: our caller, 2: the hook, 3: who raised it
 
     def _sandboxed_caller(self, depth: int = 0) -> bool:
-        """Whether the code that raised the event being audited is sandboxed code."""
+        """Whether the code that raised the event being audited is sandboxed code, or may
+        be: with no Python frame at all, it is C run for no one in particular, such as a
+        finalizer a pool's gate thread runs as it drops a task's objects (round 14)."""
         frame = self._raiser(depth)
-        return frame is not None and self._sandboxed_frame(frame)
+        return frame is None or self._sandboxed_frame(frame)
 
     def _code_event_refused(self, event: str, args: tuple[object, ...]) -> bool:
         """Whether ``event`` (making code or a function, marshal, setting __code__ or
@@ -928,7 +930,12 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         run, round 7)."""
         frame = self._raiser(0)
         if frame is None:
-            return False
+            # Only Sandbox.interrupt()'s async exception is raised from C with no Python
+            # frame for us. A finalizer that a pool's gate thread runs, frameless, as it
+            # drops a task's result (a __del__ that is a C callable: map(FunctionType,
+            # [code], [{}]).__next__) made a function there, which took the interpreter's
+            # own builtins, the real ones (a red-team run, round 14).
+            return event != "cpython.PyThreadState_SetAsyncExc"
         if _import_system_frame(frame):
             return event not in _IMPORT_SYSTEM_CODE_EVENTS
         permits = _MAKERS.get(frame.f_code)

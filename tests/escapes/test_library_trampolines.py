@@ -686,3 +686,29 @@ def test_a_library_reads_no_attribute_by_a_name_sandboxed_code_lists(module: str
                     "import ast\nresult = (ast.dump(ast.parse('x + 1', mode='eval')),)")
         outcome = attempt(sb, ordinary)
         assert isinstance(outcome, tuple), outcome
+
+
+@pytest.mark.parametrize("policy", [subsandbox.Policy.nothing(), subsandbox.Policy.compute()],
+                         ids=["nothing", "compute"])
+def test_a_finalizer_run_with_no_frame_makes_no_function(policy: subsandbox.Policy) -> None:
+    """A pool's gate thread drops a task's result with no Python frame under it: a
+    __del__ that is a C callable ran there, and the hook took "no frame" for our own
+    interrupt and let FunctionType(code, {}) through, which took the interpreter's real
+    builtins (a red-team run, round 14)."""
+    stage1 = r'''
+sink = []
+code = compile("__import__('os').getpid()", "<x>", "eval")
+FunctionType = type(lambda: 0)
+class Bomb:
+    def __reduce__(self):
+        return (int, ())
+    __del__ = map(sink.append, map(FunctionType, [code], [{}])).__next__
+'''
+    with subsandbox.SandboxPoolExecutor(max_workers=1, policy=policy) as pool:
+        pool.submit(exec, stage1).result()
+        assert pool.submit(eval, "Bomb()").result() == 0
+        made = pool.submit(eval, "len(sink)").result()
+        assert made == 0, "the finalizer made a function"
+        with pytest.raises(Exception) as caught:
+            pool.submit(eval, "sink[0]()").result()
+        assert str(os.getpid()) not in str(caught.value)
