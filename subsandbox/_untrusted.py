@@ -116,12 +116,23 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
         else:
             _check_call(args[0], args[1:])
     values = list(args) + (list(kwargs.values()) if kwargs else [])
-    for value in values:
-        if _instances_are_iterators(type(value)) or (
-                hasattr(type(value), "__iter__") and not isinstance(value, _FINITE_CONTAINERS)):
+    # Inside the builtin containers too: dict([range(10**9)]) made a list of it (round
+    # 14). A result shares no container (_ResultUnpickler._load_get): this walk is as
+    # long as the arguments, and no container is walked for two calls.
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (str, bytes, bytearray)):
+            continue
+        if isinstance(value, _FINITE_CONTAINERS):
+            stack.extend(value.items() if isinstance(value, dict) else value)
+        elif _instances_are_iterators(type(value)) or hasattr(type(value), "__iter__"):
             raise _refuse(f"the iterable {type(value).__name__!r} cannot be handed to "
                           f"{getattr(maker, '__qualname__', maker)!r}: it would be "
                           f"iterated here, for as long as it lasts")
+    if (maker is str or maker is bytes or maker is bytearray) and len(values) > 1:
+        # An encoding: the codec's lookup imports encodings.<name> here (round 14).
+        raise _refuse(f"{maker.__name__}() with an encoding")
     fractions = sys.modules.get("fractions")
     if fractions is not None and maker is fractions.Fraction and not all(
             type(value) is int for value in values):
@@ -275,6 +286,69 @@ def _refused_opcode(self: _ResultUnpickler) -> None:
     raise _refuse("INST and OBJ (pickle protocols 0 and 1) are not read")
 
 
+def _shareable(obj: object) -> bool:
+    """What a result may refer to more than once (pickle's memo): anything but a
+    container (an iterable other than str and bytes) or an exception. A tuple holding the
+    tuple below it twice, 60 levels deep, took 283 bytes, and hashing it (3.12, 3.13) or
+    str() of it never ended here (a red-team run, round 14). Other objects may be shared
+    (a random.Random twice): their state is not walked by hash() or the builtin repr()."""
+    if type(obj) in _SCALARS or callable(obj):
+        return True
+    enum = sys.modules.get("enum")
+    if enum is not None and isinstance(obj, enum.Enum):
+        return True     # a Flag member is iterable, and a singleton
+    if type(obj) in (tuple, frozenset) and len(obj) <= _SHARED_TUPLE_MAX:  # type: ignore[arg-type]
+        # A short tuple of scalars (a class's __slots__, its bases): each reference to it
+        # costs what the tuple's length does.
+        return all(type(item) in _SCALARS or callable(item)
+                   for item in obj)  # type: ignore[attr-defined]
+    return not hasattr(type(obj), "__iter__") and not isinstance(obj, BaseException)
+
+
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+_SHARED_TUPLE_MAX = 256
+
+
+def _after_get(load: Callable[[Any], None]) -> Callable[[Any], None]:
+    def get(self: _ResultUnpickler) -> None:
+        load(self)
+        if not _shareable(self.stack[-1]):
+            raise _refuse(f"a {type(self.stack[-1]).__name__} may come back only once in "
+                          f"a result (pickle's memo refers to it again): return a tree, "
+                          f"copy what it shares")
+    return get
+
+
+def _load_append(self: _ResultUnpickler) -> None:
+    value = self.stack.pop()
+    target = self.stack[-1]
+    append = getattr(type(target), "append", None)
+    if append is None:
+        raise _refuse(f"appending to a {type(target).__name__}")
+    append(target, value)
+
+
+def _load_appends(self: _ResultUnpickler) -> None:
+    # pickle's own looks extend and append up on the instance (round 14: what a class's
+    # __getattr__ answered was called): the class's own only.
+    items = self.pop_mark()  # type: ignore[attr-defined]
+    target = self.stack[-1]
+    extend = getattr(type(target), "extend", None)
+    if extend is None:
+        raise _refuse(f"extending a {type(target).__name__}")
+    extend(target, items)
+
+
+def _load_additems(self: _ResultUnpickler) -> None:
+    items = self.pop_mark()  # type: ignore[attr-defined]
+    target = self.stack[-1]
+    add = getattr(type(target), "add", None)
+    if add is None:
+        raise _refuse(f"adding to a {type(target).__name__}")
+    for item in items:
+        add(target, item)
+
+
 def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
                  ) -> Callable[[Any], None]:
     """``load``, an opcode that calls what lies ``maker_at`` items down the stack (a
@@ -293,7 +367,12 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
             # not imported: where nothing imported it there are no members, and a sandbox
             # that imported it would keep its strings for good, docs/lifecycle.md.)
             enum = sys.modules.get("enum")
-            if not isinstance(made, type) and not (enum and isinstance(made, enum.Enum)):
+            # Made by this very call: held only by the stack, `made` and getrefcount's
+            # argument. A __new__ that hands out a cached instance (a singleton of the
+            # caller's) handed out an object the caller holds, whose state BUILD then set
+            # (a red-team run, round 14).
+            if (not isinstance(made, type) and not (enum and isinstance(made, enum.Enum))
+                    and sys.getrefcount(made) <= 3):
                 self._fresh[id(made)] = made
     return making
 
@@ -318,12 +397,40 @@ class _ResultUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError(
                 f"a sandbox under a policy can set the state only of objects its result "
                 f"makes, not of {type(target).__name__!r} objects this interpreter has")
-        _BUILD(self)
+        # pickle's own BUILD looks __setstate__ up on the instance: an instance attribute
+        # (a first BUILD on an exception sets any), or what a class's __getattr__ answers
+        # (an AttrDict's items), was called with the state, past every check (round 14).
+        # The class's own, or pickle's default: the state into __dict__ and the slots.
+        state = self.stack.pop()
+        setstate = getattr(type(target), "__setstate__", None)
+        if setstate is not None:
+            _check_call(setstate, (state,))
+            setstate(target, state)
+            return
+        slotstate = None
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slotstate = state
+        if state:
+            if type(state) is not dict:
+                raise _refuse("an object's state must be a dict")
+            instance_dict = object.__getattribute__(target, "__dict__")
+            for key, value in state.items():
+                instance_dict[sys.intern(key) if type(key) is str else key] = value
+        if slotstate:
+            if type(slotstate) is not dict:
+                raise _refuse("an object's slot state must be a dict")
+            for key, value in slotstate.items():
+                setattr(target, key, value)
 
     dispatch = dict(_DISPATCH)
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
     dispatch[pickle.INST[0]] = _refused_opcode  # type: ignore[assignment]
     dispatch[pickle.OBJ[0]] = _refused_opcode  # type: ignore[assignment]
+    for _op in (pickle.GET, pickle.BINGET, pickle.LONG_BINGET):
+        dispatch[_op[0]] = _after_get(_DISPATCH[_op[0]])
+    dispatch[pickle.APPEND[0]] = _load_append  # type: ignore[assignment]
+    dispatch[pickle.APPENDS[0]] = _load_appends  # type: ignore[assignment]
+    dispatch[pickle.ADDITEMS[0]] = _load_additems  # type: ignore[assignment]
     for _op, _maker_at, _called in ((pickle.NEWOBJ, 2, False), (pickle.NEWOBJ_EX, 3, False),
                                     (pickle.REDUCE, 2, True)):
         dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at, _called)

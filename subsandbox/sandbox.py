@@ -544,10 +544,12 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
             text if type(text) is str else "<not a str>"
             for text in (type_name, message, formatted))
         formatted = formatted.translate(_TRACEBACK_ESCAPES)
-        if exc is not None and not isinstance(exc, Exception):
+        if exc is not None and (not isinstance(exc, Exception)
+                                or isinstance(exc, (StopIteration, StopAsyncIteration))):
             # Not an exception instance at all (a red-team run sent back a caller's class,
             # whose __cause__ the line below then set), or one that is not an error of the
-            # call: SystemExit, KeyboardInterrupt, GeneratorExit.
+            # call: SystemExit, KeyboardInterrupt, GeneratorExit; nor StopIteration, which
+            # would end the caller's loop over calls silently (round 14).
             why = [f"a sandbox under a policy raised {type_name}, which reaches the caller "
                    f"only as a RemoteError" if isinstance(exc, BaseException)
                    else f"it came back as a {type(exc).__name__}, not an exception"]

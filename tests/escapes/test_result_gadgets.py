@@ -258,7 +258,8 @@ def test_a_result_cannot_set_attributes_of_an_enum_member() -> None:
 
 def test_objects_with_state_still_come_back() -> None:
     """What BUILD is for: objects the result makes, with their state (REDUCE of a class,
-    then __setstate__; NEWOBJ, then a dict state), shared within the result."""
+    then __setstate__; NEWOBJ, then a dict state), shared within the result (an object;
+    not a container: test_a_result_shares_no_container)."""
     import random
     from collections import OrderedDict
 
@@ -565,3 +566,129 @@ def test_the_loader_keeps_nothing_it_made() -> None:
         assert alive() is None, "the load kept what it made"
     finally:
         gc.enable()
+
+
+# Round 14 (the caller's side).
+
+@pytest.mark.parametrize("use", ["dict", "str"])
+def test_a_result_shares_no_container(use: str) -> None:
+    """Each level of a tuple held the level below twice: 283 bytes, and hashing it (a dict
+    key, on 3.12 and 3.13) or str() of it never ended in the caller."""
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        sb.exec(f"""
+t = ()
+for i in range(60):
+    t = (t, t)
+class Evil:
+    def __reduce__(self):
+        return ({use}, ({'[(t, 0)]' if use == 'dict' else 't'},))
+""")
+        with pytest.raises(pickle.UnpicklingError, match="tuple may come back only once"):
+            sb.call_with_timeout(30, eval, "Evil()")
+        # A short tuple of scalars may be shared, and an object.
+        assert sb.call(eval, "[('a', 1)] * 3") == [("a", 1)] * 3
+
+
+def test_build_calls_only_the_classs_own_setstate() -> None:
+    """pickle's BUILD looked __setstate__ up on the instance: a first BUILD on a fresh
+    ValueError set one (bytearray), and a second called it with 2**28, past the size
+    rule (raw bytes); a caller's dict subclass with a __getattr__ answered one from its
+    items (a real sandbox)."""
+    from subsandbox._untrusted import loader
+
+    def gl(m: str, n: str) -> bytes:
+        return s(m) + s(n) + pickle.STACK_GLOBAL
+
+    payload = (pickle.PROTO + bytes([4]) + gl("builtins", "ValueError")
+               + pickle.EMPTY_TUPLE + pickle.REDUCE
+               + pickle.EMPTY_DICT + s("__setstate__") + gl("builtins", "bytearray")
+               + pickle.SETITEM + pickle.BUILD + i(2**28) + pickle.BUILD + pickle.STOP)
+    with pytest.raises(TypeError, match="state is not a dictionary"):
+        loader(Policy.compute())(payload, ())
+    out = run_script("""
+        import resource
+        import subsandbox
+
+        class AttrDict(dict):
+            def __getattr__(self, key):
+                try:
+                    return self[key]
+                except KeyError:
+                    raise AttributeError(key) from None
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with subsandbox.Sandbox(policy=subsandbox.Policy.nothing()) as sb:
+            sb.exec("class Evil:\\n"
+                    "    def __init__(self, d):\\n"
+                    "        self.cls = type(d)\\n"
+                    "    def __reduce__(self):\\n"
+                    "        return (self.cls, (), 2**31, None,\\n"
+                    "                iter([('__setstate__', bytearray)]))\\n")
+            try:
+                sb.call(eval, "Evil(cfg)", None, {"cfg": AttrDict()})
+            except Exception as exc:
+                print(type(exc).__name__)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(grown < 500_000)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["UnpicklingError", "True"]
+
+
+def test_build_does_not_reach_a_callers_singleton() -> None:
+    """A __new__ that hands out a cached instance handed the caller's singleton to BUILD,
+    which set the sandbox's attributes on it."""
+    out = run_script("""
+        import subsandbox
+
+        class Settings:
+            _instance = None
+            def __new__(cls):
+                if cls._instance is None:
+                    cls._instance = super().__new__(cls)
+                    cls._instance.allow_admin = False
+                return cls._instance
+
+        cfg = Settings()
+        with subsandbox.Sandbox(policy=subsandbox.Policy.nothing()) as sb:
+            sb.exec("def handle(s):\\n    s.allow_admin = True\\n    return s\\n")
+            try:
+                sb.call(eval, "handle(cfg)", None, {"cfg": cfg})
+            except Exception as exc:
+                print(type(exc).__name__)
+        print(Settings().allow_admin)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["UnpicklingError", "False"]
+
+
+def test_a_range_inside_an_argument_is_refused() -> None:
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        sb.exec("class Evil:\n    def __reduce__(self):\n"
+                "        return (dict, ([range(10**9)],))\n")
+        with pytest.raises(pickle.UnpicklingError, match="iterable 'range'"):
+            sb.call(eval, "Evil()")
+
+
+def test_stop_iteration_does_not_end_the_callers_loop() -> None:
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec("def score(x):\n    if x == 3:\n        raise StopIteration\n    return x\n")
+        with pytest.raises(subsandbox.RemoteError, match="StopIteration"):
+            list(map(lambda x: sb.call(eval, "score(x)", None, {"x": x}), range(10)))
+
+
+def test_a_result_makes_the_caller_look_up_no_codec() -> None:
+    """str(b, "idna") in a result made the caller import encodings.idna (and stringprep,
+    unicodedata)."""
+    import sys
+
+    from subsandbox._untrusted import loader
+
+    before = set(sys.modules)
+    for maker in ("str", "bytes"):
+        payload = (pickle.PROTO + bytes([4]) + s("builtins") + s(maker) + pickle.STACK_GLOBAL
+                   + (pickle.SHORT_BINBYTES + b"\x01x" if maker == "str" else s("x"))
+                   + s("mac_greek") + pickle.TUPLE2 + pickle.REDUCE + pickle.STOP)
+        with pytest.raises(pickle.UnpicklingError, match="with an encoding"):
+            loader(Policy.nothing())(payload, ())
+    assert not {m for m in set(sys.modules) - before if m.startswith("encodings")}
