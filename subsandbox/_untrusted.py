@@ -349,6 +349,12 @@ def _load_additems(self: _ResultUnpickler) -> None:
         add(target, item)
 
 
+def _refused_dup(self: _ResultUnpickler) -> None:
+    """DUP pushes the top of the stack again: a container referred to twice without the
+    memo (the rule of _after_get). No pickler writes it."""
+    raise _refuse("DUP is not read")
+
+
 def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
                  ) -> Callable[[Any], None]:
     """``load``, an opcode that calls what lies ``maker_at`` items down the stack (a
@@ -426,6 +432,7 @@ class _ResultUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
     dispatch[pickle.INST[0]] = _refused_opcode  # type: ignore[assignment]
     dispatch[pickle.OBJ[0]] = _refused_opcode  # type: ignore[assignment]
+    dispatch[pickle.DUP[0]] = _refused_dup  # type: ignore[assignment]
     for _op in (pickle.GET, pickle.BINGET, pickle.LONG_BINGET):
         dispatch[_op[0]] = _after_get(_DISPATCH[_op[0]])
     dispatch[pickle.APPEND[0]] = _load_append  # type: ignore[assignment]

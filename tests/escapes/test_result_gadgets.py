@@ -692,3 +692,13 @@ def test_a_result_makes_the_caller_look_up_no_codec() -> None:
         with pytest.raises(pickle.UnpicklingError, match="with an encoding"):
             loader(Policy.nothing())(payload, ())
     assert not {m for m in set(sys.modules) - before if m.startswith("encodings")}
+
+
+def test_dup_shares_no_container() -> None:
+    """DUP pushes the top of the stack again: (t, t), 60 levels deep, past the memo rule."""
+    from subsandbox._untrusted import loader
+
+    payload = (pickle.PROTO + bytes([4]) + pickle.EMPTY_TUPLE
+               + (pickle.DUP + pickle.TUPLE2) * 60 + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match="DUP is not read"):
+        loader(Policy.nothing())(payload, ())
