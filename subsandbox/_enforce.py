@@ -887,7 +887,13 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                                   f"{module}.{name}")
             if i == 0 and part.startswith("_"):
                 # A private helper that pickle names (re._compile for a Pattern): taken
-                # from the module itself, and never a module.
+                # from the module itself, and only these. Any other private helper of a
+                # granted module would be handed to what the pickle calls: with pickle
+                # granted (round 15), or in the trial load of an exception, a helper such
+                # as dataclasses._create_fn runs code in globals the pickle chooses.
+                if (module, part) not in _PRIVATE_RECONSTRUCTORS:
+                    raise PolicyError(f"the sandbox's policy {self.name!r} refuses "
+                                      f"{module}.{name}: a private name")
                 obj = getattr(_modules[module], part)
                 if isinstance(obj, types.ModuleType):
                     raise self._import_refused(obj.__name__)
@@ -1204,6 +1210,31 @@ class _PolicyUnpickler(_crossing._Unpickler):
 _SEALED_CLASSES = (_Enforcer, _PolicyUnpickler)
 
 
+# Private helpers that pickle names for objects of granted modules, the only private names
+# a pickle may load in the sandbox (the caller's loader has the same list: _untrusted).
+_PRIVATE_RECONSTRUCTORS = frozenset({("re", "_compile"), ("array", "_array_reconstructor")})
+
+
+def _guard_copy(enforcer: _Enforcer, module: types.ModuleType) -> None:
+    """A bound method's C ``__reduce__`` answers ``(getattr, (self, __func__.__name__))``
+    with the ``getattr`` of the frame that calls it: in ``copy.copy``'s frame, the real
+    one, which ``copy._reconstruct`` then calls. A method of any callable named
+    ``"__globals__"`` bound to a library function read its globals: the real builtins
+    (a red-team run, round 15, with copy granted). The sandbox's ``_reconstruct`` calls
+    the policy's ``getattr`` instead, which applies the name rule."""
+    real_reconstruct = module._reconstruct
+    real_getattr = _builtins_module.getattr
+    policy_getattr = _guard(enforcer._getattr, "getattr")
+
+    def _reconstruct(x: Any, memo: Any, func: Any, args: Any, *rest: Any,
+                     **kwargs: Any) -> Any:
+        if func is real_getattr:
+            func = policy_getattr
+        return real_reconstruct(x, memo, func, args, *rest, **kwargs)
+
+    setattr(module, "_reconstruct", _sealed(_reconstruct, "_reconstruct"))
+
+
 # -- library code that looks names up, or evaluates strings, for the caller -------------------
 # Reached through objects, not module attributes, so a view cannot hold a replacement: the
 # library is changed in place (in this interpreter only), before sandboxed code runs. What
@@ -1486,6 +1517,8 @@ def _guard_on_import(enforcer: _Enforcer, module: types.ModuleType) -> None:
         _guard_forward_refs(enforcer, module)
     elif module.__name__ == "ast":
         _guard_library_getattr(enforcer, module)
+    elif module.__name__ == "copy":
+        _guard_copy(enforcer, module)
     else:
         if module.__name__ == "dataclasses":
             _guard_library_getattr(enforcer, module)
@@ -1494,7 +1527,7 @@ def _guard_on_import(enforcer: _Enforcer, module: types.ModuleType) -> None:
 
 # Modules patched in place as they are first imported in the sandbox (see the "import"
 # event in _Enforcer.hook), or at install if already there.
-_GUARDED_ON_IMPORT = ("typing", "annotationlib", "dataclasses", "enum", "ast")
+_GUARDED_ON_IMPORT = ("typing", "annotationlib", "dataclasses", "enum", "ast", "copy")
 _guarded_modules: set[str] = set()
 
 

@@ -712,3 +712,44 @@ class Bomb:
         with pytest.raises(Exception) as caught:
             pool.submit(eval, "sink[0]()").result()
         assert str(os.getpid()) not in str(caught.value)
+
+
+def test_copy_of_a_method_reads_no_attribute_by_a_chosen_name() -> None:
+    """A bound method's C __reduce__ answers (getattr, (self, __func__.__name__)) with the
+    getattr of the frame calling it, copy.copy's, the real one: a method of a class named
+    "__globals__" bound to json.dumps read json's globals (a red-team run, round 15)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("copy")) as sb:
+        outcome = attempt(sb, """
+import copy, json
+class C:
+    def f(self):
+        pass
+MethodType = type(C().f)
+Named = type("__globals__", (), {})
+g = copy.copy(MethodType(Named, json.dumps))
+result = g["__builtins__"]["__import__"]("posix").getpid()
+""")
+        assert_escape_refused(outcome)
+        outcome = attempt(sb, "import copy\nclass P:\n    def m(self):\n        return 5\n"
+                              "result = copy.copy(P().m)()")
+        assert outcome == 5, outcome
+
+
+def test_a_pickle_loads_no_private_helper_but_the_reconstructors() -> None:
+    """The sandbox's loader took any private name of a granted module from the module
+    itself (for re._compile): with pickle granted, or in the trial load of an exception,
+    a helper such as dataclasses._create_fn runs code in globals the pickle chooses."""
+    def global_ref(module: str, name: str) -> bytes:
+        m, n = module.encode(), name.encode()
+        return (b"\x80\x04\x8c" + bytes([len(m)]) + m + b"\x8c" + bytes([len(n)]) + n
+                + b"\x93.")
+
+    policy = subsandbox.Policy.compute().allow_import("pickle", "dataclasses")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, "import pickle\nresult = repr(pickle.loads(DATA))",
+                          DATA=global_ref("dataclasses", "_create_fn"))
+        assert_refused(outcome)
+        assert "a private name" in text_of(outcome)
+        outcome = attempt(sb, "import pickle, re\n"
+                              "result = pickle.loads(pickle.dumps(re.compile('a+'))).pattern")
+        assert outcome == "a+", outcome
