@@ -8,7 +8,7 @@
  * stayed possible for the next way in. This file takes that last step away:
  *
  *   - _core.seal(namespaces, error) watches the enforcement's namespaces (module dicts,
- *     and the constant tables they hold) with a dict watcher (PEP 709's PyDict_Watch,
+ *     and the constant tables they hold) with a dict watcher (CPython's PyDict_Watch,
  *     3.12+). Any change to one of them, by anyone, from then on is a breach: it is
  *     recorded, once, in this interpreter's module state, which no Python code can reach.
  *     A dict watcher cannot veto the write; the gates below make it useless.
@@ -264,7 +264,8 @@ describe_breach(ss_state *st, PyDict_WatchEvent event, PyObject *dict, PyObject 
     if (where == NULL) {
         return NULL;
     }
-    PyObject *text = key != NULL && PyUnicode_Check(key)
+    /* repr() only of an exact str: a subclass's __repr__ would run sandboxed code here. */
+    PyObject *text = key != NULL && PyUnicode_CheckExact(key)
         ? PyUnicode_FromFormat("%R in %U was %s", key, where, event_verb(event))
         : PyUnicode_FromFormat("%U was %s", where, event_verb(event));
     Py_DECREF(where);
@@ -301,7 +302,7 @@ seal_watcher(PyDict_WatchEvent event, PyObject *dict, PyObject *key,
     /* A dict may change while an exception is being raised: keep it as it was. */
     PyObject *pending = PyErr_GetRaisedException();
     ss_state *st = ss_current_state();
-    if (st != NULL && st->sealed && st->seal_breach == NULL) {
+    if (st != NULL && st->seal_error != NULL && st->seal_breach == NULL) {
         st->seal_breach = describe_breach(st, event, dict, key);
         if (st->seal_breach == NULL) {
             /* Still a breach: the gates need only know that there was one. */
@@ -388,9 +389,8 @@ seal_seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (!st->sealed) {
-        st->seal_error = Py_NewRef(args[1]);
-        st->sealed = 1;
+    if (st->seal_error == NULL) {
+        st->seal_error = Py_NewRef(args[1]);     /* sealed from now on */
     }
     Py_RETURN_NONE;
 }

@@ -44,10 +44,10 @@ typedef struct {
                                      * sandbox behind a gate could not run or answer a
                                      * task (gate.c); other errors are the task's */
     PyTypeObject *guarded_type;     /* subsandbox._core.guarded_function (seal.c) */
-    PyObject *seal_error;           /* what a guarded function raises after a breach */
+    PyObject *seal_error;           /* NULL until seal() ran; then what a guarded function
+                                     * raises after a breach */
     PyObject *seal_breach;          /* NULL while the seal holds; then what broke it */
     PyObject *seal_labels;          /* {address of a sealed class's dict: "the class m.q"} */
-    int sealed;                     /* seal() ran: the enforcement's namespaces are watched */
     int seal_watcher;               /* this interpreter's dict watcher id, or -1 */
     int64_t interp_id;              /* id of the interpreter that owns this state */
 } ss_state;

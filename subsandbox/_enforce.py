@@ -46,7 +46,6 @@ sandboxed code, and returns what its public API returns.
 from __future__ import annotations
 
 import builtins as _builtins_module
-import _thread
 import dis
 import io
 import marshal
@@ -521,7 +520,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
     def _make_builtins(self, granted: tuple[str, ...]) -> dict[str, object]:
         real = vars(_builtins_module)
         guarded = {
-            name: _guard(method, name) for name, method in (
+            name: _sealed(method, name) for name, method in (
                 ("getattr", self._getattr), ("hasattr", self._hasattr),
                 ("setattr", self._setattr), ("delattr", self._delattr), ("vars", self._vars),
                 ("exec", self._exec), ("eval", self._eval), ("compile", self._compile),
@@ -536,7 +535,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                 out[name] = guarded[name]
             elif name in real and name not in ("__import__", "__loader__", "__spec__"):
                 out[name] = real[name]
-        out["__import__"] = _guard(self._import, "__import__")
+        out["__import__"] = _sealed(self._import, "__import__")
         return out
 
     def _checked_name(self, name: object, setting: bool = False) -> str:
@@ -1173,14 +1172,6 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             raise self.refuse(f"loading native code {os.fsdecode(filename)!r}", "native")
 
 
-
-def _guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``method`` (a bound method of the enforcer) as a builtin of sandboxed code, behind
-    the seal: the guarded function carries nothing sandboxed code could reach the enforcer
-    by (a bound method's ``__self__``, a function's closure or globals)."""
-    return _sealed(method, name)
-
-
 _MISSING = object()
 _installed = False
 # Public attributes left out of module views: they look attributes up by name
@@ -1224,7 +1215,7 @@ def _guard_copy(enforcer: _Enforcer, module: types.ModuleType) -> None:
     the policy's ``getattr`` instead, which applies the name rule."""
     real_reconstruct = module._reconstruct
     real_getattr = _builtins_module.getattr
-    policy_getattr = _guard(enforcer._getattr, "getattr")
+    policy_getattr = _sealed(enforcer._getattr, "getattr")
 
     def _reconstruct(x: Any, memo: Any, func: Any, args: Any, *rest: Any,
                      **kwargs: Any) -> Any:

@@ -319,34 +319,30 @@ def _after_get(load: Callable[[Any], None]) -> Callable[[Any], None]:
     return get
 
 
+def _class_method(target: object, name: str) -> Callable[..., Any]:
+    """``type(target).name``: pickle's own APPEND(S) and ADDITEMS look their methods up on
+    the instance, where a class's __getattr__ answered what was then called (round 14)."""
+    method = getattr(type(target), name, None)
+    if method is None:
+        raise _refuse(f"{name}() of a {type(target).__name__}")
+    return method  # type: ignore[no-any-return]
+
+
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
-    target = self.stack[-1]
-    append = getattr(type(target), "append", None)
-    if append is None:
-        raise _refuse(f"appending to a {type(target).__name__}")
-    append(target, value)
+    _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
-    # pickle's own looks extend and append up on the instance (round 14: what a class's
-    # __getattr__ answered was called): the class's own only.
     items = self.pop_mark()  # type: ignore[attr-defined]
-    target = self.stack[-1]
-    extend = getattr(type(target), "extend", None)
-    if extend is None:
-        raise _refuse(f"extending a {type(target).__name__}")
-    extend(target, items)
+    _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
-    target = self.stack[-1]
-    add = getattr(type(target), "add", None)
-    if add is None:
-        raise _refuse(f"adding to a {type(target).__name__}")
+    add = _class_method(self.stack[-1], "add")
     for item in items:
-        add(target, item)
+        add(self.stack[-1], item)
 
 
 def _refused_dup(self: _ResultUnpickler) -> None:

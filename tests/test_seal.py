@@ -183,11 +183,16 @@ def test_a_key_that_reads_as_a_name_cpython_fills_in_is_still_a_breach() -> None
         import types
         from subsandbox import _core
 
+        ran = []
+
         class K(str):
             def __hash__(self):
                 return hash("x")
             def __eq__(self, other):
                 return other == "x"
+            def __repr__(self):             # never run by the watcher, for the message
+                ran.append(1)
+                return "K"
 
         namespace = types.ModuleType("enforcement").__dict__
         namespace["x"] = 1
@@ -195,7 +200,7 @@ def test_a_key_that_reads_as_a_name_cpython_fills_in_is_still_a_breach() -> None
         namespace["__annotations__"] = {}          # what CPython itself does: no breach
         assert _core.seal_breach() is None
         namespace[K("__annotations__")] = 2         # rebinds "x"
-        assert namespace["x"] == 2 and _core.seal_breach() is not None
+        assert namespace["x"] == 2 and _core.seal_breach() is not None and not ran
         print("ok")
     """)
     assert out.returncode == 0, out.stderr
