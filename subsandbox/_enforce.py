@@ -688,9 +688,12 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                              and n not in _DROPPED.get(name, ())})
         enforcer = self
 
+        listed_names = frozenset(public)
+
         def __getattr__(attr: str, _real: types.ModuleType = real,  # noqa: N807
-                        _full: bool = full, _name: str = name) -> object:
-            return enforcer._view_attribute(_name, _real, _full, attr)
+                        _full: bool = full, _name: str = name,
+                        _listed: frozenset[str] = listed_names) -> object:
+            return enforcer._view_attribute(_name, _real, _full, attr, _listed)
 
         # Module attributes, not methods: a module's __getattr__ and __dir__ are looked up
         # in its namespace (PEP 562), which is what these assignments fill.
@@ -700,9 +703,15 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         _views[name] = v
         return v
 
-    def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str) -> object:
+    def _view_attribute(self, name: str, real: types.ModuleType, full: bool, attr: str,
+                        listed: frozenset[str] = frozenset()) -> object:
         sub = f"{name}.{attr}"
         value = vars(real).get(attr, _MISSING)
+        if value is _MISSING and type(attr) is str and attr in listed:
+            # A public name the module makes on first use, through its own __getattr__
+            # (PEP 562): typing's ForwardRef, Pattern, Match on 3.14. Only names the view
+            # lists (its __all__), which are never private.
+            value = getattr(real, attr, _MISSING)
         module_name = (value.__name__ if isinstance(value, types.ModuleType)
                        else sub if value is _MISSING and sub in _modules else None)
         if isinstance(value, types.ModuleType) and (

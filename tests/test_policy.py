@@ -243,6 +243,26 @@ result = (tuple(Point(1)), isinstance(Point(1), tuple), Point._fields)
         assert sb.call(eval, "result") == ((1, 2), True, ("x", "y"))
 
 
+def test_module_views_show_names_the_module_makes_on_first_use() -> None:
+    """A name in a module's __all__ that its PEP 562 __getattr__ makes on first use
+    (typing's ForwardRef, Pattern and Match on 3.14) is an attribute of the view, by
+    attribute and by `from ... import`; a name the module does not list stays out."""
+    with subsandbox.Sandbox(policy=Policy.compute().allow_import("typing")) as sb:
+        sb.exec("""
+import typing
+from typing import ForwardRef, Match
+names = (ForwardRef.__name__, typing.Pattern.__name__, Match.__name__,
+         "ForwardRef" in dir(typing))
+try:
+    typing._collect_parameters
+    private = "reached"
+except AttributeError:
+    private = "refused"
+""")
+        assert sb.call(eval, "names") == ("ForwardRef", "Pattern", "Match", True)
+        assert sb.call(eval, "private") == "refused"
+
+
 def test_call_by_reference_and_exceptions(compute: subsandbox.Sandbox) -> None:
     assert compute.call(json.dumps, {"a": 1}) == '{"a": 1}'
     assert compute.call(sorted, [3, 1, 2]) == [1, 2, 3]
