@@ -106,7 +106,8 @@ ss_exec(PyObject *module)
         || ss_gate_exec(module, st) < 0
         || ss_lifecycle_exec(module, st) < 0
         || ss_compile_guard_exec(module, st) < 0
-        || ss_seal_exec(module, st) < 0)
+        || ss_seal_exec(module, st) < 0
+        || ss_keyspread_exec(module, st) < 0)
     {
         return -1;
     }

@@ -245,5 +245,7 @@ int ss_lifecycle_exec(PyObject *module, ss_state *st);
 int ss_compile_guard_exec(PyObject *module, ss_state *st);
 /* seal.c: the policy's enforcement fails closed once its namespaces are rewritten. */
 int ss_seal_exec(PyObject *module, ss_state *st);
+/* keyspread.c: counts keys that share a hash, for the caller's unpickler. */
+int ss_keyspread_exec(PyObject *module, ss_state *st);
 
 #endif /* SUBSANDBOX_H */

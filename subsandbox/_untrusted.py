@@ -38,6 +38,7 @@ import copyreg
 import io
 import pickle
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
 from . import _core, _crossing, errors
@@ -340,9 +341,97 @@ def _load_appends(self: _ResultUnpickler) -> None:
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
+    self._spread_into(self.stack[-1], items)
     add = _class_method(self.stack[-1], "add")
     for item in items:
         add(self.stack[-1], item)
+
+
+# Keys with one hash that a result may put in one dict or set. A dict compares a new key
+# with every key of its hash before it: keys that all hash alike make building it
+# quadratic, in C, with the caller's GIL held (40,000 ints k * (2**61 - 1) + 7 took 10 s
+# on 3.13.0; int, float, tuple and Fraction hashes are not randomized). Past this many,
+# the load stops, so a result's keys cost at most this many comparisons each.
+_SAME_HASH_MAX = 64
+
+
+def _too_many_alike(key: object) -> pickle.UnpicklingError:
+    return _refuse(f"more than {_SAME_HASH_MAX} different keys of a dict or set in a result "
+                   f"have the same hash ({type(key).__name__} keys): building it would take "
+                   f"time that grows with the square of their number; return them in a "
+                   f"list, or as str keys")
+
+
+class _Spread:
+    """The hashes of the keys put in one dict or set so far (_core.count_hashes). No
+    pickler puts a key into one container twice, so each repeat of a hash is another key
+    with that hash."""
+
+    __slots__ = ("seen", "repeats")
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeats: dict[int, int] = {}
+
+    def add(self, keys: list[object], step: int) -> None:
+        over = _core.count_hashes(keys, self.seen, self.repeats, _SAME_HASH_MAX, step)
+        if over >= 0:
+            raise _too_many_alike(keys[over])
+
+
+def _check_spread(keys: list[object] | tuple[object, ...]) -> None:
+    """Items handed to a maker at once (``frozenset(items)``, ``Counter(items)``), where
+    a value may repeat: refuse only a hash shared by many *different* keys."""
+    if _core.count_hashes(keys, set(), {}, _SAME_HASH_MAX) < 0:
+        return      # no hash is shared by more than _SAME_HASH_MAX keys, equal or not
+    different: dict[int, list[object]] = {}
+    for key in keys:
+        try:
+            alike = different.setdefault(hash(key), [])
+        except TypeError:
+            continue
+        if key not in alike:
+            if len(alike) >= _SAME_HASH_MAX:
+                raise _too_many_alike(key)
+            alike.append(key)
+
+
+def _load_setitem(self: _ResultUnpickler) -> None:
+    value = self.stack.pop()
+    key = self.stack.pop()
+    target = self.stack[-1]
+    if type(target) is not dict or len(target) >= _SAME_HASH_MAX:
+        self._spread_into(target, [key])
+    target[key] = value
+
+
+def _load_setitems(self: _ResultUnpickler) -> None:
+    items = self.pop_mark()  # type: ignore[attr-defined]
+    target = self.stack[-1]
+    # A small dict, the usual case, is checked here without a call.
+    if type(target) is not dict or len(target) + len(items) // 2 > _SAME_HASH_MAX:
+        self._spread_into(target, items, 2)
+    for index in range(0, len(items), 2):
+        target[items[index]] = items[index + 1]
+
+
+def _load_frozenset(self: _ResultUnpickler) -> None:
+    items = self.pop_mark()  # type: ignore[attr-defined]
+    if len(items) > _SAME_HASH_MAX:
+        _check_spread(items)
+    self.stack.append(frozenset(items))
+
+
+def _check_argument_spread(args: object) -> None:
+    """A long list or tuple handed to a maker (``frozenset(items)``, ``dict(pairs)``,
+    ``Counter(items)``): its items, and the first item of each pair, as keys."""
+    if type(args) is not tuple:
+        return
+    for arg in args:
+        if (type(arg) is list or type(arg) is tuple) and len(arg) > _SAME_HASH_MAX:
+            _check_spread(arg)
+            _check_spread([pair[0] for pair in arg
+                           if (type(pair) is list or type(pair) is tuple) and len(pair) == 2])
 
 
 def _refused_dup(self: _ResultUnpickler) -> None:
@@ -361,6 +450,7 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
         maker = self.stack[-maker_at] if len(self.stack) >= maker_at else None
         if maker is not None:
             _check_call(maker, *self.stack[1 - maker_at:], called=called)
+            _check_argument_spread(self.stack[1 - maker_at])
         load(self)
         if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
             made = self.stack[-1]
@@ -434,6 +524,9 @@ class _ResultUnpickler(pickle._Unpickler):
     dispatch[pickle.APPEND[0]] = _load_append  # type: ignore[assignment]
     dispatch[pickle.APPENDS[0]] = _load_appends  # type: ignore[assignment]
     dispatch[pickle.ADDITEMS[0]] = _load_additems  # type: ignore[assignment]
+    dispatch[pickle.SETITEM[0]] = _load_setitem  # type: ignore[assignment]
+    dispatch[pickle.SETITEMS[0]] = _load_setitems  # type: ignore[assignment]
+    dispatch[pickle.FROZENSET[0]] = _load_frozenset  # type: ignore[assignment]
     for _op, _maker_at, _called in ((pickle.NEWOBJ, 2, False), (pickle.NEWOBJ_EX, 3, False),
                                     (pickle.REDUCE, 2, True)):
         dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at, _called)
@@ -446,6 +539,8 @@ class _ResultUnpickler(pickle._Unpickler):
         self._owned: dict[int, list[_Inert]] = {}     # placeholders inside each one's state
         self._kept: set[int] = set()                  # inside a caller's class state
         self._fresh: dict[int, object] = {}           # objects made here, by id
+        self._keys_added: dict[int, int] = {}         # keys put in other containers, by id
+        self._spreads: dict[int, _Spread] = {}        # the hashes of those keys, past a few
         self._own = {
             ("subsandbox._crossing", "_make_function"): self._make_function,
             ("subsandbox._crossing", "_fill_function"): self._fill_function,
@@ -456,6 +551,29 @@ class _ResultUnpickler(pickle._Unpickler):
             ("subsandbox._crossing", "_make_classmethod"): self._make_wrapper,
             ("subsandbox._crossing", "_make_property"): self._make_wrapper,
         }
+
+    def _spread_into(self, target: object, items: list[object], step: int = 1) -> None:
+        """Before the keys ``items[::step]`` go into ``target``: once it holds more keys
+        than one hash may, count their hashes (_Spread). A smaller dict or set costs a
+        len()."""
+        keys = (len(items) + step - 1) // step
+        if type(target) in (dict, set):
+            # Nothing leaves a dict or set during a load: once past the bound, it stays.
+            if len(target) + keys <= _SAME_HASH_MAX:  # type: ignore[arg-type]
+                return
+        else:   # other classes' __len__ is not called: count what went in
+            added = self._keys_added.get(id(target), 0) + keys
+            self._keys_added[id(target)] = added
+            if added <= _SAME_HASH_MAX:
+                return
+        spread = self._spreads.get(id(target))
+        if spread is None:
+            spread = self._spreads[id(target)] = _Spread()
+            if type(target) is dict or type(target) is set:
+                spread.add(list(target), 1)     # the keys already in it
+            # (Another class's keys before these, at most _SAME_HASH_MAX, are not
+            # counted: they can only double the bound.)
+        spread.add(items, step)
 
     def _make_function(self, code: bytes, name: str, qualname: str, *rest: object) -> _Inert:
         inert = _Inert(qualname)
@@ -497,6 +615,8 @@ class _ResultUnpickler(pickle._Unpickler):
             # load made (self._fresh) alive until the caller's next garbage collection.
             self._own.clear()
             self._fresh.clear()
+            self._keys_added.clear()
+            self._spreads.clear()
 
     def find_class(self, module: str, name: str) -> Any:
         own = self._own.get((module, name))

@@ -702,3 +702,68 @@ def test_dup_shares_no_container() -> None:
                + (pickle.DUP + pickle.TUPLE2) * 60 + pickle.STOP)
     with pytest.raises(pickle.UnpicklingError, match="DUP is not read"):
         loader(Policy.nothing())(payload, ())
+
+
+# Round 16 (2026-11-29): what a result costs the caller to load.
+
+_COLLIDING = "[k * (2**61 - 1) + 7 for k in range(1, 1001)]"  # 1,000 ints, one hash
+
+
+@pytest.mark.parametrize("container", ["set", "frozenset", "dict.fromkeys"])
+def test_keys_that_hash_alike_are_refused(container: str) -> None:
+    """A set or dict of keys that all hash alike is quadratic to build, in C, with the
+    caller's GIL held, after any timeout (40,000 such ints took 10 s on 3.13.0)."""
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec(f"keys = {_COLLIDING}\nresult = {container}(keys)")
+        with pytest.raises(pickle.UnpicklingError, match="more than 64 different keys"):
+            sb.call(eval, "result")
+
+
+def _collision_payload(body: bytes) -> bytes:
+    keys = b"".join(pickle.LONG1 + bytes([9]) + (k * (2**61 - 1) + 7).to_bytes(9, "little")
+                    for k in range(1, 101))
+    return pickle.PROTO + bytes([4]) + body.replace(b"KEYS", keys) + pickle.STOP
+
+
+@pytest.mark.parametrize("body", [
+    # one SETITEM per key: no batch to look at
+    pickle.EMPTY_DICT + b"".join(
+        pickle.LONG1 + bytes([9]) + (k * (2**61 - 1) + 7).to_bytes(9, "little")
+        + pickle.NONE + pickle.SETITEM for k in range(1, 101)),
+    # frozenset(list), as protocols 0 to 3 write it
+    s("builtins") + s("frozenset") + pickle.STACK_GLOBAL
+    + pickle.EMPTY_LIST + pickle.MARK + b"KEYS" + pickle.APPENDS + pickle.TUPLE1 + pickle.REDUCE,
+    # dict(pairs)
+    s("builtins") + s("dict") + pickle.STACK_GLOBAL + pickle.EMPTY_LIST + pickle.MARK
+    + b"".join(pickle.LONG1 + bytes([9]) + (k * (2**61 - 1) + 7).to_bytes(9, "little")
+               + pickle.NONE + pickle.TUPLE2 for k in range(1, 101))
+    + pickle.APPENDS + pickle.TUPLE1 + pickle.REDUCE,
+    # the FROZENSET opcode
+    pickle.MARK + b"KEYS" + pickle.FROZENSET,
+], ids=["setitem", "frozenset-of-list", "dict-of-pairs", "FROZENSET"])
+def test_keys_that_hash_alike_are_refused_however_written(body: bytes) -> None:
+    from subsandbox._untrusted import loader
+
+    with pytest.raises(pickle.UnpicklingError, match="more than 64 different keys"):
+        loader(Policy.nothing())(_collision_payload(body), ())
+
+
+def test_keys_that_repeat_or_hash_apart_still_load() -> None:
+    """The bound is on *different* keys of one hash: values that repeat (a Counter of a
+    list), 64 keys of one hash, and large containers of ordinary keys all load."""
+    import collections
+
+    from subsandbox._untrusted import loader
+
+    load = loader(Policy.compute())
+    alike = [k * (2**61 - 1) + 7 for k in range(1, 65)]
+    values = [
+        collections.Counter([5] * 1000 + [2**70] * 1000),
+        set(alike), dict.fromkeys(alike, 1), frozenset(alike),
+        {i * 7919: str(i) for i in range(20_000)},
+        {(i, -i): i for i in range(2_000)},
+        [{"id": i, "score": i / 3} for i in range(500)],
+    ]
+    for protocol in (4, 5):
+        for value in values:
+            assert load(pickle.dumps(value, protocol), ()) == value
