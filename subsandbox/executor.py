@@ -312,7 +312,7 @@ class _Pool:
         self.policy = resolve(policy)
         # What comes out of a worker under a policy is untrusted data, loaded as
         # Sandbox.call loads it (subsandbox._untrusted).
-        self.loads = (_crossing.loads if self.policy.spec() is None
+        self.loads = (_crossing.loads if self.policy.is_unrestricted
                       else _untrusted.loader(self.policy))
         self.lock = threading.Lock()
         # Pending tasks, and None once the pool ends (each driver that takes it puts it
@@ -487,7 +487,7 @@ class _Pool:
                 _settle(future, result=result)
         elif kind == "raised":
             _settle(future, exc=_remote_exception(self.loads, answer[2], answer[3],
-                                                  self.loads is not _crossing.loads))
+                                                  not self.policy.is_unrestricted))
         elif kind == "failed here":
             _settle(future, exc=answer[2])
         elif item.stop_reason == "timeout":

@@ -133,7 +133,7 @@ class Sandbox:
         self._policy = resolve(policy)
         # What comes out of a sandbox under a policy is untrusted data: it is loaded
         # without running code that the sandbox chose (subsandbox._untrusted).
-        self._loads = (_crossing.loads if self._policy.spec() is None
+        self._loads = (_crossing.loads if self._policy.is_unrestricted
                        else _untrusted.loader(self._policy))
         self._lock = threading.Lock()          # one request at a time
         self._closing = False
