@@ -160,6 +160,16 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
         if not (enum is not None and isinstance(maker, enum.EnumType) and len(args) == 1):
             raise _refuse(f"calling the class {maker.__qualname__!r}, whose metaclass "
                           f"{type(maker).__qualname__!r} has a __call__ of its own")
+        if issubclass(maker, enum.Flag):
+            # A Flag called with a value it has no member for makes a pseudo-member and
+            # keeps it in the class for good (re.RegexFlag keeps any int): one per value,
+            # for every result. Only combinations of its own flags, which are finite.
+            value = args[0] if type(args) is tuple and args else None
+            mask = getattr(maker, "_flag_mask_", 0)
+            if not (type(value) is int and value >= 0 and type(mask) is int
+                    and not value & ~mask):
+                raise _refuse(f"a {maker.__qualname__} value other than a combination of "
+                              f"its flags")
 
 
 # 6 ms for the gcd of two ints this long (3.13.0): a megabyte of them costs ~0.4 s.

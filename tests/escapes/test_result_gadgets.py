@@ -772,3 +772,21 @@ def test_keys_that_repeat_or_hash_apart_still_load() -> None:
     for protocol in (4, 5):
         for value in values:
             assert load(pickle.dumps(value, protocol), ()) == value
+
+
+def test_a_flag_value_with_bits_of_no_flag_is_refused() -> None:
+    """re.RegexFlag(v) keeps a pseudo-member for every int v it is called with, in the
+    caller's class, for good: a result of distinct values grew it without bound."""
+    import re
+
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec("import re\n"
+                "class R:\n    def __init__(self, v):\n        self.v = v\n"
+                "    def __reduce__(self):\n        return (re.RegexFlag, (self.v,))\n")
+        before = dict(re.RegexFlag._value2member_map_)
+        for value in ("2**40 + 1", "-1", "'x'"):
+            with pytest.raises(pickle.UnpicklingError, match="a combination of its flags"):
+                sb.call(eval, f"R({value})")
+        assert re.RegexFlag._value2member_map_ == before
+        assert sb.call(eval, "[re.I | re.M, re.NOFLAG, R(int(re.S | re.X))]") == [
+            re.I | re.M, re.NOFLAG, re.S | re.X]
