@@ -325,9 +325,15 @@ def _check_class_pattern(co: types.CodeType, instr: dis.Instruction,
 
 _PROCESS_EVENTS = frozenset("""
     os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty os.kill os.killpg
+    _posixsubprocess.fork_exec
     os.startfile subprocess.Popen pty.spawn signal.pthread_kill os.putenv os.unsetenv
     os.chdir os.fchdir resource.setrlimit resource.prlimit os.setuid os.setgid
 """.split())
+# C modules whose functions act on the world and raise no audit event on some version we
+# support: _posixsubprocess.fork_exec starts a process with none on 3.12 and 3.13. The
+# import is the last point the hook sees (a red-team run, round 16, started a process so
+# once it had the real import system). subprocess imports it: no granted module does.
+_EFFECT_ONLY_MODULES = {"_posixsubprocess": "processes"}
 _WRITE_EVENTS = frozenset("""
     os.remove os.rename os.rmdir os.mkdir os.chmod os.chown os.chflags os.lchflags
     os.link os.symlink os.truncate os.utime os.setxattr os.removexattr os.mkfifo os.mknod
@@ -1067,6 +1073,9 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                 # a str subclass steers which module it loads and where it binds it.
                 raise ImportError(f"the sandbox's policy {self.name!r} imports modules only "
                                   f"by a plain str name, not by a {type(name).__name__}")
+            effect = _EFFECT_ONLY_MODULES.get(name)
+            if effect is not None and effect not in self.effects:
+                raise self.refuse(f"importing {name}", effect)
             if name in _GUARDED_ON_IMPORT and name not in _guarded_modules:
                 # Import it here, fully, and patch it before anyone gets it: the import
                 # system then finds it in sys.modules. Then seal it (seal.c): rebinding
@@ -1285,6 +1294,26 @@ def _guard_enum_property(policy_name: str) -> None:
 
         enum.EnumType._add_member_ = _sealed(_add_member_)  # type: ignore[attr-defined]
 
+    # EnumType._convert_(name, module, filter) reads sys.modules[module] by the name it is
+    # given and turns the globals it picks into members (random._os became a member whose
+    # value was the real os). The attribute rule refuses the name, but names are looked up
+    # other ways (a forward reference's LOAD_NAME in a class namespace: red-team round 16).
+    # signal, socket and ssl call it from their own top level, for their own globals: only
+    # that is let through.
+    convert = vars(enum.EnumType).get("_convert_")
+    if convert is not None:
+        def _convert_(cls: Any, name: str, module: str, filter: Any, source: Any = None,
+                      **kwargs: Any) -> Any:
+            target = _modules.get(module) if type(module) is str else None
+            caller = _core.frame_at(1)
+            if (target is None or caller is None
+                    or caller.f_globals is not getattr(target, "__dict__", None)):
+                raise PolicyError(f"the sandbox's policy {policy_name!r} lets a module "
+                                  f"convert only its own globals to enum members")
+            return convert(cls, name, module, filter, source, **kwargs)
+
+        enum.EnumType._convert_ = _sealed(_convert_)  # type: ignore[attr-defined]
+
 
 def _guard_traceback_suggestions() -> None:
     """Formatting an ImportError with ``name_from`` (``from m import x`` failed) makes
@@ -1339,6 +1368,13 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
         return "__builtins__" not in namespace and not any(
             getattr(m, "__dict__", None) is namespace for m in list(_modules.values()))
 
+    def visible(namespace: dict[str, Any]) -> dict[str, Any]:
+        # A bare name is a LOAD_NAME, which the code check does not read: looked up in a
+        # class's namespace it gave what the attribute rule refuses by name (get_type_hints
+        # of EnumType handed out _convert_, 3.14's evaluate(owner=object) the real
+        # object.__getattribute__: red-team round 16). Only names the rule lets through.
+        return {key: value for key, value in dict.items(namespace) if name_allowed(key)}
+
     if module.__name__ == "typing" and sys.version_info < (3, 14):
         forward_ref = module.ForwardRef
         real_evaluate = forward_ref._evaluate
@@ -1353,7 +1389,7 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
             if not sandboxed_globals(g) or not harmless_locals(localns):
                 raise refuse(self)
             # The globals checked, passed on as such: nothing is looked up twice.
-            return real_evaluate(self, g, localns if localns is not None else g,
+            return real_evaluate(self, g, visible(localns) if localns is not None else g,
                                  *args, **kwargs)
 
         forward_ref._evaluate = _sealed(_evaluate)
@@ -1366,6 +1402,15 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
                      type_params: Any = None, owner: Any = None,
                      format: Any = module.Format.VALUE) -> Any:
             if format != string_format:
+                arg = self.__forward_arg__
+                # An identifier is looked up without eval, last as an attribute of the
+                # builtins *module*, where a dunder is the module's own method
+                # (__getattribute__, __setattr__): names the attribute rule lets through,
+                # of a plain str (a subclass answers isidentifier() and == as it likes).
+                if type(arg) is not str or (arg.isidentifier() and not name_allowed(arg)):
+                    raise PolicyError(f"the sandbox's policy {enforcer.name!r} evaluates no "
+                                      f"forward reference to the name {arg!r}: the "
+                                      f"attribute rule refuses it")
                 g, own = globals, owner if owner is not None else self.__owner__
                 named = self.__forward_module__
                 if g is None and named is not None:
@@ -1383,6 +1428,10 @@ def _guard_forward_refs(enforcer: _Enforcer, module: types.ModuleType) -> None:
                 if not sandboxed_globals(g) or not harmless_locals(locals):
                     raise refuse(self)
                 globals = g  # passed on as checked: no owner's __globals__ read twice
+                if locals is None and isinstance(own, type):
+                    locals = dict(vars(own))  # what annotationlib would take, made visible()
+                if locals is not None:
+                    locals = visible(locals)
             return real_evaluate(self, globals=globals, locals=locals,
                                  type_params=type_params, owner=owner, format=format)
 

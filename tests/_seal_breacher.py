@@ -24,3 +24,20 @@ def add_to(module: str, name: str) -> str:
 def set_class_attribute(module: str, cls: str, name: str) -> str:
     setattr(getattr(sys.modules[module], cls), name, None)
     return "written"
+
+
+def convert_globals_of(module: str) -> str:
+    """What a granted library that hands EnumType._convert_ a module name would do: turn
+    that module's globals (random._os) into members of a new enum."""
+    import enum
+
+    __import__(module)
+    members = enum.Enum._convert_("X", module, lambda name: name == "_os")
+    return type(members._os.value).__name__
+
+
+def import_module(name: str) -> str:
+    """A granted library importing a module by name, with the real import system."""
+    import importlib
+
+    return importlib.import_module(name).__name__

@@ -393,3 +393,17 @@ def test_main_interpreter_untouched(sb: subsandbox.Sandbox, tmp_path: Path) -> N
     path.write_text("main")
     assert path.read_text() == "main"
     assert "os" in sys.modules and pickle.loads(pickle.dumps(os.getpid())) == os.getpid()
+
+
+def test_a_library_cannot_import_the_process_starter_without_processes() -> None:
+    """_posixsubprocess.fork_exec starts a process and raises no audit event on 3.12 and
+    3.13 (3.14's, '_posixsubprocess.fork_exec', was in none of the hook's tables): a
+    red-team run (round 16) started one once it had the real import system. Its import is
+    refused unless the policy grants processes."""
+    policy = subsandbox.Policy.compute().allow_import("_seal_breacher")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        with pytest.raises(subsandbox.PolicyError, match="importing _posixsubprocess"):
+            sb.call(eval, "__import__('_seal_breacher').import_module('_posixsubprocess')")
+    with subsandbox.Sandbox(policy=policy.allow_processes()) as sb:
+        assert sb.call(eval, "__import__('_seal_breacher').import_module("
+                             "'_posixsubprocess')") == "_posixsubprocess"

@@ -254,3 +254,75 @@ def test_import_star_reads_what_all_lists(sb: subsandbox.Sandbox) -> None:
         result = f.__all__
     """)
     assert_refused(outcome)
+
+
+# Round 16 (2026-11-29): names looked up as variables (LOAD_NAME, which the code check
+# does not read) in a class's namespace, where the attribute rule would refuse them.
+
+def test_type_hints_do_not_look_names_up_in_a_library_class(secret: Path) -> None:
+    """get_type_hints(cls) evaluates each annotation with locals = dict(vars(base)): an
+    annotation "_convert_" written into EnumType's own __annotations__ (CPython makes the
+    dict on first read) gave the blocked EnumType._convert_, and random._os through it."""
+    policy = subsandbox.Policy.compute().allow_import("typing")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, """
+        import typing, re, random
+        EnumType = type(re.RegexFlag)
+        Enum = re.RegexFlag.mro()[5]
+        EnumType.__annotations__["x"] = "_convert_"
+        convert = typing.get_type_hints(EnumType, globalns=globals())["x"]
+        os = convert(Enum, "X", "random", lambda name: name == "_os")._os.value
+        result = repr(os)
+""", secret=str(secret))
+    # (READ_WITH_REAL_OS would now breach the seal: the real os is what must not come out.)
+    assert "module 'os'" not in text_of(outcome)
+    assert_refused(outcome)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="annotationlib.ForwardRef.evaluate "
+                    "is 3.14's; 3.12 and 3.13 are covered by the test above")
+@pytest.mark.parametrize("grant", ["typing", "dataclasses"])
+def test_forward_ref_evaluate_does_not_read_an_owners_namespace(grant: str,
+                                                                 secret: Path) -> None:
+    """3.14: ForwardRef.evaluate(owner=cls) with no locals takes vars(cls) as its locals,
+    and returns locals[name] for an identifier without eval: evaluate(owner=object) of
+    "__getattribute__" was the real object.__getattribute__, and json.dumps' globals."""
+    get_ref = {
+        "typing": "import typing\nfr = lambda name: typing.get_args(typing.List[name])[0]\n",
+        "dataclasses": "import dataclasses\n"
+                       "def fr(name):\n"
+                       "    ns = {'__name__': '__main__'}\n"
+                       "    exec(f'class C:\\n    x: {name}\\n', ns)\n"
+                       "    return dataclasses.fields(dataclasses.dataclass(ns['C']))[0].type\n",
+    }[grant]
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import(grant)) as sb:
+        outcome = attempt(sb, get_ref + """
+import json
+oga = fr("__getattribute__").evaluate(globals=globals(), owner=object)
+g = oga(json.dumps, "__globals__")
+b = g["__builtins__"]
+os = (b["__import__"] if type(b) is dict else oga(b, "__import__"))("os")
+result = repr(os)
+""", secret=str(secret))
+        assert "module 'os'" not in text_of(outcome)
+        assert_refused(outcome)
+        # A class's own names still resolve, and the refused one says why.
+        sb.exec(get_ref + "class Owner:\n    size = int\n"
+                "found = fr('size').evaluate(globals=globals(), owner=Owner)")
+        assert sb.call(eval, "found is int")
+    assert "no forward reference to the name '__getattribute__'" in text_of(outcome)
+
+
+def test_enum_convert_runs_only_for_a_modules_own_globals() -> None:
+    """However _convert_ is reached (here by a granted library's own code, which the name
+    rule does not see), it converts only the globals of the module that calls it, as
+    signal, socket and ssl do at import."""
+    policy = subsandbox.Policy.compute().allow_import("_seal_breacher")
+    with subsandbox.Sandbox(policy=policy) as sb:
+        with pytest.raises(subsandbox.PolicyError, match="only its own globals"):
+            sb.call(eval, "__import__('_seal_breacher').convert_globals_of('random')")
+        # Nothing was breached: the sandbox still computes.
+        assert sb.call(eval, "len('abc')") == 3
+    with subsandbox.Sandbox() as unrestricted:   # the same call without a policy works
+        assert unrestricted.call(
+            eval, "__import__('_seal_breacher').convert_globals_of('random')") == "module"
