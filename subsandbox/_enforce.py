@@ -1153,7 +1153,7 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         if _under(real, dirs):
             return
         if (not writing and real.endswith(_IMPORT_SUFFIXES) and _under(real, self.import_roots)
-                and not self._sandboxed_caller(1)):
+                and not self._sandboxed_caller(1) and _file_of_a_module(name, real)):
             return  # the import system (or a traceback) reading a module's file
         raise self.refuse(f"{'writing' if writing else 'reading'} {name!r}", effect)
 
@@ -1198,6 +1198,25 @@ _installed = False
 _DROPPED = {"string": ("Formatter",), "base64": ("main",), "random": ("main",)}
 _DROP_REASONS = {"Formatter": "it looks attributes up by name",
                  "main": "it is a command-line program (sys.argv, stdin, files, exit)"}
+
+
+def _file_of_a_module(name: str, real: str) -> bool:
+    """Whether ``name`` (``real`` resolved) is the source or cached code of a module in
+    sys.modules: the import system reads it after the module is in sys.modules, linecache
+    for a library frame of a traceback. Any other file under sys.path is not library code's
+    to read: a traceback of code sandboxed code compiled under a file's name, or
+    warnings.formatwarning(..., filename, lineno), handed out lines of any .py file there
+    (the app's settings.py: a red-team run, round 16)."""
+    for module in list(_modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if type(namespace) is not dict:
+            continue
+        spec = namespace.get("__spec__")
+        for path in (namespace.get("__file__"), getattr(spec, "origin", None),
+                     getattr(spec, "cached", None)):
+            if type(path) is str and (path == name or path == real):
+                return True
+    return False
 
 
 def _short(args: tuple[object, ...]) -> str:

@@ -13,6 +13,9 @@ import pytest
 
 import subsandbox
 from subsandbox import _core
+
+from conftest import run_script
+
 from ._escape import REFUSALS, assert_no_connection, assert_not_read, assert_refused, attempt
 
 
@@ -407,3 +410,32 @@ def test_a_library_cannot_import_the_process_starter_without_processes() -> None
     with subsandbox.Sandbox(policy=policy.allow_processes()) as sb:
         assert sb.call(eval, "__import__('_seal_breacher').import_module("
                              "'_posixsubprocess')") == "_posixsubprocess"
+
+
+def test_a_traceback_reads_no_file_but_a_modules(tmp_path: Path) -> None:
+    """Code compiled under the name of a .py file beside the caller's modules, one frame
+    per line: formatting its traceback (library code, which may read module files under
+    sys.path) sent that file's lines to the caller (a red-team run, round 16). Only files
+    of modules in sys.modules are library code's to read; a granted module's lines still
+    show."""
+    (tmp_path / "settings.py").write_text('PASSWORD = "hunter2-secret"\nOTHER = 1\n')
+    (tmp_path / "mylib.py").write_text("def fail():\n    return 1 / 0  # mylib's line\n")
+    out = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import subsandbox
+        policy = subsandbox.Policy.compute().allow_import("mylib")
+        with subsandbox.Sandbox(policy=policy) as sb:
+            try:
+                sb.exec("lines = ['f1 = lambda: f2()', 'f2 = lambda: 1/0', 'f1()']\\n"
+                        "exec(compile('\\\\n'.join(lines), "
+                        "{str(tmp_path / 'settings.py')!r}, 'exec'), {{}})")
+            except ZeroDivisionError as exc:
+                print("hunter2" in str(exc.__cause__), "f1 = lambda" in str(exc.__cause__))
+            try:
+                sb.exec("import mylib\\nmylib.fail()")
+            except ZeroDivisionError as exc:
+                print("mylib's line" in str(exc.__cause__))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]
