@@ -38,6 +38,7 @@ import copyreg
 import io
 import pickle
 import sys
+import types
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
@@ -93,6 +94,16 @@ def _instances_are_iterators(cls: type) -> bool:
     return any("__next__" in vars(base) for base in cls.__mro__ if base is not object)
 
 
+def _builtin_items(container: object) -> list[object]:
+    """The items of a builtin container (or of an instance of a subclass), as the builtin
+    iterates them."""
+    for base in _FINITE_CONTAINERS:
+        if isinstance(container, base):
+            iterate: Callable[[object], Iterable[object]] = base.__iter__  # type: ignore[assignment]
+            return list(iterate(container))
+    return []
+
+
 def _refuse(what: str) -> pickle.UnpicklingError:
     return pickle.UnpicklingError(f"a sandbox under a policy may only return data: {what}")
 
@@ -126,8 +137,14 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
         if isinstance(value, (str, bytes, bytearray)):
             continue
         if isinstance(value, _FINITE_CONTAINERS):
-            stack.extend(value.items() if isinstance(value, dict) else value)
-        elif _instances_are_iterators(type(value)) or hasattr(type(value), "__iter__"):
+            # Through the builtin's own iteration: a subclass's __iter__ or items() is
+            # not asked what it holds.
+            stack.extend(dict.items(value) if isinstance(value, dict)
+                         else _builtin_items(value))
+        elif (_instances_are_iterators(type(value)) or hasattr(type(value), "__iter__")
+              or hasattr(type(value), "__getitem__")):
+            # (__getitem__: iter() walks it from 0 up until IndexError; a re._parser
+            # SubPattern whose data was range(2**62) looped in deque(sp, 0): round 16.)
             raise _refuse(f"the iterable {type(value).__name__!r} cannot be handed to "
                           f"{getattr(maker, '__qualname__', maker)!r}: it would be "
                           f"iterated here, for as long as it lasts")
@@ -309,24 +326,48 @@ def _refused_opcode(self: _ResultUnpickler) -> None:
 
 
 def _shareable(obj: object) -> bool:
-    """What a result may refer to more than once (pickle's memo): anything but a
-    container (an iterable other than str and bytes) or an exception. A tuple holding the
-    tuple below it twice, 60 levels deep, took 283 bytes, and hashing it (3.12, 3.13) or
-    str() of it never ended here (a red-team run, round 14). Other objects may be shared
-    (a random.Random twice): their state is not walked by hash() or the builtin repr()."""
-    if type(obj) in _SCALARS or callable(obj):
+    """What a result may refer to more than once (pickle's memo). A container (an iterable
+    other than str and bytes) never: a tuple holding the tuple below it twice, 60 levels
+    deep, took 283 bytes, and hashing it (3.12, 3.13) or str() of it never ended here (a
+    red-team run, round 14). Nor an object whose hash, comparison or text walks its state:
+    a statistics.NormalDist whose mu and sigma were the level below did the same (round
+    16). Shared: scalars, classes and functions, enum members, short tuples of those, the
+    standard library's value types, and objects that compare and print by identity (a
+    random.Random)."""
+    kind = type(obj)
+    if kind in _SCALARS or isinstance(obj, type) or kind in _FUNCTION_TYPES:
         return True
     enum = sys.modules.get("enum")
     if enum is not None and isinstance(obj, enum.Enum):
         return True     # a Flag member is iterable, and a singleton
-    if type(obj) in (tuple, frozenset) and len(obj) <= _SHARED_TUPLE_MAX:  # type: ignore[arg-type]
+    if kind in (tuple, frozenset) and len(obj) <= _SHARED_TUPLE_MAX:  # type: ignore[arg-type]
         # A short tuple of scalars (a class's __slots__, its bases): each reference to it
         # costs what the tuple's length does.
-        return all(type(item) in _SCALARS or callable(item)
+        return all(type(item) in _SCALARS or isinstance(item, type)
+                   or type(item) in _FUNCTION_TYPES
                    for item in obj)  # type: ignore[attr-defined]
-    return not hasattr(type(obj), "__iter__") and not isinstance(obj, BaseException)
+    if isinstance(obj, BaseException):
+        return False
+    if (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES:
+        return True
+    return all(getattr(kind, name, None) is getattr(object, name, None)
+               for name in _STATE_WALKERS)
 
 
+# The methods that hash, compare, print or size an object: object's own walk nothing.
+_STATE_WALKERS = ("__hash__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+                  "__repr__", "__str__", "__format__", "__bool__", "__len__", "__iter__",
+                  "__getitem__", "__contains__")
+# Value types of the standard library, by module and name: each hashes, compares and
+# prints from a fixed number of scalars (a datetime's tzinfo is one more such value).
+_VALUE_TYPES = frozenset({
+    ("datetime", "date"), ("datetime", "time"), ("datetime", "datetime"),
+    ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal"),
+    ("fractions", "Fraction"), ("uuid", "UUID"), ("re", "Pattern"),
+    *(("ipaddress", f"IPv{v}{kind}") for v in (4, 6)
+      for kind in ("Address", "Network", "Interface")),
+})
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 _SCALARS = (str, bytes, int, float, complex, bool, type(None))
 _SHARED_TUPLE_MAX = 256
 
@@ -352,16 +393,19 @@ def _class_method(target: object, name: str) -> Callable[..., Any]:
 
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
+    self._check_made_here(self.stack[-1])
     _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
+    self._check_made_here(self.stack[-1])
     _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
+    self._check_made_here(self.stack[-1])
     self._spread_into(self.stack[-1], items)
     add = _class_method(self.stack[-1], "add")
     for item in items:
@@ -422,6 +466,7 @@ def _load_setitem(self: _ResultUnpickler) -> None:
     key = self.stack.pop()
     target = self.stack[-1]
     if type(target) is not dict or len(target) >= _SAME_HASH_MAX:
+        self._check_made_here(target)
         self._spread_into(target, [key])
     target[key] = value
 
@@ -431,6 +476,7 @@ def _load_setitems(self: _ResultUnpickler) -> None:
     target = self.stack[-1]
     # A small dict, the usual case, is checked here without a call.
     if type(target) is not dict or len(target) + len(items) // 2 > _SAME_HASH_MAX:
+        self._check_made_here(target)
         self._spread_into(target, items, 2)
     for index in range(0, len(items), 2):
         target[items[index]] = items[index + 1]
@@ -470,6 +516,12 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
     def making(self: _ResultUnpickler) -> None:
         maker = self.stack[-maker_at] if len(self.stack) >= maker_at else None
         if maker is not None:
+            if (not isinstance(maker, type) and self._handed.get(id(maker)) is not maker
+                    and maker is not _METACLASS):   # (which refuses, saying why)
+                # Only a class, or a function find_class handed out, is called: an object
+                # the result made (a caller's class with a __call__, its state set by
+                # BUILD) ran the caller's own code with the sandbox's arguments (round 16).
+                raise _refuse(f"a {type(maker).__name__} object cannot be called")
             _check_call(maker, *self.stack[1 - maker_at:], called=called)
             _check_argument_spread(self.stack[1 - maker_at])
         load(self)
@@ -485,9 +537,82 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
             # caller's) handed out an object the caller holds, whose state BUILD then set
             # (a red-team run, round 14).
             if (not isinstance(made, type) and not (enum and isinstance(made, enum.Enum))
-                    and sys.getrefcount(made) <= 3):
+                    and sys.getrefcount(made) <= _FRESH_REFS):
                 self._fresh[id(made)] = made
     return making
+
+
+def _refs_of(holder: Any) -> int:
+    made = holder.stack[-1]
+    return sys.getrefcount(made)
+
+
+# What sys.getrefcount(made) reads in `making` for an object only the stack holds, read the
+# same way: 3 on 3.12 and 3.13 (the stack, the local, the argument), 2 on 3.14, which lends
+# a local to a call without a reference of its own. A fixed `<= 3` let through, on 3.14,
+# an object one other reference held: a caller's singleton (a red-team run, round 16).
+_FRESH_REFS = _refs_of(types.SimpleNamespace(stack=[object()]))
+
+
+# An attribute name in a result's object state may be this long: a key of an instance's
+# __dict__ joins its class's shared key table on 3.13+ for good (5 MB keys kept ~70 MB
+# per class: a red-team run, round 16).
+_NAME_MAX = 256
+
+
+def _attribute_name(key: object) -> str:
+    if type(key) is not str or len(key) > _NAME_MAX:
+        raise _refuse(f"an attribute name in an object's state must be a str of at most "
+                      f"{_NAME_MAX} characters")
+    return key
+
+
+def _build_exception(target: BaseException, state: object) -> None:
+    """An exception's state: its __dict__, written as such. BaseException.__setstate__
+    calls setattr for each key, and an exception's own attributes are C members that
+    CPython then trusts: UnicodeDecodeError.object set to an int made str() of it read
+    past the int (3.12, 3.13: a crash), SyntaxError._metadata made 3.14's traceback open
+    the file the exception names, __notes__ not a list printed for ever (3.12: round 16).
+    Names the class defines as data descriptors (those members, args, __traceback__,
+    __cause__, __context__) are not state, but for the few CPython pickles itself."""
+    if state is None:
+        return
+    if type(state) is not dict:
+        raise _refuse("an exception's state must be a dict")
+    instance_dict = object.__getattribute__(target, "__dict__")
+    for key, value in dict.items(state):
+        name = _attribute_name(key)
+        if _data_descriptor(type(target), name):
+            # What CPython's own exceptions pickle as state: ImportError's name and path
+            # (and name_from, which the sandbox's pickler adds), AttributeError's name and
+            # args (3.12+), each of its own type.
+            if name == "args" and type(value) is tuple:
+                target.args = value
+            elif (name in ("name", "path", "name_from")
+                  and (value is None or type(value) is str)
+                  and isinstance(target, (ImportError, AttributeError, NameError))
+                  and (name == "name" or isinstance(target, ImportError))):
+                setattr(target, name, value)
+            else:
+                raise _refuse(f"an exception's state may not set {name!r}, which its class "
+                              f"defines (a member, property or descriptor)")
+            continue
+        if name == "__notes__" and not (type(value) is list
+                                        and all(type(note) is str for note in value)):
+            raise _refuse("an exception's __notes__ must be a list of str")
+        instance_dict[name] = value
+
+
+def _data_descriptor(cls: type, name: str) -> bool:
+    for klass in cls.__mro__:
+        attribute = vars(klass).get(name, _NOTHING)
+        if attribute is not _NOTHING:
+            kind = type(attribute)
+            return hasattr(kind, "__set__") or hasattr(kind, "__delete__")
+    return False
+
+
+_NOTHING = object()
 
 
 class _ResultUnpickler(pickle._Unpickler):
@@ -515,6 +640,9 @@ class _ResultUnpickler(pickle._Unpickler):
         # (an AttrDict's items), was called with the state, past every check (round 14).
         # The class's own, or pickle's default: the state into __dict__ and the slots.
         state = self.stack.pop()
+        if isinstance(target, BaseException):
+            _build_exception(target, state)
+            return
         setstate = getattr(type(target), "__setstate__", None)
         if setstate is not None:
             _check_call(setstate, (state,))
@@ -527,13 +655,15 @@ class _ResultUnpickler(pickle._Unpickler):
             if type(state) is not dict:
                 raise _refuse("an object's state must be a dict")
             instance_dict = object.__getattribute__(target, "__dict__")
-            for key, value in state.items():
-                instance_dict[sys.intern(key) if type(key) is str else key] = value
+            for key, value in dict.items(state):
+                # Not interned (pickle interns): interned strings are immortal on 3.12,
+                # and every result's names stayed in the caller for good (round 16).
+                instance_dict[_attribute_name(key)] = value
         if slotstate:
             if type(slotstate) is not dict:
                 raise _refuse("an object's slot state must be a dict")
-            for key, value in slotstate.items():
-                setattr(target, key, value)
+            for key, value in dict.items(slotstate):
+                setattr(target, _attribute_name(key), value)
 
     dispatch = dict(_DISPATCH)
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
@@ -560,6 +690,7 @@ class _ResultUnpickler(pickle._Unpickler):
         self._owned: dict[int, list[_Inert]] = {}     # placeholders inside each one's state
         self._kept: set[int] = set()                  # inside a caller's class state
         self._fresh: dict[int, object] = {}           # objects made here, by id
+        self._handed: dict[int, object] = {}          # functions find_class handed out
         self._keys_added: dict[int, int] = {}         # keys put in other containers, by id
         self._spreads: dict[int, _Spread] = {}        # the hashes of those keys, past a few
         self._own = {
@@ -636,10 +767,26 @@ class _ResultUnpickler(pickle._Unpickler):
             # load made (self._fresh) alive until the caller's next garbage collection.
             self._own.clear()
             self._fresh.clear()
+            self._handed.clear()
             self._keys_added.clear()
             self._spreads.clear()
 
+    def _check_made_here(self, target: object) -> None:
+        """Items go only into a container this load made: a builtin one (nothing else
+        puts one on the stack), or an object a class made (NEWOBJ, REDUCE). A dict
+        subclass whose __new__ handed out the caller's singleton got the sandbox's items
+        (a red-team run, round 16), as BUILD had got its state (round 14)."""
+        if type(target) not in (dict, list, set) and self._fresh.get(id(target)) is not target:
+            raise _refuse(f"items may go only into containers the result makes, not into "
+                          f"a {type(target).__name__!r} object this interpreter has")
+
     def find_class(self, module: str, name: str) -> Any:
+        value = self._find_class(module, name)
+        if not isinstance(value, type):
+            self._handed[id(value)] = value
+        return value
+
+    def _find_class(self, module: str, name: str) -> Any:
         own = self._own.get((module, name))
         if own is not None:
             return own
@@ -651,8 +798,11 @@ class _ResultUnpickler(pickle._Unpickler):
             if name in _DATA_BUILTINS or (isinstance(value, type)
                                           and issubclass(value, BaseException)):
                 return value
-        elif self._policy.allows_import(module) and not any(
-                part.startswith("__") for part in name.split(".")):
+        elif (self._policy.allows_import(module) and not any(
+                part.startswith("__") for part in name.split("."))
+              and not any(part.startswith("_") for part in module.split("."))):
+            # (Not from a private module: re._parser's SubPattern iterates its data
+            # through __getitem__, and looped in the caller: round 16.)
             if (module, name) == ("re", "_compile"):
                 super().find_class(module, name)    # imports re here, as pickle would
                 return _re_compile

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -608,7 +609,7 @@ def test_build_calls_only_the_classs_own_setstate() -> None:
                + pickle.EMPTY_TUPLE + pickle.REDUCE
                + pickle.EMPTY_DICT + s("__setstate__") + gl("builtins", "bytearray")
                + pickle.SETITEM + pickle.BUILD + i(2**28) + pickle.BUILD + pickle.STOP)
-    with pytest.raises(TypeError, match="state is not a dictionary"):
+    with pytest.raises(pickle.UnpicklingError, match="exception's state must be a dict"):
         loader(Policy.compute())(payload, ())
     out = run_script("""
         import resource
@@ -640,10 +641,12 @@ def test_build_calls_only_the_classs_own_setstate() -> None:
     assert out.stdout.split() == ["UnpicklingError", "True"]
 
 
-def test_build_does_not_reach_a_callers_singleton() -> None:
+@pytest.mark.parametrize("held_by_a_global", [True, False])
+def test_build_does_not_reach_a_callers_singleton(held_by_a_global: bool) -> None:
     """A __new__ that hands out a cached instance handed the caller's singleton to BUILD,
-    which set the sandbox's attributes on it."""
-    out = run_script("""
+    which set the sandbox's attributes on it. Held only by its class (no global), it
+    counted as fresh on 3.14, where getrefcount() of a local reads one less (round 16)."""
+    out = run_script(f"""
         import subsandbox
 
         class Settings:
@@ -654,11 +657,11 @@ def test_build_does_not_reach_a_callers_singleton() -> None:
                     cls._instance.allow_admin = False
                 return cls._instance
 
-        cfg = Settings()
+        cfg = Settings() if {held_by_a_global} else None
         with subsandbox.Sandbox(policy=subsandbox.Policy.nothing()) as sb:
             sb.exec("def handle(s):\\n    s.allow_admin = True\\n    return s\\n")
             try:
-                sb.call(eval, "handle(cfg)", None, {"cfg": cfg})
+                sb.call(eval, "handle(cfg)", None, {{"cfg": Settings()}})
             except Exception as exc:
                 print(type(exc).__name__)
         print(Settings().allow_admin)
@@ -790,3 +793,173 @@ def test_a_flag_value_with_bits_of_no_flag_is_refused() -> None:
         assert re.RegexFlag._value2member_map_ == before
         assert sb.call(eval, "[re.I | re.M, re.NOFLAG, R(int(re.S | re.X))]") == [
             re.I | re.M, re.NOFLAG, re.S | re.X]
+
+
+def test_an_object_whose_hash_walks_its_state_is_not_shared() -> None:
+    """NormalDist hashes, compares and prints through its mu and sigma: each level held
+    the level below twice (pickle's memo), and hashing it, as a dict key, doubled with
+    each level (depth 24: 2.9 s; 60 never ends)."""
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec("""
+import statistics
+class Level:
+    def __init__(self, below):
+        self.below = below
+    def __reduce__(self):
+        if self.below is None:
+            return (statistics.NormalDist, (0.0, 1.0))
+        return (statistics.NormalDist, (0.0, 1.0), (self.below, self.below))
+x = Level(None)
+for _ in range(60):
+    x = Level(x)
+class AsKey:
+    def __reduce__(self):
+        return (dict, ([(x, 'v')],))
+""")
+        with pytest.raises(pickle.UnpicklingError, match="NormalDist may come back only once"):
+            sb.call_with_timeout(30, eval, "AsKey()")
+        # Values of the standard library and objects compared by identity still may.
+        value = sb.call(eval, "[d, d, r, r]", None, {
+            "d": __import__("datetime").date(2026, 11, 29),
+            "r": __import__("random").Random(1)})
+        assert value[0] is value[1] and value[2] is value[3]
+
+
+def test_an_import_error_inside_a_group_does_not_make_the_caller_import() -> None:
+    import traceback
+
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        with pytest.raises(ExceptionGroup) as info:
+            sb.exec("inner = ImportError('nope', name='this')\n"
+                    "inner.name_from = 'anything'\n"
+                    "raise ExceptionGroup('g', [inner])")
+    inner = info.value.exceptions[0]
+    assert isinstance(inner, ImportError) and inner.name_from is None
+    traceback.format_exception(info.value)
+    import sys
+    assert "this" not in sys.modules
+
+
+def test_a_callers_callable_object_is_not_called() -> None:
+    """NEWOBJ made a caller's Export, BUILD set its path, and REDUCE called it: the
+    caller's own __call__ wrote where the sandbox said."""
+    out = run_script("""
+        import os, tempfile
+        import subsandbox
+
+        class Export:
+            def __init__(self, path):
+                self.path = path
+            def __call__(self, rows):
+                with open(self.path, "w") as f:
+                    f.write("\\n".join(rows))
+
+        target = os.path.join(tempfile.mkdtemp(), "written")
+        with subsandbox.Sandbox(policy=subsandbox.Policy.nothing()) as sb:
+            sb.exec("class Call:\\n"
+                    "    def __init__(self, f, args):\\n"
+                    "        self.f, self.args = f, args\\n"
+                    "    def __reduce__(self):\\n"
+                    "        return (self.f, self.args)\\n"
+                    "def attack(export, path):\\n"
+                    "    export.path = path\\n"
+                    "    return Call(export, (['rows'],))\\n")
+            try:
+                sb.call(eval, "attack(e, p)", None, {"e": Export("/nowhere"), "p": target})
+            except Exception as exc:
+                print(type(exc).__name__, "cannot be called" in str(exc))
+        print(os.path.exists(target))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["UnpicklingError", "True", "False"]
+
+
+def test_items_go_only_into_containers_the_result_made() -> None:
+    """A dict subclass whose __new__ hands out the caller's singleton: SETITEMS wrote the
+    sandbox's items into it (BUILD was already refused, round 14)."""
+    out = run_script("""
+        import subsandbox
+
+        class Settings(dict):
+            _instance = None
+            def __new__(cls, *args, **kwargs):
+                if cls._instance is None:
+                    cls._instance = super().__new__(cls)
+                    dict.__setitem__(cls._instance, "allow_admin", False)
+                return cls._instance
+            def __init__(self, *args, **kwargs):
+                pass
+
+        settings = Settings()
+        with subsandbox.Sandbox(policy=subsandbox.Policy.nothing()) as sb:
+            sb.exec("def handle(s):\\n    s['allow_admin'] = True\\n    return s\\n")
+            try:
+                sb.call(eval, "handle(cfg)", None, {"cfg": settings})
+            except Exception as exc:
+                print(type(exc).__name__, "containers the result makes" in str(exc))
+        print(Settings()["allow_admin"])
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["UnpicklingError", "True", "False"]
+
+
+@pytest.mark.parametrize("exception, state, refusal", [
+    # UnicodeDecodeError.object an int: str() of it read past the int (3.12, 3.13 crash)
+    ("UnicodeDecodeError", "('utf-8', b'x', 0, 1, 'r')", "object"),
+    # SyntaxError._metadata: 3.14's traceback then opened the file the exception names
+    ("SyntaxError", "('invalid syntax', ('/etc/hostname', 1, 1, 'x', 1, 2))", "_metadata"),
+    # __notes__ not a list of str: 3.12's excepthook printed it as a sequence
+    ("ValueError", "('x',)", "__notes__"),
+    # args through its setter, which makes a tuple of any iterable
+    ("ValueError", "('x',)", "args"),
+])
+def test_an_exceptions_state_sets_no_member(exception: str, state: str,
+                                            refusal: str) -> None:
+    from subsandbox._untrusted import loader
+
+    value = {"object": "5", "_metadata": "(1, 0, None)", "__notes__": "'not a list'",
+             "args": "'abc'"}[refusal]
+    with subsandbox.Sandbox() as plain:     # the bytes as a sandbox's pickler writes them
+        payload = plain.call(eval, f"__import__('pickle').dumps((lambda e: (e, "
+                                   f"e.__dict__.update({{{refusal!r}: {value}}}))[0])"
+                                   f"({exception}(*{state})), 5)")
+    if refusal == "_metadata" and sys.version_info < (3, 14):
+        assert loader(Policy.nothing())(payload, ())._metadata == (1, 0, None)
+        return      # not a member before 3.14: a plain attribute
+    with pytest.raises(pickle.UnpicklingError, match=f"may not set {refusal!r}|__notes__"):
+        loader(Policy.nothing())(payload, ())
+
+
+def test_attribute_names_of_a_result_are_short_and_not_interned() -> None:
+    """pickle interns the names of an object's state, and interned strings are immortal
+    on 3.12: 60 results with one 5 MB name kept 310 MB. Names are not interned, and
+    longer than 256 characters are refused (a 3.13 class keeps its instances' names)."""
+    import sys
+
+    from subsandbox._untrusted import loader
+
+    load = loader(Policy.nothing())
+    with pytest.raises(pickle.UnpicklingError, match="at most 256 characters"):
+        load(pickle.dumps(_exception_with({"n" * 300: 1}), 5), ())
+    loaded = load(pickle.dumps(_exception_with({"".join(["app", "end"]): 1}), 5), ())
+    name = next(iter(vars(loaded)))
+    assert name == "append" and name is not sys.intern("append")
+
+
+def _exception_with(attributes: dict[str, object]) -> ValueError:
+    exc = ValueError("x")
+    exc.__dict__.update(attributes)
+    return exc
+
+
+def test_a_traceback_text_is_cut_to_a_megabyte() -> None:
+    """3.12 draws a SyntaxError's carets up to end_offset: 3 * 10**8 made 300 MB of text
+    (the sandbox's own traceback) and as many again in the caller's format_exc()."""
+    import traceback
+
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        with pytest.raises(SyntaxError) as info:
+            sb.exec("raise SyntaxError('boom', ('f.py', 1, 1, 'x', 1, 10**7))")
+    assert info.value.end_offset is None and info.value.offset == 1
+    assert len(str(info.value.__cause__)) <= 2**20 + 100
+    assert len("".join(traceback.format_exception(info.value))) < 2**20 + 10_000
