@@ -272,9 +272,29 @@ describe_breach(ss_state *st, PyDict_WatchEvent event, PyObject *dict, PyObject 
     return text;
 }
 
+/* copyreg._slotnames() caches a slotted class's slot names in the class as a list of str,
+ * the first time an instance is pickled or copied (typing.ForwardRef returned as a
+ * result broke the seal so): added once, nothing the enforcement reads. */
+static int
+slot_names_cached(PyDict_WatchEvent event, PyObject *key, PyObject *new_value)
+{
+    if (event != PyDict_EVENT_ADDED || key == NULL || !PyUnicode_CheckExact(key)
+        || PyUnicode_CompareWithASCIIString(key, "__slotnames__") != 0
+        || new_value == NULL || !PyList_CheckExact(new_value))
+    {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(new_value); i++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(new_value, i))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int
 seal_watcher(PyDict_WatchEvent event, PyObject *dict, PyObject *key,
-             PyObject *Py_UNUSED(new_value))
+             PyObject *new_value)
 {
     if (event == PyDict_EVENT_DEALLOCATED) {
         return 0;
@@ -297,6 +317,9 @@ seal_watcher(PyDict_WatchEvent event, PyObject *dict, PyObject *key,
             || PyUnicode_CompareWithASCIIString(key, "__annotate_func__") == 0
             || PyUnicode_CompareWithASCIIString(key, "__annotate__") == 0))
     {
+        return 0;
+    }
+    if (slot_names_cached(event, key, new_value)) {
         return 0;
     }
     /* A dict may change while an exception is being raised: keep it as it was. */

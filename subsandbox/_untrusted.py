@@ -59,8 +59,9 @@ _DATA_BUILTINS = frozenset({
 _FINITE_CONTAINERS = (str, bytes, bytearray, tuple, list, dict, set, frozenset,
                       _core.frozendict, _core.immutableset)
 # Data classes of granted modules that are not data enough: re.Scanner compiles a lexicon
-# (with its flags, re.DEBUG included: it printed in the caller) and holds its callbacks.
-_NOT_DATA = frozenset({("re", "Scanner")})
+# (with its flags, re.DEBUG included: it printed in the caller) and holds its callbacks;
+# typing.ForwardRef compiles its string here, and evaluates it when asked (3.12, 3.13).
+_NOT_DATA = frozenset({("re", "Scanner"), ("typing", "ForwardRef")})
 
 
 # Standard-library modules whose classes exist to have effects (open files, run

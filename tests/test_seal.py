@@ -11,6 +11,7 @@ with the real builtins could.
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 import pytest
@@ -219,3 +220,14 @@ def test_the_worker_answers_after_a_breach_in_the_middle_of_a_task() -> None:
         for _ in range(2):
             with pytest.raises(Exception, match="policy no longer runs"):
                 sb.exec("result = 2")
+
+
+def test_caching_slot_names_in_a_sealed_class_is_no_breach() -> None:
+    """copyreg caches a slotted class's __slotnames__ in the class the first time one of
+    its instances is pickled: a typing.ForwardRef returned as a result (it does not
+    cross) broke the seal of the class the policy patches."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("typing")) as sb:
+        sb.exec("import typing")
+        with pytest.raises((TypeError, pickle.UnpicklingError), match="ForwardRef"):
+            sb.call(eval, "typing.ForwardRef('x')")
+        assert sb.call(eval, "len(typing.__name__)") == 6
