@@ -351,8 +351,10 @@ def _shareable(obj: object) -> bool:
         return False
     if (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES:
         return True
-    return all(getattr(kind, name, None) is getattr(object, name, None)
-               for name in _STATE_WALKERS)
+    # Read in the classes' own namespaces: a metaclass's __getattribute__ could answer
+    # object's methods while the type's slots call its own.
+    return not any(name in vars(klass) for klass in kind.__mro__ if klass is not object
+                   for name in _STATE_WALKERS)
 
 
 # The methods that hash, compare, print or size an object: object's own walk nothing.
@@ -561,10 +563,16 @@ _FRESH_REFS = _refs_of(types.SimpleNamespace(stack=[object()]))
 _NAME_MAX = 256
 
 
-def _attribute_name(key: object) -> str:
+def _attribute_name(key: object, allowed_dunders: tuple[str, ...] = ()) -> str:
+    """A name an object's state may set: a plain str, short, not a dunder. An instance's
+    own __deepcopy__, __reduce_ex__ or __getstate__ is what copy and pickle call when the
+    caller copies or sends the object on."""
     if type(key) is not str or len(key) > _NAME_MAX:
         raise _refuse(f"an attribute name in an object's state must be a str of at most "
                       f"{_NAME_MAX} characters")
+    if len(key) > 4 and key.startswith("__") and key.endswith("__") and (
+            key not in allowed_dunders):
+        raise _refuse(f"an object's state may not set {key!r}")
     return key
 
 
@@ -582,7 +590,7 @@ def _build_exception(target: BaseException, state: object) -> None:
         raise _refuse("an exception's state must be a dict")
     instance_dict = object.__getattribute__(target, "__dict__")
     for key, value in dict.items(state):
-        name = _attribute_name(key)
+        name = _attribute_name(key, ("__notes__",))
         if _data_descriptor(type(target), name):
             # What CPython's own exceptions pickle as state: ImportError's name and path
             # (and name_from, which the sandbox's pickler adds), AttributeError's name and

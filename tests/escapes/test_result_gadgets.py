@@ -609,7 +609,7 @@ def test_build_calls_only_the_classs_own_setstate() -> None:
                + pickle.EMPTY_TUPLE + pickle.REDUCE
                + pickle.EMPTY_DICT + s("__setstate__") + gl("builtins", "bytearray")
                + pickle.SETITEM + pickle.BUILD + i(2**28) + pickle.BUILD + pickle.STOP)
-    with pytest.raises(pickle.UnpicklingError, match="exception's state must be a dict"):
+    with pytest.raises(pickle.UnpicklingError, match="may not set '__setstate__'"):
         loader(Policy.compute())(payload, ())
     out = run_script("""
         import resource
@@ -963,3 +963,17 @@ def test_a_traceback_text_is_cut_to_a_megabyte() -> None:
     assert info.value.end_offset is None and info.value.offset == 1
     assert len(str(info.value.__cause__)) <= 2**20 + 100
     assert len("".join(traceback.format_exception(info.value))) < 2**20 + 10_000
+
+
+def test_an_objects_state_sets_no_dunder() -> None:
+    """copy.deepcopy and pickle look __deepcopy__, __reduce_ex__ and __getstate__ up on
+    the instance: a result's object with one in its __dict__ had the caller call it when
+    it copied or sent the object on."""
+    import collections
+
+    from subsandbox._untrusted import loader
+
+    ordered = collections.OrderedDict(a=1)
+    ordered.__dict__["__deepcopy__"] = dict
+    with pytest.raises(pickle.UnpicklingError, match="may not set '__deepcopy__'"):
+        loader(Policy.compute())(pickle.dumps(ordered, 5), ())
