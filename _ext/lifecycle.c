@@ -130,6 +130,7 @@ reclaim_interpreter(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_RuntimeError, "an interpreter cannot reclaim itself");
         return NULL;
     }
+    ss_teardown_forget(id);     /* destroyed: no event of it to refuse any more */
     size_t released = 0;
     Py_BEGIN_ALLOW_THREADS
     arena_rec *mine = NULL;

@@ -107,7 +107,8 @@ ss_exec(PyObject *module)
         || ss_lifecycle_exec(module, st) < 0
         || ss_compile_guard_exec(module, st) < 0
         || ss_seal_exec(module, st) < 0
-        || ss_keyspread_exec(module, st) < 0)
+        || ss_keyspread_exec(module, st) < 0
+        || ss_teardown_guard_exec(module, st) < 0)
     {
         return -1;
     }

@@ -245,6 +245,9 @@ int ss_lifecycle_exec(PyObject *module, ss_state *st);
 int ss_compile_guard_exec(PyObject *module, ss_state *st);
 /* seal.c: the policy's enforcement fails closed once its namespaces are rewritten. */
 int ss_seal_exec(PyObject *module, ss_state *st);
+/* teardown_guard.c: a policy sandbox acts on nothing while it is being finalized. */
+int ss_teardown_guard_exec(PyObject *module, ss_state *st);
+void ss_teardown_forget(int64_t interp_id);
 /* keyspread.c: counts keys that share a hash, for the caller's unpickler. */
 int ss_keyspread_exec(PyObject *module, ss_state *st);
 

@@ -1207,9 +1207,16 @@ def _file_of_a_module(name: str, real: str) -> bool:
     to read: a traceback of code sandboxed code compiled under a file's name, or
     warnings.formatwarning(..., filename, lineno), handed out lines of any .py file there
     (the app's settings.py: a red-team run, round 16)."""
+    main = _modules.get("__main__")
     for module in list(_modules.values()):
-        namespace = getattr(module, "__dict__", None)
-        if type(namespace) is not dict:
+        # Not the sandbox's __main__, whose namespace is sandboxed code's own: a top-level
+        # `__file__ = ".../settings.py"` there made that file a module's (round 17). (Its
+        # dict is not even read: a key of sandboxed code's could answer == as it likes.)
+        if module is main or not issubclass(type(module), types.ModuleType):
+            continue
+        namespace = module.__dict__
+        if type(namespace) is not dict or dict.get(namespace, "__builtins__") is (
+                _installed_policy.builtins if _installed_policy is not None else None):
             continue
         spec = namespace.get("__spec__")
         for path in (namespace.get("__file__"), getattr(spec, "origin", None),
@@ -1715,7 +1722,8 @@ class _StdoutNotGranted(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        shown = repr(text)
+        # repr() of a plain str only (see _LabelledStderr.write).
+        shown = repr("".join([text]) if issubclass(type(text), str) else type(text).__name__)
         if len(shown) > 80:
             shown = shown[:76] + "...'"
         raise PolicyError(f"the sandbox's policy {self._policy_name!r} does not allow "
@@ -1756,8 +1764,13 @@ class _LabelledStderr(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        if not isinstance(text, str):
+        # A plain str before anything: the text may be a str subclass of sandboxed code's
+        # (an exception's __str__ reaches here through the unraisable hook), whose split()
+        # ran in this frame and kept it, and the frames below it, through a traceback (a
+        # red-team run, round 17). Nothing of the argument's own is called.
+        if not issubclass(type(text), str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        text = "".join([text])
         *complete, rest = text.split("\n")
         if complete:
             self._pending.append(complete[0])
@@ -1908,6 +1921,10 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
         setattr(sys, "__stderr__", labelled)  # as __stdout__ above
 
     sys.addaudithook(_sealed(enforcer.hook, "audit hook"))
+    # CPython drops that hook before the interpreter's last garbage collection: from the
+    # moment this interpreter is being finalized, the C core refuses every event of it
+    # (teardown_guard.c).
+    _core._register_policy_interpreter()
     return _sealed(enforcer.loads)
 
 

@@ -439,3 +439,82 @@ def test_a_traceback_reads_no_file_but_a_modules(tmp_path: Path) -> None:
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_a_policy_sandbox_acts_on_nothing_while_it_is_closed(tmp_path: Path) -> None:
+    """CPython drops an interpreter's audit hooks before its last garbage collection: a
+    cycle whose __del__ makes a new cycle each time ran there with no hook (a red-team run,
+    round 17, made unchecked code and opened files). The C core refuses every event of a
+    policy interpreter while it is being finalized. Here the interpreter is registered as
+    a policy's without a policy's Python hook, so only that refusal stands: the __del__
+    that runs at close tries an audited call (compile) and logs what happened through a
+    file descriptor it opened before (os.write raises no event)."""
+    outcomes = []
+    for registered in (True, False):
+        log = tmp_path / f"log-{registered}"
+        with subsandbox.Sandbox() as sb:
+            sb.exec(f"""
+import os
+if {registered}:
+    from subsandbox import _core
+    _core._register_policy_interpreter()
+fd = os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+def make(write=os.write, fd=fd, compile=compile):
+    class Renewing:
+        def __del__(self):
+            again = Renewing()
+            again.me = again          # a new cycle for the next collection
+            try:
+                compile("1", "<teardown>", "eval")
+                write(fd, b"compiled\\n")
+            except PermissionError:
+                write(fd, b"refused\\n")
+    first = Renewing()
+    first.me = first
+make()
+""")
+        outcomes.append(set(log.read_text().split()))
+    assert outcomes == [{"refused"}, {"compiled"}]
+
+
+def test_main_naming_a_file_does_not_make_it_a_modules(tmp_path: Path) -> None:
+    """The sandbox's __main__ is in sys.modules and its namespace is sandboxed code's: a
+    top-level `__file__ = '.../settings.py'` made that file one library code could read,
+    and its lines came back in a traceback (a red-team run, round 17)."""
+    (tmp_path / "settings.py").write_text('PASSWORD = "hunter2-secret"\nOTHER = 1\n')
+    out = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import subsandbox
+        with subsandbox.Sandbox(policy=subsandbox.Policy.compute()) as sb:
+            try:
+                sb.exec("__file__ = {str(tmp_path / 'settings.py')!r}\\n"
+                        "lines = ['f1 = lambda: f2()', 'f2 = lambda: 1/0', 'f1()']\\n"
+                        "exec(compile('\\\\n'.join(lines), __file__, 'exec'), {{}})")
+            except ZeroDivisionError as exc:
+                print("hunter2" in str(exc.__cause__), "f1 = lambda" in str(exc.__cause__))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_stderr_calls_nothing_of_a_str_subclass() -> None:
+    """The sandbox's stderr called split() of the text it was given: an unraisable
+    exception whose __str__ returned a str subclass ran sandboxed code in the
+    enforcement's frame, and kept that frame and those below it (round 17)."""
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute()) as sb:
+        sb.exec("""
+called = []
+class S(str):
+    def split(self, *args):
+        called.append(1)
+        return str.split(self, *args)
+class Boom(Exception):
+    def __str__(self):
+        return S("boom")
+class Bad:
+    def __del__(self):
+        raise Boom()
+Bad()
+""")
+        assert sb.call(eval, "called") == []
