@@ -60,8 +60,10 @@ _FINITE_CONTAINERS = (str, bytes, bytearray, tuple, list, dict, set, frozenset,
                       _core.frozendict, _core.immutableset)
 # Data classes of granted modules that are not data enough: re.Scanner compiles a lexicon
 # (with its flags, re.DEBUG included: it printed in the caller) and holds its callbacks;
-# typing.ForwardRef compiles its string here, and evaluates it when asked (3.12, 3.13).
-_NOT_DATA = frozenset({("re", "Scanner"), ("typing", "ForwardRef")})
+# typing.ForwardRef compiles its string here, and evaluates it when asked (3.12, 3.13);
+# a ChainMap is a view over mappings, merged on len() and iteration (round 17).
+_NOT_DATA = frozenset({("re", "Scanner"), ("typing", "ForwardRef"),
+                       ("collections", "ChainMap")})
 
 
 # Standard-library modules whose classes exist to have effects (open files, run
@@ -128,6 +130,7 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
             _check_call(args[1], (args[2],) if args[2] is not None else ())
         else:
             _check_call(args[0], args[1:])
+    _check_argument_spread(args)
     values = list(args) + (list(kwargs.values()) if kwargs else [])
     # Inside the builtin containers too: dict([range(10**9)]) made a list of it (round
     # 14). A result shares no container (_ResultUnpickler._load_get): this walk is as
@@ -168,6 +171,19 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
     if maker is bytes or maker is bytearray:
         if any(isinstance(value, int) for value in values):
             raise _refuse(f"{maker.__name__}() of a size")
+    if (maker is int or maker is float or maker is complex) and not all(
+            type(value) in _SCALARS for value in values):
+        # int(Decimal('1e1000000')) converts in time that grows faster than its size,
+        # in C: a 74-byte result took 25 s (round 17). Numbers are made from scalars.
+        raise _refuse(f"{maker.__name__}() of a {type(values[0]).__name__}"
+                      if values else f"{maker.__name__}()")
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and maker is decimal.Decimal and any(
+            type(value) is int and value.bit_length() > _FRACTION_BITS_MAX
+            for value in values):
+        raise _refuse(f"a Decimal made from an int of more than {_FRACTION_BITS_MAX} bits "
+                      f"(its conversion grows with the square of its size): a Decimal "
+                      f"comes back as its str")
     if maker is _re_compile and len(args) > 1:
         flags = args[1]
         re = sys.modules["re"]
@@ -192,6 +208,38 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
 
 # 6 ms for the gcd of two ints this long (3.13.0): a megabyte of them costs ~0.4 s.
 _FRACTION_BITS_MAX = 2**16
+# Characters of pattern text a result's compiled patterns may hold in all (~1.2 s at the
+# worst known ~0.6 ms per character), and how deep deques may nest.
+_PATTERN_CHARS_MAX = 2048
+_DEQUE_DEPTH_MAX = 1000
+
+
+def defuse_exception(exc: BaseException) -> None:
+    """What the caller's traceback module would act on in an exception a sandbox under a
+    policy made, whether raised or returned (round 17 returned them as values): an
+    ImportError's ``name_from`` (traceback imports ``name`` to suggest one), a
+    SyntaxError's caret columns past its text (3.12 draws as many carets as
+    ``end_offset`` says: 3 * 10**8 took 600 MB) and, on 3.14, its ``_metadata``, with
+    which traceback opens the file the error names; and a UnicodeError's range outside its
+    object (str() of one read past it, and crashed 3.12 and 3.13)."""
+    if isinstance(exc, ImportError):
+        exc.name_from = None
+    if isinstance(exc, SyntaxError):
+        text = exc.text
+        columns = len(text) + 1 if type(text) is str else 0
+        for column in ("offset", "end_offset"):
+            value = getattr(exc, column)
+            if value is not None and not (type(value) is int and 0 <= value <= columns):
+                setattr(exc, column, None)
+        if _data_descriptor(type(exc), "_metadata"):
+            exc._metadata = None  # type: ignore[attr-defined]
+    subject = getattr(exc, "object", None) if isinstance(exc, UnicodeError) else None
+    if subject is not None:
+        start, end = getattr(exc, "start", 0), getattr(exc, "end", 0)
+        size = len(subject) if type(subject) in (str, bytes, bytearray) else -1
+        if not (type(start) is int and type(end) is int and 0 <= start <= end <= size):
+            raise _refuse(f"a {type(exc).__name__} whose range [{start}:{end}] is not "
+                          f"within its object")
 
 
 def _re_compile(*args: object) -> object:
@@ -397,12 +445,14 @@ def _class_method(target: object, name: str) -> Callable[..., Any]:
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
     self._check_made_here(self.stack[-1])
+    self._check_deque_depth(self.stack[-1], (value,))
     _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     self._check_made_here(self.stack[-1])
+    self._check_deque_depth(self.stack[-1], items)
     _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
@@ -526,7 +576,8 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
                 # BUILD) ran the caller's own code with the sandbox's arguments (round 16).
                 raise _refuse(f"a {type(maker).__name__} object cannot be called")
             _check_call(maker, *self.stack[1 - maker_at:], called=called)
-            _check_argument_spread(self.stack[1 - maker_at])
+            if maker is _re_compile:
+                self._count_pattern(self.stack[-1])
         load(self)
         if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
             made = self.stack[-1]
@@ -542,6 +593,8 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
             if (not isinstance(made, type) and not (enum and isinstance(made, enum.Enum))
                     and sys.getrefcount(made) <= _FRESH_REFS):
                 self._fresh[id(made)] = made
+            if isinstance(made, BaseException):
+                self._made_exceptions.append(made)
     return making
 
 
@@ -644,6 +697,12 @@ class _ResultUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError(
                 f"a sandbox under a policy can set the state only of objects its result "
                 f"makes, not of {type(target).__name__!r} objects this interpreter has")
+        kind = type(target)
+        if (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES:
+            # A value is made from its constructor's arguments, which are checked: a
+            # Fraction's slots set by BUILD to Fractions made ==, str() and hash() walk a
+            # tree that the memo shared, doubling with each level (round 17).
+            raise _refuse(f"a {kind.__name__} is made only from its constructor's arguments")
         # pickle's own BUILD looks __setstate__ up on the instance: an instance attribute
         # (a first BUILD on an exception sets any), or what a class's __getattr__ answers
         # (an AttrDict's items), was called with the state, past every check (round 14).
@@ -700,6 +759,9 @@ class _ResultUnpickler(pickle._Unpickler):
         self._kept: set[int] = set()                  # inside a caller's class state
         self._fresh: dict[int, object] = {}           # objects made here, by id
         self._handed: dict[int, object] = {}          # functions find_class handed out
+        self._made_exceptions: list[BaseException] = []   # to defuse once loaded
+        self._deque_depths: dict[int, int] = {}       # deques that hold deques, by id
+        self._pattern_chars = 0                       # of the patterns compiled here
         self._keys_added: dict[int, int] = {}         # keys put in other containers, by id
         self._spreads: dict[int, _Spread] = {}        # the hashes of those keys, past a few
         self._own = {
@@ -770,6 +832,8 @@ class _ResultUnpickler(pickle._Unpickler):
             stray = [i for key, i in self._inert.items() if key not in self._kept]
             if stray:
                 raise pickle.UnpicklingError(f"{_NO_FUNCTION} (function {stray[0].name!r})")
+            for exc in self._made_exceptions:
+                defuse_exception(exc)
             return value
         finally:
             # self._own holds bound methods of self: a cycle that kept every object the
@@ -777,8 +841,38 @@ class _ResultUnpickler(pickle._Unpickler):
             self._own.clear()
             self._fresh.clear()
             self._handed.clear()
+            self._made_exceptions.clear()
+            self._deque_depths.clear()
             self._keys_added.clear()
             self._spreads.clear()
+
+    def _count_pattern(self, args: object) -> None:
+        """A pattern is compiled again here, at up to ~0.6 ms per character of its text (a
+        case-insensitive class over a wide range) or in time that grows with the square
+        of its length (alternatives with a long shared prefix: 640,000 characters took
+        11 s; round 17): a result's patterns may hold so many characters in all."""
+        pattern = args[0] if type(args) is tuple and args else None
+        if type(pattern) not in (str, bytes):
+            raise _refuse("a pattern must be a str or bytes")
+        self._pattern_chars += len(pattern)  # type: ignore[arg-type]
+        if self._pattern_chars > _PATTERN_CHARS_MAX:
+            raise _refuse(f"the compiled patterns of a result may hold at most "
+                          f"{_PATTERN_CHARS_MAX} characters in all (compiling some costs "
+                          f"~0.6 ms per character): return the pattern's text and flags")
+
+    def _check_deque_depth(self, target: object, items: Iterable[object]) -> None:
+        """A deque is freed without CPython's trashcan on 3.12 and 3.13: one nested
+        300,000 deep overflowed the C stack when the caller dropped it (round 17)."""
+        deque = sys.modules.get("collections")
+        kind = getattr(deque, "deque", None)
+        if kind is None or not isinstance(target, kind):
+            return
+        depth = max((self._deque_depths.get(id(item), 1) + 1 for item in items
+                     if isinstance(item, kind)), default=0)
+        if depth > self._deque_depths.get(id(target), 1):
+            if depth > _DEQUE_DEPTH_MAX:
+                raise _refuse(f"deques nested more than {_DEQUE_DEPTH_MAX} deep")
+            self._deque_depths[id(target)] = depth
 
     def _check_made_here(self, target: object) -> None:
         """Items go only into a container this load made: a builtin one (nothing else

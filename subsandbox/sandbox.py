@@ -530,10 +530,11 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
     ``untrusted``: the sandbox runs under a policy, and all of this is its code's choice.
     Then only an ``Exception`` comes out as itself (a SystemExit or KeyboardInterrupt
     would end or interrupt the caller: a RemoteError), its traceback's text has its
-    terminal controls escaped, and what the caller's traceback module would act on is
-    defused (_defuse_for_traceback): an ImportError's ``name_from``, from which it would
-    import the module ``name`` names to suggest a name (a red-team run, round 12, ran a
-    module's top-level code in the caller so)."""
+    terminal controls escaped; the loader has defused what the caller's traceback module
+    would act on in every exception it made (_untrusted.defuse_exception): an
+    ImportError's ``name_from``, from which it would import the module ``name`` names to
+    suggest a name (a red-team run, round 12, ran a module's top-level code in the caller
+    so)."""
     try:
         # (exc, type, message, traceback), or (None, the same, why it would not cross)
         exc, type_name, message, formatted, *why = loads(payload, refs)
@@ -565,8 +566,6 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
                    f"only as a RemoteError" if isinstance(exc, BaseException)
                    else f"it came back as a {type(exc).__name__}, not an exception"]
             exc = None
-        elif exc is not None:
-            _defuse_for_traceback(exc)
     if exc is None:
         # The sandbox found that it would not cross (_inside._raised): it did not pickle,
         # or its pickle did not load. Its class and text still come, with its traceback.
@@ -575,35 +574,6 @@ def _remote_exception(loads: Callable[[bytes, tuple[object, ...]], Any], payload
                           f"{_REBUILD_HINT}")
     exc.__cause__ = RemoteTraceback(formatted)
     return exc  # type: ignore[no-any-return]
-
-
-def _defuse_for_traceback(exc: BaseException) -> None:
-    """What the caller's traceback module would act on, in every exception of the tree it
-    formats (the exceptions of a group, and theirs; a red-team run, round 16, hid an
-    ImportError inside an ExceptionGroup): an ImportError's ``name_from`` (traceback
-    imports ``name`` to suggest one), and a SyntaxError's caret columns past its text
-    (3.12's traceback draws as many carets as ``end_offset`` says: 3 * 10**8 took 600 MB)."""
-    seen: set[int] = set()
-    pending = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ImportError):
-            current.name_from = None
-        if isinstance(current, SyntaxError):
-            text = current.text
-            columns = len(text) + 1 if type(text) is str else 0
-            for column in ("offset", "end_offset"):
-                value = getattr(current, column)
-                if value is not None and not (type(value) is int and 0 <= value <= columns):
-                    setattr(current, column, None)
-        for linked in (current.__cause__, current.__context__,
-                       *(current.exceptions if isinstance(current, BaseExceptionGroup)
-                         else ())):
-            if isinstance(linked, BaseException):
-                pending.append(linked)
 
 
 def _left(deadline: float) -> float:

@@ -977,3 +977,104 @@ def test_an_objects_state_sets_no_dunder() -> None:
     ordered.__dict__["__deepcopy__"] = dict
     with pytest.raises(pickle.UnpicklingError, match="may not set '__deepcopy__'"):
         loader(Policy.compute())(pickle.dumps(ordered, 5), ())
+
+
+# Round 17 (2026-11-29).
+
+def test_a_value_type_is_made_only_by_its_constructor() -> None:
+    """NEWOBJ of Fraction and then BUILD's slot state set _numerator and _denominator to
+    Fractions shared through the memo: ==, str() and hash() doubled with each level."""
+    from subsandbox._untrusted import loader
+
+    payload = (pickle.PROTO + bytes([4]) + s("fractions") + s("Fraction")
+               + pickle.STACK_GLOBAL + pickle.EMPTY_TUPLE + pickle.NEWOBJ
+               + pickle.NONE + pickle.EMPTY_DICT + s("_numerator") + i(1) + pickle.SETITEM
+               + pickle.TUPLE2 + pickle.BUILD + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match="made only from its constructor"):
+        loader(Policy.compute())(payload, ())
+
+
+@pytest.mark.parametrize("source, refusal", [
+    # 2,048 characters of patterns in all: some compile at ~0.6 ms a character
+    ("import re\nresult = [re.compile('a' * 1500), re.compile('b' * 1500)]",
+     "patterns of a result may hold at most 2048"),
+    # a UnicodeDecodeError whose range lies outside its object: str() read past it
+    ("result = UnicodeDecodeError('utf-8', b'abc', -2**40, -2**40 + 1, 'r')",
+     "not within its object"),
+    # a view over mappings, merged (quadratically, for keys that hash alike) on len()
+    ("import collections\nresult = collections.ChainMap({}, {})", "ChainMap cannot come out"),
+    # int(Decimal('1e1000000')) converted for 25 s
+    ("import decimal\nclass R:\n    def __reduce__(self):\n"
+     "        return (int, (decimal.Decimal('1e1000000'),))\nresult = R()",
+     r"int\(\) of a Decimal"),
+])
+def test_a_result_that_costs_far_more_than_its_size_is_refused(source: str,
+                                                               refusal: str) -> None:
+    with subsandbox.Sandbox(policy=Policy.compute()) as sb:
+        sb.exec(source)
+        with pytest.raises(pickle.UnpicklingError, match=refusal):
+            sb.call_with_timeout(30, eval, "result")
+        assert sb.call(eval, "[__import__('re').compile('a+')]")[0].pattern == "a+"
+
+
+def test_deques_nest_only_so_deep() -> None:
+    """3.12 and 3.13 free a deque without the trashcan: 300,000 nested ones overflowed
+    the caller's C stack when it dropped them."""
+    import collections
+
+    from subsandbox._untrusted import loader
+
+    nested: collections.deque[object] = collections.deque()
+    for _ in range(1_100):
+        nested = collections.deque([nested])
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        payload = pickle.dumps(nested, 5)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(pickle.UnpicklingError, match="deques nested more than 1000 deep"):
+        loader(Policy.compute())(payload, ())
+    shallow = collections.deque([collections.deque([1]), collections.deque([2])])
+    assert loader(Policy.compute())(pickle.dumps(shallow, 5), ()) == shallow
+
+
+def test_an_exception_returned_as_a_value_is_defused_too() -> None:
+    """The raised exception was defused for traceback; one returned as a value was not:
+    formatting it imported its ImportError's name, or drew 3.12's carets for ever."""
+    import traceback
+
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        sb.exec("e = ImportError('x', name='this')\ne.name_from = 'y'\n"
+                "result = [e, SyntaxError('boom', ('f.py', 1, 1, 'x', 1, 10**7))]")
+        imported, syntax = sb.call(eval, "result")
+    assert imported.name_from is None
+    assert syntax.end_offset is None
+    traceback.format_exception(imported)
+    assert "this" not in sys.modules
+    assert len("".join(traceback.format_exception(syntax))) < 1000
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="SyntaxError._metadata is 3.14's")
+def test_a_syntax_error_keeps_no_metadata() -> None:
+    """3.14 takes a SyntaxError's _metadata from a seventh item of its details, and its
+    traceback then opens the file the error names to look for typos."""
+    with subsandbox.Sandbox(policy=Policy.nothing()) as sb:
+        syntax = sb.call(eval, "SyntaxError('invalid syntax', "
+                               "('/nonexistent/x.py', 1, 1, 'x', 1, 2, (1, 0, None)))")
+    assert syntax._metadata is None
+
+
+def test_copyregs_constructor_has_its_keys_counted() -> None:
+    """copyreg.__newobj_ex__(frozenset, (keys,), {}) put the keys one level down, where
+    the count of keys that hash alike did not look."""
+    from subsandbox._untrusted import loader
+
+    keys = b"".join(pickle.LONG1 + bytes([9]) + (k * (2**61 - 1) + 7).to_bytes(9, "little")
+                    for k in range(1, 101))
+    payload = (pickle.PROTO + bytes([4]) + s("copyreg") + s("__newobj_ex__")
+               + pickle.STACK_GLOBAL + s("builtins") + s("frozenset") + pickle.STACK_GLOBAL
+               + pickle.EMPTY_LIST + pickle.MARK + keys + pickle.APPENDS + pickle.TUPLE1
+               + pickle.EMPTY_DICT + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
+    with pytest.raises(pickle.UnpicklingError, match="more than 64 different keys"):
+        loader(Policy.nothing())(payload, ())
