@@ -605,7 +605,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                  source: str | ReadableBuffer | ast.Module | ast.Expression | ast.Interactive,
                  filename: str | bytes | os.PathLike[Any], mode: str, flags: int = 0,
                  dont_inherit: bool = False, optimize: int = -1, **kwargs: Any) -> Any:
-        code = compile(source, filename, mode, flags, True, optimize, **kwargs)
+        # A plain str filename: a str subclass stayed the code's co_filename, and lied
+        # to the path checks of everyone who later read "its" file (round 18).
+        name = _plain_path(filename)
+        code = compile(source, os.fsdecode(name) if name is not None else filename, mode,
+                       flags, True, optimize, **kwargs)
         if isinstance(code, types.CodeType):
             check_code(code, self.name)
         return code
@@ -1146,10 +1150,13 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             return
         if isinstance(path, int) or path is None:
             raise self.refuse(f"opening file descriptor {path!r}", effect)
-        # What open() was given: str, bytes or a path-like object (an int or None was
-        # handled above). The audit event types it as object, hence the ignore.
-        name = os.fsdecode(path)  # type: ignore[arg-type]
+        plain = _plain_path(path)
+        if plain is None:
+            raise self.refuse(f"opening a path given as a {type(path).__name__}", effect)
+        name = os.fsdecode(plain)
         real = posixpath.realpath(name)
+        if writing and _plants_code(real, self.import_roots):
+            raise self.refuse(f"writing {name!r}, which the import system would load", effect)
         if _under(real, dirs):
             return
         if (not writing and real.endswith(_IMPORT_SUFFIXES) and _under(real, self.import_roots)
@@ -1160,8 +1167,8 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
     def _check_listing(self, event: str, args: tuple[object, ...]) -> None:
         if "read" in self.effects:
             return
-        path = args[0] if args else None
-        if isinstance(path, (str, bytes, os.PathLike)):
+        path = _plain_path(args[0]) if args else None
+        if path is not None:
             real = posixpath.realpath(os.fsdecode(path))
             if _under(real, self.read_dirs):
                 return
@@ -1173,9 +1180,14 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
                            dirs: tuple[str, ...]) -> None:
         if effect in self.effects:
             return
-        paths = [a for a in args if isinstance(a, (str, bytes))]
-        if paths and dirs and all(_under(posixpath.realpath(os.fsdecode(p)), dirs)
-                                  for p in paths):
+        given = [a for a in args if isinstance(a, (str, bytes, os.PathLike))]
+        paths = [_plain_path(a) for a in given]
+        reals = [posixpath.realpath(os.fsdecode(p)) for p in paths if p is not None]
+        if effect == "write" and any(_plants_code(real, self.import_roots) for real in reals):
+            raise self.refuse(f"{event}{_short(args)}: a file the import system would load",
+                              effect)
+        if reals and len(reals) == len(given) and dirs and all(_under(real, dirs)
+                                                               for real in reals):
             return
         raise self.refuse(f"{event}{_short(args)}", effect)
 
@@ -1198,6 +1210,49 @@ _installed = False
 _DROPPED = {"string": ("Formatter",), "base64": ("main",), "random": ("main",)}
 _DROP_REASONS = {"Formatter": "it looks attributes up by name",
                  "main": "it is a command-line program (sys.argv, stdin, files, exit)"}
+
+
+def _plain_path(path: object) -> str | bytes | None:
+    """The path an audit event's argument names, as C read it: a str or bytes subclass's
+    own data (C reads it without calling a method; the checks called the subclass's
+    startswith, split and decode, which described another path: a red-team run, round 18,
+    read and wrote outside its grants so), or what a standard-library path object answers
+    (pathlib's, os.DirEntry). None for anything else, which the checks refuse."""
+    kind = type(path)
+    if kind is str or kind is bytes:
+        return path  # type: ignore[return-value]
+    if issubclass(kind, str):
+        return "".join([path])  # type: ignore[list-item]
+    if issubclass(kind, bytes):
+        return b"".join([path])  # type: ignore[list-item]
+    # By identity only: nothing of a class of sandboxed code's (its metaclass's __hash__,
+    # __module__ or __eq__) is asked.
+    if any(kind is known for known in _library_path_types()):
+        answer = os.fspath(path)  # type: ignore[call-overload]
+        return _plain_path(answer) if type(answer) is not kind else None
+    return None
+
+
+def _library_path_types() -> tuple[type, ...]:
+    """The standard library's path object classes that are loaded: pathlib's, and
+    os.DirEntry (whose __fspath__ answers what their own state says)."""
+    found: list[type] = []
+    pathlib = _modules.get("pathlib")
+    for name in ("PurePath", "PurePosixPath", "Path", "PosixPath"):
+        value = getattr(pathlib, name, None) if pathlib is not None else None
+        if isinstance(value, type):
+            found.append(value)
+    direntry = getattr(_modules.get("posix"), "DirEntry", None)
+    if isinstance(direntry, type):
+        found.append(direntry)
+    return tuple(found)
+
+
+def _plants_code(real: str, roots: tuple[str, ...]) -> bool:
+    """Whether writing ``real`` puts a file the import system loads under a sys.path root:
+    a module there shadows the standard library's for this sandbox and for the caller,
+    whose next import runs it with no policy (round 18 planted statistics.py)."""
+    return real.endswith(_IMPORT_SUFFIXES) and _under(real, roots)
 
 
 def _file_of_a_module(name: str, real: str) -> bool:

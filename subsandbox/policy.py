@@ -72,6 +72,10 @@ UNGRANTABLE_MODULES = {
     "pydoc": "it imports modules by name past the policy and walks their attributes",
     "rlcompleter": "it reads any attribute by name",
     "subsandbox": "it is the machinery that enforces the policy",
+    # A red-team run (round 18) got the real builtins through each of these two.
+    "logging": "its Formatter runs str.format with a template chosen at run time ('{' "
+               "style: attribute walks, dunders included), and logging.config's "
+               "BaseConfigurator.importer is the real __import__",
     # The code check decodes bytecode with dis, which reads opcode's tables (lists) at
     # every call: a sandbox that cleared dis.hasjrel hid jump targets from the check.
     "dis": "the policy's code check decodes bytecode with it, through opcode tables "

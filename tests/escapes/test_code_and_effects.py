@@ -518,3 +518,81 @@ class Bad:
 Bad()
 """)
         assert sb.call(eval, "called") == []
+
+
+# Round 18 (2026-11-29): paths that describe one file to the checks and another to C.
+
+_LYING_PATHS = {
+    "str": "class P(str):\n"
+           "    def __getitem__(self, i): return str.__getitem__(ALLOWED, i)\n"
+           "    def startswith(self, *a): return str.startswith(ALLOWED, *a)\n"
+           "    def partition(self, *a): return str.partition(ALLOWED, *a)\n"
+           "    def split(self, *a): return str.split(ALLOWED, *a)\n"
+           "    def rstrip(self, *a): return str.rstrip(ALLOWED, *a)\n"
+           "    def endswith(self, *a): return str.endswith(ALLOWED, *a)\n"
+           "    def __fspath__(self): return ALLOWED\n"
+           "target = P(SECRET)\n",
+    "bytes": "class P(bytes):\n"
+             "    def decode(self, *a, **k): return ALLOWED\n"
+             "target = P(SECRET.encode())\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_LYING_PATHS))
+def test_a_path_subclass_describes_the_file_it_opens(kind: str, tmp_path: Path) -> None:
+    """open(P(secret)) with P a str or bytes subclass whose methods describe a file in
+    the granted directory: C opened the subclass's own data, the checks read its methods
+    (a red-team run, round 18, read and wrote anywhere with one directory granted)."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "a.txt").write_text("fine")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    policy = subsandbox.Policy.compute().allow_read(allowed).allow_write(allowed)
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, _LYING_PATHS[kind] + "result = open(target).read()",
+                          SECRET=str(secret), ALLOWED=str(allowed / "a.txt"))
+        assert_not_read(outcome, secret)
+        outcome = attempt(sb, _LYING_PATHS[kind] + "open(target, 'w').write('x')",
+                          SECRET=str(tmp_path / "canary"), ALLOWED=str(allowed / "b.txt"))
+        assert_refused(outcome)
+        assert not (tmp_path / "canary").exists()
+        # The real file in the granted directory still opens.
+        assert sb.call(eval, f"open({str(allowed / 'a.txt')!r}).read()") == "fine"
+
+
+def test_code_named_by_a_str_subclass_reads_no_file(tmp_path: Path) -> None:
+    """compile() kept a str subclass as the code's filename; when its traceback was
+    formatted, linecache opened it, and the subclass answered the module-file check."""
+    secret = tmp_path / "secret.py"
+    secret.write_text('PASSWORD = "hunter2-secret"\n')
+    with subsandbox.Sandbox(policy=subsandbox.Policy.compute()) as sb:
+        outcome = attempt(sb, """
+class P(str):
+    def __eq__(self, other): return True
+    __hash__ = str.__hash__
+code = compile("1/0", P(SECRET), "exec")
+result = type(code.co_filename).__name__
+""", SECRET=str(secret))
+        assert outcome == "str"
+
+
+def test_a_write_grant_plants_no_module(tmp_path: Path) -> None:
+    """Writing statistics.py into a directory on sys.path shadowed the standard library
+    for the sandbox and for the caller, whose next import ran it with no policy."""
+    out = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import subsandbox
+        policy = subsandbox.Policy.compute().allow_write({str(tmp_path)!r})
+        with subsandbox.Sandbox(policy=policy) as sb:
+            for name in ("statistics.py", "data.txt"):
+                try:
+                    sb.exec(f"open({{str({str(tmp_path)!r} + '/' + name)!r}}, 'w').write('x')")
+                    print(name, "written")
+                except subsandbox.PolicyError as exc:
+                    print(name, "import system would load" in str(exc))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["statistics.py", "True", "data.txt", "written"]
+    assert not (tmp_path / "statistics.py").exists()

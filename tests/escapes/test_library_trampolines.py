@@ -430,14 +430,16 @@ result = (ONE.value, repr(ONE))
 
 @pytest.mark.parametrize("name", ["inspect", "timeit", "code", "annotationlib", "sys",
                                   "importlib.util", "builtins", "subsandbox._core", "dis",
-                                  "opcode"])
+                                  "opcode", "logging", "logging.config"])
 def test_modules_that_hand_out_the_interpreter_cannot_be_granted(name: str) -> None:
     """inspect.getmembers read __globals__ by names no check saw, and its eval_str (and
     3.14's annotationlib's) evaluated annotations in any module's namespace; timeit and
     code ran code in a dict they filled with the real builtins (a red-team run, round 9:
     each a full escape once granted). dis and opcode hold the tables (lists) the code
     check decodes bytecode with: a sandbox that cleared dis.hasjrel moved the jump
-    targets the check sees (session 28). No restricting policy can grant them."""
+    targets the check sees (session 28). logging's Formatter formats a template chosen at
+    run time, attribute walks included, and logging.config hands out the real __import__
+    (round 18). No restricting policy can grant them."""
     with pytest.raises(ValueError, match=f"{name!r} cannot be granted"):
         subsandbox.Policy.compute().allow_import(name)
     assert subsandbox.Policy.compute().allow_import("json", "fractions") is not None
