@@ -40,6 +40,7 @@ import pickle
 import sys
 import types
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any, Callable
 
 from . import _core, _crossing, errors
@@ -64,6 +65,12 @@ _FINITE_CONTAINERS = (str, bytes, bytearray, tuple, list, dict, set, frozenset,
 # a ChainMap is a view over mappings, merged on len() and iteration (round 17).
 _NOT_DATA = frozenset({("re", "Scanner"), ("typing", "ForwardRef"),
                        ("collections", "ChainMap")})
+
+
+# Modules none of whose classes is data: typing's compile the strings they are given as
+# forward references, which the caller evaluates with the real builtins (TypeVar's bound:
+# round 18). A caller's TypeVar comes back through _existing_typevar.
+_NOT_DATA_MODULES = frozenset({"typing", "annotationlib"})
 
 
 # Standard-library modules whose classes exist to have effects (open files, run
@@ -112,7 +119,7 @@ def _refuse(what: str) -> pickle.UnpicklingError:
 
 
 def _check_call(maker: object, args: object, kwargs: object = None, *,
-                called: bool = False) -> None:
+                called: bool = False, budget: list[int] | None = None) -> None:
     """What a REDUCE or NEWOBJ is about to call, checked before the call runs here, in the
     caller: its arguments must be a tuple (``f(*args)`` unpacks any iterable) of finite
     data, no size for bytes to allocate; a class called (REDUCE: ``called``) must be made
@@ -125,11 +132,11 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
         # copyreg's constructors call the class they are given: the rules are that
         # class's (a red-team run made bytes(10**9) through copyreg.__newobj__).
         if maker is copyreg.__newobj_ex__ and len(args) == 3:  # type: ignore[attr-defined]
-            _check_call(args[0], args[1], args[2])
+            _check_call(args[0], args[1], args[2], budget=budget)
         elif maker is copyreg._reconstructor and len(args) == 3:  # type: ignore[attr-defined]
-            _check_call(args[1], (args[2],) if args[2] is not None else ())
+            _check_call(args[1], (args[2],) if args[2] is not None else (), budget=budget)
         else:
-            _check_call(args[0], args[1:])
+            _check_call(args[0], args[1:], budget=budget)
     _check_argument_spread(args)
     values = list(args) + (list(kwargs.values()) if kwargs else [])
     # Inside the builtin containers too: dict([range(10**9)]) made a list of it (round
@@ -138,6 +145,14 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
     stack = list(values)
     while stack:
         value = stack.pop()
+        if budget is not None:
+            # Each call's arguments are walked: list(list(...list(big)...)) handed the
+            # same 100,000 items to 200 calls, 20 s of walking for a result that barely
+            # grew (round 18). A load walks at most so many items in all.
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _refuse("a result whose calls are handed the same items over and "
+                              "over (more items walked than its size allows)")
         if isinstance(value, (str, bytes, bytearray)):
             continue
         if isinstance(value, _FINITE_CONTAINERS):
@@ -209,9 +224,9 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
 # 6 ms for the gcd of two ints this long (3.13.0): a megabyte of them costs ~0.4 s.
 _FRACTION_BITS_MAX = 2**16
 # Characters of pattern text a result's compiled patterns may hold in all (~1.2 s at the
-# worst known ~0.6 ms per character), and how deep deques may nest.
+# worst known ~0.6 ms per character), and how deep a result may nest.
 _PATTERN_CHARS_MAX = 2048
-_DEQUE_DEPTH_MAX = 1000
+_DEPTH_MAX = 2000
 
 
 def defuse_exception(exc: BaseException) -> None:
@@ -384,7 +399,7 @@ def _shareable(obj: object) -> bool:
     standard library's value types, and objects that compare and print by identity (a
     random.Random)."""
     kind = type(obj)
-    if kind in _SCALARS or isinstance(obj, type) or kind in _FUNCTION_TYPES:
+    if kind in _SCALARS or isinstance(obj, type) or kind in _FUNCTION_TYPES or kind is _Inert:
         return True
     enum = sys.modules.get("enum")
     if enum is not None and isinstance(obj, enum.Enum):
@@ -401,8 +416,20 @@ def _shareable(obj: object) -> bool:
         return True
     # Read in the classes' own namespaces: a metaclass's __getattribute__ could answer
     # object's methods while the type's slots call its own.
-    return not any(name in vars(klass) for klass in kind.__mro__ if klass is not object
-                   for name in _STATE_WALKERS)
+    if any(name in vars(klass) for klass in kind.__mro__ if klass is not object
+           for name in _STATE_WALKERS):
+        return False
+    # And holding only scalars: 60 string.Template objects whose attributes were the
+    # level below, twice, made json.dumps(result, default=vars) double per level (round
+    # 18). Slots are not read: an object with any is not shared.
+    if any("__slots__" in vars(klass) for klass in kind.__mro__ if klass is not object):
+        return False
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return True
+    return type(state) is dict and all(type(value) in _SCALARS
+                                       for value in dict.values(state))
 
 
 # The methods that hash, compare, print or size an object: object's own walk nothing.
@@ -445,20 +472,21 @@ def _class_method(target: object, name: str) -> Callable[..., Any]:
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
     self._check_made_here(self.stack[-1])
-    self._check_deque_depth(self.stack[-1], (value,))
+    self._nest(self.stack[-1], (value,))
     _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     self._check_made_here(self.stack[-1])
-    self._check_deque_depth(self.stack[-1], items)
+    self._nest(self.stack[-1], items)
     _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     self._check_made_here(self.stack[-1])
+    self._nest(self.stack[-1], items)
     self._spread_into(self.stack[-1], items)
     add = _class_method(self.stack[-1], "add")
     for item in items:
@@ -521,6 +549,7 @@ def _load_setitem(self: _ResultUnpickler) -> None:
     if type(target) is not dict or len(target) >= _SAME_HASH_MAX:
         self._check_made_here(target)
         self._spread_into(target, [key])
+    self._nest(target, (key, value))
     target[key] = value
 
 
@@ -531,6 +560,7 @@ def _load_setitems(self: _ResultUnpickler) -> None:
     if type(target) is not dict or len(target) + len(items) // 2 > _SAME_HASH_MAX:
         self._check_made_here(target)
         self._spread_into(target, items, 2)
+    self._nest(target, items)
     for index in range(0, len(items), 2):
         target[items[index]] = items[index + 1]
 
@@ -539,7 +569,20 @@ def _load_frozenset(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     if len(items) > _SAME_HASH_MAX:
         _check_spread(items)
-    self.stack.append(frozenset(items))
+    made = frozenset(items)
+    self._nest(made, items)
+    self.stack.append(made)
+
+
+def _nesting(load: Callable[[Any], None], taken: int) -> Callable[[Any], None]:
+    """``load``, an opcode that makes a container of the top ``taken`` items of the stack
+    (TUPLE1 to TUPLE3), or of those above the mark (``taken`` 0: TUPLE, LIST, DICT):
+    the container is one deeper than they are (_ResultUnpickler._nest)."""
+    def nesting(self: _ResultUnpickler) -> None:
+        items = self.stack[-taken:] if taken else self.stack
+        load(self)
+        self._nest(self.stack[-1], items)
+    return nesting
 
 
 def _check_argument_spread(args: object) -> None:
@@ -550,8 +593,10 @@ def _check_argument_spread(args: object) -> None:
     for arg in args:
         if (type(arg) is list or type(arg) is tuple) and len(arg) > _SAME_HASH_MAX:
             _check_spread(arg)
-            _check_spread([pair[0] for pair in arg
-                           if (type(pair) is list or type(pair) is tuple) and len(pair) == 2])
+            # dict(pairs) takes the first item any 2-item iterable gives (a dict's first
+            # key: round 18 built a dict of colliding keys from 2-key dicts).
+            _check_spread([next(iter(_builtin_items(pair))) for pair in arg
+                           if isinstance(pair, _FINITE_CONTAINERS) and len(pair) == 2])
 
 
 def _refused_dup(self: _ResultUnpickler) -> None:
@@ -575,9 +620,11 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
                 # the result made (a caller's class with a __call__, its state set by
                 # BUILD) ran the caller's own code with the sandbox's arguments (round 16).
                 raise _refuse(f"a {type(maker).__name__} object cannot be called")
-            _check_call(maker, *self.stack[1 - maker_at:], called=called)
+            _check_call(maker, *self.stack[1 - maker_at:], called=called,
+                        budget=self._walk_budget)
             if maker is _re_compile:
                 self._count_pattern(self.stack[-1])
+        given = _arguments(self.stack[1 - maker_at:])
         load(self)
         if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
             made = self.stack[-1]
@@ -595,7 +642,42 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
                 self._fresh[id(made)] = made
             if isinstance(made, BaseException):
                 self._made_exceptions.append(made)
+        # After the count of references above: _nest keeps what it measures alive.
+        self._nest(self.stack[-1], given)
+        _check_value(self.stack[-1])
     return making
+
+
+def _check_value(made: object) -> None:
+    """A value whose constructor trusts its pickled form, checked as made: a datetime
+    from its bytes checks only the month (year 0 made ctime() read before a table and
+    crash, every version: round 18), and a Decimal's exponent sets what int() of it, or
+    formatting it, costs (1E+400000: 4.1 s, growing with its square)."""
+    kind = type(made)
+    if kind.__module__ == "datetime" and kind.__qualname__ in ("date", "datetime"):
+        try:
+            made.replace()  # type: ignore[attr-defined]   # checks every field
+        except ValueError as exc:
+            raise _refuse(f"a {kind.__qualname__} out of range: {exc}") from None
+    elif (kind.__module__, kind.__qualname__) == ("decimal", "Decimal"):
+        if made.is_finite() and abs(made.adjusted()) > _FRACTION_BITS_MAX:  # type: ignore[attr-defined]
+            raise _refuse(f"a Decimal whose exponent is beyond +-{_FRACTION_BITS_MAX} "
+                          f"(int() of it takes time that grows with its square): return "
+                          f"its str")
+
+
+def _arguments(parts: list[Any]) -> list[object]:
+    """The objects a call is handed: the items of its argument tuple and the values of
+    its keyword dict (what the object it makes may hold)."""
+    given: list[object] = []
+    for part in parts:
+        if type(part) is tuple:
+            given.extend(part)
+        elif type(part) is dict:
+            given.extend(part.values())
+        else:
+            given.append(part)
+    return given
 
 
 def _refs_of(holder: Any) -> int:
@@ -627,6 +709,26 @@ def _attribute_name(key: object, allowed_dunders: tuple[str, ...] = ()) -> str:
             key not in allowed_dunders):
         raise _refuse(f"an object's state may not set {key!r}")
     return key
+
+
+def _set_slot(target: object, name: str, value: object) -> None:
+    """A slot's value, through the slot's own descriptor; any other name into the
+    instance's __dict__. setattr interned the name (immortal on 3.12: 20 results of
+    20,000 names kept 136 MB; round 18) and ran any property's setter."""
+    for klass in type(target).__mro__:
+        slot = vars(klass).get(name)
+        if slot is not None:
+            if type(slot) is not types.MemberDescriptorType:
+                raise _refuse(f"an object's slot state may not set {name!r}, which is "
+                              f"not a slot of its class")
+            slot.__set__(target, value)
+            return
+    try:
+        instance_dict = object.__getattribute__(target, "__dict__")
+    except AttributeError:
+        raise _refuse(f"an object's slot state names {name!r}, which its class does not "
+                      f"have") from None
+    instance_dict[name] = value
 
 
 def _build_exception(target: BaseException, state: object) -> None:
@@ -708,12 +810,13 @@ class _ResultUnpickler(pickle._Unpickler):
         # (an AttrDict's items), was called with the state, past every check (round 14).
         # The class's own, or pickle's default: the state into __dict__ and the slots.
         state = self.stack.pop()
+        self._nest(target, _arguments(list(state) if type(state) is tuple else [state]))
         if isinstance(target, BaseException):
             _build_exception(target, state)
             return
         setstate = getattr(type(target), "__setstate__", None)
         if setstate is not None:
-            _check_call(setstate, (state,))
+            _check_call(setstate, (state,), budget=self._walk_budget)
             setstate(target, state)
             return
         slotstate = None
@@ -731,7 +834,7 @@ class _ResultUnpickler(pickle._Unpickler):
             if type(slotstate) is not dict:
                 raise _refuse("an object's slot state must be a dict")
             for key, value in dict.items(slotstate):
-                setattr(target, _attribute_name(key), value)
+                _set_slot(target, _attribute_name(key), value)
 
     dispatch = dict(_DISPATCH)
     dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
@@ -746,6 +849,9 @@ class _ResultUnpickler(pickle._Unpickler):
     dispatch[pickle.SETITEM[0]] = _load_setitem  # type: ignore[assignment]
     dispatch[pickle.SETITEMS[0]] = _load_setitems  # type: ignore[assignment]
     dispatch[pickle.FROZENSET[0]] = _load_frozenset  # type: ignore[assignment]
+    for _op, _taken in ((pickle.TUPLE, 0), (pickle.LIST, 0), (pickle.DICT, 0),
+                        (pickle.TUPLE1, 1), (pickle.TUPLE2, 2), (pickle.TUPLE3, 3)):
+        dispatch[_op[0]] = _nesting(_DISPATCH[_op[0]], _taken)
     for _op, _maker_at, _called in ((pickle.NEWOBJ, 2, False), (pickle.NEWOBJ_EX, 3, False),
                                     (pickle.REDUCE, 2, True)):
         dispatch[_op[0]] = _fresh_after(_DISPATCH[_op[0]], _maker_at, _called)
@@ -760,8 +866,11 @@ class _ResultUnpickler(pickle._Unpickler):
         self._fresh: dict[int, object] = {}           # objects made here, by id
         self._handed: dict[int, object] = {}          # functions find_class handed out
         self._made_exceptions: list[BaseException] = []   # to defuse once loaded
-        self._deque_depths: dict[int, int] = {}       # deques that hold deques, by id
+        self._depths: dict[int, int] = {}             # how deep each container goes
+        self._depth_holders: list[object] = []        # ...kept alive while loading
         self._pattern_chars = 0                       # of the patterns compiled here
+        # Items _check_call may walk in all: a few per byte of the result.
+        self._walk_budget = [4 * len(file.getbuffer()) + 100_000]
         self._keys_added: dict[int, int] = {}         # keys put in other containers, by id
         self._spreads: dict[int, _Spread] = {}        # the hashes of those keys, past a few
         self._own = {
@@ -842,7 +951,8 @@ class _ResultUnpickler(pickle._Unpickler):
             self._fresh.clear()
             self._handed.clear()
             self._made_exceptions.clear()
-            self._deque_depths.clear()
+            self._depths.clear()
+            self._depth_holders.clear()
             self._keys_added.clear()
             self._spreads.clear()
 
@@ -860,19 +970,20 @@ class _ResultUnpickler(pickle._Unpickler):
                           f"{_PATTERN_CHARS_MAX} characters in all (compiling some costs "
                           f"~0.6 ms per character): return the pattern's text and flags")
 
-    def _check_deque_depth(self, target: object, items: Iterable[object]) -> None:
-        """A deque is freed without CPython's trashcan on 3.12 and 3.13: one nested
-        300,000 deep overflowed the C stack when the caller dropped it (round 17)."""
-        deque = sys.modules.get("collections")
-        kind = getattr(deque, "deque", None)
-        if kind is None or not isinstance(target, kind):
-            return
-        depth = max((self._deque_depths.get(id(item), 1) + 1 for item in items
-                     if isinstance(item, kind)), default=0)
-        if depth > self._deque_depths.get(id(target), 1):
-            if depth > _DEQUE_DEPTH_MAX:
-                raise _refuse(f"deques nested more than {_DEQUE_DEPTH_MAX} deep")
-            self._deque_depths[id(target)] = depth
+    def _nest(self, holder: object, items: Iterable[object]) -> None:
+        """``holder`` now holds ``items``: it is one deeper than the deepest of them. A
+        result is refused past _DEPTH_MAX: CPython hashes a tuple and frees a deque, a
+        defaultdict or an OSError's C members by recursion in C without a depth check,
+        and a million-deep chain overflowed the caller's C stack when it hashed or
+        dropped one (3.12, 3.13; the tuple's hash on 3.14 too: rounds 17, 18)."""
+        depths = self._depths
+        depth = 1 + max(map(depths.get, map(id, items), repeat(0)), default=0)
+        if depth > depths.get(id(holder), 0):
+            if depth > _DEPTH_MAX:
+                raise _refuse(f"a result nested more than {_DEPTH_MAX} deep")
+            if id(holder) not in depths:
+                self._depth_holders.append(holder)   # alive, so its id is not reused
+            depths[id(holder)] = depth
 
     def _check_made_here(self, target: object) -> None:
         """Items go only into a container this load made: a builtin one (nothing else
@@ -903,7 +1014,8 @@ class _ResultUnpickler(pickle._Unpickler):
                 return value
         elif (self._policy.allows_import(module) and not any(
                 part.startswith("__") for part in name.split("."))
-              and not any(part.startswith("_") for part in module.split("."))):
+              and not any(part.startswith("_") for part in module.split("."))
+              and module not in _NOT_DATA_MODULES):
             # (Not from a private module: re._parser's SubPattern iterates its data
             # through __getitem__, and looped in the caller: round 16.)
             if (module, name) == ("re", "_compile"):
