@@ -627,6 +627,8 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
         given = _arguments(self.stack[1 - maker_at:])
         load(self)
         if isinstance(maker, type) or any(maker is c for c in _CONSTRUCTORS):
+            # Counted before any local holds it: the stack's reference and the call's.
+            unshared = sys.getrefcount(self.stack[-1]) <= _FRESH_REFS
             made = self.stack[-1]
             # An enum class called with a value answers with its existing member, which a
             # BUILD would then change in this interpreter for everyone. (enum is looked up,
@@ -638,7 +640,7 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
             # caller's) handed out an object the caller holds, whose state BUILD then set
             # (a red-team run, round 14).
             if (not isinstance(made, type) and not (enum and isinstance(made, enum.Enum))
-                    and sys.getrefcount(made) <= _FRESH_REFS):
+                    and unshared):
                 self._fresh[id(made)] = made
             if isinstance(made, BaseException):
                 self._made_exceptions.append(made)
@@ -681,14 +683,13 @@ def _arguments(parts: list[Any]) -> list[object]:
 
 
 def _refs_of(holder: Any) -> int:
-    made = holder.stack[-1]
-    return sys.getrefcount(made)
+    return sys.getrefcount(holder.stack[-1])
 
 
-# What sys.getrefcount(made) reads in `making` for an object only the stack holds, read the
-# same way: 3 on 3.12 and 3.13 (the stack, the local, the argument), 2 on 3.14, which lends
-# a local to a call without a reference of its own. A fixed `<= 3` let through, on 3.14,
-# an object one other reference held: a caller's singleton (a red-team run, round 16).
+# What `making` reads for an object only the stack holds, read the same way (no local: 3.14
+# lends a local to a call without a reference of its own, and whether it does depends on
+# the rest of the function). A fixed `<= 3` of a local let through, on 3.14, an object one
+# other reference held: a caller's singleton (a red-team run, round 16).
 _FRESH_REFS = _refs_of(types.SimpleNamespace(stack=[object()]))
 
 
