@@ -842,10 +842,36 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
 
         for fn in (attrgetter, methodcaller, update_wrapper, wraps):
             fn.__qualname__ = fn.__name__
-        return {("operator", "attrgetter"): _sealed(attrgetter),
-                ("operator", "methodcaller"): _sealed(methodcaller),
-                ("functools", "update_wrapper"): _sealed(update_wrapper),
-                ("functools", "wraps"): _sealed(wraps)}
+        replacements = {("operator", "attrgetter"): _sealed(attrgetter),
+                        ("operator", "methodcaller"): _sealed(methodcaller),
+                        ("functools", "update_wrapper"): _sealed(update_wrapper),
+                        ("functools", "wraps"): _sealed(wraps)}
+        replacements.update(self._without_dir_fd())
+        return replacements
+
+    def _without_dir_fd(self) -> dict[tuple[str, str], Callable[..., object]]:
+        """os's functions that take a directory's file descriptor, refusing one. The audit
+        event of os.open carries no dir_fd: a path relative to a descriptor was checked as
+        if relative to the working directory, and read and wrote outside the grants (a
+        red-team run, round 19). A sandbox with os granted uses paths."""
+        policy_name = self.name
+        names = {fn.__name__ for fn in os.supports_dir_fd} | {"rename", "replace", "link"}
+
+        def refusing(real: Callable[..., object]) -> Callable[..., object]:
+            def without_dir_fd(*args: object, **kwargs: object) -> object:
+                for key, value in kwargs.items():
+                    if type(key) is not str:
+                        raise TypeError("keyword names must be str")
+                    if key.endswith("dir_fd") and value is not None:
+                        raise PolicyError(f"the sandbox's policy {policy_name!r} does not "
+                                          f"allow {real.__name__}() relative to a directory's "
+                                          f"file descriptor ({key}=); give a path")
+                return real(*args, **kwargs)
+            without_dir_fd.__name__ = without_dir_fd.__qualname__ = real.__name__
+            return _sealed(without_dir_fd)
+
+        return {("os", name): refusing(getattr(os, name)) for name in sorted(names)
+                if callable(getattr(os, name, None))}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -1172,8 +1198,11 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
             real = posixpath.realpath(os.fsdecode(path))
             if _under(real, self.read_dirs):
                 return
-            if _under(real, self.import_roots) and not self._sandboxed_caller(1):
-                return  # the import system listing a directory of sys.path
+            raiser = self._raiser(1)
+            if (_under(real, self.import_roots) and raiser is not None
+                    and _import_system_frame(raiser)):
+                return  # the import system listing a directory of sys.path (not glob
+                # called by sandboxed code for it: round 19 listed the app's directory)
         raise self.refuse(f"listing {path!r} ({event})", "read")
 
     def _check_path_effect(self, event: str, args: tuple[object, ...], effect: str,
@@ -1183,9 +1212,19 @@ class _Enforcer(tuple):  # type: ignore[type-arg]  # its fields: the properties 
         given = [a for a in args if isinstance(a, (str, bytes, os.PathLike))]
         paths = [_plain_path(a) for a in given]
         reals = [posixpath.realpath(os.fsdecode(p)) for p in paths if p is not None]
-        if effect == "write" and any(_plants_code(real, self.import_roots) for real in reals):
-            raise self.refuse(f"{event}{_short(args)}: a file the import system would load",
-                              effect)
+        if event in _LINKING_EVENTS:
+            # A link leads wherever its target leads later, not where it led when made
+            # (round 19 swapped a component of a checked target), and the caller follows
+            # it too.
+            raise self.refuse(f"making a link ({event})", effect)
+        if effect == "write":
+            roots = self.import_roots
+            if any(_plants_code(real, roots) or _holds_a_root(real, roots) for real in reals):
+                raise self.refuse(f"{event}{_short(args)}: a file or directory the import "
+                                  f"system reads", effect)
+            if event in _MOVING_EVENTS and len(reals) > 1 and _under(reals[1], roots):
+                raise self.refuse(f"{event}{_short(args)}: moving into a directory the "
+                                  f"import system reads", effect)
         if reals and len(reals) == len(given) and dirs and all(_under(real, dirs)
                                                                for real in reals):
             return
@@ -1251,8 +1290,25 @@ def _library_path_types() -> tuple[type, ...]:
 def _plants_code(real: str, roots: tuple[str, ...]) -> bool:
     """Whether writing ``real`` puts a file the import system loads under a sys.path root:
     a module there shadows the standard library's for this sandbox and for the caller,
-    whose next import runs it with no policy (round 18 planted statistics.py)."""
-    return real.endswith(_IMPORT_SUFFIXES) and _under(real, roots)
+    whose next import runs it with no policy (round 18 planted statistics.py). Where
+    sys.path holds '' or a relative entry, the root moves with the caller's working
+    directory: anywhere may become one (round 19)."""
+    return real.endswith(_IMPORT_SUFFIXES) and (_relative_import_root or _under(real, roots))
+
+
+def _holds_a_root(real: str, roots: tuple[str, ...]) -> bool:
+    """Whether ``real`` is a sys.path root or a directory above one: renaming, removing or
+    replacing it swaps what the import system reads (round 19 renamed a directory of its
+    own onto one)."""
+    return any(_under(root, (real,)) for root in roots)
+
+
+# Whether sys.path held '' or a relative entry when the policy was installed.
+_relative_import_root = False
+# Events that move or link a path to another: what arrives at the destination was not
+# written there, so nothing checked its name (a package directory, a symlink).
+_MOVING_EVENTS = frozenset({"os.rename", "shutil.move", "shutil.copytree"})
+_LINKING_EVENTS = frozenset({"os.symlink", "os.link"})
 
 
 def _file_of_a_module(name: str, real: str) -> bool:
@@ -1915,11 +1971,12 @@ def install(spec: PolicySpec) -> Callable[[bytes, tuple[object, ...]], object]:
 
     Called once, by ``_inside.serve``, before any request is read.
     """
-    global _installed, _installed_policy
+    global _installed, _installed_policy, _relative_import_root
     if _installed:
         raise RuntimeError("a policy is already installed in this sandbox")
     _installed = True
     enforcer = _installed_policy = _Enforcer(spec)
+    _relative_import_root = any(type(p) is str and not posixpath.isabs(p) for p in sys.path)
     _guard_enum_property(enforcer.name)
     _guard_singledispatch(enforcer)
     _guard_traceback_suggestions()

@@ -16,7 +16,8 @@ from subsandbox import _core
 
 from conftest import run_script
 
-from ._escape import REFUSALS, assert_no_connection, assert_not_read, assert_refused, attempt
+from ._escape import (REFUSALS, assert_no_connection, assert_not_read, assert_refused, attempt,
+                      text_of)
 
 
 # -- code objects and functions ---------------------------------------------------------------
@@ -596,3 +597,72 @@ def test_a_write_grant_plants_no_module(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["statistics.py", "True", "data.txt", "written"]
     assert not (tmp_path / "statistics.py").exists()
+
+
+# Round 19 (2026-11-29): what os, shutil and glob granted could do with a grant.
+
+def test_os_is_used_with_paths_not_directory_descriptors(tmp_path: Path) -> None:
+    """os.open's audit event carries no dir_fd: a path relative to a directory's
+    descriptor was checked as if relative to the working directory (a red-team run,
+    round 19, read and wrote outside its grants)."""
+    (tmp_path / "a.txt").write_text("fine")
+    policy = subsandbox.Policy.compute().allow_import("os").allow_read(tmp_path)
+    with subsandbox.Sandbox(policy=policy) as sb:
+        outcome = attempt(sb, "import os\n"
+                              "fd = os.open(DIR, os.O_RDONLY)\n"
+                              "result = os.open('a.txt', os.O_RDONLY, dir_fd=fd)",
+                          DIR=str(tmp_path))
+        assert_refused(outcome)
+        assert "relative to a directory's file descriptor" in text_of(outcome)
+        assert sb.call(eval, f"__import__('os').open({str(tmp_path / 'a.txt')!r}, 0) > 0")
+
+
+def test_no_link_is_made_and_nothing_moves_onto_an_import_root(tmp_path: Path) -> None:
+    """A symlink leads wherever its target leads later (round 19 swapped a component of
+    a checked target, and led the caller's own writes out of the grant); renaming a
+    directory of the sandbox's own onto a sys.path root planted a module the caller
+    then imported."""
+    grant = tmp_path / "w"
+    (grant / "lib").mkdir(parents=True)
+    (grant / "stage").mkdir()
+    out = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(grant / 'lib')!r})
+        import subsandbox
+        policy = subsandbox.Policy.compute().allow_import("os").allow_write({str(grant)!r})
+        with subsandbox.Sandbox(policy=policy) as sb:
+            for source in (
+                    "__import__('os').symlink('/etc', {str(grant / 'link')!r})",
+                    "open({str(grant / 'stage' / 'statistics.py')!r}, 'w').write('x')\\n"
+                    "import os\\nos.rmdir({str(grant / 'lib')!r})",
+                    "import os\\nos.rename({str(grant / 'stage')!r}, "
+                    "{str(grant / 'lib' / 'pkg')!r})"):
+                try:
+                    sb.exec(source)
+                    print("done")
+                except subsandbox.PolicyError as exc:
+                    print("refused")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused", "refused", "refused"]
+    assert (grant / "lib").is_dir() and not (grant / "link").exists()
+
+
+def test_library_code_lists_no_directory_of_sys_path_for_a_sandbox(tmp_path: Path) -> None:
+    """Only the import system may list a sys.path directory without a read grant:
+    glob.glob() called by sandboxed code listed the app's own directory."""
+    (tmp_path / "private_name.txt").write_text("")
+    out = run_script(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import subsandbox
+        with subsandbox.Sandbox(policy=subsandbox.Policy.compute().allow_import("glob")) as sb:
+            try:
+                print(sb.call(eval, "__import__('glob').glob({str(tmp_path)!r} + '/*')"))
+            except subsandbox.PolicyError:
+                print("refused")
+            sb.exec("import json")     # the import system itself still lists sys.path
+            print("imported")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused", "imported"]
