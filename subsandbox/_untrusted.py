@@ -167,33 +167,41 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
             raise _refuse(f"the iterable {type(value).__name__!r} cannot be handed to "
                           f"{getattr(maker, '__qualname__', maker)!r}: it would be "
                           f"iterated here, for as long as it lasts")
-    if (maker is str or maker is bytes or maker is bytearray) and len(values) > 1:
+    shown = maker.__name__ if isinstance(maker, type) else type(maker).__name__
+    # Subclasses too: a caller's own str, bytes, int or Fraction subclass comes back as
+    # itself, and was called past these rules (round 19: bytes(10**9) through one).
+    text_kind = isinstance(maker, type) and issubclass(maker, (str, bytes, bytearray))
+    number_kind = isinstance(maker, type) and issubclass(maker, (int, float, complex))
+    if text_kind and len(values) > 1:
         # An encoding: the codec's lookup imports encodings.<name> here (round 14).
-        raise _refuse(f"{maker.__name__}() with an encoding")
+        raise _refuse(f"{shown}() with an encoding")
     fractions = sys.modules.get("fractions")
-    if fractions is not None and maker is fractions.Fraction and not all(
+    fraction_kind = (fractions is not None and isinstance(maker, type)
+                     and issubclass(maker, fractions.Fraction))
+    if fraction_kind and not all(
             type(value) is int for value in values):
         # Fraction("1e16000000") computes 10**16000000 (13 s for a 20-byte argument,
         # round 13); Fraction pickles as its two ints.
         raise _refuse("a Fraction is made again only from its numerator and denominator")
-    if fractions is not None and maker is fractions.Fraction and any(
+    if fraction_kind and any(
             value.bit_length() > _FRACTION_BITS_MAX for value in values):
         # Fraction(n, d) divides both by their gcd, whose time grows with the square of
         # their size: two ints of 4,000,000 bits (1 MB) took 18.6 s (3.13.0).
         raise _refuse(f"a Fraction whose numerator or denominator has more than "
                       f"{_FRACTION_BITS_MAX} bits (its gcd would take time that grows with "
                       f"the square of its size): return the two ints")
-    if maker is bytes or maker is bytearray:
+    if isinstance(maker, type) and issubclass(maker, (bytes, bytearray)):
         if any(isinstance(value, int) for value in values):
-            raise _refuse(f"{maker.__name__}() of a size")
-    if (maker is int or maker is float or maker is complex) and not all(
+            raise _refuse(f"{shown}() of a size")
+    if number_kind and not all(
             type(value) in _SCALARS for value in values):
         # int(Decimal('1e1000000')) converts in time that grows faster than its size,
         # in C: a 74-byte result took 25 s (round 17). Numbers are made from scalars.
-        raise _refuse(f"{maker.__name__}() of a {type(values[0]).__name__}"
-                      if values else f"{maker.__name__}()")
+        raise _refuse(f"{shown}() of a {type(values[0]).__name__}"
+                      if values else f"{shown}()")
     decimal = sys.modules.get("decimal")
-    if decimal is not None and maker is decimal.Decimal and any(
+    if decimal is not None and isinstance(maker, type) and issubclass(
+            maker, decimal.Decimal) and any(
             type(value) is int and value.bit_length() > _FRACTION_BITS_MAX
             for value in values):
         raise _refuse(f"a Decimal made from an int of more than {_FRACTION_BITS_MAX} bits "
@@ -453,10 +461,22 @@ _SHARED_TUPLE_MAX = 256
 def _after_get(load: Callable[[Any], None]) -> Callable[[Any], None]:
     def get(self: _ResultUnpickler) -> None:
         load(self)
-        if not _shareable(self.stack[-1]):
-            raise _refuse(f"a {type(self.stack[-1]).__name__} may come back only once in "
+        value = self.stack[-1]
+        if not _shareable(value):
+            raise _refuse(f"a {type(value).__name__} may come back only once in "
                           f"a result (pickle's memo refers to it again): return a tree, "
                           f"copy what it shares")
+        # Referred to again, it is no longer the load's alone to fill: BUILD on it after
+        # a GET filled empty objects top-down, each judged shareable (and shallow) while
+        # still empty (round 19).
+        self._fresh.pop(id(value), None)
+        if type(value) in (str, bytes) and len(value) > 64:
+            # A megabyte str referred to 8,000 times made json.dumps() of a 1 MB result
+            # write 8 GB (round 19): what the memo repeats is charged to the result.
+            self._repeat_budget -= len(value)
+            if self._repeat_budget < 0:
+                raise _refuse("a result that refers to its long strings over and over "
+                              "(more repeated text than its size allows)")
     return get
 
 
@@ -591,7 +611,11 @@ def _check_argument_spread(args: object) -> None:
     if type(args) is not tuple:
         return
     for arg in args:
-        if (type(arg) is list or type(arg) is tuple) and len(arg) > _SAME_HASH_MAX:
+        if (isinstance(arg, _FINITE_CONTAINERS) and not isinstance(arg, (str, bytes, bytearray))
+                and len(arg) > _SAME_HASH_MAX):
+            # (Any container: dict() of a frozenset of pairs whose own hashes differ put
+            # keys that hash alike in: round 19.)
+            arg = _builtin_items(arg)
             _check_spread(arg)
             # dict(pairs) takes the first item any 2-item iterable gives (a dict's first
             # key: round 18 built a dict of colliding keys from 2-key dicts).
@@ -651,21 +675,33 @@ def _fresh_after(load: Callable[[Any], None], maker_at: int, called: bool
 
 
 def _check_value(made: object) -> None:
-    """A value whose constructor trusts its pickled form, checked as made: a datetime
-    from its bytes checks only the month (year 0 made ctime() read before a table and
-    crash, every version: round 18), and a Decimal's exponent sets what int() of it, or
-    formatting it, costs (1E+400000: 4.1 s, growing with its square)."""
-    kind = type(made)
-    if kind.__module__ == "datetime" and kind.__qualname__ in ("date", "datetime"):
+    """A value whose constructor trusts its pickled form, checked as made (subclasses too:
+    a caller's own datetime subclass comes back as itself): a datetime from its bytes
+    checks only the month (year 0 made ctime() read before a table and crash, every
+    version: round 18); a Decimal's exponent and digits set what int(), as_integer_ratio()
+    or formatting it costs (1E+400000: 4.1 s; 400,000 digits: 13.5 s in statistics.mean;
+    rounds 18, 19)."""
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and isinstance(made, (datetime.date, datetime.time)):
         try:
-            made.replace()  # type: ignore[attr-defined]   # checks every field
-        except ValueError as exc:
-            raise _refuse(f"a {kind.__qualname__} out of range: {exc}") from None
-    elif (kind.__module__, kind.__qualname__) == ("decimal", "Decimal"):
-        if made.is_finite() and abs(made.adjusted()) > _FRACTION_BITS_MAX:  # type: ignore[attr-defined]
-            raise _refuse(f"a Decimal whose exponent is beyond +-{_FRACTION_BITS_MAX} "
-                          f"(int() of it takes time that grows with its square): return "
-                          f"its str")
+            made.replace()  # checks every field
+        except (ValueError, TypeError) as exc:
+            raise _refuse(f"a {type(made).__name__} out of range: {exc}") from None
+        return
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(made, decimal.Decimal) and made.is_finite():
+        # Its text holds every digit (as_tuple() would make an int of them, which 3.12
+        # refuses past 4,300 digits); adjusted() is the exponent of its first digit.
+        if (abs(made.adjusted()) > _FRACTION_BITS_MAX
+                or len(str(made)) > _DECIMAL_DIGITS_MAX + 16):
+            raise _refuse(f"a Decimal of more than {_DECIMAL_DIGITS_MAX} digits or an "
+                          f"exponent beyond +-{_FRACTION_BITS_MAX} (int() or "
+                          f"as_integer_ratio() of it takes time that grows with its "
+                          f"square): return its str")
+
+
+# A Decimal's digits (~65,536 bits' worth).
+_DECIMAL_DIGITS_MAX = 20_000
 
 
 def _arguments(parts: list[Any]) -> list[object]:
@@ -872,6 +908,8 @@ class _ResultUnpickler(pickle._Unpickler):
         self._pattern_chars = 0                       # of the patterns compiled here
         # Items _check_call may walk in all: a few per byte of the result.
         self._walk_budget = [4 * len(file.getbuffer()) + 100_000]
+        # Characters of long strings the memo may repeat in all.
+        self._repeat_budget = 4 * len(file.getbuffer()) + (1 << 20)
         self._keys_added: dict[int, int] = {}         # keys put in other containers, by id
         self._spreads: dict[int, _Spread] = {}        # the hashes of those keys, past a few
         self._own = {
