@@ -492,21 +492,24 @@ def _class_method(target: object, name: str) -> Callable[..., Any]:
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
     self._check_made_here(self.stack[-1])
-    self._nest(self.stack[-1], (value,))
+    if type(self.stack[-1]) is not list:
+        self._nest(self.stack[-1], (value,))
     _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     self._check_made_here(self.stack[-1])
-    self._nest(self.stack[-1], items)
+    if type(self.stack[-1]) is not list:
+        self._nest(self.stack[-1], items)
     _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     self._check_made_here(self.stack[-1])
-    self._nest(self.stack[-1], items)
+    if type(self.stack[-1]) is not set:
+        self._nest(self.stack[-1], items)
     self._spread_into(self.stack[-1], items)
     add = _class_method(self.stack[-1], "add")
     for item in items:
@@ -569,7 +572,8 @@ def _load_setitem(self: _ResultUnpickler) -> None:
     if type(target) is not dict or len(target) >= _SAME_HASH_MAX:
         self._check_made_here(target)
         self._spread_into(target, [key])
-    self._nest(target, (key, value))
+    if type(target) is not dict:
+        self._nest(target, (key, value))
     target[key] = value
 
 
@@ -580,7 +584,8 @@ def _load_setitems(self: _ResultUnpickler) -> None:
     if type(target) is not dict or len(target) + len(items) // 2 > _SAME_HASH_MAX:
         self._check_made_here(target)
         self._spread_into(target, items, 2)
-    self._nest(target, items)
+        if type(target) is not dict:
+            self._nest(target, items)
     for index in range(0, len(items), 2):
         target[items[index]] = items[index + 1]
 
@@ -589,9 +594,7 @@ def _load_frozenset(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
     if len(items) > _SAME_HASH_MAX:
         _check_spread(items)
-    made = frozenset(items)
-    self._nest(made, items)
-    self.stack.append(made)
+    self.stack.append(frozenset(items))
 
 
 def _nesting(load: Callable[[Any], None], taken: int) -> Callable[[Any], None]:
@@ -847,7 +850,6 @@ class _ResultUnpickler(pickle._Unpickler):
         # (an AttrDict's items), was called with the state, past every check (round 14).
         # The class's own, or pickle's default: the state into __dict__ and the slots.
         state = self.stack.pop()
-        self._nest(target, _arguments(list(state) if type(state) is tuple else [state]))
         if isinstance(target, BaseException):
             _build_exception(target, state)
             return
@@ -886,8 +888,8 @@ class _ResultUnpickler(pickle._Unpickler):
     dispatch[pickle.SETITEM[0]] = _load_setitem  # type: ignore[assignment]
     dispatch[pickle.SETITEMS[0]] = _load_setitems  # type: ignore[assignment]
     dispatch[pickle.FROZENSET[0]] = _load_frozenset  # type: ignore[assignment]
-    for _op, _taken in ((pickle.TUPLE, 0), (pickle.LIST, 0), (pickle.DICT, 0),
-                        (pickle.TUPLE1, 1), (pickle.TUPLE2, 2), (pickle.TUPLE3, 3)):
+    for _op, _taken in ((pickle.TUPLE, 0), (pickle.TUPLE1, 1), (pickle.TUPLE2, 2),
+                        (pickle.TUPLE3, 3)):
         dispatch[_op[0]] = _nesting(_DISPATCH[_op[0]], _taken)
     for _op, _maker_at, _called in ((pickle.NEWOBJ, 2, False), (pickle.NEWOBJ_EX, 3, False),
                                     (pickle.REDUCE, 2, True)):
@@ -1014,7 +1016,10 @@ class _ResultUnpickler(pickle._Unpickler):
         result is refused past _DEPTH_MAX: CPython hashes a tuple and frees a deque, a
         defaultdict or an OSError's C members by recursion in C without a depth check,
         and a million-deep chain overflowed the caller's C stack when it hashed or
-        dropped one (3.12, 3.13; the tuple's hash on 3.14 too: rounds 17, 18)."""
+        dropped one (3.12, 3.13; the tuple's hash on 3.14 too: rounds 17, 18). Counted
+        for tuples and for what calls make and fill; a builtin list, dict or set is not
+        counted (it is freed with the trashcan and hashes nothing), which also keeps the
+        count off the usual result's path."""
         depths = self._depths
         depth = 1 + max(map(depths.get, map(id, items), repeat(0)), default=0)
         if depth > depths.get(id(holder), 0):
