@@ -23,14 +23,23 @@ static pthread_mutex_t policy_lock = PTHREAD_MUTEX_INITIALIZER;  /* leaf */
 static int64_t *policy_ids;         /* guarded by policy_lock */
 static size_t npolicy_ids, cappolicy_ids;   /* guarded by policy_lock */
 
+/* Whether `id` is registered; the caller holds policy_lock. */
+static int
+registered_locked(int64_t id)
+{
+    for (size_t i = 0; i < npolicy_ids; i++) {
+        if (policy_ids[i] == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int
 is_policy_interpreter(int64_t id)
 {
-    int found = 0;
     pthread_mutex_lock(&policy_lock);
-    for (size_t i = 0; i < npolicy_ids && !found; i++) {
-        found = policy_ids[i] == id;
-    }
+    int found = registered_locked(id);
     pthread_mutex_unlock(&policy_lock);
     return found;
 }
@@ -85,10 +94,11 @@ register_policy_interpreter(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(arg
         return NULL;
     }
     int64_t id = PyInterpreterState_GetID(interp);
-    if (is_policy_interpreter(id)) {
+    pthread_mutex_lock(&policy_lock);
+    if (registered_locked(id)) {
+        pthread_mutex_unlock(&policy_lock);
         Py_RETURN_NONE;
     }
-    pthread_mutex_lock(&policy_lock);
     if (npolicy_ids == cappolicy_ids) {
         size_t cap = cappolicy_ids ? 2 * cappolicy_ids : 16;
         int64_t *grown = PyMem_RawRealloc(policy_ids, cap * sizeof(int64_t));

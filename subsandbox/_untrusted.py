@@ -140,7 +140,7 @@ def _check_call(maker: object, args: object, kwargs: object = None, *,
     _check_argument_spread(args)
     values = list(args) + (list(kwargs.values()) if kwargs else [])
     # Inside the builtin containers too: dict([range(10**9)]) made a list of it (round
-    # 14). A result shares no container (_ResultUnpickler._load_get): this walk is as
+    # 14). A result shares no container (_after_get): this walk is as
     # long as the arguments, and no container is walked for two calls.
     stack = list(values)
     while stack:
@@ -420,7 +420,7 @@ def _shareable(obj: object) -> bool:
                    for item in obj)  # type: ignore[attr-defined]
     if isinstance(obj, BaseException):
         return False
-    if (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES:
+    if _value_type(kind):
         return True
     # Read in the classes' own namespaces: a metaclass's __getattribute__ could answer
     # object's methods while the type's slots call its own.
@@ -454,6 +454,11 @@ _VALUE_TYPES = frozenset({
       for kind in ("Address", "Network", "Interface")),
 })
 _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def _value_type(kind: type) -> bool:
+    """Whether ``kind`` is one of _VALUE_TYPES itself (not a subclass)."""
+    return (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES
 _SCALARS = (str, bytes, int, float, complex, bool, type(None))
 _SHARED_TUPLE_MAX = 256
 
@@ -491,25 +496,19 @@ def _class_method(target: object, name: str) -> Callable[..., Any]:
 
 def _load_append(self: _ResultUnpickler) -> None:
     value = self.stack.pop()
-    self._check_made_here(self.stack[-1])
-    if type(self.stack[-1]) is not list:
-        self._nest(self.stack[-1], (value,))
+    self._filling(self.stack[-1], (value,), list)
     _class_method(self.stack[-1], "append")(self.stack[-1], value)
 
 
 def _load_appends(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
-    self._check_made_here(self.stack[-1])
-    if type(self.stack[-1]) is not list:
-        self._nest(self.stack[-1], items)
+    self._filling(self.stack[-1], items, list)
     _class_method(self.stack[-1], "extend")(self.stack[-1], items)
 
 
 def _load_additems(self: _ResultUnpickler) -> None:
     items = self.pop_mark()  # type: ignore[attr-defined]
-    self._check_made_here(self.stack[-1])
-    if type(self.stack[-1]) is not set:
-        self._nest(self.stack[-1], items)
+    self._filling(self.stack[-1], items, set)
     self._spread_into(self.stack[-1], items)
     add = _class_method(self.stack[-1], "add")
     for item in items:
@@ -570,10 +569,8 @@ def _load_setitem(self: _ResultUnpickler) -> None:
     key = self.stack.pop()
     target = self.stack[-1]
     if type(target) is not dict or len(target) >= _SAME_HASH_MAX:
-        self._check_made_here(target)
+        self._filling(target, (key, value), dict)
         self._spread_into(target, [key])
-    if type(target) is not dict:
-        self._nest(target, (key, value))
     target[key] = value
 
 
@@ -582,10 +579,8 @@ def _load_setitems(self: _ResultUnpickler) -> None:
     target = self.stack[-1]
     # A small dict, the usual case, is checked here without a call.
     if type(target) is not dict or len(target) + len(items) // 2 > _SAME_HASH_MAX:
-        self._check_made_here(target)
+        self._filling(target, items, dict)
         self._spread_into(target, items, 2)
-        if type(target) is not dict:
-            self._nest(target, items)
     for index in range(0, len(items), 2):
         target[items[index]] = items[index + 1]
 
@@ -598,9 +593,9 @@ def _load_frozenset(self: _ResultUnpickler) -> None:
 
 
 def _nesting(load: Callable[[Any], None], taken: int) -> Callable[[Any], None]:
-    """``load``, an opcode that makes a container of the top ``taken`` items of the stack
-    (TUPLE1 to TUPLE3), or of those above the mark (``taken`` 0: TUPLE, LIST, DICT):
-    the container is one deeper than they are (_ResultUnpickler._nest)."""
+    """``load``, an opcode that makes a tuple of the top ``taken`` items of the stack
+    (TUPLE1 to TUPLE3), or of those above the mark (``taken`` 0: TUPLE): the tuple is
+    one deeper than they are (_ResultUnpickler._nest)."""
     def nesting(self: _ResultUnpickler) -> None:
         items = self.stack[-taken:] if taken else self.stack
         load(self)
@@ -609,7 +604,7 @@ def _nesting(load: Callable[[Any], None], taken: int) -> Callable[[Any], None]:
 
 
 def _check_argument_spread(args: object) -> None:
-    """A long list or tuple handed to a maker (``frozenset(items)``, ``dict(pairs)``,
+    """A long container handed to a maker (``frozenset(items)``, ``dict(pairs)``,
     ``Counter(items)``): its items, and the first item of each pair, as keys."""
     if type(args) is not tuple:
         return
@@ -754,10 +749,17 @@ def _attribute_name(key: object, allowed_dunders: tuple[str, ...] = ()) -> str:
 def _set_slot(target: object, name: str, value: object) -> None:
     """A slot's value, through the slot's own descriptor; any other name into the
     instance's __dict__. setattr interned the name (immortal on 3.12: 20 results of
-    20,000 names kept 136 MB; round 18) and ran any property's setter."""
+    20,000 names kept 136 MB; round 18) and ran any property's setter. Never a slot of a
+    value type, in it or in a subclass (a caller's own subclass comes back as itself): a
+    value is made from its constructor's checked arguments, and a Fraction's slots set
+    to Fractions made ==, str() and hash() walk a tree that the memo shared, doubling
+    with each level (round 17)."""
     for klass in type(target).__mro__:
         slot = vars(klass).get(name)
         if slot is not None:
+            if _value_type(klass):
+                raise _refuse(f"a {klass.__name__} is made only from its constructor's "
+                              f"arguments")
             if type(slot) is not types.MemberDescriptorType:
                 raise _refuse(f"an object's slot state may not set {name!r}, which is "
                               f"not a slot of its class")
@@ -839,12 +841,6 @@ class _ResultUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError(
                 f"a sandbox under a policy can set the state only of objects its result "
                 f"makes, not of {type(target).__name__!r} objects this interpreter has")
-        kind = type(target)
-        if (getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)) in _VALUE_TYPES:
-            # A value is made from its constructor's arguments, which are checked: a
-            # Fraction's slots set by BUILD to Fractions made ==, str() and hash() walk a
-            # tree that the memo shared, doubling with each level (round 17).
-            raise _refuse(f"a {kind.__name__} is made only from its constructor's arguments")
         # pickle's own BUILD looks __setstate__ up on the instance: an instance attribute
         # (a first BUILD on an exception sets any), or what a class's __getattr__ answers
         # (an AttrDict's items), was called with the state, past every check (round 14).
@@ -864,7 +860,11 @@ class _ResultUnpickler(pickle._Unpickler):
         if state:
             if type(state) is not dict:
                 raise _refuse("an object's state must be a dict")
-            instance_dict = object.__getattribute__(target, "__dict__")
+            try:
+                instance_dict = object.__getattribute__(target, "__dict__")
+            except AttributeError:
+                raise _refuse(f"a {type(target).__name__} has no attributes of its own to "
+                              f"set") from None
             for key, value in dict.items(state):
                 # Not interned (pickle interns): interned strings are immortal on 3.12,
                 # and every result's names stayed in the caller for good (round 16).
@@ -1029,14 +1029,20 @@ class _ResultUnpickler(pickle._Unpickler):
                 self._depth_holders.append(holder)   # alive, so its id is not reused
             depths[id(holder)] = depth
 
-    def _check_made_here(self, target: object) -> None:
-        """Items go only into a container this load made: a builtin one (nothing else
-        puts one on the stack), or an object a class made (NEWOBJ, REDUCE). A dict
-        subclass whose __new__ handed out the caller's singleton got the sandbox's items
-        (a red-team run, round 16), as BUILD had got its state (round 14)."""
+    def _filling(self, target: object, items: Sequence[object], builtin: type) -> None:
+        """Before ``items`` go into ``target``, by an opcode whose own container is
+        ``builtin`` (list for APPEND(S), dict for SETITEM(S), set for ADDITEMS). Items go
+        only into a container this load made: a builtin one (nothing else puts one on the
+        stack), or an object a class made (NEWOBJ, REDUCE). A dict subclass whose __new__
+        handed out the caller's singleton got the sandbox's items (a red-team run, round
+        16), as BUILD had got its state (round 14). Anything but the builtin is as deep
+        as its items make it (_nest)."""
+        if type(target) is builtin:
+            return
         if type(target) not in (dict, list, set) and self._fresh.get(id(target)) is not target:
             raise _refuse(f"items may go only into containers the result makes, not into "
                           f"a {type(target).__name__!r} object this interpreter has")
+        self._nest(target, items)
 
     def find_class(self, module: str, name: str) -> Any:
         value = self._find_class(module, name)
