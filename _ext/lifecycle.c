@@ -262,6 +262,7 @@ atfork_prepare(void)
     ss_arena_fork_prepare();
     ss_queue_fork_prepare();
     ss_parcel_fork_prepare();
+    ss_teardown_fork_prepare();
     pthread_mutex_lock(&arenas_lock);
     ndetached = ss_rt_detach_interpreters(fork_ids, nfork_ids, detached);
     in_fork = 1;
@@ -271,6 +272,7 @@ static void
 release_leaf_locks(int in_child)
 {
     pthread_mutex_unlock(&arenas_lock);
+    ss_teardown_fork_done(in_child);
     ss_parcel_fork_done(in_child);
     ss_queue_fork_done(in_child);
     ss_arena_fork_done(in_child);

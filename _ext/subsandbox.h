@@ -248,6 +248,8 @@ int ss_seal_exec(PyObject *module, ss_state *st);
 /* teardown_guard.c: a policy sandbox acts on nothing while it is being finalized. */
 int ss_teardown_guard_exec(PyObject *module, ss_state *st);
 void ss_teardown_forget(int64_t interp_id);
+void ss_teardown_fork_prepare(void);
+void ss_teardown_fork_done(int in_child);
 /* keyspread.c: counts keys that share a hash, for the caller's unpickler. */
 int ss_keyspread_exec(PyObject *module, ss_state *st);
 

@@ -62,6 +62,20 @@ ss_teardown_forget(int64_t id)
     pthread_mutex_unlock(&policy_lock);
 }
 
+/* Fork (lifecycle.c): the registry's lock is a leaf, taken across our fork() so that the
+ * child never inherits it held by a thread it does not have. */
+void
+ss_teardown_fork_prepare(void)
+{
+    pthread_mutex_lock(&policy_lock);
+}
+
+void
+ss_teardown_fork_done(int Py_UNUSED(in_child))
+{
+    pthread_mutex_unlock(&policy_lock);
+}
+
 static int
 teardown_hook(const char *event, PyObject *Py_UNUSED(args), void *Py_UNUSED(data))
 {
